@@ -1,0 +1,75 @@
+//! The resolved form of a workflow: what the planner and scheduler consume.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::params::ParamSpec;
+use crate::value::Value;
+
+/// Where node kinds are looked up. The loader only needs names and parameter
+/// schemas, so it does not depend on the crate that implements the kinds.
+pub trait KindCatalog {
+    fn kind_names(&self) -> Vec<&str>;
+    fn params(&self, kind: &str) -> Option<Vec<ParamSpec>>;
+}
+
+/// A validated workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workflow {
+    pub path: PathBuf,
+    pub name: String,
+    pub remote: Option<String>,
+    /// In topological order (inputs before their consumers), ties broken by file order.
+    pub nodes: Vec<NodeSpec>,
+}
+
+impl Workflow {
+    pub fn node(&self, name: &str) -> Option<&NodeSpec> {
+        self.nodes.iter().find(|node| node.name == name)
+    }
+}
+
+/// One node with defaults and overrides applied and every parameter checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSpec {
+    pub name: String,
+    pub kind: String,
+    /// Complete: every declared parameter with a value or a default is present,
+    /// coerced to its declared type.
+    pub params: BTreeMap<String, Value>,
+    /// Input name to where its content comes from.
+    pub inputs: BTreeMap<String, InputRef>,
+    pub resources: Resources,
+    pub retries: u32,
+    pub salt: String,
+    pub timeout: Option<Duration>,
+    /// 1-based line of the node's table header.
+    pub line: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum InputRef {
+    /// The output tree of another node of the same workflow.
+    Node(String),
+    /// An external file or folder: absolute and canonicalized.
+    Path(PathBuf),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    pub cpus: u32,
+    /// Thousandths of a GPU: 1000 is one whole GPU, 2000 two, 500 a half share of one.
+    pub gpu_millis: u32,
+    pub memory_bytes: Option<u64>,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Resources {
+            cpus: 1,
+            gpu_millis: 0,
+            memory_bytes: None,
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The store's one error type.
+
+use std::path::PathBuf;
+
+use crate::digest::{ActionKey, BlobDigest, TreeDigest};
+
+/// A store result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the store. Variants name the object involved.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A blob's bytes do not hash to its name. The object was moved out of `cas/`.
+    #[error("Blob `{digest}` is corrupt: its {size} bytes hash to `{actual}`; moved to quarantine")]
+    Corrupt {
+        /// The name the blob was stored under.
+        digest: BlobDigest,
+        /// What the bytes actually hash to.
+        actual: BlobDigest,
+        /// How many bytes were read.
+        size: u64,
+    },
+    /// A blob that should be present is not.
+    #[error("Blob `{0}` is missing from the store")]
+    MissingBlob(BlobDigest),
+    /// A tree that should be present is not.
+    #[error("Tree `{0}` is missing from the store")]
+    MissingTree(TreeDigest),
+    /// A tree's encoding does not parse.
+    #[error("Tree `{digest}` is malformed: {reason}")]
+    MalformedTree {
+        /// The tree.
+        digest: TreeDigest,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An action record does not parse.
+    #[error("Action record `{key}` is malformed: {reason}")]
+    MalformedRecord {
+        /// The key the record is stored under.
+        key: ActionKey,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Refusing to publish an action record whose outputs are not all stored.
+    #[error("Refusing to record action `{key}`: its output tree `{tree}` is incomplete ({reason})")]
+    Incomplete {
+        /// The action.
+        key: ActionKey,
+        /// Its output tree.
+        tree: TreeDigest,
+        /// What is missing.
+        reason: String,
+    },
+    /// A name inside a tree is not a normalized relative path.
+    #[error("Invalid name `{name}` in a tree: {reason}")]
+    InvalidName {
+        /// The offending name.
+        name: String,
+        /// Why it is rejected.
+        reason: &'static str,
+    },
+    /// A local file or folder could not be read or written.
+    #[error("I/O error on `{path}`: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The object store backend failed.
+    #[error("Store backend error at `{location}`: {source}")]
+    Backend {
+        /// The object path involved.
+        location: String,
+        /// The underlying error.
+        source: object_store::Error,
+    },
+    /// A store URL could not be understood.
+    #[error("Unsupported store URL `{url}`: {reason}")]
+    Url {
+        /// The URL as given.
+        url: String,
+        /// Why it is rejected.
+        reason: String,
+    },
+    /// A JSON document in the store does not parse.
+    #[error("Malformed document `{location}`: {reason}")]
+    MalformedDocument {
+        /// Where it is stored.
+        location: String,
+        /// The parser's message.
+        reason: String,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn backend(location: impl ToString, source: object_store::Error) -> Self {
+        Error::Backend { location: location.to_string(), source }
+    }
+
+    /// Whether retrying the same operation may succeed (network hiccups, throttling).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Backend { source, .. } => matches!(
+                source,
+                object_store::Error::Generic { .. } | object_store::Error::JoinError { .. }
+            ),
+            Error::Io { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::TimedOut
+            ),
+            _ => false,
+        }
+    }
+}

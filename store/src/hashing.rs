@@ -1,0 +1,246 @@
+//! Content hashing of external files and folders, with a stat cache.
+//!
+//! External inputs (a base checkpoint, a benchmark file) enter cache keys by content, not by
+//! path. Hashing a 15 GB checkpoint on every plan would be slow, so each file's digest is
+//! remembered together with its size, modification time, change time, inode and device; the
+//! file is re-hashed only when one of them differs. This is the same trade-off git's index and
+//! DVC make: a tool that rewrites a file and restores every one of those stamps defeats it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::{BlobDigest, TreeDigest};
+use crate::error::{Error, Result};
+use crate::tree::{Tree, TreeEntry};
+
+/// Files at least this large are hashed with memory mapping and several threads.
+const MMAP_THRESHOLD: u64 = 1 << 20;
+
+/// Hashes a file by streaming it through blake3.
+pub fn hash_file(path: &Path) -> Result<(BlobDigest, u64)> {
+    let metadata = fs::metadata(path).map_err(|error| Error::io(path, error))?;
+    let mut hasher = blake3::Hasher::new();
+    if metadata.len() >= MMAP_THRESHOLD {
+        hasher.update_mmap_rayon(path).map_err(|error| Error::io(path, error))?;
+    } else {
+        let mut file = fs::File::open(path).map_err(|error| Error::io(path, error))?;
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let read = file.read(&mut buffer).map_err(|error| Error::io(path, error))?;
+            if read == 0 {
+                break;
+            }
+            hasher.update(&buffer[..read]);
+        }
+    }
+    let size = hasher.count();
+    Ok((BlobDigest::from_bytes(*hasher.finalize().as_bytes()), size))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Stamp {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    inode: u64,
+    device: u64,
+}
+
+impl Stamp {
+    fn of(metadata: &fs::Metadata) -> Self {
+        Stamp {
+            size: metadata.len(),
+            mtime_ns: metadata.mtime() as i128 * 1_000_000_000 + metadata.mtime_nsec() as i128,
+            ctime_ns: metadata.ctime() as i128 * 1_000_000_000 + metadata.ctime_nsec() as i128,
+            inode: metadata.ino(),
+            device: metadata.dev(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Cached {
+    stamp: Stamp,
+    digest: BlobDigest,
+}
+
+/// Remembers file digests by stat stamp. Persisted as JSON; a damaged cache file is ignored.
+#[derive(Debug, Default)]
+pub struct StatCache {
+    path: Option<PathBuf>,
+    entries: BTreeMap<PathBuf, Cached>,
+    dirty: bool,
+    hashed: u64,
+}
+
+impl StatCache {
+    /// A cache that lives only in memory.
+    pub fn in_memory() -> Self {
+        Self::default()
+    }
+
+    /// Loads the cache at `path` (missing or unreadable: start empty).
+    pub fn load(path: &Path) -> Self {
+        let entries = fs::read(path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default();
+        StatCache { path: Some(path.to_path_buf()), entries, dirty: false, hashed: 0 }
+    }
+
+    /// Writes the cache back if it changed (atomically: temp file, then rename).
+    pub fn save(&mut self) -> Result<()> {
+        let Some(path) = &self.path else { return Ok(()) };
+        if !self.dirty {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec(&self.entries).expect("stat cache serializes");
+        let temp = path.with_extension(format!("tmp.{}", std::process::id()));
+        fs::write(&temp, bytes).map_err(|error| Error::io(&temp, error))?;
+        fs::rename(&temp, path).map_err(|error| Error::io(path, error))?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// How many files were actually read (not answered from the cache) by this instance.
+    pub fn files_hashed(&self) -> u64 {
+        self.hashed
+    }
+
+    /// The digest of one file, from the cache when its stamp is unchanged.
+    pub fn hash_file(&mut self, path: &Path) -> Result<(BlobDigest, u64)> {
+        let metadata = fs::metadata(path).map_err(|error| Error::io(path, error))?;
+        let stamp = Stamp::of(&metadata);
+        if let Some(cached) = self.entries.get(path) {
+            if cached.stamp == stamp {
+                return Ok((cached.digest, stamp.size));
+            }
+        }
+        let (digest, size) = hash_file(path)?;
+        self.hashed += 1;
+        // A file that changed while we read it must not be cached under the old stamp.
+        let after = fs::metadata(path).map_err(|error| Error::io(path, error))?;
+        if Stamp::of(&after) == stamp && size == stamp.size {
+            self.entries.insert(path.to_path_buf(), Cached { stamp, digest });
+            self.dirty = true;
+        }
+        Ok((digest, size))
+    }
+
+    /// The tree of an external input: a folder's files (recursively, symlinks followed), or
+    /// a single file as a one-entry tree named after the file.
+    pub fn hash_path(&mut self, path: &Path) -> Result<(Tree, TreeDigest)> {
+        let metadata = fs::metadata(path).map_err(|error| Error::io(path, error))?;
+        let mut tree = Tree::new();
+        if metadata.is_dir() {
+            for (name, file) in walk_files(path)? {
+                let executable = file_is_executable(&file)?;
+                let (digest, size) = self.hash_file(&file)?;
+                tree.insert(&name, TreeEntry { digest, size, executable })?;
+            }
+        } else {
+            let name = path.file_name().and_then(|name| name.to_str()).ok_or_else(|| {
+                Error::InvalidName { name: path.display().to_string(), reason: "not UTF-8" }
+            })?;
+            let (digest, size) = self.hash_file(path)?;
+            let executable = metadata.permissions().mode() & 0o111 != 0;
+            tree.insert(name, TreeEntry { digest, size, executable })?;
+        }
+        let digest = tree.digest();
+        Ok((tree, digest))
+    }
+}
+
+pub(crate) fn file_is_executable(path: &Path) -> Result<bool> {
+    let metadata = fs::metadata(path).map_err(|error| Error::io(path, error))?;
+    Ok(metadata.permissions().mode() & 0o111 != 0)
+}
+
+/// Every regular file under `root`, as (relative `/`-separated name, path), sorted by name.
+/// Symlinks are followed; a symlink cycle or a name that is not UTF-8 is an error.
+pub fn walk_files(root: &Path) -> Result<Vec<(String, PathBuf)>> {
+    let mut files = Vec::new();
+    let mut stack = vec![(String::new(), root.to_path_buf(), 0usize)];
+    while let Some((prefix, dir, depth)) = stack.pop() {
+        if depth > 64 {
+            return Err(Error::InvalidName {
+                name: dir.display().to_string(),
+                reason: "folder nesting deeper than 64 (symlink cycle?)",
+            });
+        }
+        let reader = fs::read_dir(&dir).map_err(|error| Error::io(&dir, error))?;
+        for item in reader {
+            let item = item.map_err(|error| Error::io(&dir, error))?;
+            let path = item.path();
+            let name = item.file_name().into_string().map_err(|_| Error::InvalidName {
+                name: path.display().to_string(),
+                reason: "not UTF-8",
+            })?;
+            let relative = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let metadata = fs::metadata(&path).map_err(|error| Error::io(&path, error))?;
+            if metadata.is_dir() {
+                stack.push((relative, path, depth + 1));
+            } else if metadata.is_file() {
+                files.push((relative, path));
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_cache_skips_unchanged_files_and_sees_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        fs::create_dir(&data).unwrap();
+        fs::write(data.join("a.txt"), "one").unwrap();
+        fs::create_dir(data.join("sub")).unwrap();
+        fs::write(data.join("sub/b.txt"), "two").unwrap();
+        let cache_path = dir.path().join("stat.json");
+
+        let mut cache = StatCache::load(&cache_path);
+        let (tree, first) = cache.hash_path(&data).unwrap();
+        assert_eq!(tree.len(), 2);
+        assert!(tree.get("sub/b.txt").is_some());
+        assert_eq!(cache.files_hashed(), 2);
+        cache.save().unwrap();
+
+        let mut cache = StatCache::load(&cache_path);
+        let (_, second) = cache.hash_path(&data).unwrap();
+        assert_eq!(second, first);
+        assert_eq!(cache.files_hashed(), 0, "unchanged files are not re-read");
+
+        fs::write(data.join("a.txt"), "uno").unwrap();
+        let (_, third) = cache.hash_path(&data).unwrap();
+        assert_ne!(third, first);
+        assert_eq!(cache.files_hashed(), 1);
+    }
+
+    #[test]
+    fn single_file_is_a_one_entry_tree() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bench.jsonl");
+        fs::write(&file, "{}\n").unwrap();
+        let (tree, _) = StatCache::in_memory().hash_path(&file).unwrap();
+        assert_eq!(tree.get("bench.jsonl").unwrap().digest, BlobDigest::of(b"{}\n"));
+    }
+
+    #[test]
+    fn large_files_hash_like_small_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("big");
+        let bytes: Vec<u8> = (0..3 * MMAP_THRESHOLD).map(|i| (i % 251) as u8).collect();
+        fs::write(&file, &bytes).unwrap();
+        assert_eq!(hash_file(&file).unwrap().0, BlobDigest::of(&bytes));
+    }
+}

@@ -1,0 +1,33 @@
+//! peirce-store: content-addressed blobs, trees and action records over `object_store`.
+//!
+//! This crate is the only place that knows the on-store layout:
+//!
+//! ```text
+//! <root>/cas/<aa>/<hex>      blobs (file contents, tree encodings, logs), named by blake3
+//! <root>/ac/<hex>            action records: an action key -> the output tree and how it was made
+//! <root>/out/<hex>           reverse index: an output tree -> the action key that produced it
+//! <root>/runs/<id>           run records (opaque JSON written by the engine)
+//! <root>/refs/<name>         small mutable pointers (opaque JSON written by the engine)
+//! <root>/leases/<hex>        leases on action keys (conditional create, with expiry)
+//! ```
+//!
+//! Invariants it keeps: every blob read is verified against its digest (a mismatch is an
+//! error and the bad object is moved out of `cas/`); an action record is written only after
+//! its tree and every blob in it are present, so a visible record never points at missing
+//! bytes; writes are idempotent, so any number of runners may share one store.
+//!
+//! It knows nothing of workflows, nodes or machine learning.
+
+pub mod digest;
+pub mod error;
+pub mod hashing;
+pub mod record;
+pub mod store;
+pub mod tree;
+
+pub use digest::{ActionKey, BlobDigest, Digest, DigestKind, ParseDigestError, TreeDigest};
+pub use error::{Error, Result};
+pub use hashing::StatCache;
+pub use record::{ActionRecord, KeyComponents};
+pub use store::{GcReport, Lease, Lookup, Store};
+pub use tree::{Tree, TreeEntry};
