@@ -254,7 +254,11 @@ mod tests {
             .unwrap_err(),
             "expected array of string, found integer at index 1"
         );
-        let env = Value::Table([("PATH".to_owned(), Value::Bool(true))].into_iter().collect());
+        let env = Value::Table(
+            [("PATH".to_owned(), Value::Bool(true))]
+                .into_iter()
+                .collect(),
+        );
         assert_eq!(
             check_type(&ParamType::map(ParamType::String), &env).unwrap_err(),
             "expected table of string, found boolean at key `PATH`"

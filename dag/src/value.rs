@@ -366,7 +366,11 @@ mod tests {
             ),
             (
                 "command",
-                Value::List(vec![Value::from("python"), Value::from("-c"), Value::Int(1)]),
+                Value::List(vec![
+                    Value::from("python"),
+                    Value::from("-c"),
+                    Value::Int(1),
+                ]),
             ),
             ("empty", Value::empty_table()),
         ])
@@ -379,7 +383,7 @@ mod tests {
         let digest = blake3::hash(&sample().canonical_bytes());
         assert_eq!(
             digest.to_hex().as_str(),
-            "GOLDEN"
+            "da8c8da9bccaaba98d198cd1c9ac955287bf785def6082aee0dbc0bc34b91190"
         );
     }
 

@@ -1,1 +1,20 @@
+//! peirce-nodes: the stage kinds.
+//!
+//! Each kind is one module implementing [`peirce_dag::kind::NodeKind`] and one line in
+//! [`registry`]. Light kinds run inside the engine (`exec` spawns its command directly);
+//! kinds that need libtorch run in a `peirce-worker` process through [`worker`], so this
+//! crate never links libtorch.
 
+pub mod exec;
+pub mod process;
+pub mod worker;
+
+use peirce_dag::kind::Registry;
+
+/// Every kind this build of peirce knows.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry.register(exec::Exec);
+    registry.register(worker::Worker);
+    registry
+}

@@ -13,7 +13,9 @@ use std::str::FromStr;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// What a digest names. Sealed to the three kinds below.
-pub trait DigestKind: Copy + Clone + Eq + Ord + Hash + Send + Sync + 'static + private::Sealed {
+pub trait DigestKind:
+    Copy + Clone + Eq + Ord + Hash + Send + Sync + 'static + private::Sealed
+{
     /// A short name used in error messages (`blob`, `tree`, `action key`).
     const NAME: &'static str;
 }
@@ -36,9 +38,24 @@ macro_rules! digest_kind {
     };
 }
 
-digest_kind!(BlobKind, "blob", BlobDigest, "The digest of a blob's bytes.");
-digest_kind!(TreeKind, "tree", TreeDigest, "The digest of a tree's canonical encoding.");
-digest_kind!(ActionKind, "action key", ActionKey, "The cache key of one node execution.");
+digest_kind!(
+    BlobKind,
+    "blob",
+    BlobDigest,
+    "The digest of a blob's bytes."
+);
+digest_kind!(
+    TreeKind,
+    "tree",
+    TreeDigest,
+    "The digest of a tree's canonical encoding."
+);
+digest_kind!(
+    ActionKind,
+    "action key",
+    ActionKey,
+    "The cache key of one node execution."
+);
 
 /// A blake3 digest of a given kind.
 pub struct Digest<K: DigestKind> {
@@ -49,7 +66,10 @@ pub struct Digest<K: DigestKind> {
 impl<K: DigestKind> Digest<K> {
     /// Wraps raw digest bytes.
     pub const fn from_bytes(bytes: [u8; 32]) -> Self {
-        Self { bytes, kind: PhantomData }
+        Self {
+            bytes,
+            kind: PhantomData,
+        }
     }
 
     /// Hashes `data` in one go.
@@ -185,7 +205,14 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for text in ["", "blake3:", "blake3:zz", "sha256:00", &"a".repeat(63), &"g".repeat(64)] {
+        for text in [
+            "",
+            "blake3:",
+            "blake3:zz",
+            "sha256:00",
+            &"a".repeat(63),
+            &"g".repeat(64),
+        ] {
             let error = text.parse::<TreeDigest>().unwrap_err();
             assert!(error.to_string().contains("tree digest"), "{error}");
         }

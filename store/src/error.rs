@@ -11,7 +11,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A blob's bytes do not hash to its name. The object was moved out of `cas/`.
-    #[error("Blob `{digest}` is corrupt: its {size} bytes hash to `{actual}`; moved to quarantine")]
+    #[error(
+        "Blob `{digest}` is corrupt: its {size} bytes hash to `{actual}`; moved to quarantine"
+    )]
     Corrupt {
         /// The name the blob was stored under.
         digest: BlobDigest,
@@ -43,7 +45,9 @@ pub enum Error {
         reason: String,
     },
     /// Refusing to publish an action record whose outputs are not all stored.
-    #[error("Refusing to record action `{key}`: its output tree `{tree}` is incomplete ({reason})")]
+    #[error(
+        "Refusing to record action `{key}`: its output tree `{tree}` is incomplete ({reason})"
+    )]
     Incomplete {
         /// The action.
         key: ActionKey,
@@ -96,11 +100,17 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     pub(crate) fn backend(location: impl ToString, source: object_store::Error) -> Self {
-        Error::Backend { location: location.to_string(), source }
+        Error::Backend {
+            location: location.to_string(),
+            source,
+        }
     }
 
     /// Whether retrying the same operation may succeed (network hiccups, throttling).

@@ -26,12 +26,16 @@ pub fn hash_file(path: &Path) -> Result<(BlobDigest, u64)> {
     let metadata = fs::metadata(path).map_err(|error| Error::io(path, error))?;
     let mut hasher = blake3::Hasher::new();
     if metadata.len() >= MMAP_THRESHOLD {
-        hasher.update_mmap_rayon(path).map_err(|error| Error::io(path, error))?;
+        hasher
+            .update_mmap_rayon(path)
+            .map_err(|error| Error::io(path, error))?;
     } else {
         let mut file = fs::File::open(path).map_err(|error| Error::io(path, error))?;
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
-            let read = file.read(&mut buffer).map_err(|error| Error::io(path, error))?;
+            let read = file
+                .read(&mut buffer)
+                .map_err(|error| Error::io(path, error))?;
             if read == 0 {
                 break;
             }
@@ -90,12 +94,19 @@ impl StatCache {
             .ok()
             .and_then(|bytes| serde_json::from_slice(&bytes).ok())
             .unwrap_or_default();
-        StatCache { path: Some(path.to_path_buf()), entries, dirty: false, hashed: 0 }
+        StatCache {
+            path: Some(path.to_path_buf()),
+            entries,
+            dirty: false,
+            hashed: 0,
+        }
     }
 
     /// Writes the cache back if it changed (atomically: temp file, then rename).
     pub fn save(&mut self) -> Result<()> {
-        let Some(path) = &self.path else { return Ok(()) };
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
         if !self.dirty {
             return Ok(());
         }
@@ -126,7 +137,8 @@ impl StatCache {
         // A file that changed while we read it must not be cached under the old stamp.
         let after = fs::metadata(path).map_err(|error| Error::io(path, error))?;
         if Stamp::of(&after) == stamp && size == stamp.size {
-            self.entries.insert(path.to_path_buf(), Cached { stamp, digest });
+            self.entries
+                .insert(path.to_path_buf(), Cached { stamp, digest });
             self.dirty = true;
         }
         Ok((digest, size))
@@ -141,15 +153,33 @@ impl StatCache {
             for (name, file) in walk_files(path)? {
                 let executable = file_is_executable(&file)?;
                 let (digest, size) = self.hash_file(&file)?;
-                tree.insert(&name, TreeEntry { digest, size, executable })?;
+                tree.insert(
+                    &name,
+                    TreeEntry {
+                        digest,
+                        size,
+                        executable,
+                    },
+                )?;
             }
         } else {
-            let name = path.file_name().and_then(|name| name.to_str()).ok_or_else(|| {
-                Error::InvalidName { name: path.display().to_string(), reason: "not UTF-8" }
-            })?;
+            let name = path
+                .file_name()
+                .and_then(|name| name.to_str())
+                .ok_or_else(|| Error::InvalidName {
+                    name: path.display().to_string(),
+                    reason: "not UTF-8",
+                })?;
             let (digest, size) = self.hash_file(path)?;
             let executable = metadata.permissions().mode() & 0o111 != 0;
-            tree.insert(name, TreeEntry { digest, size, executable })?;
+            tree.insert(
+                name,
+                TreeEntry {
+                    digest,
+                    size,
+                    executable,
+                },
+            )?;
         }
         let digest = tree.digest();
         Ok((tree, digest))
@@ -177,11 +207,18 @@ pub fn walk_files(root: &Path) -> Result<Vec<(String, PathBuf)>> {
         for item in reader {
             let item = item.map_err(|error| Error::io(&dir, error))?;
             let path = item.path();
-            let name = item.file_name().into_string().map_err(|_| Error::InvalidName {
-                name: path.display().to_string(),
-                reason: "not UTF-8",
-            })?;
-            let relative = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
+            let name = item
+                .file_name()
+                .into_string()
+                .map_err(|_| Error::InvalidName {
+                    name: path.display().to_string(),
+                    reason: "not UTF-8",
+                })?;
+            let relative = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
             let metadata = fs::metadata(&path).map_err(|error| Error::io(&path, error))?;
             if metadata.is_dir() {
                 stack.push((relative, path, depth + 1));
@@ -232,7 +269,10 @@ mod tests {
         let file = dir.path().join("bench.jsonl");
         fs::write(&file, "{}\n").unwrap();
         let (tree, _) = StatCache::in_memory().hash_path(&file).unwrap();
-        assert_eq!(tree.get("bench.jsonl").unwrap().digest, BlobDigest::of(b"{}\n"));
+        assert_eq!(
+            tree.get("bench.jsonl").unwrap().digest,
+            BlobDigest::of(b"{}\n")
+        );
     }
 
     #[test]

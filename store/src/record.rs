@@ -50,4 +50,7 @@ pub struct ActionRecord {
     pub host: String,
     /// The engine version that executed it.
     pub engine_version: String,
+    /// Where each input came from (`node:<name>` or `path:<path>`); informational.
+    #[serde(default)]
+    pub input_sources: BTreeMap<String, String>,
 }

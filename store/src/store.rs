@@ -71,7 +71,10 @@ pub struct GcReport {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn blob_location(digest: &BlobDigest) -> String {
@@ -86,14 +89,29 @@ fn is_not_found(error: &object_store::Error) -> bool {
 impl Store {
     /// Opens (creating if needed) a store in a local folder.
     pub fn open_local(root: &Path) -> Result<Self> {
-        for sub in ["cas", "ac", "out", "runs", "refs", "leases", "tmp", "quarantine"] {
+        for sub in [
+            "cas",
+            "ac",
+            "out",
+            "runs",
+            "refs",
+            "leases",
+            "tmp",
+            "quarantine",
+        ] {
             let dir = root.join(sub);
             fs::create_dir_all(&dir).map_err(|error| Error::io(&dir, error))?;
         }
-        let root = root.canonicalize().map_err(|error| Error::io(root, error))?;
+        let root = root
+            .canonicalize()
+            .map_err(|error| Error::io(root, error))?;
         let object = LocalFileSystem::new_with_prefix(&root)
             .map_err(|error| Error::backend(root.display(), error))?;
-        Ok(Self::from_parts(Arc::new(object), Some(root.clone()), root.display().to_string()))
+        Ok(Self::from_parts(
+            Arc::new(object),
+            Some(root.clone()),
+            root.display().to_string(),
+        ))
     }
 
     /// A store held in memory (tests, and a scratch tier).
@@ -134,15 +152,28 @@ impl Store {
 
     fn temp_path(&self, root: &Path) -> PathBuf {
         let count = self.inner.temp_counter.fetch_add(1, Ordering::Relaxed);
-        root.join("tmp").join(format!("{}-{}-{}", std::process::id(), count, rand::random::<u32>()))
+        root.join("tmp").join(format!(
+            "{}-{}-{}",
+            std::process::id(),
+            count,
+            rand::random::<u32>()
+        ))
     }
 
     fn mark_verified(&self, digest: BlobDigest) {
-        self.inner.verified.lock().expect("verified set lock").insert(digest);
+        self.inner
+            .verified
+            .lock()
+            .expect("verified set lock")
+            .insert(digest);
     }
 
     fn is_verified(&self, digest: &BlobDigest) -> bool {
-        self.inner.verified.lock().expect("verified set lock").contains(digest)
+        self.inner
+            .verified
+            .lock()
+            .expect("verified set lock")
+            .contains(digest)
     }
 
     // ---------------------------------------------------------------- raw objects
@@ -162,8 +193,15 @@ impl Store {
 
     async fn put_raw(&self, location: &str, bytes: Bytes, mode: PutMode) -> Result<bool> {
         let path = ObjectPath::from(location);
-        let options = PutOptions { mode, ..Default::default() };
-        match self.object().put_opts(&path, PutPayload::from(bytes), options).await {
+        let options = PutOptions {
+            mode,
+            ..Default::default()
+        };
+        match self
+            .object()
+            .put_opts(&path, PutPayload::from(bytes), options)
+            .await
+        {
             Ok(_) => Ok(true),
             Err(object_store::Error::AlreadyExists { .. }) => Ok(false),
             Err(error) => Err(Error::backend(location, error)),
@@ -216,7 +254,8 @@ impl Store {
             write_synced(&temp, &bytes)?;
             self.install_local(root, &temp, digest)?;
         } else {
-            self.put_raw(&blob_location(&digest), bytes, PutMode::Overwrite).await?;
+            self.put_raw(&blob_location(&digest), bytes, PutMode::Overwrite)
+                .await?;
         }
         self.mark_verified(digest);
         Ok(digest)
@@ -225,7 +264,9 @@ impl Store {
     /// Stores a file's contents (streamed; hard-linked or copied for local stores).
     pub async fn put_file(&self, path: &Path) -> Result<(BlobDigest, u64)> {
         let Some(root) = self.local_root().map(Path::to_path_buf) else {
-            let bytes = tokio::fs::read(path).await.map_err(|error| Error::io(path, error))?;
+            let bytes = tokio::fs::read(path)
+                .await
+                .map_err(|error| Error::io(path, error))?;
             let size = bytes.len() as u64;
             return Ok((self.put_bytes(Bytes::from(bytes)).await?, size));
         };
@@ -239,7 +280,10 @@ impl Store {
             file.sync_all().map_err(|error| Error::io(&temp, error))?;
             let (digest, size) = hash_file(&temp)?;
             let store_path = root.join(blob_location(&digest));
-            if fs::metadata(&store_path).map(|m| m.len() == size).unwrap_or(false) {
+            if fs::metadata(&store_path)
+                .map(|m| m.len() == size)
+                .unwrap_or(false)
+            {
                 let _ = fs::remove_file(&temp);
             } else {
                 install_file(&temp, &store_path)?;
@@ -259,7 +303,10 @@ impl Store {
     /// Reads a whole blob, verifying it. A corrupt blob is quarantined and reported.
     pub async fn get_bytes(&self, digest: BlobDigest) -> Result<Bytes> {
         let location = blob_location(&digest);
-        let bytes = self.get_raw(&location).await?.ok_or(Error::MissingBlob(digest))?;
+        let bytes = self
+            .get_raw(&location)
+            .await?
+            .ok_or(Error::MissingBlob(digest))?;
         let actual = BlobDigest::of(&bytes);
         if actual != digest {
             return Err(self.quarantine(digest, actual, bytes.len() as u64).await);
@@ -269,7 +316,12 @@ impl Store {
     }
 
     /// Writes a blob to `dest`, verified. Local stores hard-link read-only blob files.
-    pub async fn get_to_file(&self, digest: BlobDigest, dest: &Path, executable: bool) -> Result<()> {
+    pub async fn get_to_file(
+        &self,
+        digest: BlobDigest,
+        dest: &Path,
+        executable: bool,
+    ) -> Result<()> {
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(|error| Error::io(parent, error))?;
         }
@@ -307,13 +359,20 @@ impl Store {
             let _ = fs::rename(root.join(&location), root.join(&target));
         } else if self
             .object()
-            .rename(&ObjectPath::from(location.as_str()), &ObjectPath::from(target.as_str()))
+            .rename(
+                &ObjectPath::from(location.as_str()),
+                &ObjectPath::from(target.as_str()),
+            )
             .await
             .is_err()
         {
             let _ = self.delete_raw(&location).await;
         }
-        Error::Corrupt { digest, actual, size }
+        Error::Corrupt {
+            digest,
+            actual,
+            size,
+        }
     }
 
     // ---------------------------------------------------------------- trees
@@ -341,7 +400,14 @@ impl Store {
             .map(|(name, path)| async move {
                 let executable = file_is_executable(&path)?;
                 let (digest, size) = self.put_file(&path).await?;
-                Ok::<_, Error>((name, TreeEntry { digest, size, executable }))
+                Ok::<_, Error>((
+                    name,
+                    TreeEntry {
+                        digest,
+                        size,
+                        executable,
+                    },
+                ))
             })
             .buffer_unordered(CONCURRENCY)
             .try_collect()
@@ -358,13 +424,16 @@ impl Store {
     pub async fn materialize(&self, digest: TreeDigest, dest: &Path) -> Result<Tree> {
         let tree = self.get_tree(digest).await?;
         fs::create_dir_all(dest).map_err(|error| Error::io(dest, error))?;
-        let entries: Vec<(String, TreeEntry)> =
-            tree.iter().map(|(name, entry)| (name.to_string(), *entry)).collect();
+        let entries: Vec<(String, TreeEntry)> = tree
+            .iter()
+            .map(|(name, entry)| (name.to_string(), *entry))
+            .collect();
         futures::stream::iter(entries)
             .map(|(name, entry)| async move {
                 let path = dest.join(&name);
                 let _ = fs::remove_file(&path);
-                self.get_to_file(entry.digest, &path, entry.executable).await
+                self.get_to_file(entry.digest, &path, entry.executable)
+                    .await
             })
             .buffer_unordered(CONCURRENCY)
             .try_collect::<()>()
@@ -382,8 +451,10 @@ impl Store {
             Err(error @ Error::MalformedTree { .. }) => return Ok(Err(error.to_string())),
             Err(error) => return Err(error),
         };
-        let entries: Vec<(String, TreeEntry)> =
-            tree.iter().map(|(name, entry)| (name.to_string(), *entry)).collect();
+        let entries: Vec<(String, TreeEntry)> = tree
+            .iter()
+            .map(|(name, entry)| (name.to_string(), *entry))
+            .collect();
         let problems: Vec<String> = futures::stream::iter(entries)
             .map(|(name, entry)| async move {
                 let size = self.blob_size(entry.digest).await?;
@@ -412,7 +483,11 @@ impl Store {
     /// the one door into the action cache, and it keeps the store's central invariant.
     pub async fn put_action(&self, record: &ActionRecord) -> Result<()> {
         if let Err(reason) = self.check_tree(record.output).await? {
-            return Err(Error::Incomplete { key: record.key, tree: record.output, reason });
+            return Err(Error::Incomplete {
+                key: record.key,
+                tree: record.output,
+                reason,
+            });
         }
         if let Some(log) = record.log {
             if !self.has_blob(log).await? {
@@ -424,20 +499,34 @@ impl Store {
             }
         }
         let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
-        self.put_raw(&format!("ac/{}", record.key.hex()), Bytes::from(bytes), PutMode::Overwrite)
-            .await?;
+        self.put_raw(
+            &format!("ac/{}", record.key.hex()),
+            Bytes::from(bytes),
+            PutMode::Overwrite,
+        )
+        .await?;
         // The reverse index is a convenience for `why`; it is written after the record.
         let index = Bytes::from(record.key.to_string());
-        self.put_raw(&format!("out/{}", record.output.hex()), index, PutMode::Overwrite).await?;
+        self.put_raw(
+            &format!("out/{}", record.output.hex()),
+            index,
+            PutMode::Overwrite,
+        )
+        .await?;
         Ok(())
     }
 
     /// The record stored under `key`, without checking its outputs.
     pub async fn get_action(&self, key: ActionKey) -> Result<Option<ActionRecord>> {
         let location = format!("ac/{}", key.hex());
-        let Some(bytes) = self.get_raw(&location).await? else { return Ok(None) };
-        let record: ActionRecord = serde_json::from_slice(&bytes)
-            .map_err(|error| Error::MalformedRecord { key, reason: error.to_string() })?;
+        let Some(bytes) = self.get_raw(&location).await? else {
+            return Ok(None);
+        };
+        let record: ActionRecord =
+            serde_json::from_slice(&bytes).map_err(|error| Error::MalformedRecord {
+                key,
+                reason: error.to_string(),
+            })?;
         if record.key != key {
             return Err(Error::MalformedRecord {
                 key,
@@ -454,7 +543,9 @@ impl Store {
             Ok(Some(record)) => record,
             Ok(None) => return Ok(Lookup::Miss),
             Err(error @ Error::MalformedRecord { .. }) => {
-                return Ok(Lookup::Broken { reason: error.to_string() })
+                return Ok(Lookup::Broken {
+                    reason: error.to_string(),
+                })
             }
             Err(error) => return Err(error),
         };
@@ -476,7 +567,10 @@ impl Store {
     /// Every action key with a record.
     pub async fn list_actions(&self) -> Result<Vec<ActionKey>> {
         let metas = self.list_prefix("ac").await?;
-        Ok(metas.into_iter().filter_map(|(name, _, _)| name.parse().ok()).collect())
+        Ok(metas
+            .into_iter()
+            .filter_map(|(name, _, _)| name.parse().ok())
+            .collect())
     }
 
     // ---------------------------------------------------------------- documents
@@ -484,16 +578,25 @@ impl Store {
     /// Writes a small JSON document at `location` (under `runs/` or `refs/`).
     pub async fn put_document<T: Serialize>(&self, location: &str, value: &T) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(value).expect("documents serialize");
-        self.put_raw(location, Bytes::from(bytes), PutMode::Overwrite).await.map(|_| ())
+        self.put_raw(location, Bytes::from(bytes), PutMode::Overwrite)
+            .await
+            .map(|_| ())
     }
 
     /// Reads a JSON document, `None` when absent.
-    pub async fn get_document<T: for<'de> Deserialize<'de>>(&self, location: &str) -> Result<Option<T>> {
-        let Some(bytes) = self.get_raw(location).await? else { return Ok(None) };
-        serde_json::from_slice(&bytes).map(Some).map_err(|error| Error::MalformedDocument {
-            location: location.to_string(),
-            reason: error.to_string(),
-        })
+    pub async fn get_document<T: for<'de> Deserialize<'de>>(
+        &self,
+        location: &str,
+    ) -> Result<Option<T>> {
+        let Some(bytes) = self.get_raw(location).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|error| Error::MalformedDocument {
+                location: location.to_string(),
+                reason: error.to_string(),
+            })
     }
 
     /// Names (last path component), sizes and ages of the objects under `prefix`.
@@ -522,11 +625,23 @@ impl Store {
     // ---------------------------------------------------------------- leases
 
     /// Tries to take the lease on `key` for `ttl`. An expired lease is taken over.
-    pub async fn try_lease(&self, key: ActionKey, owner: &str, ttl: Duration) -> Result<Option<Lease>> {
+    pub async fn try_lease(
+        &self,
+        key: ActionKey,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>> {
         let location = format!("leases/{}", key.hex());
-        let lease = Lease { key, owner: owner.to_string(), expires_at_ms: now_ms() + ttl.as_millis() as u64 };
+        let lease = Lease {
+            key,
+            owner: owner.to_string(),
+            expires_at_ms: now_ms() + ttl.as_millis() as u64,
+        };
         let bytes = Bytes::from(serde_json::to_vec(&lease).expect("leases serialize"));
-        if self.put_raw(&location, bytes.clone(), PutMode::Create).await? {
+        if self
+            .put_raw(&location, bytes.clone(), PutMode::Create)
+            .await?
+        {
             return Ok(Some(lease));
         }
         let current: Option<Lease> = self.get_document(&location).await.unwrap_or(None);
@@ -548,7 +663,11 @@ impl Store {
     pub async fn renew_lease(&self, lease: &mut Lease, ttl: Duration) -> Result<bool> {
         let location = format!("leases/{}", lease.key.hex());
         let current: Option<Lease> = self.get_document(&location).await.unwrap_or(None);
-        if current.as_ref().map(|c| c.owner != lease.owner).unwrap_or(true) {
+        if current
+            .as_ref()
+            .map(|c| c.owner != lease.owner)
+            .unwrap_or(true)
+        {
             return Ok(false);
         }
         lease.expires_at_ms = now_ms() + ttl.as_millis() as u64;
@@ -568,8 +687,10 @@ impl Store {
 
     /// The current holder of the lease on `key`, if any and not expired.
     pub async fn lease_holder(&self, key: ActionKey) -> Result<Option<Lease>> {
-        let current: Option<Lease> =
-            self.get_document(&format!("leases/{}", key.hex())).await.unwrap_or(None);
+        let current: Option<Lease> = self
+            .get_document(&format!("leases/{}", key.hex()))
+            .await
+            .unwrap_or(None);
         Ok(current.filter(|lease| lease.expires_at_ms > now_ms()))
     }
 
@@ -582,7 +703,9 @@ impl Store {
         let mut live_blobs = std::collections::HashSet::new();
         let live_keys: std::collections::HashSet<ActionKey> = live.iter().copied().collect();
         for key in live {
-            let Ok(Some(record)) = self.get_action(*key).await else { continue };
+            let Ok(Some(record)) = self.get_action(*key).await else {
+                continue;
+            };
             report.live_actions += 1;
             live_blobs.insert(record.output.cast::<crate::digest::BlobKind>());
             if let Some(log) = record.log {
@@ -595,7 +718,9 @@ impl Store {
         report.live_blobs = live_blobs.len() as u64;
         let mut removed_outputs = Vec::new();
         for (name, _, age) in self.list_prefix("ac").await? {
-            let Ok(key) = name.parse::<ActionKey>() else { continue };
+            let Ok(key) = name.parse::<ActionKey>() else {
+                continue;
+            };
             if live_keys.contains(&key) {
                 continue;
             }
@@ -617,7 +742,9 @@ impl Store {
             }
         }
         for (name, size, age) in self.list_prefix("cas").await? {
-            let Ok(digest) = name.parse::<BlobDigest>() else { continue };
+            let Ok(digest) = name.parse::<BlobDigest>() else {
+                continue;
+            };
             if live_blobs.contains(&digest) {
                 continue;
             }
@@ -639,9 +766,13 @@ impl Store {
 
     /// Removes abandoned temporary files of local stores (killed writers) older than `grace`.
     fn sweep_temporaries(&self, grace: Duration) -> Result<()> {
-        let Some(root) = self.local_root() else { return Ok(()) };
+        let Some(root) = self.local_root() else {
+            return Ok(());
+        };
         for dir in ["tmp", "quarantine"] {
-            let Ok(reader) = fs::read_dir(root.join(dir)) else { continue };
+            let Ok(reader) = fs::read_dir(root.join(dir)) else {
+                continue;
+            };
             for item in reader.flatten() {
                 let old = item
                     .metadata()
@@ -673,7 +804,8 @@ pub enum Lookup {
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = fs::File::create(path).map_err(|error| Error::io(path, error))?;
-    file.write_all(bytes).map_err(|error| Error::io(path, error))?;
+    file.write_all(bytes)
+        .map_err(|error| Error::io(path, error))?;
     file.sync_all().map_err(|error| Error::io(path, error))
 }
 
@@ -690,7 +822,8 @@ fn install_file(temp: &Path, dest: &Path) -> Result<()> {
 }
 
 fn set_mode(path: &Path, mode: u32) -> Result<()> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|error| Error::io(path, error))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(|error| Error::io(path, error))
 }
 
 /// Sizes of blobs by digest, for reports.

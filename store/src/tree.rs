@@ -58,7 +58,9 @@ impl Tree {
 
     /// Entries in name order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &TreeEntry)> {
-        self.entries.iter().map(|(name, entry)| (name.as_str(), entry))
+        self.entries
+            .iter()
+            .map(|(name, entry)| (name.as_str(), entry))
     }
 
     /// Number of files.
@@ -78,7 +80,10 @@ impl Tree {
 
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let encoded = Encoded { peirce_tree: TREE_FORMAT, entries: self.entries.clone() };
+        let encoded = Encoded {
+            peirce_tree: TREE_FORMAT,
+            entries: self.entries.clone(),
+        };
         serde_json::to_vec(&encoded).expect("a tree always serializes")
     }
 
@@ -93,12 +98,17 @@ impl Tree {
         let encoded: Encoded =
             serde_json::from_slice(bytes).map_err(|error| malformed(error.to_string()))?;
         if encoded.peirce_tree != TREE_FORMAT {
-            return Err(malformed(format!("unknown tree format {}", encoded.peirce_tree)));
+            return Err(malformed(format!(
+                "unknown tree format {}",
+                encoded.peirce_tree
+            )));
         }
         for name in encoded.entries.keys() {
             check_name(name).map_err(|error| malformed(error.to_string()))?;
         }
-        let tree = Tree { entries: encoded.entries };
+        let tree = Tree {
+            entries: encoded.entries,
+        };
         if tree.encode() != bytes {
             return Err(malformed("encoding is not canonical".into()));
         }
@@ -108,7 +118,12 @@ impl Tree {
 
 /// Checks that `name` is a normalized relative path with `/` separators.
 pub fn check_name(name: &str) -> Result<()> {
-    let invalid = |reason| Err(Error::InvalidName { name: name.to_string(), reason });
+    let invalid = |reason| {
+        Err(Error::InvalidName {
+            name: name.to_string(),
+            reason,
+        })
+    };
     if name.is_empty() {
         return invalid("empty name");
     }
@@ -133,7 +148,11 @@ mod tests {
     use super::*;
 
     fn entry(data: &[u8]) -> TreeEntry {
-        TreeEntry { digest: BlobDigest::of(data), size: data.len() as u64, executable: false }
+        TreeEntry {
+            digest: BlobDigest::of(data),
+            size: data.len() as u64,
+            executable: false,
+        }
     }
 
     #[test]

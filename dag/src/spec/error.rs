@@ -151,13 +151,8 @@ impl<'a> Reporter<'a> {
     /// The collected errors, `--set` ones first, then in file order, without duplicates
     /// (a bad `[defaults]` value is found once per node it applies to).
     pub(crate) fn finish(mut self) -> Vec<SpecError> {
-        self.errors.sort_by_key(|error| {
-            (
-                error.file.as_path() == self.file,
-                error.line,
-                error.column,
-            )
-        });
+        self.errors
+            .sort_by_key(|error| (error.file.as_path() == self.file, error.line, error.column));
         self.errors.dedup();
         self.errors
     }
@@ -172,7 +167,10 @@ pub(crate) fn did_you_mean<'c>(
 }
 
 /// The candidate closest to `word`, if any is plausibly a typo of it.
-pub(crate) fn closest<'c>(word: &str, candidates: impl IntoIterator<Item = &'c str>) -> Option<&'c str> {
+pub(crate) fn closest<'c>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'c str>,
+) -> Option<&'c str> {
     candidates
         .into_iter()
         .filter(|candidate| *candidate != word)
@@ -232,7 +230,10 @@ mod tests {
     fn hints_pick_close_names_only() {
         assert_eq!(closest("lrr", ["lr", "steps", "weights"]), Some("lr"));
         assert_eq!(closest("trian", ["exec", "train"]), Some("train"));
-        assert_eq!(closest("comand", ["command", "env", "outputs"]), Some("command"));
+        assert_eq!(
+            closest("comand", ["command", "env", "outputs"]),
+            Some("command")
+        );
         assert_eq!(closest("zzz", ["exec", "train"]), None);
         assert_eq!(closest("exec", ["exec"]), None);
     }

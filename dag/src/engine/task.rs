@@ -1,0 +1,549 @@
+//! One node's life in a run: cache check, lease, execution with retries, publish.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use peirce_store::{ActionKey, ActionRecord, Error as StoreError, Lease, Lookup, TreeDigest};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use super::{complete, resolve_inputs, Engine, EngineEvent, Reason};
+use crate::key::KeyInput;
+use crate::kind::{NodeContext, NodeError, NodeKind};
+use crate::runs::{now_seconds, NodeRun, NodeStatus, WorkflowRef};
+use crate::spec::{InputRef, NodeSpec, Workflow};
+
+/// State shared by the node tasks of one run.
+pub(super) struct Shared {
+    pub engine: Engine,
+    pub workflow: Workflow,
+    pub run_id: String,
+    pub previous: Option<WorkflowRef>,
+    pub external: Arc<HashMap<PathBuf, TreeDigest>>,
+    /// Output digests of nodes completed in this run.
+    pub outputs: Mutex<HashMap<String, TreeDigest>>,
+    pub events: UnboundedSender<EngineEvent>,
+    pub cancel: CancellationToken,
+    /// This runner's identity in leases.
+    pub owner: String,
+}
+
+enum Failure {
+    /// The node failed; the message is for the user.
+    Node(NodeError),
+    /// An input's blob was missing or corrupt; its producer must be recomputed.
+    BadInput { input: String },
+}
+
+impl Shared {
+    fn emit(&self, event: EngineEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn output_of(&self, name: &str) -> Option<TreeDigest> {
+        self.outputs
+            .lock()
+            .expect("outputs lock")
+            .get(name)
+            .copied()
+    }
+}
+
+fn node_run(node: &NodeSpec, status: NodeStatus, started: Instant) -> NodeRun {
+    NodeRun {
+        kind: node.kind.clone(),
+        status,
+        key: None,
+        output: None,
+        duration_s: started.elapsed().as_secs_f64(),
+        attempts: 0,
+        error: None,
+    }
+}
+
+/// Runs one node to an outcome; never returns an error (failures are outcomes).
+pub(super) async fn run_node(shared: &Arc<Shared>, node: &NodeSpec) -> NodeRun {
+    let started = Instant::now();
+    let mut run = node_run(node, NodeStatus::Failed, started);
+    let result = ensure(shared, node, &mut run, 0).await;
+    run.duration_s = started.elapsed().as_secs_f64();
+    match result {
+        Ok(output) => {
+            run.output = Some(output);
+            shared
+                .outputs
+                .lock()
+                .expect("outputs lock")
+                .insert(node.name.clone(), output);
+        }
+        Err(NodeError::Cancelled) => run.status = NodeStatus::Cancelled,
+        Err(error) => {
+            run.status = NodeStatus::Failed;
+            run.error = Some(format!("{} ({})", error, error.class()));
+        }
+    }
+    if run.status != NodeStatus::Cached {
+        shared.emit(EngineEvent::Finished {
+            node: node.name.clone(),
+            run: run.clone(),
+        });
+    }
+    run
+}
+
+/// Makes sure `node` has a complete result: a cache hit, or an execution. `depth` bounds
+/// the recomputation of producers whose outputs turned out corrupt.
+fn ensure<'a>(
+    shared: &'a Arc<Shared>,
+    node: &'a NodeSpec,
+    run: &'a mut NodeRun,
+    depth: u32,
+) -> futures::future::BoxFuture<'a, Result<TreeDigest, NodeError>> {
+    Box::pin(async move {
+        let engine = &shared.engine;
+        let kind = engine
+            .kind(node)
+            .map_err(|error| NodeError::Internal(error.to_string()))?;
+        let version = kind.version();
+        let inputs = resolve_inputs(node, &shared.external, |name| shared.output_of(name));
+        let inputs = complete(&inputs).ok_or_else(|| {
+            NodeError::Internal(format!(
+                "node `{}` started before its inputs were known",
+                node.name
+            ))
+        })?;
+        let key_input = KeyInput {
+            kind: &node.kind,
+            kind_version: version,
+            params: &node.params,
+            inputs: &inputs,
+            salt: &node.salt,
+        };
+        let key = key_input.key();
+        run.key = Some(key);
+        let forced = engine.forced(&node.name) && depth == 0;
+        let mut broken = None;
+        if !forced {
+            match lookup(shared, key).await? {
+                Lookup::Hit(record) => {
+                    run.status = NodeStatus::Cached;
+                    shared.emit(EngineEvent::Cached {
+                        node: node.name.clone(),
+                        output: record.output,
+                        by_peer: false,
+                    });
+                    return Ok(record.output);
+                }
+                Lookup::Broken { reason } => broken = Some(reason),
+                Lookup::Miss => {}
+            }
+        }
+        let known: BTreeMap<String, Option<TreeDigest>> = inputs
+            .iter()
+            .map(|(name, digest)| (name.clone(), Some(*digest)))
+            .collect();
+        let mut reasons = engine
+            .reasons(shared.previous.as_ref(), node, version, &known, Some(key))
+            .await;
+        if let Some(detail) = broken {
+            reasons.retain(|reason| !matches!(reason, Reason::NoRecord { .. }));
+            reasons.insert(0, Reason::BrokenRecord { detail });
+        }
+
+        let grant = tokio::select! {
+            grant = engine.pool.acquire(&node.resources) => grant,
+            _ = shared.cancel.cancelled() => return Err(NodeError::Cancelled),
+        };
+        let Some(lease) = take_lease(shared, node, key, forced).await? else {
+            // Another runner published it while we waited.
+            run.status = NodeStatus::Cached;
+            let Lookup::Hit(record) = lookup(shared, key).await? else {
+                return Err(NodeError::Internal("a peer's result vanished".into()));
+            };
+            shared.emit(EngineEvent::Cached {
+                node: node.name.clone(),
+                output: record.output,
+                by_peer: true,
+            });
+            return Ok(record.output);
+        };
+        let heartbeat = spawn_heartbeat(shared, lease.clone());
+        let result = execute(
+            shared,
+            node,
+            kind.as_ref(),
+            &key_input,
+            key,
+            reasons,
+            grant,
+            run,
+        )
+        .await;
+        heartbeat.abort();
+        let _ = engine.store.release_lease(&lease).await;
+        match result {
+            Ok(output) => {
+                run.status = NodeStatus::Ran;
+                Ok(output)
+            }
+            Err(Failure::Node(error)) => Err(error),
+            Err(Failure::BadInput { input }) if depth < 2 => {
+                // The producer's output was corrupt or lost: recompute it, then retry.
+                let Some(InputRef::Node(upstream)) = node.inputs.get(&input) else {
+                    return Err(NodeError::BadInput(format!(
+                        "external input `{input}` could not be read"
+                    )));
+                };
+                let upstream_spec = shared
+                    .workflow
+                    .node(upstream)
+                    .expect("validated input")
+                    .clone();
+                shared.emit(EngineEvent::Progress {
+                    node: node.name.clone(),
+                    event: crate::kind::NodeEvent::Message(format!(
+                        "input `{input}` from `{upstream}` is corrupt or missing in the store; recomputing `{upstream}`"
+                    )),
+                });
+                let mut upstream_run = node_run(&upstream_spec, NodeStatus::Failed, Instant::now());
+                let output = ensure(shared, &upstream_spec, &mut upstream_run, depth + 1).await?;
+                shared
+                    .outputs
+                    .lock()
+                    .expect("outputs lock")
+                    .insert(upstream.clone(), output);
+                ensure(shared, node, run, depth + 1).await
+            }
+            Err(Failure::BadInput { input }) => Err(NodeError::BadInput(format!(
+                "input `{input}` stays corrupt after recomputing it"
+            ))),
+        }
+    })
+}
+
+async fn lookup(shared: &Shared, key: ActionKey) -> Result<Lookup, NodeError> {
+    shared.engine.store.lookup(key).await.map_err(store_error)
+}
+
+fn store_error(error: StoreError) -> NodeError {
+    if error.is_transient() {
+        NodeError::Transient(error.to_string())
+    } else {
+        NodeError::Internal(error.to_string())
+    }
+}
+
+/// Takes the lease on `key`; while another runner holds it, waits for its result.
+/// Returns `None` when the result appeared meanwhile.
+async fn take_lease(
+    shared: &Shared,
+    node: &NodeSpec,
+    key: ActionKey,
+    forced: bool,
+) -> Result<Option<Lease>, NodeError> {
+    let store = &shared.engine.store;
+    let ttl = shared.engine.options.lease_ttl;
+    let mut announced = false;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        if let Some(lease) = store
+            .try_lease(key, &shared.owner, ttl)
+            .await
+            .map_err(store_error)?
+        {
+            // Someone may have finished between our miss and our lease.
+            if !forced {
+                if let Lookup::Hit(_) = lookup(shared, key).await? {
+                    let _ = store.release_lease(&lease).await;
+                    return Ok(None);
+                }
+            }
+            return Ok(Some(lease));
+        }
+        if !announced {
+            let holder = store
+                .lease_holder(key)
+                .await
+                .ok()
+                .flatten()
+                .map(|l| l.owner)
+                .unwrap_or_default();
+            shared.emit(EngineEvent::Waiting {
+                node: node.name.clone(),
+                holder,
+            });
+            announced = true;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = shared.cancel.cancelled() => return Err(NodeError::Cancelled),
+        }
+        delay = (delay * 2).min(Duration::from_secs(1));
+        if !forced {
+            if let Lookup::Hit(_) = lookup(shared, key).await? {
+                return Ok(None);
+            }
+        }
+    }
+}
+
+fn spawn_heartbeat(shared: &Arc<Shared>, mut lease: Lease) -> tokio::task::JoinHandle<()> {
+    let store = shared.engine.store.clone();
+    let ttl = shared.engine.options.lease_ttl;
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(ttl / 3).await;
+            if !matches!(store.renew_lease(&mut lease, ttl).await, Ok(true)) {
+                tracing::warn!(key = %lease.key, "lost the lease; a peer may duplicate this work (harmless)");
+                return;
+            }
+        }
+    })
+}
+
+/// Pauses before the action record is written, so tests can kill the runner mid-publish.
+fn failpoint_before_record() -> Option<Duration> {
+    std::env::var("PEIRCE_TEST_PAUSE_BEFORE_RECORD_MS")
+        .ok()?
+        .parse()
+        .ok()
+        .map(Duration::from_millis)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    shared: &Arc<Shared>,
+    node: &NodeSpec,
+    kind: &dyn NodeKind,
+    key_input: &KeyInput<'_>,
+    key: ActionKey,
+    reasons: Vec<Reason>,
+    grant: crate::resources::Grant,
+    run: &mut NodeRun,
+) -> Result<TreeDigest, Failure> {
+    let engine = &shared.engine;
+    let store = &engine.store;
+    let scratch = engine
+        .options
+        .scratch_root
+        .join(&shared.run_id)
+        .join(format!("{}-{}", node.name, &key.hex()[..12]));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let io = |error: std::io::Error| {
+        Failure::Node(NodeError::Internal(format!(
+            "scratch folder `{}`: {error}",
+            scratch.display()
+        )))
+    };
+    std::fs::create_dir_all(&scratch).map_err(io)?;
+
+    // Inputs: node outputs are materialized (verified, hard-linked); external paths are used in place.
+    let mut input_paths = BTreeMap::new();
+    for (name, input) in &node.inputs {
+        let path = match input {
+            InputRef::Path(path) => path.clone(),
+            InputRef::Node(_) => {
+                let dest = scratch.join("inputs").join(name);
+                match store.materialize(key_input.inputs[name], &dest).await {
+                    Ok(_) => dest,
+                    Err(
+                        StoreError::Corrupt { .. }
+                        | StoreError::MissingBlob(_)
+                        | StoreError::MissingTree(_),
+                    ) => {
+                        return Err(Failure::BadInput {
+                            input: name.clone(),
+                        })
+                    }
+                    Err(error) => return Err(Failure::Node(store_error(error))),
+                }
+            }
+        };
+        input_paths.insert(name.clone(), path);
+    }
+
+    let mut attempt = 0;
+    let started_at = now_seconds();
+    let started = Instant::now();
+    let output_dir = scratch.join("out");
+    let log_path = scratch.join("log.txt");
+    loop {
+        attempt += 1;
+        run.attempts = attempt;
+        let _ = std::fs::remove_dir_all(&output_dir);
+        std::fs::create_dir_all(&output_dir).map_err(io)?;
+        shared.emit(EngineEvent::Started {
+            node: node.name.clone(),
+            attempt,
+            reasons: reasons.clone(),
+        });
+        let result = attempt_once(
+            shared,
+            node,
+            kind,
+            &input_paths,
+            &output_dir,
+            &scratch,
+            &log_path,
+            &grant,
+        )
+        .await;
+        match result {
+            Ok(()) => break,
+            Err(error)
+                if error.is_retryable()
+                    && attempt <= node.retries
+                    && !shared.cancel.is_cancelled() =>
+            {
+                let delay = backoff(attempt);
+                shared.emit(EngineEvent::Retrying {
+                    node: node.name.clone(),
+                    attempt,
+                    delay,
+                    error: error.to_string(),
+                });
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shared.cancel.cancelled() => return Err(Failure::Node(NodeError::Cancelled)),
+                }
+            }
+            Err(error) => {
+                if !engine.options.keep_failed_scratch || matches!(error, NodeError::Cancelled) {
+                    let _ = std::fs::remove_dir_all(&scratch);
+                }
+                let error = match error {
+                    NodeError::Cancelled => NodeError::Cancelled,
+                    NodeError::Failed(message) => {
+                        NodeError::Failed(format!("{message}; log: {}", log_path.display()))
+                    }
+                    other => other,
+                };
+                return Err(Failure::Node(error));
+            }
+        }
+    }
+    drop(grant);
+
+    // Publish: blobs, then the tree, then the log, and the action record last.
+    let (output, _) = store
+        .publish_dir(&output_dir)
+        .await
+        .map_err(|e| Failure::Node(store_error(e)))?;
+    let log = match std::fs::metadata(&log_path) {
+        Ok(meta) if meta.len() > 0 => Some(
+            store
+                .put_file(&log_path)
+                .await
+                .map_err(|e| Failure::Node(store_error(e)))?
+                .0,
+        ),
+        _ => None,
+    };
+    if let Some(pause) = failpoint_before_record() {
+        eprintln!(
+            "peirce: failpoint: pausing {}ms before recording `{}`",
+            pause.as_millis(),
+            node.name
+        );
+        tokio::time::sleep(pause).await;
+    }
+    if shared.cancel.is_cancelled() {
+        return Err(Failure::Node(NodeError::Cancelled));
+    }
+    let record = ActionRecord {
+        key,
+        output,
+        components: key_input.components(),
+        node: node.name.clone(),
+        workflow: shared.workflow.name.clone(),
+        log,
+        started_at,
+        duration_s: started.elapsed().as_secs_f64(),
+        host: crate::host_name(),
+        engine_version: env!("CARGO_PKG_VERSION").to_string(),
+        input_sources: node
+            .inputs
+            .iter()
+            .map(|(name, input)| {
+                let source = match input {
+                    InputRef::Node(upstream) => format!("node:{upstream}"),
+                    InputRef::Path(path) => format!("path:{}", path.display()),
+                };
+                (name.clone(), source)
+            })
+            .collect(),
+    };
+    store
+        .put_action(&record)
+        .await
+        .map_err(|e| Failure::Node(store_error(e)))?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(output)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempt_once(
+    shared: &Arc<Shared>,
+    node: &NodeSpec,
+    kind: &dyn NodeKind,
+    inputs: &BTreeMap<String, PathBuf>,
+    output_dir: &std::path::Path,
+    scratch: &std::path::Path,
+    log_path: &std::path::Path,
+    grant: &crate::resources::Grant,
+) -> Result<(), NodeError> {
+    let cancel = shared.cancel.child_token();
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let forward = {
+        let shared = shared.clone();
+        let name = node.name.clone();
+        tokio::spawn(async move {
+            while let Some(event) = receiver.recv().await {
+                shared.emit(EngineEvent::Progress {
+                    node: name.clone(),
+                    event,
+                });
+            }
+        })
+    };
+    let context = NodeContext {
+        node: node.name.clone(),
+        workflow: shared.workflow.name.clone(),
+        params: node.params.clone(),
+        inputs: inputs.clone(),
+        output_dir: output_dir.to_path_buf(),
+        scratch_dir: scratch.to_path_buf(),
+        log_path: log_path.to_path_buf(),
+        cpus: grant.cpus(),
+        gpus: grant.gpus(),
+        cancel: cancel.clone(),
+        events: sender,
+    };
+    let execution = kind.run(context);
+    tokio::pin!(execution);
+    let result = match node.timeout {
+        None => execution.await,
+        Some(limit) => tokio::select! {
+            result = &mut execution => result,
+            _ = tokio::time::sleep(limit) => {
+                cancel.cancel();
+                let _ = execution.await;
+                Err(NodeError::Failed(format!("timed out after {}s", limit.as_secs_f64())))
+            }
+        },
+    };
+    let _ = forward.await;
+    if shared.cancel.is_cancelled() {
+        return Err(NodeError::Cancelled);
+    }
+    result
+}
+
+/// Exponential backoff with jitter: about 0.5 s, 1 s, 2 s, ... capped at 30 s.
+fn backoff(attempt: u32) -> Duration {
+    let base = 0.5 * 2f64.powi(attempt.saturating_sub(1).min(6) as i32);
+    let jitter = 0.75 + rand::random::<f64>() * 0.5;
+    Duration::from_secs_f64((base * jitter).min(30.0))
+}

@@ -1,0 +1,165 @@
+//! Action keys: the cache key of one node execution.
+//!
+//! `key = blake3(canonical(schema, kind, kind version, params, sorted inputs, salt))`, with an
+//! explicit byte encoding (see [`crate::value::Value::write_canonical`]) so that keys are
+//! stable across machines, Rust versions and library upgrades. Inputs enter by the digest of
+//! the tree they hold, never by path or run: a rerun that produces identical bytes stops
+//! invalidation there (early cutoff). Retries, timeouts, devices and log levels stay out.
+
+use std::collections::BTreeMap;
+
+use peirce_store::{ActionKey, KeyComponents, TreeDigest};
+
+use crate::value::Value;
+
+/// The version of the key schema itself. Bumping it invalidates every cache.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Everything a key is computed from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyInput<'a> {
+    /// Node kind.
+    pub kind: &'a str,
+    /// The kind's `VERSION`.
+    pub kind_version: u32,
+    /// Resolved parameters.
+    pub params: &'a BTreeMap<String, Value>,
+    /// Input name to tree digest.
+    pub inputs: &'a BTreeMap<String, TreeDigest>,
+    /// The node's salt.
+    pub salt: &'a str,
+}
+
+fn write_str(out: &mut Vec<u8>, text: &str) {
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+impl KeyInput<'_> {
+    /// The canonical byte encoding the key hashes.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"peirce-action\0");
+        out.extend_from_slice(&SCHEMA_VERSION.to_le_bytes());
+        write_str(&mut out, self.kind);
+        out.extend_from_slice(&self.kind_version.to_le_bytes());
+        Value::Table(self.params.clone()).write_canonical(&mut out);
+        out.extend_from_slice(&(self.inputs.len() as u64).to_le_bytes());
+        for (name, digest) in self.inputs {
+            write_str(&mut out, name);
+            out.extend_from_slice(digest.as_bytes());
+        }
+        write_str(&mut out, self.salt);
+        out
+    }
+
+    /// The action key.
+    pub fn key(&self) -> ActionKey {
+        ActionKey::of(&self.canonical_bytes())
+    }
+
+    /// The components kept in the action record, for explaining later misses.
+    pub fn components(&self) -> KeyComponents {
+        KeyComponents {
+            schema: SCHEMA_VERSION,
+            kind: self.kind.to_string(),
+            kind_version: self.kind_version,
+            params: Value::Table(self.params.clone()).to_json(),
+            inputs: self.inputs.clone(),
+            salt: self.salt.to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params() -> BTreeMap<String, Value> {
+        let mut weights = BTreeMap::new();
+        weights.insert("deduction".to_string(), Value::Float(1.0));
+        weights.insert("induction".to_string(), Value::Float(0.2));
+        let mut params = BTreeMap::new();
+        params.insert("command".to_string(), Value::String("echo hi".into()));
+        params.insert("seed".to_string(), Value::Int(7));
+        params.insert("weights".to_string(), Value::Table(weights));
+        params
+    }
+
+    fn inputs() -> BTreeMap<String, TreeDigest> {
+        let mut inputs = BTreeMap::new();
+        inputs.insert("data".to_string(), TreeDigest::of(b"data"));
+        inputs
+    }
+
+    fn key_of(kind: &str, version: u32, params: &BTreeMap<String, Value>, salt: &str) -> ActionKey {
+        let inputs = inputs();
+        KeyInput {
+            kind,
+            kind_version: version,
+            params,
+            inputs: &inputs,
+            salt,
+        }
+        .key()
+    }
+
+    /// Pinned keys: if one of these changes, every user's cache is invalidated. Change them
+    /// only together with [`SCHEMA_VERSION`] or a kind's version, on purpose.
+    #[test]
+    fn golden_keys() {
+        let empty = BTreeMap::new();
+        let no_inputs = BTreeMap::new();
+        let bare = KeyInput {
+            kind: "exec",
+            kind_version: 1,
+            params: &empty,
+            inputs: &no_inputs,
+            salt: "",
+        };
+        assert_eq!(
+            bare.key().to_string(),
+            "blake3:24dedba16421a1a5c1887a7c1f6d496f1602a052935ac7401882c504e52b1b7b"
+        );
+        assert_eq!(
+            key_of("merge", 3, &params(), "").to_string(),
+            "blake3:ca9ed7672a524e788f239abb8651a07a5c10fd5fad1326ff302246fa0c4c3b7c"
+        );
+        assert_eq!(
+            key_of("merge", 3, &params(), "v2").to_string(),
+            "blake3:130fa46353cca900ccbcca0c527a8ec1bb8aba92c3631cc9da9240207c62ab11"
+        );
+    }
+
+    #[test]
+    fn every_component_matters() {
+        let base = key_of("merge", 3, &params(), "");
+        assert_ne!(base, key_of("exec", 3, &params(), ""));
+        assert_ne!(base, key_of("merge", 4, &params(), ""));
+        assert_ne!(base, key_of("merge", 3, &params(), "salt"));
+        let mut changed = params();
+        changed.insert("seed".to_string(), Value::Int(8));
+        assert_ne!(base, key_of("merge", 3, &changed, ""));
+        let mut other_inputs = inputs();
+        other_inputs.insert("data".to_string(), TreeDigest::of(b"other"));
+        let params = params();
+        let other = KeyInput {
+            kind: "merge",
+            kind_version: 3,
+            params: &params,
+            inputs: &other_inputs,
+            salt: "",
+        };
+        assert_ne!(base, other.key());
+    }
+
+    #[test]
+    fn names_and_values_do_not_run_together() {
+        // ("ab", "c") and ("a", "bc") must not collide: strings are length-prefixed.
+        let mut one = BTreeMap::new();
+        one.insert("ab".to_string(), Value::String("c".into()));
+        let mut two = BTreeMap::new();
+        two.insert("a".to_string(), Value::String("bc".into()));
+        assert_ne!(key_of("exec", 1, &one, ""), key_of("exec", 1, &two, ""));
+    }
+}

@@ -1,0 +1,212 @@
+//! Run records and workflow refs: the engine's memory of what it did.
+//!
+//! A run record (`runs/<id>`) lists, for one `peirce run`, every node's key, output and
+//! outcome. A workflow ref (`refs/workflow-<name>`) remembers the latest key of every node
+//! of a workflow; the planner explains a miss by comparing against that key's record, and
+//! `gc` keeps what the refs (and pinned runs) reach.
+
+use std::collections::BTreeMap;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use peirce_store::{ActionKey, Store, TreeDigest};
+use serde::{Deserialize, Serialize};
+
+/// How one node ended in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// Served from the action cache.
+    Cached,
+    /// Executed and published.
+    Ran,
+    /// Failed (after any retries).
+    Failed,
+    /// Not attempted because an input failed.
+    Skipped,
+    /// Stopped by the user.
+    Cancelled,
+}
+
+/// One node's line in a run record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeRun {
+    /// Its kind.
+    pub kind: String,
+    /// How it ended.
+    pub status: NodeStatus,
+    /// Its action key, when it was known.
+    pub key: Option<ActionKey>,
+    /// Its output tree, when it has one.
+    pub output: Option<TreeDigest>,
+    /// Wall time spent on it in this run, in seconds.
+    pub duration_s: f64,
+    /// Attempts made (0 when cached).
+    pub attempts: u32,
+    /// The error, when it failed.
+    pub error: Option<String>,
+}
+
+/// How a whole run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Still going (or the runner died).
+    Running,
+    /// Every node is cached or ran.
+    Succeeded,
+    /// Some node failed.
+    Failed,
+    /// Stopped by the user.
+    Cancelled,
+}
+
+/// One `peirce run`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Sortable id: UTC time and a random suffix.
+    pub id: String,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The workflow file.
+    pub workflow_path: String,
+    /// Start, seconds since the Unix epoch.
+    pub started_at: f64,
+    /// End, when finished.
+    pub finished_at: Option<f64>,
+    /// Outcome.
+    pub status: RunStatus,
+    /// Kept by `gc` regardless of age.
+    #[serde(default)]
+    pub pinned: bool,
+    /// Per node, by name.
+    pub nodes: BTreeMap<String, NodeRun>,
+}
+
+impl RunRecord {
+    /// Where the record lives in the store.
+    pub fn location(id: &str) -> String {
+        format!("runs/{id}")
+    }
+}
+
+/// The latest key of every node of one workflow.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowRef {
+    /// The workflow's name.
+    pub workflow: String,
+    /// The workflow file last run.
+    pub workflow_path: String,
+    /// The latest run's id.
+    pub latest_run: String,
+    /// Node name to its latest key and output.
+    pub nodes: BTreeMap<String, NodeRef>,
+}
+
+/// A node's latest key and output.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct NodeRef {
+    /// The key.
+    pub key: ActionKey,
+    /// The output it had.
+    pub output: TreeDigest,
+}
+
+impl WorkflowRef {
+    /// Where the ref of workflow `name` lives.
+    pub fn location(name: &str) -> String {
+        format!("refs/workflow-{name}")
+    }
+
+    /// Loads the ref of workflow `name` (absent or unreadable: none).
+    pub async fn load(store: &Store, name: &str) -> Option<WorkflowRef> {
+        store
+            .get_document(&Self::location(name))
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// All workflow refs in the store.
+    pub async fn all(store: &Store) -> peirce_store::Result<Vec<WorkflowRef>> {
+        let mut refs = Vec::new();
+        for (name, _, _) in store.list_prefix("refs").await? {
+            if let Some(workflow) = name.strip_prefix("workflow-") {
+                if let Some(found) = Self::load(store, workflow).await {
+                    refs.push(found);
+                }
+            }
+        }
+        Ok(refs)
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_seconds() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ` for seconds since the epoch (UTC, no time-zone database needed).
+pub fn format_utc(seconds: f64) -> String {
+    let (date, time) = civil(seconds);
+    format!(
+        "{}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        date.0, date.1, date.2, time.0, time.1, time.2
+    )
+}
+
+/// A new run id: `YYYYMMDDTHHMMSSZ-xxxx`, sortable by start time.
+pub fn new_run_id() -> String {
+    let (date, time) = civil(now_seconds());
+    format!(
+        "{}{:02}{:02}T{:02}{:02}{:02}Z-{:04x}",
+        date.0,
+        date.1,
+        date.2,
+        time.0,
+        time.1,
+        time.2,
+        rand::random::<u16>()
+    )
+}
+
+fn civil(seconds: f64) -> ((i64, u32, u32), (u32, u32, u32)) {
+    let total = seconds.max(0.0) as i64;
+    let days = total.div_euclid(86_400);
+    let rest = total.rem_euclid(86_400) as u32;
+    // Howard Hinnant's days-to-civil algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + if month <= 2 { 1 } else { 0 };
+    (
+        (year, month, day),
+        (rest / 3600, rest % 3600 / 60, rest % 60),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_utc_dates() {
+        assert_eq!(format_utc(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_utc(951_782_400.0), "2000-02-29T00:00:00Z");
+        assert_eq!(format_utc(1_795_316_596.0), "2026-11-22T03:03:16Z");
+    }
+
+    #[test]
+    fn run_ids_sort_by_time() {
+        let id = new_run_id();
+        assert_eq!(id.len(), "20261122T020316Z-abcd".len());
+        assert!(id.starts_with("20"));
+    }
+}

@@ -1,0 +1,29 @@
+//! Workflow files: parsing, validation and resolution into a [`Workflow`].
+//!
+//! A workflow is a TOML file where every top-level table is a node, except the
+//! reserved `[workflow]` (name, remote) and `[defaults]` tables (DESIGN.md 3.4).
+//! Loading checks everything that can be checked before anything runs: syntax,
+//! kinds, parameter names and types, inputs, resources and cycles, and reports
+//! every problem with its file, line and column and, where it can guess, a hint.
+//! The result is complete: defaults and `--set` overrides are applied, integer
+//! parameters declared as floats are floats, and nodes come in topological order.
+//!
+//! This module deliberately knows no node kinds (they come through
+//! [`KindCatalog`]), hashes nothing and checks no resource limits of a machine.
+
+mod error;
+mod fields;
+mod graph;
+mod inputs;
+mod load;
+mod model;
+mod overrides;
+mod resolve;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{SpecError, SpecErrors};
+pub use load::{load_workflow, parse_workflow};
+pub use model::{InputRef, KindCatalog, NodeSpec, Resources, Workflow};
+pub use overrides::Override;

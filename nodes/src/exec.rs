@@ -1,0 +1,243 @@
+//! `exec`: run any command, inputs as paths, outputs from a folder.
+//!
+//! The command runs in a private working folder. Inputs are given as environment variables
+//! (`PEIRCE_INPUT_<NAME>`) and by substitution (`{inputs.name}`, `{out}`, `{node}`); the
+//! folder named by `outputs` (default `out`, also `$PEIRCE_OUT`) becomes the node's output
+//! tree. A string command runs through `sh -c`; an array runs as argv without a shell.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use peirce_dag::kind::{NodeContext, NodeError, NodeEvent, NodeKind};
+use peirce_dag::params::{ParamSpec, ParamType};
+use peirce_dag::spec::NodeSpec;
+use peirce_dag::value::Value;
+
+use crate::process::{node_environment, run_process, Line, ProcessSpec};
+
+/// The `exec` kind.
+pub struct Exec;
+
+impl Exec {
+    /// Bump when the meaning of an exec node's output changes.
+    pub const VERSION: u32 = 1;
+}
+
+/// Replaces `{inputs.NAME}`, `{out}` and `{node}`. Any other brace text is left alone, so
+/// shell and awk syntax (`${HOME}`, `{print $1}`) passes through untouched.
+fn substitute(text: &str, context: &NodeContext, output: &str) -> Result<String, NodeError> {
+    let mut result = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find('{') {
+        result.push_str(&rest[..start]);
+        let tail = &rest[start..];
+        let placeholder = tail[1..].find('}').map(|end| &tail[1..end + 1]);
+        let value = match placeholder {
+            Some("out") => Some(output.to_string()),
+            Some("node") => Some(context.node.clone()),
+            Some(name) if name.starts_with("inputs.") => {
+                let input = &name["inputs.".len()..];
+                match context.inputs.get(input) {
+                    Some(path) => Some(path.display().to_string()),
+                    None => {
+                        let known: Vec<&str> = context.inputs.keys().map(String::as_str).collect();
+                        return Err(NodeError::BadInput(format!(
+                            "command refers to `{{{name}}}` but the node has no input `{input}` (inputs: {})",
+                            if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                        )));
+                    }
+                }
+            }
+            _ => None,
+        };
+        match (value, placeholder) {
+            (Some(value), Some(name)) => {
+                result.push_str(&value);
+                rest = &tail[name.len() + 2..];
+            }
+            _ => {
+                result.push('{');
+                rest = &tail[1..];
+            }
+        }
+    }
+    result.push_str(rest);
+    Ok(result)
+}
+
+fn output_folder(params: &BTreeMap<String, Value>) -> Result<String, String> {
+    let folder = params
+        .get("outputs")
+        .and_then(Value::as_str)
+        .unwrap_or("out")
+        .to_string();
+    if folder.is_empty() || folder.starts_with('/') || folder.split('/').any(|part| part == "..") {
+        return Err(format!(
+            "`outputs` must be a relative folder inside the working folder, got {folder:?}"
+        ));
+    }
+    Ok(folder)
+}
+
+#[async_trait]
+impl NodeKind for Exec {
+    fn name(&self) -> &'static str {
+        "exec"
+    }
+
+    fn version(&self) -> u32 {
+        Self::VERSION
+    }
+
+    fn params(&self) -> Vec<ParamSpec> {
+        vec![
+            ParamSpec::required(
+                "command",
+                ParamType::either(ParamType::String, ParamType::list(ParamType::String)),
+                "The command: a string for `sh -c`, or an array of program and arguments",
+            ),
+            ParamSpec::optional(
+                "outputs",
+                ParamType::String,
+                Some(Value::String("out".into())),
+                "The folder, relative to the working folder, collected as the node's output",
+            ),
+            ParamSpec::optional(
+                "env",
+                ParamType::map(ParamType::String),
+                Some(Value::Table(BTreeMap::new())),
+                "Extra environment variables",
+            ),
+        ]
+    }
+
+    fn validate(&self, node: &NodeSpec) -> Result<(), String> {
+        output_folder(&node.params)?;
+        if let Some(Value::List(items)) = node.params.get("command") {
+            if items.is_empty() {
+                return Err("`command` is an empty array".into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn run(&self, context: NodeContext) -> Result<(), NodeError> {
+        let folder = output_folder(&context.params).map_err(NodeError::BadInput)?;
+        let work = context.scratch_dir.join("work");
+        let output = work.join(&folder);
+        std::fs::create_dir_all(&output).map_err(|error| {
+            NodeError::Internal(format!("cannot create `{}`: {error}", output.display()))
+        })?;
+        let output_text = output.display().to_string();
+        let (program, args) = match context.params.get("command") {
+            Some(Value::String(command)) => (
+                "sh".to_string(),
+                vec![
+                    "-c".to_string(),
+                    substitute(command, &context, &output_text)?,
+                ],
+            ),
+            Some(Value::List(items)) => {
+                let mut argv = Vec::with_capacity(items.len());
+                for item in items {
+                    let text = item.as_str().ok_or_else(|| {
+                        NodeError::BadInput("`command` items must be strings".into())
+                    })?;
+                    argv.push(substitute(text, &context, &output_text)?);
+                }
+                let program = argv.remove(0);
+                (program, argv)
+            }
+            _ => return Err(NodeError::BadInput("`command` is missing".into())),
+        };
+        let mut env = node_environment(&context, &output);
+        if let Some(Value::Table(extra)) = context.params.get("env") {
+            for (name, value) in extra {
+                if let Some(value) = value.as_str() {
+                    env.insert(name.clone(), value.to_string());
+                }
+            }
+        }
+        let spec = ProcessSpec {
+            program,
+            args,
+            env,
+            cwd: work.clone(),
+        };
+        let events = context.events.clone();
+        run_process(&spec, &context, |line| {
+            let _ = events.send(NodeEvent::Progress {
+                done: 0,
+                total: 0,
+                message: line.chars().take(120).collect(),
+            });
+            Line::Log
+        })
+        .await?;
+        // The declared folder becomes the output (moved, not copied).
+        std::fs::remove_dir_all(&context.output_dir).ok();
+        if output.is_dir() {
+            std::fs::rename(&output, &context.output_dir).map_err(|error| {
+                NodeError::Internal(format!("cannot collect `{}`: {error}", output.display()))
+            })?;
+        } else {
+            return Err(NodeError::Failed(format!(
+                "the command removed its output folder `{folder}`"
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+    use tokio_util::sync::CancellationToken;
+
+    fn context() -> NodeContext {
+        let (events, _) = tokio::sync::mpsc::unbounded_channel();
+        let mut inputs = BTreeMap::new();
+        inputs.insert("data".to_string(), PathBuf::from("/in/data"));
+        NodeContext {
+            node: "n".into(),
+            workflow: "w".into(),
+            params: BTreeMap::new(),
+            inputs,
+            output_dir: PathBuf::from("/o"),
+            scratch_dir: PathBuf::from("/s"),
+            log_path: PathBuf::from("/s/log"),
+            cpus: 1,
+            gpus: vec![],
+            cancel: CancellationToken::new(),
+            events,
+        }
+    }
+
+    #[test]
+    fn substitutes_placeholders_and_leaves_other_braces() {
+        let text =
+            substitute("cat {inputs.data}/x > {out}/y # {node}", &context(), "/out").unwrap();
+        assert_eq!(text, "cat /in/data/x > /out/y # n");
+        let awk = "awk '{print $1}' ${HOME}/f {unclosed";
+        assert_eq!(substitute(awk, &context(), "/out").unwrap(), awk);
+    }
+
+    #[test]
+    fn unknown_inputs_are_bad_input() {
+        let error = substitute("{inputs.nope}", &context(), "/out").unwrap_err();
+        assert!(
+            matches!(error, NodeError::BadInput(ref m) if m.contains("no input `nope`") && m.contains("data")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn output_folder_must_stay_inside() {
+        for bad in ["", "/abs", "../up", "a/../../b"] {
+            let mut params = BTreeMap::new();
+            params.insert("outputs".to_string(), Value::String(bad.into()));
+            assert!(output_folder(&params).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! `show`, `log`, `cat` and `why`: looking at what is in the store.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use peirce_dag::engine::lineage::{lineage, trees_containing, Lineage};
+use peirce_dag::runs::{format_utc, NodeRef, WorkflowRef};
+use peirce_store::{ActionRecord, BlobDigest, Store, TreeDigest};
+
+use super::Globals;
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The node
+    node: String,
+    /// The workflow the node belongs to (default: the one workflow in the store that has it)
+    #[arg(short, long)]
+    workflow: Option<PathBuf>,
+    /// Print as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogArgs {
+    /// The node
+    node: String,
+    /// The workflow the node belongs to
+    #[arg(short, long)]
+    workflow: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct CatArgs {
+    /// A digest (`blake3:...`) or a node name (its latest output)
+    target: String,
+    /// A file inside the tree
+    path: Option<String>,
+    /// The workflow, when TARGET is a node name
+    #[arg(short, long)]
+    workflow: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// A digest (an output tree, or a file inside one) or a node name
+    target: String,
+    /// The workflow, when TARGET is a node name
+    #[arg(short, long)]
+    workflow: Option<PathBuf>,
+    /// How many levels of inputs to follow
+    #[arg(long, default_value_t = 32)]
+    depth: usize,
+    /// Print as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+/// The workflow name of a `-w` file (its `[workflow] name`, else its file stem).
+fn workflow_name(path: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read `{}`", path.display()))?;
+    let parsed: Option<String> = text.parse::<toml_edit::DocumentMut>().ok().and_then(|doc| {
+        doc.get("workflow")?
+            .get("name")?
+            .as_str()
+            .map(str::to_string)
+    });
+    Ok(parsed.unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    }))
+}
+
+/// The latest result of `node`, from the workflow refs in the store.
+async fn node_ref(
+    store: &Store,
+    node: &str,
+    workflow: Option<&PathBuf>,
+) -> anyhow::Result<(WorkflowRef, NodeRef)> {
+    let refs = match workflow {
+        Some(path) => {
+            let name = workflow_name(path)?;
+            vec![WorkflowRef::load(store, &name).await.ok_or_else(|| {
+                anyhow!(
+                    "Workflow `{name}` has never run with the store at `{}`",
+                    store.url()
+                )
+            })?]
+        }
+        None => WorkflowRef::all(store).await?,
+    };
+    let mut matches: Vec<(WorkflowRef, NodeRef)> = refs
+        .into_iter()
+        .filter_map(|r| r.nodes.get(node).copied().map(|n| (r, n)))
+        .collect();
+    match matches.len() {
+        0 => bail!(
+            "No result for node `{node}` in the store at `{}` (run its workflow first)",
+            store.url()
+        ),
+        1 => Ok(matches.remove(0)),
+        _ => {
+            let names: Vec<String> = matches
+                .iter()
+                .map(|(r, _)| format!("`{}`", r.workflow_path))
+                .collect();
+            bail!(
+                "Node `{node}` exists in several workflows ({}); pick one with `-w FILE`",
+                names.join(", ")
+            )
+        }
+    }
+}
+
+async fn record_of(
+    store: &Store,
+    node: &str,
+    workflow: Option<&PathBuf>,
+) -> anyhow::Result<ActionRecord> {
+    let (_, node_ref) = node_ref(store, node, workflow).await?;
+    store.get_action(node_ref.key).await?.ok_or_else(|| {
+        anyhow!(
+            "The record `{}` of node `{node}` is gone (removed by gc?)",
+            node_ref.key
+        )
+    })
+}
+
+fn store_for(globals: &Globals, workflow: Option<&PathBuf>) -> anyhow::Result<Store> {
+    globals.open_store(workflow.map(PathBuf::as_path))
+}
+
+pub async fn show(globals: &Globals, args: ShowArgs) -> anyhow::Result<ExitCode> {
+    let store = store_for(globals, args.workflow.as_ref())?;
+    let record = record_of(&store, &args.node, args.workflow.as_ref()).await?;
+    let tree = store.check_tree(record.output).await?;
+    if args.json {
+        let files: Option<serde_json::Value> = tree.as_ref().ok().map(|tree| {
+            tree.iter()
+                .map(|(name, entry)| {
+                    (
+                        name.to_string(),
+                        serde_json::to_value(entry).expect("entries serialize"),
+                    )
+                })
+                .collect::<serde_json::Map<_, _>>()
+                .into()
+        });
+        let json =
+            serde_json::json!({ "record": record, "files": files, "complete": tree.is_ok() });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "node      {} ({} v{})",
+        record.node, record.components.kind, record.components.kind_version
+    );
+    println!("workflow  {}", record.workflow);
+    println!("key       {}", record.key);
+    println!("output    {}", record.output);
+    println!(
+        "ran       {} on {} for {:.2}s (peirce {})",
+        format_utc(record.started_at),
+        record.host,
+        record.duration_s,
+        record.engine_version
+    );
+    if !record.components.salt.is_empty() {
+        println!("salt      {:?}", record.components.salt);
+    }
+    println!("params");
+    if let Some(params) = record.components.params.as_object() {
+        for (name, value) in params {
+            println!("  {name} = {}", peirce_dag::value::Value::from_json(value));
+        }
+    }
+    if !record.components.inputs.is_empty() {
+        println!("inputs");
+        for (name, digest) in &record.components.inputs {
+            let source = record.input_sources.get(name).cloned().unwrap_or_default();
+            println!("  {name:16} {digest}  {source}");
+        }
+    }
+    match tree {
+        Ok(tree) => {
+            println!("files ({}, {} bytes)", tree.len(), tree.total_size());
+            for (name, entry) in tree.iter() {
+                let mode = if entry.executable { "x" } else { " " };
+                println!(
+                    "  {mode} {:>10}  {}  {name}",
+                    entry.size,
+                    entry.digest.short()
+                );
+            }
+        }
+        Err(reason) => println!("files     INCOMPLETE: {reason}"),
+    }
+    if let Some(log) = record.log {
+        println!("log       {log}  (peirce log {})", record.node);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn log(globals: &Globals, args: LogArgs) -> anyhow::Result<ExitCode> {
+    let store = store_for(globals, args.workflow.as_ref())?;
+    let record = record_of(&store, &args.node, args.workflow.as_ref()).await?;
+    match record.log {
+        Some(log) => {
+            let bytes = store.get_bytes(log).await?;
+            std::io::stdout().write_all(&bytes)?;
+        }
+        None => eprintln!("node `{}` printed nothing", args.node),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A digest argument, or a node name meaning its latest output.
+async fn resolve_target(
+    store: &Store,
+    target: &str,
+    workflow: Option<&PathBuf>,
+) -> anyhow::Result<BlobDigest> {
+    if let Ok(digest) = target.parse::<BlobDigest>() {
+        return Ok(digest);
+    }
+    if target.starts_with("blake3:") {
+        bail!("`{target}` is not a digest: expected `blake3:` and 64 hex digits");
+    }
+    let (_, node_ref) = node_ref(store, target, workflow).await?;
+    Ok(node_ref.output.cast())
+}
+
+pub async fn cat(globals: &Globals, args: CatArgs) -> anyhow::Result<ExitCode> {
+    let store = store_for(globals, args.workflow.as_ref())?;
+    let digest = resolve_target(&store, &args.target, args.workflow.as_ref()).await?;
+    let bytes = store.get_bytes(digest).await?;
+    let as_tree =
+        peirce_store::Tree::decode(digest.cast::<peirce_store::digest::TreeKind>(), &bytes).ok();
+    let mut out = std::io::stdout().lock();
+    match (as_tree, &args.path) {
+        (Some(tree), Some(path)) => {
+            let entry = tree.get(path).ok_or_else(|| {
+                anyhow!("Tree `{digest}` has no file `{path}` (it has {} files; list them with `peirce cat {digest}`)", tree.len())
+            })?;
+            out.write_all(&store.get_bytes(entry.digest).await?)?;
+        }
+        (Some(tree), None) => {
+            for (name, entry) in tree.iter() {
+                writeln!(out, "{:>10}  {}  {name}", entry.size, entry.digest)?;
+            }
+        }
+        (None, Some(_)) => bail!("`{digest}` is a file, not a tree: drop the PATH argument"),
+        (None, None) => out.write_all(&bytes)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_lineage(item: &Lineage, name: &str, indent: usize) {
+    let pad = "  ".repeat(indent);
+    match &item.producer {
+        Some(record) => {
+            println!(
+                "{pad}{name}{} made by node `{}` ({} v{}) of workflow `{}` at {}, key {}",
+                item.tree.short(),
+                record.node,
+                record.components.kind,
+                record.components.kind_version,
+                record.workflow,
+                format_utc(record.started_at),
+                record.key.short()
+            );
+            if let Some(params) = record.components.params.as_object() {
+                let shown: Vec<String> = params
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", peirce_dag::value::Value::from_json(v)))
+                    .collect();
+                println!("{pad}  params: {}", shown.join(", "));
+            }
+            let mut inputs = item.inputs.iter().peekable();
+            if inputs.peek().is_none() && !record.components.inputs.is_empty() {
+                println!("{pad}  (inputs not followed: depth limit)");
+            }
+            for (input, child) in inputs {
+                let source = record.input_sources.get(input).cloned().unwrap_or_default();
+                let label = format!("input `{input}` {source} ");
+                print_lineage(child, &label, indent + 1);
+            }
+        }
+        None => println!(
+            "{pad}{name}{} (external input, or not produced by a recorded node)",
+            item.tree.short()
+        ),
+    }
+}
+
+pub async fn why(globals: &Globals, args: WhyArgs) -> anyhow::Result<ExitCode> {
+    let store = store_for(globals, args.workflow.as_ref())?;
+    let digest = resolve_target(&store, &args.target, args.workflow.as_ref()).await?;
+    let tree: TreeDigest = digest.cast();
+    let roots: Vec<(TreeDigest, Option<String>)> = if store.producer_of(tree).await?.is_some() {
+        vec![(tree, None)]
+    } else {
+        let containing = trees_containing(&store, digest).await?;
+        if containing.is_empty() {
+            bail!("No recorded node produced `{digest}` (nor a file with these bytes) in the store at `{}`", store.url());
+        }
+        let mut roots = Vec::new();
+        for (key, name) in containing {
+            if let Some(record) = store.get_action(key).await? {
+                roots.push((record.output, Some(name)));
+            }
+        }
+        roots
+    };
+    let mut all = Vec::new();
+    for (root, file) in roots {
+        let item = lineage(&store, root, args.depth).await?;
+        if !args.json {
+            if let Some(file) = &file {
+                println!("`{digest}` is file `{file}` of output {}", root);
+            }
+            print_lineage(&item, "", 0);
+        }
+        all.push(serde_json::json!({ "file": file, "lineage": item }));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    }
+    Ok(ExitCode::SUCCESS)
+}

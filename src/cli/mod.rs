@@ -1,0 +1,192 @@
+//! Command-line arguments and their dispatch.
+
+mod display;
+mod inspect;
+mod maintain;
+mod run;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use peirce_dag::spec::{load_workflow, Override, Workflow};
+use peirce_store::Store;
+
+/// Exit code for invalid workflows and flags.
+pub const EXIT_INVALID: u8 = 2;
+/// Exit code when interrupted.
+pub const EXIT_CANCELLED: u8 = 130;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "peirce",
+    version,
+    about = "A workflow DAG engine with content-addressed artifacts"
+)]
+pub struct Cli {
+    /// The local store folder (default: `.peirce` beside the workflow, or in the current folder)
+    #[arg(long, global = true, env = "PEIRCE_STORE")]
+    store: Option<PathBuf>,
+    /// More logging (-v: debug, -vv: trace); also RUST_LOG
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a workflow: execute what is not cached, in parallel
+    Run(run::RunArgs),
+    /// Show what a run would execute, and why, without executing anything
+    Plan(run::PlanArgs),
+    /// Each node's state: cached or stale, and its last run
+    Status(run::StatusArgs),
+    /// A node's latest result: key, output files, parameters, inputs, timings
+    Show(inspect::ShowArgs),
+    /// Print a node's captured stdout and stderr
+    Log(inspect::LogArgs),
+    /// Print a blob, list a tree, or print one file of a tree
+    Cat(inspect::CatArgs),
+    /// The lineage of an artifact: the nodes and inputs that made it
+    Why(inspect::WhyArgs),
+    /// List runs, newest first
+    Runs(maintain::RunsArgs),
+    /// Delete results no workflow's latest run (or pinned run) uses
+    Gc(maintain::GcArgs),
+}
+
+/// Workflow file plus `--set` overrides, shared by run, plan and status.
+#[derive(Debug, Args)]
+pub struct WorkflowArgs {
+    /// The workflow file (TOML)
+    workflow: PathBuf,
+    /// Override a parameter: `node.key=value` or `defaults.key=value` (repeatable)
+    #[arg(long = "set", value_name = "NODE.KEY=VALUE")]
+    set: Vec<String>,
+}
+
+/// Logging to stderr; `-v` raises the level, RUST_LOG overrides.
+pub fn init_tracing(verbose: u8) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let globals = Globals { store: cli.store };
+    match cli.command {
+        Command::Run(args) => run::run(&globals, args).await,
+        Command::Plan(args) => run::plan(&globals, args).await,
+        Command::Status(args) => run::status(&globals, args).await,
+        Command::Show(args) => inspect::show(&globals, args).await,
+        Command::Log(args) => inspect::log(&globals, args).await,
+        Command::Cat(args) => inspect::cat(&globals, args).await,
+        Command::Why(args) => inspect::why(&globals, args).await,
+        Command::Runs(args) => maintain::runs(&globals, args).await,
+        Command::Gc(args) => maintain::gc(&globals, args).await,
+    }
+}
+
+/// Options shared by every command.
+pub struct Globals {
+    store: Option<PathBuf>,
+}
+
+impl Globals {
+    /// The store folder: `--store`, else `.peirce` beside the workflow, else `./.peirce`.
+    fn store_root(&self, workflow: Option<&Path>) -> PathBuf {
+        if let Some(store) = &self.store {
+            return store.clone();
+        }
+        let base = workflow
+            .and_then(Path::parent)
+            .map(|dir| {
+                if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                }
+            })
+            .unwrap_or(Path::new("."));
+        base.join(".peirce")
+    }
+
+    fn open_store(&self, workflow: Option<&Path>) -> anyhow::Result<Store> {
+        let root = self.store_root(workflow);
+        Store::open_local(&root)
+            .with_context(|| format!("cannot open the store at `{}`", root.display()))
+    }
+}
+
+/// Loads and validates a workflow; on failure prints every error and returns exit code 2.
+fn load(args: &WorkflowArgs) -> Result<Workflow, ExitCode> {
+    let registry = peirce_nodes::registry();
+    let mut overrides = Vec::new();
+    let mut bad = false;
+    for text in &args.set {
+        match Override::parse(text) {
+            Ok(item) => overrides.push(item),
+            Err(error) => {
+                eprintln!("error: {error}");
+                bad = true;
+            }
+        }
+    }
+    if bad {
+        return Err(ExitCode::from(EXIT_INVALID));
+    }
+    load_workflow(&args.workflow, &registry, &overrides).map_err(|errors| {
+        for error in errors.iter() {
+            eprintln!("error: {error}");
+        }
+        ExitCode::from(EXIT_INVALID)
+    })
+}
+
+/// Parses `90`, `30s`, `10m`, `2h`, `7d` into a duration.
+pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration like 30s, 10m, 2h, 7d"))?;
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => {
+            return Err(format!(
+                "`{text}` has an unknown unit `{unit}` (use s, m, h or d)"
+            ))
+        }
+    };
+    Ok(std::time::Duration::from_secs_f64(value * scale))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("2h").unwrap().as_secs(), 7200);
+        assert_eq!(parse_duration("0s").unwrap().as_secs(), 0);
+        assert!(parse_duration("2x").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}

@@ -1,0 +1,266 @@
+//! `run`, `plan` and `status`.
+
+use std::collections::BTreeSet;
+use std::process::ExitCode;
+
+use clap::Args;
+use peirce_dag::engine::{Engine, EngineOptions, PlanState, PlannedNode};
+use peirce_dag::runs::{NodeStatus, RunRecord, RunStatus, WorkflowRef};
+use tokio_util::sync::CancellationToken;
+
+use super::display::Display;
+use super::{load, Globals, WorkflowArgs, EXIT_CANCELLED, EXIT_INVALID};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    workflow: WorkflowArgs,
+    /// Run this node even if cached (repeatable)
+    #[arg(long, value_name = "NODE")]
+    force: Vec<String>,
+    /// Run every node even if cached
+    #[arg(long)]
+    force_all: bool,
+    /// CPU slots (default: all cores)
+    #[arg(short, long)]
+    jobs: Option<u32>,
+    /// GPU device ids to use, e.g. `0,1` (default: CUDA_VISIBLE_DEVICES, else none)
+    #[arg(long, value_delimiter = ',')]
+    gpus: Option<Vec<u32>>,
+    /// Print the run record as JSON on stdout (progress stays on stderr)
+    #[arg(long)]
+    json: bool,
+    /// Print nothing but errors while running
+    #[arg(short, long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    #[command(flatten)]
+    workflow: WorkflowArgs,
+    /// Plan as if these nodes were forced (repeatable)
+    #[arg(long, value_name = "NODE")]
+    force: Vec<String>,
+    /// Print the plan as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    workflow: WorkflowArgs,
+    /// Print as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+fn default_gpus() -> Vec<u32> {
+    std::env::var("CUDA_VISIBLE_DEVICES")
+        .ok()
+        .map(|text| {
+            text.split(',')
+                .filter_map(|id| id.trim().parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn engine(globals: &Globals, args: &WorkflowArgs, force: &[String]) -> anyhow::Result<Engine> {
+    let store = globals.open_store(Some(&args.workflow))?;
+    let root = store.local_root().expect("local store").to_path_buf();
+    let mut options = EngineOptions::new(root.join("scratch"));
+    options.force = force.iter().cloned().collect();
+    Ok(Engine::new(store, peirce_nodes::registry(), options))
+}
+
+fn check_forced(workflow: &peirce_dag::spec::Workflow, force: &[String]) -> Result<(), ExitCode> {
+    for name in force {
+        if workflow.node(name).is_none() {
+            eprintln!("error: `--force {name}`: the workflow has no node `{name}`");
+            return Err(ExitCode::from(EXIT_INVALID));
+        }
+    }
+    Ok(())
+}
+
+pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let workflow = match load(&args.workflow) {
+        Ok(workflow) => workflow,
+        Err(code) => return Ok(code),
+    };
+    if let Err(code) = check_forced(&workflow, &args.force) {
+        return Ok(code);
+    }
+    let store = globals.open_store(Some(&args.workflow.workflow))?;
+    let root = store.local_root().expect("local store").to_path_buf();
+    let mut options = EngineOptions::new(root.join("scratch"));
+    options.force = args.force.iter().cloned().collect::<BTreeSet<_>>();
+    options.force_all = args.force_all;
+    if let Some(jobs) = args.jobs {
+        options.cpus = jobs.max(1);
+    }
+    options.gpus = args.gpus.clone().unwrap_or_else(default_gpus);
+    let engine = Engine::new(store, peirce_nodes::registry(), options);
+
+    let cancel = CancellationToken::new();
+    let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let mut display = Display::new(args.quiet);
+    let drawer = tokio::spawn(async move {
+        while let Some(event) = receiver.recv().await {
+            display.handle(event);
+        }
+    });
+    let interrupt = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("interrupted: stopping running nodes (nothing partial is stored)");
+                cancel.cancel();
+            }
+        })
+    };
+    let started = std::time::Instant::now();
+    let result = engine.run(&workflow, sender, cancel.clone()).await;
+    interrupt.abort();
+    let _ = drawer.await;
+    let record = match result {
+        Ok(record) => record,
+        Err(peirce_dag::engine::EngineError::Invalid(message)) => {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&record)?);
+    }
+    if !args.quiet || record.status != RunStatus::Succeeded {
+        eprintln!("{}", summary(&record, started.elapsed().as_secs_f64()));
+    }
+    Ok(match record.status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::Cancelled => ExitCode::from(EXIT_CANCELLED),
+        _ => ExitCode::from(1),
+    })
+}
+
+fn summary(record: &RunRecord, seconds: f64) -> String {
+    let count = |status| record.nodes.values().filter(|n| n.status == status).count();
+    format!(
+        "{}: {} nodes: {} ran, {} cached, {} failed, {} skipped in {:.2}s (run {})",
+        match record.status {
+            RunStatus::Succeeded => "ok",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::Running => "running",
+        },
+        record.nodes.len(),
+        count(NodeStatus::Ran),
+        count(NodeStatus::Cached),
+        count(NodeStatus::Failed),
+        count(NodeStatus::Skipped),
+        seconds,
+        record.id
+    )
+}
+
+fn print_plan(planned: &[PlannedNode]) {
+    let runs = planned
+        .iter()
+        .filter(|p| matches!(p.state, PlanState::Runs { .. }))
+        .count();
+    for node in planned {
+        match &node.state {
+            PlanState::Cached { output, .. } => {
+                println!("  cached  {:20} {}", node.node, output.short())
+            }
+            PlanState::Runs { reasons, .. } => {
+                let text: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+                println!("  run     {:20} {}", node.node, text.join("; "));
+            }
+        }
+    }
+    println!(
+        "{} nodes: {} to run, {} cached",
+        planned.len(),
+        runs,
+        planned.len() - runs
+    );
+}
+
+pub async fn plan(globals: &Globals, args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let workflow = match load(&args.workflow) {
+        Ok(workflow) => workflow,
+        Err(code) => return Ok(code),
+    };
+    if let Err(code) = check_forced(&workflow, &args.force) {
+        return Ok(code);
+    }
+    let engine = engine(globals, &args.workflow, &args.force)?;
+    let planned = engine.plan(&workflow).await?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&planned)?);
+    } else {
+        print_plan(&planned);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn status(globals: &Globals, args: StatusArgs) -> anyhow::Result<ExitCode> {
+    let workflow = match load(&args.workflow) {
+        Ok(workflow) => workflow,
+        Err(code) => return Ok(code),
+    };
+    let engine = engine(globals, &args.workflow, &[])?;
+    let planned = engine.plan(&workflow).await?;
+    let store = engine.store();
+    let latest = match WorkflowRef::load(store, &workflow.name).await {
+        Some(found) => {
+            store
+                .get_document::<RunRecord>(&RunRecord::location(&found.latest_run))
+                .await?
+        }
+        None => None,
+    };
+    if args.json {
+        let json = serde_json::json!({ "workflow": workflow.name, "latest_run": latest, "nodes": planned });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    match &latest {
+        Some(run) => println!(
+            "workflow `{}`: latest run {} {:?} at {}",
+            workflow.name,
+            run.id,
+            run.status,
+            peirce_dag::runs::format_utc(run.started_at)
+        ),
+        None => println!("workflow `{}`: never run with this store", workflow.name),
+    }
+    for node in &planned {
+        let last = latest.as_ref().and_then(|run| run.nodes.get(&node.node));
+        let last_text = last
+            .map(|run| format!("last: {:?} {:.2}s", run.status, run.duration_s).to_lowercase())
+            .unwrap_or_else(|| "last: -".into());
+        match &node.state {
+            PlanState::Cached { output, .. } => {
+                println!(
+                    "  up to date  {:20} {}  {last_text}",
+                    node.node,
+                    output.short()
+                )
+            }
+            PlanState::Runs { reasons, .. } => {
+                let text: Vec<String> = reasons.iter().map(ToString::to_string).collect();
+                println!(
+                    "  stale       {:20} {}  {last_text}",
+                    node.node,
+                    text.join("; ")
+                )
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
