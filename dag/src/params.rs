@@ -179,8 +179,51 @@ fn same_shape(ty: &ParamType, value: &Value) -> bool {
     )
 }
 
+/// `value` with numbers and booleans turned into strings wherever `ty` expects a string
+/// (used for `--set` values, which arrive untyped from the shell).
+pub fn scalars_as_strings(ty: &ParamType, value: &Value) -> Value {
+    let expects_string = |ty: &ParamType| match ty {
+        ParamType::String => true,
+        ParamType::Either(first, second) => {
+            **first == ParamType::String || **second == ParamType::String
+        }
+        _ => false,
+    };
+    match (ty, value) {
+        (ty, Value::Int(_) | Value::Float(_) | Value::Bool(_)) if expects_string(ty) => {
+            Value::String(value.to_string())
+        }
+        (ParamType::Map(inner), Value::Table(table)) => Value::Table(
+            table
+                .iter()
+                .map(|(key, item)| (key.clone(), scalars_as_strings(inner, item)))
+                .collect(),
+        ),
+        (ParamType::List(inner), Value::List(items)) => Value::List(
+            items
+                .iter()
+                .map(|item| scalars_as_strings(inner, item))
+                .collect(),
+        ),
+        _ => value.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn scalars_become_strings_only_where_strings_are_expected() {
+        let env = ParamType::map(ParamType::String);
+        let mut table = BTreeMap::new();
+        table.insert("TOP".to_string(), Value::Int(3));
+        let fixed = scalars_as_strings(&env, &Value::Table(table));
+        assert_eq!(fixed.get_path("TOP"), Some(&Value::String("3".into())));
+        assert_eq!(
+            scalars_as_strings(&ParamType::Int, &Value::Int(3)),
+            Value::Int(3)
+        );
+    }
+
     use super::*;
 
     fn command_type() -> ParamType {

@@ -66,7 +66,8 @@ pub struct GcReport {
     pub removed_bytes: u64,
     /// Action records removed.
     pub removed_actions: u64,
-    /// Unreachable objects spared because they are younger than the grace period.
+    /// Unreachable objects spared because they are younger than the grace period, or
+    /// reached by a dead action record that is.
     pub spared_young: u64,
 }
 
@@ -179,6 +180,16 @@ impl Store {
     // ---------------------------------------------------------------- raw objects
 
     async fn get_raw(&self, location: &str) -> Result<Option<Bytes>> {
+        if let Some(root) = self.local_root() {
+            // Small local reads skip object_store's thread hand-off: a fully cached plan of
+            // thousands of nodes is dominated by these.
+            let path = root.join(location);
+            return match fs::read(&path) {
+                Ok(bytes) => Ok(Some(Bytes::from(bytes))),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(error) => Err(Error::io(path, error)),
+            };
+        }
         let path = ObjectPath::from(location);
         match self.object().get(&path).await {
             Ok(result) => match result.bytes().await {
@@ -707,15 +718,12 @@ impl Store {
                 continue;
             };
             report.live_actions += 1;
-            live_blobs.insert(record.output.cast::<crate::digest::BlobKind>());
-            if let Some(log) = record.log {
-                live_blobs.insert(log);
-            }
-            if let Ok(tree) = self.get_tree(record.output).await {
-                live_blobs.extend(tree.iter().map(|(_, entry)| entry.digest));
-            }
+            self.add_reachable(&record, &mut live_blobs).await;
         }
         report.live_blobs = live_blobs.len() as u64;
+        // Blobs reached by dead records spared for their youth: such a record may be a
+        // concurrent run's fresh result sharing old blobs with earlier outputs.
+        let mut young_blobs = std::collections::HashSet::new();
         let mut removed_outputs = Vec::new();
         for (name, _, age) in self.list_prefix("ac").await? {
             let Ok(key) = name.parse::<ActionKey>() else {
@@ -726,6 +734,9 @@ impl Store {
             }
             if age < grace {
                 report.spared_young += 1;
+                if let Ok(Some(record)) = self.get_action(key).await {
+                    self.add_reachable(&record, &mut young_blobs).await;
+                }
                 continue;
             }
             report.removed_actions += 1;
@@ -737,7 +748,7 @@ impl Store {
             }
         }
         for output in removed_outputs {
-            if !live_blobs.contains(&output.cast()) {
+            if !live_blobs.contains(&output.cast()) && !young_blobs.contains(&output.cast()) {
                 self.delete_raw(&format!("out/{}", output.hex())).await?;
             }
         }
@@ -748,7 +759,7 @@ impl Store {
             if live_blobs.contains(&digest) {
                 continue;
             }
-            if age < grace {
+            if age < grace || young_blobs.contains(&digest) {
                 report.spared_young += 1;
                 continue;
             }
@@ -762,6 +773,21 @@ impl Store {
             self.sweep_temporaries(grace)?;
         }
         Ok(report)
+    }
+
+    /// Adds every blob `record` reaches (its tree, the tree's files, its log) to `blobs`.
+    async fn add_reachable(
+        &self,
+        record: &ActionRecord,
+        blobs: &mut std::collections::HashSet<BlobDigest>,
+    ) {
+        blobs.insert(record.output.cast());
+        if let Some(log) = record.log {
+            blobs.insert(log);
+        }
+        if let Ok(tree) = self.get_tree(record.output).await {
+            blobs.extend(tree.iter().map(|(_, entry)| entry.digest));
+        }
     }
 
     /// Removes abandoned temporary files of local stores (killed writers) older than `grace`.

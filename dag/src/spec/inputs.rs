@@ -12,7 +12,7 @@ use toml_edit::Item;
 
 use super::error::{did_you_mean, Origin};
 use super::load::{item_type, Loader, RawNode};
-use super::model::InputRef;
+use super::model::{InputRef, NodeNames};
 
 impl Loader<'_> {
     /// Reads the `inputs` item of a node as `(name if written, reference, where)`.
@@ -73,7 +73,7 @@ impl Loader<'_> {
     pub(super) fn resolve_inputs(
         &mut self,
         node: &RawNode,
-        node_names: &[String],
+        node_names: &NodeNames,
     ) -> BTreeMap<String, InputRef> {
         let mut resolved = BTreeMap::new();
         for (name, reference, origin) in &node.inputs {
@@ -117,7 +117,7 @@ impl Loader<'_> {
         node: &RawNode,
         reference: &str,
         origin: &Origin,
-        node_names: &[String],
+        node_names: &NodeNames,
     ) -> Option<InputRef> {
         if reference == node.name {
             self.reporter.error(
@@ -127,7 +127,7 @@ impl Loader<'_> {
             );
             return None;
         }
-        if node_names.iter().any(|name| name == reference) {
+        if node_names.contains(reference) {
             return Some(InputRef::Node(reference.to_owned()));
         }
         if reference.contains("://") {

@@ -12,7 +12,7 @@ use crate::value::Value;
 use super::error::{backticked, did_you_mean, Origin, Reporter, SpecError, SpecErrors};
 use super::fields::{item_to_value, GENERIC_KEYS, RESOURCE_KEYS};
 use super::graph::topological_order;
-use super::model::{KindCatalog, NodeSpec, Workflow};
+use super::model::{KindCatalog, NodeNames, NodeSpec, Workflow};
 use super::overrides::Override;
 
 /// One value and where it was written.
@@ -136,15 +136,16 @@ impl Loader<'_> {
             },
         };
 
-        let node_names: Vec<String> = raw_nodes.iter().map(|node| node.name.clone()).collect();
+        let node_names = NodeNames::new(raw_nodes.iter().map(|node| node.name.clone()).collect());
         let mut node_overrides: BTreeMap<&str, Vec<&Override>> = BTreeMap::new();
         for item in overrides {
             let segments = item.segments();
             if segments.first() == Some(&"defaults") {
                 self.apply_defaults_override(&mut defaults, item, &used_kinds);
-            } else if let Some(node) = node_names
-                .iter()
-                .find(|name| segments.first() == Some(&name.as_str()))
+            } else if let Some(node) = segments
+                .first()
+                .and_then(|first| node_names.position(first))
+                .and_then(|index| node_names.get(index))
             {
                 node_overrides.entry(node.as_str()).or_default().push(item);
             } else {
@@ -175,9 +176,7 @@ impl Loader<'_> {
                 node.inputs
                     .values()
                     .filter_map(|input| match input {
-                        super::model::InputRef::Node(name) => {
-                            node_names.iter().position(|other| other == name)
-                        }
+                        super::model::InputRef::Node(name) => node_names.position(name),
                         super::model::InputRef::Path(_) => None,
                     })
                     .collect()

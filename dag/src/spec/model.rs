@@ -73,3 +73,38 @@ impl Default for Resources {
         }
     }
 }
+
+/// Node names in file order with a hash index, so that resolving thousands of inputs
+/// stays linear.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct NodeNames {
+    names: Vec<String>,
+    index: std::collections::HashMap<String, usize>,
+}
+
+impl NodeNames {
+    pub(crate) fn new(names: Vec<String>) -> Self {
+        let index = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| (name.clone(), i))
+            .collect();
+        NodeNames { names, index }
+    }
+
+    pub(crate) fn position(&self, name: &str) -> Option<usize> {
+        self.index.get(name).copied()
+    }
+
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    pub(crate) fn get(&self, index: usize) -> Option<&String> {
+        self.names.get(index)
+    }
+
+    pub(crate) fn iter(&self) -> std::slice::Iter<'_, String> {
+        self.names.iter()
+    }
+}

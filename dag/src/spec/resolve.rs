@@ -3,13 +3,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::params::check_type;
+use crate::params::{check_type, scalars_as_strings};
 use crate::value::Value;
 
 use super::error::{backticked, did_you_mean, Origin};
 use super::fields::{apply_resource, parse_retries, parse_salt, parse_timeout, GENERIC_KEYS};
 use super::load::{Defaults, Entry, Layer, Loader, RawNode};
-use super::model::{NodeSpec, Resources};
+use super::model::{NodeNames, NodeSpec, Resources};
 use super::overrides::{set_path, Override};
 
 impl Loader<'_> {
@@ -107,7 +107,7 @@ impl Loader<'_> {
         node: &RawNode,
         defaults: &Defaults,
         overrides: &[&Override],
-        node_names: &[String],
+        node_names: &NodeNames,
     ) -> NodeSpec {
         let kind = node.kind.clone().unwrap_or_default();
         // Without a known kind only generic keys can be checked.
@@ -181,9 +181,19 @@ impl Loader<'_> {
                 _ => match key.strip_prefix("resources.") {
                     Some(resource) => apply_resource(&mut spec.resources, resource, &value),
                     None => match specs.iter().find(|param| param.name == key) {
-                        Some(param) => check_type(&param.ty, &value).map(|checked| {
-                            spec.params.insert(key.clone(), checked);
-                        }),
+                        Some(param) => check_type(&param.ty, &value)
+                            .or_else(|problem| match origin {
+                                // `--set env.TOP=3` means the string "3" where a string is
+                                // expected: the shell gives no way to say which was meant.
+                                Origin::Set(_) => {
+                                    check_type(&param.ty, &scalars_as_strings(&param.ty, &value))
+                                        .map_err(|_| problem)
+                                }
+                                _ => Err(problem),
+                            })
+                            .map(|checked| {
+                                spec.params.insert(key.clone(), checked);
+                            }),
                         None if known_kind => {
                             let hint = self.unknown_key_hint(&key, &kind);
                             self.reporter.error(

@@ -1,0 +1,5 @@
+# Shared settings for the project's scripts (sourced, not run).
+# One persistent target folder outside the clone, so CI and later runs on the same machine
+# reuse the build; one profile (dev, with optimized dependencies) for tests and the binary.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/peirce-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

@@ -1,0 +1,570 @@
+//! The engine through the real binary: caching, invalidation and early cutoff, plans and
+//! their reasons, forcing, failures and retries, concurrent runners on one store, the
+//! inspection commands, gc, and GPU resources.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{
+    diamond, expect_statuses, outputs, planned, reason_names, statuses, toml_string, Sandbox,
+    DIAMOND,
+};
+use serde_json::Value;
+
+/// `right` with `FACTOR = 3` instead of 2.
+const FACTOR_3: &str = "right.env.FACTOR=\"3\"";
+
+fn diamond_sandbox(sleep: f64) -> Sandbox {
+    let sandbox = Sandbox::new();
+    sandbox.workflow(&diamond(&sandbox, sleep));
+    sandbox
+}
+
+fn assert_diamond_outputs(sandbox: &Sandbox, scaled: u32) {
+    assert_eq!(sandbox.cat("gen", "numbers.txt").lines().count(), 10);
+    assert_eq!(sandbox.cat("left", "sum.txt"), "55\n");
+    assert_eq!(sandbox.cat("right", "scaled.txt"), format!("{scaled}\n"));
+    assert_eq!(sandbox.cat("join", "join.txt"), format!("55\n{scaled}\n"));
+    assert_eq!(sandbox.cat("solo", "solo.txt"), "solo\n");
+}
+
+#[test]
+fn diamond_runs_then_is_fully_cached() {
+    let sandbox = diamond_sandbox(0.0);
+    let first = sandbox.run_ok(&[]);
+    assert_eq!(first["status"], "succeeded");
+    expect_statuses(&first, &DIAMOND.map(|node| (node, "ran")));
+    assert_eq!(sandbox.counts(&DIAMOND), [1; 5]);
+    assert_diamond_outputs(&sandbox, 110);
+
+    let second = sandbox.run_ok(&[]);
+    expect_statuses(&second, &DIAMOND.map(|node| (node, "cached")));
+    assert_eq!(
+        sandbox.counts(&DIAMOND),
+        [1; 5],
+        "a cached run executed something"
+    );
+    assert_eq!(outputs(&first), outputs(&second));
+    assert_ne!(first["id"], second["id"]);
+}
+
+#[test]
+fn changed_param_reruns_the_node_and_its_dependents_only() {
+    let sandbox = diamond_sandbox(0.0);
+    sandbox.run_ok(&[]);
+    let record = sandbox.run_ok(&["--set", FACTOR_3]);
+    expect_statuses(
+        &record,
+        &[
+            ("gen", "cached"),
+            ("left", "cached"),
+            ("right", "ran"),
+            ("join", "ran"),
+            ("solo", "cached"),
+        ],
+    );
+    assert_eq!(sandbox.counts(&DIAMOND), [1, 1, 2, 2, 1]);
+    assert_diamond_outputs(&sandbox, 165);
+
+    // The same change written into the file is the same key: nothing runs.
+    let text = std::fs::read_to_string(sandbox.workflow_path()).unwrap();
+    sandbox.workflow(&text.replace("FACTOR = \"2\"", "FACTOR = \"3\""));
+    let record = sandbox.run_ok(&[]);
+    expect_statuses(&record, &DIAMOND.map(|node| (node, "cached")));
+    assert_eq!(sandbox.counts(&DIAMOND), [1, 1, 2, 2, 1]);
+}
+
+#[test]
+fn early_cutoff_when_a_rerun_gives_the_same_bytes() {
+    let sandbox = diamond_sandbox(0.0);
+    let first = sandbox.run_ok(&[]);
+
+    // An environment entry the command ignores: `left` reruns, its output is identical.
+    let record = sandbox.run_ok(&["--set", "left.env.UNUSED=\"b\""]);
+    expect_statuses(
+        &record,
+        &[
+            ("gen", "cached"),
+            ("left", "ran"),
+            ("right", "cached"),
+            ("join", "cached"),
+            ("solo", "cached"),
+        ],
+    );
+    assert_eq!(
+        record["nodes"]["left"]["output"],
+        first["nodes"]["left"]["output"]
+    );
+    assert_eq!(sandbox.counts(&DIAMOND), [1, 2, 1, 1, 1]);
+
+    // A harmless `true;` in the command of the root: only the root reruns.
+    let text = std::fs::read_to_string(sandbox.workflow_path()).unwrap();
+    sandbox.workflow(&text.replace("seq 1 10", "true; seq 1 10"));
+    let record = sandbox.run_ok(&[]);
+    expect_statuses(
+        &record,
+        &[
+            ("gen", "ran"),
+            ("left", "cached"),
+            ("right", "cached"),
+            ("join", "cached"),
+            ("solo", "cached"),
+        ],
+    );
+    assert_eq!(sandbox.counts(&DIAMOND), [2, 2, 1, 1, 1]);
+    assert_diamond_outputs(&sandbox, 110);
+}
+
+#[test]
+fn plan_names_reasons_and_executes_nothing() {
+    let sandbox = diamond_sandbox(0.0);
+    let fresh = sandbox.plan(&[]);
+    assert_eq!(reason_names(&fresh, "gen"), ["new"]);
+    assert_eq!(reason_names(&fresh, "solo"), ["new"]);
+    for node in ["left", "right", "join"] {
+        let reasons = reason_names(&fresh, node);
+        assert!(reasons.contains(&"new".to_string()), "{node}: {reasons:?}");
+        assert!(
+            reasons.contains(&"upstream_runs".to_string()),
+            "{node}: {reasons:?}"
+        );
+        assert_eq!(planned(&fresh, node)["key"], Value::Null);
+    }
+    assert_eq!(sandbox.counts(&DIAMOND), [0; 5], "plan executed something");
+
+    sandbox.run_ok(&[]);
+    let plan = sandbox.plan(&["--set", FACTOR_3]);
+    for node in ["gen", "left", "solo"] {
+        assert_eq!(planned(&plan, node)["state"], "cached", "{node}");
+    }
+    let right = &planned(&plan, "right")["reasons"];
+    assert_eq!(right.as_array().unwrap().len(), 1, "{right:#}");
+    assert_eq!(right[0]["reason"], "param_changed");
+    assert_eq!(right[0]["name"], "env");
+    assert_eq!(right[0]["old"], serde_json::json!({ "FACTOR": "2" }));
+    assert_eq!(right[0]["new"], serde_json::json!({ "FACTOR": "3" }));
+    let join = &planned(&plan, "join")["reasons"];
+    assert_eq!(join[0]["reason"], "upstream_runs", "{join:#}");
+    assert_eq!(join[0]["name"], "scaled");
+    assert_eq!(join[0]["node"], "right");
+    assert_eq!(sandbox.counts(&DIAMOND), [1; 5], "plan executed something");
+
+    // The text form says the same.
+    let text = sandbox
+        .peirce(&["plan", "wf.toml", "--set", FACTOR_3])
+        .success();
+    assert!(
+        text.stdout.contains("param `env` changed"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("2 to run, 3 cached"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn plan_names_a_changed_external_input_with_both_digests() {
+    let sandbox = Sandbox::new();
+    sandbox.write("data.txt", "one\ntwo\n");
+    sandbox.workflow(&format!(
+        "[lines]\nkind = \"exec\"\ninputs = [\"./data.txt\"]\ncommand = {}\n",
+        toml_string(&format!(
+            "{}; wc -l < $PEIRCE_INPUT_DATA_TXT > out/lines.txt",
+            sandbox.counter("lines")
+        ))
+    ));
+    sandbox.run_ok(&[]);
+    assert_eq!(sandbox.cat("lines", "lines.txt").trim(), "2");
+    let shown = sandbox
+        .peirce(&["show", "lines", "--json"])
+        .success()
+        .json();
+    let old_digest = shown["record"]["components"]["inputs"]["data.txt"].clone();
+    assert!(
+        old_digest.as_str().unwrap().starts_with("blake3:"),
+        "{shown:#}"
+    );
+
+    sandbox.write("data.txt", "one\ntwo\nthree\n");
+    let plan = sandbox.plan(&[]);
+    let reasons = &planned(&plan, "lines")["reasons"];
+    assert_eq!(reasons.as_array().unwrap().len(), 1, "{reasons:#}");
+    assert_eq!(reasons[0]["reason"], "input_changed");
+    assert_eq!(reasons[0]["name"], "data.txt");
+    assert_eq!(reasons[0]["old"], old_digest);
+    let new_digest = reasons[0]["new"].as_str().unwrap();
+    assert!(new_digest.starts_with("blake3:") && reasons[0]["new"] != old_digest);
+    assert_eq!(sandbox.count("lines"), 1, "plan executed something");
+
+    let record = sandbox.run_ok(&[]);
+    expect_statuses(&record, &[("lines", "ran")]);
+    assert_eq!(sandbox.cat("lines", "lines.txt").trim(), "3");
+    let shown = sandbox
+        .peirce(&["show", "lines", "--json"])
+        .success()
+        .json();
+    assert_eq!(
+        shown["record"]["components"]["inputs"]["data.txt"],
+        new_digest
+    );
+}
+
+#[test]
+fn force_reruns_exactly_that_node() {
+    let sandbox = diamond_sandbox(0.0);
+    sandbox.run_ok(&[]);
+    let plan = sandbox.plan(&["--force", "left"]);
+    assert_eq!(reason_names(&plan, "left"), ["forced"]);
+    let record = sandbox.run_ok(&["--force", "left"]);
+    expect_statuses(
+        &record,
+        &[
+            ("gen", "cached"),
+            ("left", "ran"),
+            ("right", "cached"),
+            ("join", "cached"),
+            ("solo", "cached"),
+        ],
+    );
+    assert_eq!(sandbox.counts(&DIAMOND), [1, 2, 1, 1, 1]);
+}
+
+#[test]
+fn failures_are_not_cached_and_skip_dependents() {
+    let sandbox = Sandbox::new();
+    let fixed = sandbox.path("fixed");
+    sandbox.workflow(&format!(
+        r#"[flaky]
+kind = "exec"
+command = {flaky}
+
+[after]
+kind = "exec"
+inputs = ["flaky"]
+command = {after}
+
+[other]
+kind = "exec"
+command = {other}
+"#,
+        flaky = toml_string(&format!(
+            "{}; test -e '{}' || exit 1; echo fine > out/flaky.txt",
+            sandbox.counter("flaky"),
+            fixed.display()
+        )),
+        after = toml_string(&format!(
+            "{}; cp {{inputs.flaky}}/flaky.txt out/after.txt",
+            sandbox.counter("after")
+        )),
+        other = toml_string(&format!(
+            "{}; echo other > out/o.txt",
+            sandbox.counter("other")
+        )),
+    ));
+    let nodes = ["flaky", "after", "other"];
+    let (outcome, record) = sandbox.run(&[]);
+    outcome.expect_code(1);
+    assert_eq!(record["status"], "failed");
+    expect_statuses(
+        &record,
+        &[("flaky", "failed"), ("after", "skipped"), ("other", "ran")],
+    );
+    let error = record["nodes"]["flaky"]["error"].as_str().unwrap();
+    assert!(error.contains("status 1"), "{error}");
+    assert_eq!(sandbox.counts(&nodes), [1, 0, 1]);
+    assert!(!sandbox.has_record_for("flaky"));
+
+    let (outcome, record) = sandbox.run(&[]);
+    outcome.expect_code(1);
+    expect_statuses(
+        &record,
+        &[
+            ("flaky", "failed"),
+            ("after", "skipped"),
+            ("other", "cached"),
+        ],
+    );
+    assert_eq!(sandbox.counts(&nodes), [2, 0, 1], "a failure was cached");
+
+    std::fs::write(&fixed, "").unwrap();
+    let record = sandbox.run_ok(&[]);
+    expect_statuses(
+        &record,
+        &[("flaky", "ran"), ("after", "ran"), ("other", "cached")],
+    );
+    assert_eq!(sandbox.counts(&nodes), [3, 1, 1]);
+    assert_eq!(sandbox.cat("after", "after.txt"), "fine\n");
+}
+
+#[test]
+fn retries_until_the_third_attempt_succeeds() {
+    let sandbox = Sandbox::new();
+    let counter = sandbox.path("count-flaky");
+    sandbox.workflow(&format!(
+        "[flaky]\nkind = \"exec\"\nretries = 2\ncommand = {}\n",
+        toml_string(&format!(
+            "{}; [ $(wc -l < '{}') -ge 3 ] || exit 1; echo third > out/ok.txt",
+            sandbox.counter("flaky"),
+            counter.display()
+        ))
+    ));
+    let record = sandbox.run_ok(&[]);
+    expect_statuses(&record, &[("flaky", "ran")]);
+    assert_eq!(record["nodes"]["flaky"]["attempts"], 3);
+    assert_eq!(sandbox.count("flaky"), 3);
+    assert_eq!(sandbox.cat("flaky", "ok.txt"), "third\n");
+
+    // With one retry fewer the same command fails for good.
+    let sandbox = Sandbox::new();
+    let counter = sandbox.path("count-flaky");
+    sandbox.workflow(&format!(
+        "[flaky]\nkind = \"exec\"\nretries = 1\ncommand = {}\n",
+        toml_string(&format!(
+            "{}; [ $(wc -l < '{}') -ge 3 ] || exit 1; echo third > out/ok.txt",
+            sandbox.counter("flaky"),
+            counter.display()
+        ))
+    ));
+    let (outcome, record) = sandbox.run(&[]);
+    outcome.expect_code(1);
+    assert_eq!(record["nodes"]["flaky"]["attempts"], 2);
+    assert_eq!(sandbox.count("flaky"), 2);
+}
+
+#[test]
+fn concurrent_runners_share_the_work() {
+    let sandbox = diamond_sandbox(0.5);
+    let args = ["run", "wf.toml", "--json"];
+    let first = sandbox.spawn(&args);
+    let second = sandbox.spawn(&args);
+    let (first, second) = (common::finish(first), common::finish(second));
+    let (first, second) = (first.success().json(), second.success().json());
+    assert_eq!(outputs(&first), outputs(&second));
+    assert_eq!(
+        sandbox.counts(&DIAMOND),
+        [1; 5],
+        "a node executed twice:\n{first:#}\n{second:#}"
+    );
+    for node in DIAMOND {
+        let pair = [
+            statuses(&first)[node].clone(),
+            statuses(&second)[node].clone(),
+        ];
+        assert!(
+            pair.contains(&"ran".to_string()) && pair.iter().all(|s| s == "ran" || s == "cached"),
+            "{node}: {pair:?}"
+        );
+    }
+    assert_diamond_outputs(&sandbox, 110);
+    sandbox.assert_store_sound();
+}
+
+#[test]
+fn inspection_commands_on_a_finished_run() {
+    let sandbox = Sandbox::new();
+    sandbox.workflow(&format!(
+        r#"[workflow]
+name = "inspect"
+
+[source]
+kind = "exec"
+command = "echo hello > out/hello.txt"
+
+[talker]
+kind = "exec"
+inputs = ["source"]
+command = {talker}
+"#,
+        talker = toml_string(
+            "echo to-stdout; echo to-stderr >&2; tr a-z A-Z < {inputs.source}/hello.txt > out/loud.txt"
+        )
+    ));
+    let record = sandbox.run_ok(&[]);
+    let talker_output = record["nodes"]["talker"]["output"].as_str().unwrap();
+    let source_output = record["nodes"]["source"]["output"].as_str().unwrap();
+
+    let log = sandbox.peirce(&["log", "talker"]).success().stdout;
+    assert!(
+        log.contains("to-stdout") && log.contains("to-stderr"),
+        "{log}"
+    );
+
+    let shown = sandbox
+        .peirce(&["show", "talker", "--json"])
+        .success()
+        .json();
+    assert_eq!(shown["complete"], true);
+    assert_eq!(shown["record"]["output"], talker_output);
+    assert_eq!(
+        shown["record"]["components"]["inputs"]["source"],
+        source_output
+    );
+    assert_eq!(shown["files"]["loud.txt"]["size"], 6);
+    let text = sandbox.peirce(&["show", "talker"]).success().stdout;
+    assert!(
+        text.contains("loud.txt") && text.contains(talker_output),
+        "{text}"
+    );
+
+    let why = sandbox.peirce(&["why", talker_output]).success().stdout;
+    assert!(why.contains("made by node `talker`"), "{why}");
+    assert!(why.contains("made by node `source`"), "{why}");
+    assert!(why.contains("input `source`"), "{why}");
+    // A file's digest leads to the tree holding it.
+    let (_, blob) = &sandbox.listing(talker_output)["loud.txt"];
+    let why = sandbox.peirce(&["why", blob]).success().stdout;
+    assert!(
+        why.contains("file `loud.txt`") && why.contains("node `talker`"),
+        "{why}"
+    );
+    assert_eq!(sandbox.peirce(&["cat", blob]).success().stdout, "HELLO\n");
+
+    let second = sandbox.run_ok(&[]);
+    let runs = sandbox.peirce(&["runs", "--json"]).success().json();
+    let ids: Vec<&str> = runs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|run| run["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            second["id"].as_str().unwrap(),
+            record["id"].as_str().unwrap()
+        ]
+    );
+    assert!(runs[0]["nodes"]["talker"]["status"] == "cached");
+
+    let status = sandbox
+        .peirce(&["status", "wf.toml", "--json"])
+        .success()
+        .json();
+    assert_eq!(status["latest_run"]["id"], second["id"]);
+    for node in ["source", "talker"] {
+        assert_eq!(planned(&status["nodes"], node)["state"], "cached");
+    }
+    let text = sandbox.peirce(&["status", "wf.toml"]).success().stdout;
+    assert!(
+        text.contains("up to date") && text.contains("talker"),
+        "{text}"
+    );
+}
+
+#[test]
+fn gc_removes_old_results_and_keeps_the_latest() {
+    let sandbox = diamond_sandbox(0.0);
+    let old = sandbox.run_ok(&[]);
+    let old_right = old["nodes"]["right"]["output"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (_, old_blob) = sandbox.listing(&old_right)["scaled.txt"].clone();
+    let new = sandbox.run_ok(&["--set", FACTOR_3]);
+    assert_ne!(new["nodes"]["right"]["output"], old_right.as_str());
+
+    let report = sandbox
+        .peirce(&["gc", "--grace", "0s", "--json"])
+        .success()
+        .json();
+    assert_eq!(report["removed_actions"], 2, "{report:#}");
+    assert_eq!(report["live_actions"], 5, "{report:#}");
+    for gone in [&old_right, &old_blob] {
+        let cat = sandbox.peirce(&["cat", gone]);
+        assert_ne!(cat.code, 0, "`{gone}` survived gc:\n{cat}");
+    }
+    sandbox.assert_store_sound();
+
+    let record = sandbox.run_ok(&["--set", FACTOR_3]);
+    expect_statuses(&record, &DIAMOND.map(|node| (node, "cached")));
+    assert_eq!(sandbox.counts(&DIAMOND), [1, 1, 2, 2, 1]);
+    assert_diamond_outputs(&sandbox, 165);
+
+    // The old parameters now run again.
+    let plan = sandbox.plan(&[]);
+    assert_eq!(planned(&plan, "right")["state"], "runs");
+    assert_eq!(planned(&plan, "left")["state"], "cached");
+}
+
+fn gpu_workflow(sandbox: &Sandbox, gpus: &[&str]) -> String {
+    let mut text = String::new();
+    for (index, node) in gpus.iter().enumerate() {
+        // Each waits (bounded) until every GPU node has started, so they hold devices at once.
+        let others: Vec<String> = gpus
+            .iter()
+            .map(|other| {
+                format!(
+                    "[ -e '{}' ]",
+                    sandbox.path(&format!("started-{other}")).display()
+                )
+            })
+            .collect();
+        let command = format!(
+            "{count}; touch '{marker}'; for i in $(seq 1 200); do {all} && break; sleep 0.05; done; echo \"$CUDA_VISIBLE_DEVICES\" > out/device-{index}.txt",
+            count = sandbox.counter(node),
+            marker = sandbox.path(&format!("started-{node}")).display(),
+            all = others.join(" && "),
+        );
+        text.push_str(&format!(
+            "[{node}]\nkind = \"exec\"\nresources = {{ gpus = 1 }}\ncommand = {}\n\n",
+            toml_string(&command)
+        ));
+    }
+    text.push_str(&format!(
+        "[cpu]\nkind = \"exec\"\ncommand = {}\n",
+        toml_string(&format!(
+            "{}; echo \"[$CUDA_VISIBLE_DEVICES]\" > out/device.txt",
+            sandbox.counter("cpu")
+        ))
+    ));
+    text
+}
+
+#[test]
+fn gpu_nodes_are_rejected_without_gpus_and_pinned_with_them() {
+    let sandbox = Sandbox::new();
+    sandbox.workflow(&gpu_workflow(&sandbox, &["first", "second"]));
+    let outcome = sandbox.peirce(&["run", "wf.toml"]).expect_code(2);
+    assert!(
+        outcome.stderr.contains("`first`") && outcome.stderr.contains("GPU"),
+        "{outcome}"
+    );
+    assert_eq!(sandbox.counts(&["first", "second", "cpu"]), [0, 0, 0]);
+
+    let record = sandbox.run_ok(&["--gpus", "0,1", "--jobs", "4"]);
+    expect_statuses(
+        &record,
+        &[("cpu", "ran"), ("first", "ran"), ("second", "ran")],
+    );
+    let devices: BTreeSet<String> = [("first", 0), ("second", 1)]
+        .iter()
+        .map(|(node, index)| {
+            sandbox
+                .cat(node, &format!("device-{index}.txt"))
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        devices,
+        BTreeSet::from(["0".to_string(), "1".to_string()]),
+        "GPU nodes running together must get distinct devices"
+    );
+    assert_eq!(sandbox.cat("cpu", "device.txt"), "[]\n");
+}
+
+#[test]
+fn a_node_asking_more_gpus_than_given_is_rejected() {
+    let sandbox = Sandbox::new();
+    sandbox.workflow(&gpu_workflow(&sandbox, &["big"]).replace("gpus = 1", "gpus = 2"));
+    let outcome = sandbox
+        .peirce(&["run", "wf.toml", "--gpus", "0"])
+        .expect_code(2);
+    assert!(outcome.stderr.contains("`big`"), "{outcome}");
+    // Waiting for a second device would never end: nothing may start.
+    assert_eq!(sandbox.counts(&["big", "cpu"]), [0, 0]);
+}
