@@ -102,7 +102,7 @@ impl ResourcePool {
         } else {
             gpus.div_ceil(WHOLE_GPU) as usize
         };
-        if gpus > WHOLE_GPU && gpus % WHOLE_GPU != 0 {
+        if gpus > WHOLE_GPU && !gpus.is_multiple_of(WHOLE_GPU) {
             return Err(format!(
                 "asks for {} GPUs: more than one GPU must be a whole number",
                 gpus as f64 / 1000.0

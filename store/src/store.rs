@@ -655,19 +655,42 @@ impl Store {
         {
             return Ok(Some(lease));
         }
-        let current: Option<Lease> = self.get_document(&location).await.unwrap_or(None);
-        match current {
-            Some(current) if current.expires_at_ms > now_ms() && current.owner != owner => Ok(None),
-            _ => {
-                // Expired, unreadable or already ours: remove and race for a fresh create.
-                self.delete_raw(&location).await?;
-                if self.put_raw(&location, bytes, PutMode::Create).await? {
-                    Ok(Some(lease))
-                } else {
-                    Ok(None)
-                }
-            }
+        let current: Option<Lease> = match self.get_document(&location).await {
+            Ok(current) => current,
+            // Garbage in a lease file: whoever wrote it is not a runner we can wait for.
+            Err(Error::MalformedDocument { .. }) => None,
+            // A failed read says nothing about the holder: never break a lease on it.
+            Err(error) => return Err(error),
+        };
+        let Some(current) = current else {
+            // Released between our create and our read, or unreadable: race for a create.
+            self.delete_raw(&location).await?;
+            let taken = self.put_raw(&location, bytes, PutMode::Create).await?;
+            return Ok(taken.then_some(lease));
+        };
+        if current.owner == owner {
+            self.put_raw(&location, bytes, PutMode::Overwrite).await?;
+            return Ok(Some(lease));
         }
+        if current.expires_at_ms > now_ms() {
+            return Ok(None);
+        }
+        // Expired. Exactly one runner may take over this particular expired lease: the one
+        // that creates its takeover marker (named after the lease it replaces).
+        let marker = format!(
+            "leases/{}.takeover-{}",
+            key.hex(),
+            BlobDigest::of(format!("{}:{}", current.owner, current.expires_at_ms).as_bytes())
+                .short()
+        );
+        if !self
+            .put_raw(&marker, Bytes::from(owner.to_string()), PutMode::Create)
+            .await?
+        {
+            return Ok(None);
+        }
+        self.put_raw(&location, bytes, PutMode::Overwrite).await?;
+        Ok(Some(lease))
     }
 
     /// Extends a lease we hold. Returns false when someone else holds it now.
@@ -691,6 +714,17 @@ impl Store {
         let location = format!("leases/{}", lease.key.hex());
         let current: Option<Lease> = self.get_document(&location).await.unwrap_or(None);
         if current.map(|c| c.owner == lease.owner).unwrap_or(false) {
+            self.delete_raw(&location).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the lease on `key` if `owner` still holds it: for a holder known to be dead
+    /// (a killed process on this host) whose lease has not expired yet.
+    pub async fn break_lease(&self, key: ActionKey, owner: &str) -> Result<()> {
+        let location = format!("leases/{}", key.hex());
+        let current: Option<Lease> = self.get_document(&location).await.unwrap_or(None);
+        if current.map(|c| c.owner == owner).unwrap_or(false) {
             self.delete_raw(&location).await?;
         }
         Ok(())
@@ -771,6 +805,12 @@ impl Store {
         }
         if !dry_run {
             self.sweep_temporaries(grace)?;
+            // Takeover markers outlive their lease; old ones only take space.
+            for (name, _, age) in self.list_prefix("leases").await? {
+                if name.contains(".takeover-") && age >= grace.max(Duration::from_secs(600)) {
+                    self.delete_raw(&format!("leases/{name}")).await?;
+                }
+            }
         }
         Ok(report)
     }

@@ -12,7 +12,7 @@ pub mod plan;
 mod task;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -596,9 +596,4 @@ fn complete(inputs: &BTreeMap<String, Option<TreeDigest>>) -> Option<BTreeMap<St
         .iter()
         .map(|(name, digest)| digest.map(|d| (name.clone(), d)))
         .collect()
-}
-
-/// The folder holding a path input, for display.
-pub fn display_path(path: &Path) -> String {
-    path.display().to_string()
 }

@@ -262,6 +262,17 @@ async fn take_lease(
             }
             return Ok(Some(lease));
         }
+        let holder = store
+            .lease_holder(key)
+            .await
+            .ok()
+            .flatten()
+            .map(|l| l.owner);
+        if let Some(holder) = holder.filter(|holder| holder_is_dead(holder)) {
+            tracing::info!(%key, %holder, "breaking the lease of a dead process on this host");
+            store.break_lease(key, &holder).await.map_err(store_error)?;
+            continue;
+        }
         if !announced {
             let holder = store
                 .lease_holder(key)
@@ -287,6 +298,23 @@ async fn take_lease(
             }
         }
     }
+}
+
+/// Whether a lease owner (`host:pid:tag`) is a process on this host that no longer exists.
+fn holder_is_dead(owner: &str) -> bool {
+    let mut parts = owner.rsplitn(3, ':');
+    let (Some(_tag), Some(pid), Some(host)) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<i32>() else {
+        return false;
+    };
+    if host != crate::host_name() || pid <= 0 || pid == std::process::id() as i32 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks whether the process exists.
+    let result = unsafe { libc::kill(pid, 0) };
+    result != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 fn spawn_heartbeat(shared: &Arc<Shared>, mut lease: Lease) -> tokio::task::JoinHandle<()> {

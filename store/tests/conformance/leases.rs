@@ -149,9 +149,8 @@ pub async fn racing_for_a_lease_has_one_winner(store: &Store) {
     }
 }
 
-/// Taking over an expired lease is best effort: more than one racer may briefly believe it
-/// won (duplicate work is harmless). What must hold is that exactly one of them keeps it,
-/// and every other one finds out at its next renewal.
+/// Taking over an expired lease goes through a takeover marker named after the expired
+/// lease, created with a conditional create: exactly one racer wins, and it keeps the lease.
 pub async fn racing_for_an_expired_lease_leaves_one_holder(store: &Store) {
     let key = ActionKey::of(b"expired race");
     store
@@ -161,7 +160,11 @@ pub async fn racing_for_an_expired_lease_leaves_one_holder(store: &Store) {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(80)).await;
     let winners = race(store, key, 16).await;
-    assert!(!winners.is_empty(), "nobody took over an expired lease");
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one racer takes over: {winners:?}"
+    );
     let holder = store
         .lease_holder(key)
         .await
