@@ -7,6 +7,7 @@
 
 pub mod exec;
 pub mod process;
+pub mod tasks;
 pub mod worker;
 
 use peirce_dag::kind::Registry;
