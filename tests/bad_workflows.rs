@@ -120,7 +120,8 @@ fn bad_set_flags_are_rejected() {
     for (flag, named) in [
         ("nonode.x=1", "nonode"),
         ("build.comand=\"echo\"", "comand"),
-        ("build.command=3", "command"),
+        ("build.env=3", "env"),
+        ("build.retries=abc", "retries"),
         ("novalue", "novalue"),
     ] {
         for command in ["plan", "run"] {

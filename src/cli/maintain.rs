@@ -52,16 +52,8 @@ pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode>
         eprintln!("run {id} {}", if pinned { "pinned" } else { "unpinned" });
         return Ok(ExitCode::SUCCESS);
     }
-    let mut ids: Vec<String> = store
-        .list_prefix("runs")
-        .await?
-        .into_iter()
-        .map(|(id, _, _)| id)
-        .collect();
-    ids.sort();
-    ids.reverse();
     let mut records = Vec::new();
-    for id in ids.into_iter().take(args.limit) {
+    for (id, _, _) in store.list_prefix("runs").await? {
         match store
             .get_document::<RunRecord>(&RunRecord::location(&id))
             .await
@@ -71,6 +63,13 @@ pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode>
             Err(error) => eprintln!("warning: {error}"),
         }
     }
+    // Newest first by start time (ids alone do not order runs started in one second).
+    records.sort_by(|a, b| {
+        b.started_at
+            .total_cmp(&a.started_at)
+            .then_with(|| b.id.cmp(&a.id))
+    });
+    records.truncate(args.limit);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(ExitCode::SUCCESS);

@@ -406,6 +406,7 @@ impl Engine {
             outputs: Mutex::new(HashMap::new()),
             events: events.clone(),
             cancel: cancel.clone(),
+            recomputed: Mutex::new(BTreeMap::new()),
             owner: format!(
                 "{}:{}:{:08x}",
                 crate::host_name(),
@@ -480,6 +481,9 @@ impl Engine {
                 }
             }
         }
+        // A node recomputed inside a consumer's task (its stored output was corrupt) ran.
+        let recomputed = std::mem::take(&mut *shared.recomputed.lock().expect("recomputed lock"));
+        record.nodes.extend(recomputed);
         record.finished_at = Some(now_seconds());
         let statuses: Vec<NodeStatus> = record.nodes.values().map(|n| n.status).collect();
         record.status = if statuses.contains(&NodeStatus::Cancelled) || cancel.is_cancelled() {

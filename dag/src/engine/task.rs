@@ -28,6 +28,8 @@ pub(super) struct Shared {
     pub cancel: CancellationToken,
     /// This runner's identity in leases.
     pub owner: String,
+    /// Nodes recomputed inside another node's task (their output was corrupt or lost).
+    pub recomputed: Mutex<BTreeMap<String, NodeRun>>,
 }
 
 enum Failure {
@@ -207,13 +209,25 @@ fn ensure<'a>(
                         "input `{input}` from `{upstream}` is corrupt or missing in the store; recomputing `{upstream}`"
                     )),
                 });
-                let mut upstream_run = node_run(&upstream_spec, NodeStatus::Failed, Instant::now());
+                let started = Instant::now();
+                let mut upstream_run = node_run(&upstream_spec, NodeStatus::Failed, started);
                 let output = ensure(shared, &upstream_spec, &mut upstream_run, depth + 1).await?;
+                upstream_run.output = Some(output);
+                upstream_run.duration_s = started.elapsed().as_secs_f64();
                 shared
                     .outputs
                     .lock()
                     .expect("outputs lock")
                     .insert(upstream.clone(), output);
+                shared.emit(EngineEvent::Finished {
+                    node: upstream.clone(),
+                    run: upstream_run.clone(),
+                });
+                shared
+                    .recomputed
+                    .lock()
+                    .expect("recomputed lock")
+                    .insert(upstream.clone(), upstream_run);
                 ensure(shared, node, run, depth + 1).await
             }
             Err(Failure::BadInput { input }) => Err(NodeError::BadInput(format!(
