@@ -6,8 +6,10 @@
 //! crate never links libtorch.
 
 pub mod exec;
+pub mod generate;
 pub mod process;
 pub mod tasks;
+pub mod verify;
 pub mod worker;
 
 use peirce_dag::kind::Registry;
@@ -16,6 +18,8 @@ use peirce_dag::kind::Registry;
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry.register(exec::Exec);
+    registry.register(generate::Generate);
+    registry.register(verify::Verify);
     registry.register(worker::Worker);
     registry
 }

@@ -4,6 +4,7 @@ mod display;
 mod inspect;
 mod maintain;
 mod run;
+mod tasks;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -55,6 +56,8 @@ enum Command {
     Runs(maintain::RunsArgs),
     /// Delete results no workflow's latest run (or pinned run) uses
     Gc(maintain::GcArgs),
+    /// The task suite: sample instances of a task family
+    Tasks(tasks::TasksArgs),
 }
 
 /// Workflow file plus `--set` overrides, shared by run, plan and status.
@@ -95,6 +98,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Why(args) => inspect::why(&globals, args).await,
         Command::Runs(args) => maintain::runs(&globals, args).await,
         Command::Gc(args) => maintain::gc(&globals, args).await,
+        Command::Tasks(args) => tasks::tasks(args),
     }
 }
 

@@ -9,7 +9,9 @@
 
 pub mod abduction;
 pub mod arithmetic;
+pub mod dataset;
 pub mod deduction;
+pub mod import;
 pub mod induction;
 pub mod prompt;
 pub mod reward;
