@@ -1,0 +1,45 @@
+//! Task-suite throughput: instances per second per task at levels 1, 3 and 5, generation and
+//! verification measured separately, on one core.
+//!
+//! Targets (issue 3): deduction level 5 over 20,000 instances/s per core; every task over
+//! 50,000/s at level 1. Run with `cargo bench --bench tasks`; `PEIRCE_BENCH_INSTANCES`
+//! sets the sample size (default 20,000 per cell).
+
+use std::time::Instant;
+
+use peirce_nodes::tasks::{family, Options, TaskRng, FAMILIES};
+
+fn main() {
+    let count: u64 = std::env::var("PEIRCE_BENCH_INSTANCES").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let options = Options { layout: Some("shortcut-free".into()), with_solution: false };
+    println!("{count} instances per cell, one thread, solutions off");
+    println!("{:<12} {:>5} {:>14} {:>14}  target", "task", "level", "generate/s", "verify/s");
+    for name in FAMILIES {
+        let found = family(name).expect("built-in family");
+        for level in [1u32, 3, 5] {
+            if level > found.max_level() {
+                continue;
+            }
+            let started = Instant::now();
+            let instances: Vec<_> = (0..count)
+                .map(|index| found.generate(level, &mut TaskRng::for_instance(1, name, level, index), &options))
+                .collect();
+            let generate_rate = count as f64 / started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            let failures = instances.iter().filter(|instance| found.verify(instance).is_err()).count();
+            let verify_rate = count as f64 / started.elapsed().as_secs_f64();
+            assert_eq!(failures, 0, "{name} level {level}: {failures} instances fail verification");
+            let target = match (name, level) {
+                ("deduction", 5) => Some(20_000.0),
+                (_, 1) => Some(50_000.0),
+                _ => None,
+            };
+            let verdict = match target {
+                Some(target) if generate_rate >= target => format!(">= {target:.0}/s: met"),
+                Some(target) => format!(">= {target:.0}/s: MISSED"),
+                None => String::new(),
+            };
+            println!("{name:<12} {level:>5} {generate_rate:>14.0} {verify_rate:>14.0}  {verdict}");
+        }
+    }
+}
