@@ -1,0 +1,279 @@
+//! The task suite through the binary: `generate` and `verify` nodes produce dataset trees
+//! whose instances all verify, deterministically, and `peirce tasks sample` prints them.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::Sandbox;
+use serde_json::Value;
+
+fn lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+const WORKFLOW: &str = r#"
+[defaults]
+count = 40
+seed = 3
+split = 0.25
+
+[deduction]
+kind = "generate"
+task = "deduction"
+levels = [1, 3]
+
+[induction]
+kind = "generate"
+task = "induction"
+levels = [1, 5]
+
+[abduction]
+kind = "generate"
+task = "abduction"
+levels = [2]
+layout = "paper"
+
+[arithmetic]
+kind = "generate"
+task = "arithmetic"
+levels = [1, 2]
+
+[check-deduction]
+kind = "verify"
+inputs = { data = "deduction" }
+max_drop_fraction = 0.0
+
+[check-induction]
+kind = "verify"
+inputs = { data = "induction" }
+max_drop_fraction = 0.0
+
+[check-abduction]
+kind = "verify"
+inputs = { data = "abduction" }
+max_drop_fraction = 0.0
+
+[check-arithmetic]
+kind = "verify"
+inputs = { data = "arithmetic" }
+max_drop_fraction = 0.0
+"#;
+
+#[test]
+fn generated_datasets_verify_and_split_cleanly() {
+    let sandbox = Sandbox::new();
+    sandbox.workflow(WORKFLOW);
+    sandbox.run_ok(&[]);
+    for task in ["deduction", "induction", "abduction", "arithmetic"] {
+        let train = lines(&sandbox.cat(task, "train.jsonl"));
+        let test = lines(&sandbox.cat(task, "test.jsonl"));
+        let levels = if task == "abduction" { 1 } else { 2 };
+        assert_eq!(train.len() + test.len(), 40 * levels, "{task}");
+        assert_eq!(test.len(), 10 * levels, "{task}: 25% of each level is test");
+        let train_ids: BTreeSet<&str> = train.iter().map(|r| r["id"].as_str().unwrap()).collect();
+        assert!(
+            test.iter()
+                .all(|r| !train_ids.contains(r["id"].as_str().unwrap())),
+            "{task}: split overlap"
+        );
+        let record = &train[0];
+        assert_eq!(record["task"], task);
+        assert!(record["prompt"]
+            .as_str()
+            .unwrap()
+            .ends_with("<|im_start|>assistant\n<think>"));
+        assert_eq!(record["messages"][1]["content"], record["puzzle"]);
+        assert!(!record["answer"].as_str().unwrap().is_empty());
+
+        let report: Value =
+            serde_json::from_str(&sandbox.cat(&format!("check-{task}"), "report.json")).unwrap();
+        assert_eq!(
+            report["kept"]["train"].as_u64().unwrap() as usize,
+            train.len(),
+            "{task}: {report}"
+        );
+        assert_eq!(
+            report["kept"]["test"].as_u64().unwrap() as usize,
+            test.len(),
+            "{task}: {report}"
+        );
+        assert_eq!(report["dropped"], serde_json::json!({}), "{task}");
+        let listing = sandbox.listing(&format!("check-{task}"));
+        for file in [
+            "train.jsonl",
+            "test.jsonl",
+            "train.parquet",
+            "test.parquet",
+            "report.json",
+        ] {
+            assert!(
+                listing.contains_key(file),
+                "{task}: {file} missing from {listing:?}"
+            );
+        }
+    }
+    let abduction = lines(&sandbox.cat("abduction", "train.jsonl"));
+    assert!(abduction.iter().all(|r| r["params"]["layout"] == "paper"));
+}
+
+#[test]
+fn the_same_parameters_give_the_same_bytes_and_a_new_seed_does_not() {
+    let first = Sandbox::new();
+    first.workflow(WORKFLOW);
+    let one = common::outputs(&first.run_ok(&[]));
+    let second = Sandbox::new();
+    second.workflow(WORKFLOW);
+    let two = common::outputs(&second.run_ok(&["-j", "1"]));
+    assert_eq!(
+        one, two,
+        "thread count and machine state must not change datasets"
+    );
+    let third = Sandbox::new();
+    third.workflow(WORKFLOW);
+    let three = common::outputs(&third.run_ok(&["--set", "deduction.seed=4"]));
+    assert_ne!(one["deduction"], three["deduction"]);
+    assert_eq!(one["induction"], three["induction"]);
+}
+
+#[test]
+fn a_broken_instance_is_dropped_with_its_reason() {
+    let sandbox = Sandbox::new();
+    // An exec node forges a dataset from sampled instances, tampering with the answers of
+    // the last two; verify must keep the four good ones and drop exactly those two.
+    let forge = sandbox.write(
+        "forge.py",
+        r#"import json, sys
+records = [json.loads(line) for line in open(sys.argv[1])]
+for record in records[4:]:
+    first, rest = record["answer"].split("\n", 1)
+    flipped = first.replace("True", "False") if "True" in first else first.replace("False", "True")
+    record["answer"] = flipped + "\n" + rest
+with open("out/train.jsonl", "w") as out:
+    out.writelines(json.dumps(r) + "\n" for r in records[:4])
+with open("out/test.jsonl", "w") as out:
+    out.writelines(json.dumps(r) + "\n" for r in records[4:])
+"#,
+    );
+    let command = format!(
+        "'{}' tasks sample deduction --level 1 --count 6 --json > all.jsonl && python3 '{}' all.jsonl",
+        common::PEIRCE,
+        forge.display()
+    );
+    sandbox.workflow(&format!(
+        "[forged]\nkind = \"exec\"\ncommand = {}\n\n[check]\nkind = \"verify\"\ninputs = {{ data = \"forged\" }}\n",
+        common::toml_string(&command)
+    ));
+    sandbox.run_ok(&[]);
+    let report: Value = serde_json::from_str(&sandbox.cat("check", "report.json")).unwrap();
+    assert_eq!(report["kept"]["train"], 4, "{report}");
+    assert_eq!(report["kept"]["test"], 0, "{report}");
+    assert_eq!(report["dropped"]["wrong_answer"], 2, "{report}");
+    let kept = lines(&sandbox.cat("check", "train.jsonl"));
+    assert_eq!(kept.len(), 4);
+}
+
+#[test]
+fn sample_prints_readable_and_json_instances() {
+    let sandbox = Sandbox::new();
+    let text = sandbox
+        .peirce(&[
+            "tasks",
+            "sample",
+            "abduction",
+            "--level",
+            "2",
+            "--count",
+            "2",
+        ])
+        .success()
+        .stdout;
+    assert_eq!(text.matches("=== abduction level 2").count(), 2, "{text}");
+    assert!(text.contains("--- answer ---"));
+    let json = sandbox
+        .peirce(&[
+            "tasks",
+            "sample",
+            "deduction",
+            "--level",
+            "4",
+            "--json",
+            "--seed",
+            "9",
+        ])
+        .success()
+        .stdout;
+    let records = lines(&json);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["level"], 4);
+    assert_eq!(records[0]["params"]["variables"], 10);
+    let again = sandbox
+        .peirce(&[
+            "tasks",
+            "sample",
+            "deduction",
+            "--level",
+            "4",
+            "--json",
+            "--seed",
+            "9",
+        ])
+        .success()
+        .stdout;
+    assert_eq!(json, again);
+    let bad = sandbox.peirce(&["tasks", "sample", "deduction", "--level", "9"]);
+    assert_ne!(bad.code, 0);
+    assert!(bad.stderr.contains("levels 1..=5"), "{}", bad.stderr);
+}
+
+/// Golden digests of fixed (task, level, seed, count) datasets: the same parameters must give
+/// the same bytes on every machine, forever, unless a kind's VERSION is bumped on purpose.
+#[test]
+fn golden_dataset_digests() {
+    let sandbox = Sandbox::new();
+    let mut workflow = String::new();
+    for (task, level) in [
+        ("deduction", 3),
+        ("induction", 4),
+        ("abduction", 2),
+        ("arithmetic", 5),
+    ] {
+        workflow.push_str(&format!(
+            "[{task}]\nkind = \"generate\"\ntask = \"{task}\"\nlevels = [{level}]\ncount = 25\nseed = 2026\n\n"
+        ));
+    }
+    sandbox.workflow(&workflow);
+    let outputs = common::outputs(&sandbox.run_ok(&[]));
+    let expected = [
+        (
+            "deduction",
+            "blake3:6ece35ce031cb2b851da60f0a0ddb26985b45629d1c3ddf3ff789a427499b143",
+        ),
+        (
+            "induction",
+            "blake3:c5e51e01aaae1364e1119054ea0b49ce942c4077caf6db80a3cc7f33eb0c5ab4",
+        ),
+        (
+            "abduction",
+            "blake3:6e072e5e9ebff5a15d8ef1c87b7f311cfd4f2625559c48319a5f7ac9186b9a8a",
+        ),
+        (
+            "arithmetic",
+            "blake3:34d4f7a394907aa5d3b4b0f22375141159c41fa0f353079a89c8c344f8eb0d24",
+        ),
+    ];
+    let mut mismatches = Vec::new();
+    for (task, digest) in expected {
+        if outputs[task] != digest {
+            mismatches.push(format!("{task}: expected {digest}, got {}", outputs[task]));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "dataset bytes changed:\n{}",
+        mismatches.join("\n")
+    );
+}
