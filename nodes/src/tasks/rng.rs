@@ -97,7 +97,10 @@ mod tests {
         assert_ne!(first.next_u64(), second.next_u64());
         // Pinned: the first draws of fixed streams. A change here changes every dataset.
         assert_eq!(TaskRng::from_seed(42).next_u64(), PINNED_SEED_42);
-        assert_eq!(TaskRng::for_instance(7, "deduction", 1, 0).next_u64(), PINNED_INSTANCE);
+        assert_eq!(
+            TaskRng::for_instance(7, "deduction", 1, 0).next_u64(),
+            PINNED_INSTANCE
+        );
     }
 
     #[test]

@@ -1,5 +1,4 @@
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use serde_json::json;
 
@@ -245,48 +244,4 @@ fn answer_balance_counts_signs() {
         Arithmetic.answer_balance("0"),
         vec![("positive", 0), ("non_positive", 1)]
     );
-}
-
-/// Generation rate per level; run with
-/// `cargo test --release -p peirce-nodes --lib tasks::arithmetic -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn generation_rate() {
-    for level in 1..=5 {
-        let total = 200_000;
-        let start = Instant::now();
-        let mut bytes = 0;
-        for index in 0..total {
-            let mut rng = TaskRng::for_instance(1, "arithmetic", level, index);
-            bytes += Arithmetic
-                .generate(level, &mut rng, &Options::default())
-                .puzzle
-                .len();
-        }
-        let rate = total as f64 / start.elapsed().as_secs_f64();
-        // Shape of the output (not timed): kinds, lengths or steps, answer signs.
-        let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
-        let mut balance = [0u64; 2];
-        for index in 0..20_000 {
-            let mut rng = TaskRng::for_instance(1, "arithmetic", level, index);
-            let instance = Arithmetic.generate(level, &mut rng, &Options::default());
-            let answer: i64 = instance.answer.parse().unwrap();
-            let magnitude = answer.unsigned_abs().max(1).ilog10();
-            let kind = format!(
-                "word={} digits={}",
-                instance.params["word_problem"],
-                magnitude + 1
-            );
-            *kinds.entry(kind).or_insert(0) += 1;
-            for (slot, (_, count)) in Arithmetic
-                .answer_balance(&instance.answer)
-                .iter()
-                .enumerate()
-            {
-                balance[slot] += count;
-            }
-        }
-        println!("  kinds: {kinds:?}\n  positive/non-positive answers: {balance:?}");
-        println!("arithmetic level {level}: {rate:.0} instances/s ({bytes} bytes)");
-    }
 }

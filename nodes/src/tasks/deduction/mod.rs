@@ -482,44 +482,4 @@ mod tests {
             }
         }
     }
-
-    /// CPU seconds used by this thread (not wall time: the rate per core holds up on a
-    /// loaded machine).
-    fn thread_seconds() -> f64 {
-        let mut time = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `time` is a valid, writable timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut time) };
-        time.tv_sec as f64 + time.tv_nsec as f64 * 1e-9
-    }
-
-    /// Generation rate per level on one core, in thread CPU time. Not asserted; run it in
-    /// release mode: `cargo test --release -p peirce-nodes --lib
-    /// tasks::deduction::tests::generation_rate -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn generation_rate() {
-        for level in 1..=5 {
-            let count = 20_000;
-            let mut formulas = [0u64; MAX_FORMULAS + 1];
-            let start = thread_seconds();
-            for index in 0..count {
-                let instance = instance(level, index, false);
-                formulas[instance.params["formulas"].as_u64().unwrap() as usize] += 1;
-            }
-            let seconds = thread_seconds() - start;
-            let instances: Vec<Instance> = (0..2_000).map(|i| instance(level, i, false)).collect();
-            let start = thread_seconds();
-            assert!(instances.iter().all(|i| Deduction.verify(i).is_ok()));
-            let verify_seconds = thread_seconds() - start;
-            println!(
-                "level {level}: generate {:.0}/s, verify {:.0}/s; 3..=6 formulas: {:?}",
-                count as f64 / seconds,
-                instances.len() as f64 / verify_seconds,
-                &formulas[MIN_FORMULAS..]
-            );
-        }
-    }
 }

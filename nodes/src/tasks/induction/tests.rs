@@ -1,5 +1,4 @@
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use serde_json::json;
 
@@ -246,45 +245,4 @@ fn answer_balance_counts_signs() {
         Induction.answer_balance("x"),
         vec![("positive", 0), ("non_positive", 0)]
     );
-}
-
-/// Generation rate per level; run with
-/// `cargo test --release -p peirce-nodes --lib tasks::induction -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn generation_rate() {
-    for level in 1..=5 {
-        let total = 200_000;
-        let start = Instant::now();
-        let mut bytes = 0;
-        for index in 0..total {
-            let mut rng = TaskRng::for_instance(1, "induction", level, index);
-            bytes += Induction
-                .generate(level, &mut rng, &Options::default())
-                .puzzle
-                .len();
-        }
-        let rate = total as f64 / start.elapsed().as_secs_f64();
-        // Shape of the output (not timed): kinds, lengths or steps, answer signs.
-        let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
-        let mut balance = [0u64; 2];
-        for index in 0..20_000 {
-            let mut rng = TaskRng::for_instance(1, "induction", level, index);
-            let instance = Induction.generate(level, &mut rng, &Options::default());
-            let kind = format!(
-                "{}/{}",
-                instance.params["family"], instance.params["length"]
-            );
-            *kinds.entry(kind).or_insert(0) += 1;
-            for (slot, (_, count)) in Induction
-                .answer_balance(&instance.answer)
-                .iter()
-                .enumerate()
-            {
-                balance[slot] += count;
-            }
-        }
-        println!("  kinds: {kinds:?}\n  positive/non-positive answers: {balance:?}");
-        println!("induction level {level}: {rate:.0} instances/s ({bytes} bytes)");
-    }
 }
