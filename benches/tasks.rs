@@ -47,23 +47,23 @@ fn main() {
             if level > found.max_level() {
                 continue;
             }
-            let started = Instant::now();
-            let instances: Vec<_> = (0..count)
-                .map(|index| {
-                    found.generate(
-                        level,
-                        &mut TaskRng::for_instance(1, name, level, index),
-                        &options,
-                    )
-                })
-                .collect();
-            let generate_rate = count as f64 / started.elapsed().as_secs_f64();
-            let started = Instant::now();
-            let failures = instances
-                .iter()
-                .filter(|instance| found.verify(instance).is_err())
-                .count();
-            let verify_rate = count as f64 / started.elapsed().as_secs_f64();
+            let (instances, cpu, wall) = timed(|| {
+                (0..count)
+                    .map(|index| {
+                        let mut rng = TaskRng::for_instance(1, name, level, index);
+                        found.generate(level, &mut rng, &options)
+                    })
+                    .collect::<Vec<_>>()
+            });
+            let generate_rate = count as f64 / cpu;
+            let wall_rate = count as f64 / wall;
+            let (failures, cpu, _) = timed(|| {
+                instances
+                    .iter()
+                    .filter(|instance| found.verify(instance).is_err())
+                    .count()
+            });
+            let verify_rate = count as f64 / cpu;
             assert_eq!(
                 failures, 0,
                 "{name} level {level}: {failures} instances fail verification"
