@@ -38,8 +38,8 @@ fn main() {
     };
     println!("{count} instances per cell, one thread, solutions off");
     println!(
-        "{:<12} {:>5} {:>14} {:>14}  target",
-        "task", "level", "generate/s", "verify/s"
+        "{:<12} {:>5} {:>12} {:>12} {:>12}  target (generation, per core)",
+        "task", "level", "generate/s", "verify/s", "gen wall/s"
     );
     for name in FAMILIES {
         let found = family(name).expect("built-in family");
