@@ -1,0 +1,21 @@
+//! `peirce-worker`: runs one torch node under the worker protocol (see
+//! `peirce_nodes::worker`): `peirce-worker <node.json>`.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let path = std::env::args_os()
+        .nth(1)
+        .or_else(|| std::env::var_os("PEIRCE_NODE_SPEC"));
+    let Some(path) = path else {
+        eprintln!("usage: peirce-worker <node.json> (or PEIRCE_NODE_SPEC)");
+        return ExitCode::from(2);
+    };
+    match peirce_torch::worker::run(std::path::Path::new(&path)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            peirce_torch::worker::protocol::emit_error(&error);
+            ExitCode::FAILURE
+        }
+    }
+}

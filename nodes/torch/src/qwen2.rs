@@ -1,0 +1,851 @@
+//! The Qwen2 decoder (Qwen2.5's architecture), configured by a Hugging Face `config.json`.
+//!
+//! One file, candle's and tch's shape: a serde [`Config`] mirroring `config.json`, and
+//! [`Qwen2::new`] creating every weight under its Hugging Face name in a [`nn::Path`]
+//! (`model.embed_tokens.weight`, `model.layers.N.self_attn.q_proj.weight`, ...,
+//! `lm_head.weight`), so checkpoints round-trip with `transformers` unchanged. The numerics
+//! follow `transformers`' `modeling_qwen2.py`: RMSNorm computed in fp32, rotary embeddings
+//! (rotate-half layout) computed in fp32 and cast to the activations' dtype, grouped-query
+//! attention through `scaled_dot_product_attention`, a SwiGLU MLP, and an output head tied
+//! to the embeddings or not.
+//!
+//! What it does not do: sliding-window attention (Qwen2.5 checkpoints ship with it off),
+//! rope scaling (yarn, dynamic), dropout. A config asking for them is rejected by
+//! [`Config::validate`] rather than silently computed differently.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use tch::{nn, Kind, Tensor};
+
+use crate::error::{Result, TorchError};
+
+fn default_max_position_embeddings() -> i64 {
+    32768
+}
+fn default_rms_norm_eps() -> f64 {
+    1e-6
+}
+fn default_hidden_act() -> String {
+    "silu".into()
+}
+
+/// The fields of a Qwen2 `config.json` the model reads. Every other field is kept in
+/// [`Config::extra`] and written back unchanged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Config {
+    /// Rows of the embedding and the output head.
+    pub vocab_size: i64,
+    /// Width of the residual stream.
+    pub hidden_size: i64,
+    /// Width of the MLP.
+    pub intermediate_size: i64,
+    /// Decoder layers.
+    pub num_hidden_layers: i64,
+    /// Query heads.
+    pub num_attention_heads: i64,
+    /// Key and value heads (grouped-query attention when fewer than query heads).
+    pub num_key_value_heads: i64,
+    /// Longest sequence the model was trained for (informational; rotary has no table).
+    #[serde(default = "default_max_position_embeddings")]
+    pub max_position_embeddings: i64,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_rms_norm_eps")]
+    pub rms_norm_eps: f64,
+    /// Rotary base. `transformers` 5 writes it inside `rope_parameters` instead; see
+    /// [`Config::rope_theta`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    /// Whether `lm_head` shares the embedding matrix (Qwen2's default: no).
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    /// The MLP activation; only `silu` is supported.
+    #[serde(default = "default_hidden_act")]
+    pub hidden_act: String,
+    /// Per-head width, when not `hidden_size / num_attention_heads`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_dim: Option<i64>,
+    /// Everything else (`architectures`, `model_type`, `torch_dtype`, token ids...).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+impl Config {
+    /// Per-head width.
+    pub fn head_dim(&self) -> i64 {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// The rotary base: `rope_theta`, else `rope_parameters.rope_theta`, else 10000.
+    pub fn rope_theta(&self) -> f64 {
+        self.rope_theta
+            .or_else(|| {
+                self.extra
+                    .get("rope_parameters")
+                    .and_then(|p| p.get("rope_theta"))
+                    .and_then(|v| v.as_f64())
+            })
+            .unwrap_or(10000.0)
+    }
+
+    /// The standard deviation of the initial weights (`initializer_range`, default 0.02).
+    pub fn initializer_range(&self) -> f64 {
+        self.extra
+            .get("initializer_range")
+            .and_then(|v| v.as_f64())
+            .unwrap_or(0.02)
+    }
+
+    /// Rejects configs this implementation would compute differently from `transformers`.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("vocab_size", self.vocab_size),
+            ("hidden_size", self.hidden_size),
+            ("intermediate_size", self.intermediate_size),
+            ("num_hidden_layers", self.num_hidden_layers),
+            ("num_attention_heads", self.num_attention_heads),
+            ("num_key_value_heads", self.num_key_value_heads),
+            ("head_dim", self.head_dim()),
+        ];
+        for (name, value) in positive {
+            if value <= 0 {
+                return Err(TorchError::Config(format!(
+                    "`{name}` must be positive, is {value}"
+                )));
+            }
+        }
+        if self.head_dim() % 2 != 0 {
+            return Err(TorchError::Config(format!(
+                "`head_dim` must be even for rotary embeddings, is {}",
+                self.head_dim()
+            )));
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return Err(TorchError::Config(format!(
+                "`num_attention_heads` ({}) must be a multiple of `num_key_value_heads` ({})",
+                self.num_attention_heads, self.num_key_value_heads
+            )));
+        }
+        if self.hidden_act != "silu" {
+            return Err(TorchError::Config(format!(
+                "`hidden_act` `{}` is not supported (only `silu`)",
+                self.hidden_act
+            )));
+        }
+        if self.extra.get("use_sliding_window") == Some(&serde_json::Value::Bool(true)) {
+            return Err(TorchError::Config(
+                "`use_sliding_window` is not supported".into(),
+            ));
+        }
+        let rope_type = |v: &serde_json::Value| {
+            v.get("rope_type")
+                .or_else(|| v.get("type"))
+                .and_then(|t| t.as_str())
+                .map(str::to_string)
+        };
+        for key in ["rope_scaling", "rope_parameters"] {
+            if let Some(kind) = self.extra.get(key).and_then(rope_type) {
+                if kind != "default" {
+                    return Err(TorchError::Config(format!(
+                        "`{key}` of type `{kind}` is not supported (only `default`)"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A linear layer stored as Hugging Face stores it: `weight` is `[out, in]`.
+#[derive(Debug)]
+pub struct Linear {
+    /// `[out, in]`.
+    pub weight: Tensor,
+    /// `[out]`, when the layer has one.
+    pub bias: Option<Tensor>,
+}
+
+impl Linear {
+    fn new(path: nn::Path, input: i64, output: i64, bias: bool, std: f64) -> Result<Self> {
+        let weight = path.f_var(
+            "weight",
+            &[output, input],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
+        )?;
+        let bias = if bias {
+            Some(path.f_var("bias", &[output], nn::Init::Const(0.0))?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    /// `x W^T + b`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_linear(&self.weight, self.bias.as_ref())?)
+    }
+}
+
+/// Root-mean-square normalization, computed in fp32 as `transformers` does.
+#[derive(Debug)]
+pub struct RmsNorm {
+    /// The per-channel scale, `[hidden]`.
+    pub weight: Tensor,
+    /// Added to the mean square.
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    fn new(path: nn::Path, size: i64, eps: f64) -> Result<Self> {
+        let weight = path.f_var("weight", &[size], nn::Init::Const(1.0))?;
+        Ok(Self { weight, eps })
+    }
+
+    /// `weight * (x / sqrt(mean(x^2) + eps))`, the normalization in fp32 and the result in
+    /// `x`'s dtype.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let kind = x.kind();
+        let x32 = x.f_to_kind(Kind::Float)?;
+        let variance = x32
+            .f_pow_tensor_scalar(2)?
+            .f_mean_dim(-1, true, Kind::Float)?;
+        let normed = x32.f_mul(&(variance + self.eps).f_rsqrt()?)?;
+        Ok(self.weight.f_mul(&normed.f_to_kind(kind)?)?)
+    }
+}
+
+/// Rotary position embeddings: `cos` and `sin` of shape `[batch, 1, seq, head_dim]` for the
+/// given positions, in `kind`.
+pub fn rotary(
+    positions: &Tensor,
+    head_dim: i64,
+    theta: f64,
+    kind: Kind,
+) -> Result<(Tensor, Tensor)> {
+    let device = positions.device();
+    let exponents =
+        Tensor::f_arange_start_step(0, head_dim, 2, (Kind::Float, device))? / head_dim as f64;
+    // theta^-(2i/d), as transformers computes it (in fp32).
+    let inv_freq = Tensor::f_full([1], theta, (Kind::Float, device))?
+        .f_pow(&exponents)?
+        .f_reciprocal()?;
+    let freqs = positions
+        .f_to_kind(Kind::Float)?
+        .f_unsqueeze(-1)?
+        .f_mul(&inv_freq)?;
+    let emb = Tensor::f_cat(&[&freqs, &freqs], -1)?.f_unsqueeze(1)?;
+    Ok((emb.f_cos()?.f_to_kind(kind)?, emb.f_sin()?.f_to_kind(kind)?))
+}
+
+/// `[-x2, x1]` for `x = [x1, x2]` split in halves along the last dimension.
+fn rotate_half(x: &Tensor) -> Result<Tensor> {
+    let half = x.size().last().copied().unwrap_or(0) / 2;
+    let x1 = x.f_narrow(-1, 0, half)?;
+    let x2 = x.f_narrow(-1, half, half)?;
+    Ok(Tensor::f_cat(&[&x2.f_neg()?, &x1], -1)?)
+}
+
+/// Applies rotary embeddings to `x` (`[batch, heads, seq, head_dim]`).
+pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    Ok(x.f_mul(cos)?.f_add(&rotate_half(x)?.f_mul(sin)?)?)
+}
+
+/// How the attention of one forward pass is masked.
+#[derive(Debug)]
+pub enum Mask {
+    /// Causal over the new tokens, nothing before them (a fresh forward without padding).
+    Causal,
+    /// Every new token sees every key (one new token per row over a cache without padding).
+    All,
+    /// An explicit boolean mask, `[batch, 1, new, keys]`, true where attention is allowed.
+    Explicit(Tensor),
+}
+
+impl Mask {
+    /// The mask for `new` tokens after `past` cached ones, given which keys are real
+    /// (`key_mask`, `[batch, past + new]`, nonzero for real tokens; `None`: all real).
+    ///
+    /// Causal, real keys only; every query also sees itself, so rows of padding queries
+    /// (which see no real key) stay finite instead of turning the softmax into NaN. Real
+    /// queries never see padding, so padding cannot leak into real positions.
+    pub fn new(
+        key_mask: Option<&Tensor>,
+        past: i64,
+        new: i64,
+        device: tch::Device,
+    ) -> Result<Self> {
+        let Some(key_mask) = key_mask else {
+            return Ok(match (past, new) {
+                (0, _) => Mask::Causal,
+                (_, 1) => Mask::All,
+                _ => Mask::Explicit(Self::causal(past, new, None, device)?),
+            });
+        };
+        Ok(Mask::Explicit(Self::causal(
+            past,
+            new,
+            Some(key_mask),
+            device,
+        )?))
+    }
+
+    fn causal(
+        past: i64,
+        new: i64,
+        key_mask: Option<&Tensor>,
+        device: tch::Device,
+    ) -> Result<Tensor> {
+        let keys = past + new;
+        let query_index =
+            Tensor::f_arange_start(past, keys, (Kind::Int64, device))?.f_unsqueeze(1)?;
+        let key_index = Tensor::f_arange(keys, (Kind::Int64, device))?.f_unsqueeze(0)?;
+        let causal = key_index.f_le_tensor(&query_index)?;
+        let diagonal = key_index.f_eq_tensor(&query_index)?;
+        let mask = match key_mask {
+            Some(key_mask) => {
+                let real = key_mask
+                    .f_ne(0)?
+                    .f_unsqueeze(1)?
+                    .f_unsqueeze(1)?
+                    .f_logical_and(&causal.f_unsqueeze(0)?.f_unsqueeze(0)?)?;
+                real.f_logical_or(&diagonal.f_unsqueeze(0)?.f_unsqueeze(0)?)?
+            }
+            None => causal.f_unsqueeze(0)?.f_unsqueeze(0)?,
+        };
+        Ok(mask)
+    }
+}
+
+/// Positions for left- or right-padded rows: the count of real tokens before each one
+/// (`key_mask` nonzero for real tokens); padding gets position 0.
+pub fn positions_from_mask(key_mask: &Tensor) -> Result<Tensor> {
+    let real = key_mask.f_ne(0)?.f_to_kind(Kind::Int64)?;
+    Ok(real
+        .f_cumsum(1, Kind::Int64)?
+        .f_sub_scalar(1)?
+        .f_clamp_min(0)?)
+}
+
+/// Scaled dot-product attention of `q` (`[batch, heads, new, dim]`) over `k`, `v`
+/// (`[batch, kv_heads, keys, dim]`), grouped-query when `kv_heads < heads`.
+pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask) -> Result<Tensor> {
+    let heads = q.size()[1];
+    let kv_heads = k.size()[1];
+    let gqa = heads != kv_heads;
+    Ok(match mask {
+        Mask::Causal => {
+            Tensor::f_scaled_dot_product_attention::<Tensor>(q, k, v, None, 0.0, true, None, gqa)?
+        }
+        Mask::All => {
+            Tensor::f_scaled_dot_product_attention::<Tensor>(q, k, v, None, 0.0, false, None, gqa)?
+        }
+        Mask::Explicit(mask) => {
+            // Masked kernels (memory-efficient, math) do not all take `enable_gqa`: repeat
+            // the key/value heads instead, as transformers' `repeat_kv` does.
+            let (k, v) = if gqa {
+                (
+                    repeat_kv(k, heads / kv_heads)?,
+                    repeat_kv(v, heads / kv_heads)?,
+                )
+            } else {
+                (k.shallow_clone(), v.shallow_clone())
+            };
+            Tensor::f_scaled_dot_product_attention(q, &k, &v, Some(mask), 0.0, false, None, false)?
+        }
+    })
+}
+
+fn repeat_kv(x: &Tensor, groups: i64) -> Result<Tensor> {
+    if groups == 1 {
+        return Ok(x.shallow_clone());
+    }
+    let size = x.size();
+    let (batch, kv_heads, seq, dim) = (size[0], size[1], size[2], size[3]);
+    Ok(x.f_unsqueeze(2)?
+        .f_expand([batch, kv_heads, groups, seq, dim], false)?
+        .f_reshape([batch, kv_heads * groups, seq, dim])?)
+}
+
+/// The key/value cache of one layer: preallocated `[batch, kv_heads, capacity, dim]`.
+#[derive(Debug)]
+struct LayerCache {
+    keys: Tensor,
+    values: Tensor,
+}
+
+/// Keys and values of every layer for incremental decoding.
+#[derive(Debug)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    len: i64,
+    capacity: i64,
+}
+
+impl KvCache {
+    /// An empty cache for `batch` rows of up to `capacity` tokens, in the model's dtype and
+    /// on its device.
+    pub fn new(model: &Qwen2, batch: i64, capacity: i64) -> Result<Self> {
+        let cfg = &model.config;
+        let shape = [batch, cfg.num_key_value_heads, capacity, cfg.head_dim()];
+        let options = (model.kind(), model.device());
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|_| {
+                Ok(LayerCache {
+                    keys: Tensor::f_zeros(shape, options)?,
+                    values: Tensor::f_zeros(shape, options)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            layers,
+            len: 0,
+            capacity,
+        })
+    }
+
+    /// Tokens cached so far.
+    pub fn len(&self) -> i64 {
+        self.len
+    }
+
+    /// Whether nothing is cached yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The most tokens the cache holds.
+    pub fn capacity(&self) -> i64 {
+        self.capacity
+    }
+}
+
+/// Self-attention with biased q/k/v projections and an unbiased output projection.
+#[derive(Debug)]
+pub struct SelfAttention {
+    /// `q_proj`.
+    pub q_proj: Linear,
+    /// `k_proj`.
+    pub k_proj: Linear,
+    /// `v_proj`.
+    pub v_proj: Linear,
+    /// `o_proj`.
+    pub o_proj: Linear,
+    heads: i64,
+    kv_heads: i64,
+    head_dim: i64,
+}
+
+impl SelfAttention {
+    fn new(path: nn::Path, cfg: &Config) -> Result<Self> {
+        let (hidden, head_dim) = (cfg.hidden_size, cfg.head_dim());
+        let (heads, kv_heads) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let std = cfg.initializer_range();
+        Ok(Self {
+            q_proj: Linear::new(&path / "q_proj", hidden, heads * head_dim, true, std)?,
+            k_proj: Linear::new(&path / "k_proj", hidden, kv_heads * head_dim, true, std)?,
+            v_proj: Linear::new(&path / "v_proj", hidden, kv_heads * head_dim, true, std)?,
+            o_proj: Linear::new(&path / "o_proj", heads * head_dim, hidden, false, std)?,
+            heads,
+            kv_heads,
+            head_dim,
+        })
+    }
+
+    fn forward(
+        &self,
+        x: &Tensor,
+        (cos, sin): (&Tensor, &Tensor),
+        mask: &Mask,
+        cache: Option<(&mut LayerCache, i64)>,
+    ) -> Result<Tensor> {
+        let size = x.size();
+        let (batch, new) = (size[0], size[1]);
+        let split = |t: Tensor, heads: i64| -> Result<Tensor> {
+            Ok(t.f_view([batch, new, heads, self.head_dim])?
+                .f_transpose(1, 2)?)
+        };
+        let q = split(self.q_proj.forward(x)?, self.heads)?;
+        let k = split(self.k_proj.forward(x)?, self.kv_heads)?;
+        let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
+        let q = apply_rotary(&q, cos, sin)?;
+        let k = apply_rotary(&k, cos, sin)?;
+        let y = match cache {
+            Some((cache, past)) => {
+                cache.keys.f_narrow(2, past, new)?.f_copy_(&k)?;
+                cache.values.f_narrow(2, past, new)?.f_copy_(&v)?;
+                let keys = cache.keys.f_narrow(2, 0, past + new)?;
+                let values = cache.values.f_narrow(2, 0, past + new)?;
+                attention(&q, &keys, &values, mask)?
+            }
+            None => attention(&q, &k, &v, mask)?,
+        };
+        let y = y
+            .f_transpose(1, 2)?
+            .f_reshape([batch, new, self.heads * self.head_dim])?;
+        self.o_proj.forward(&y)
+    }
+}
+
+/// The SwiGLU MLP: `down(silu(gate(x)) * up(x))`.
+#[derive(Debug)]
+pub struct Mlp {
+    /// `gate_proj`.
+    pub gate_proj: Linear,
+    /// `up_proj`.
+    pub up_proj: Linear,
+    /// `down_proj`.
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    fn new(path: nn::Path, cfg: &Config) -> Result<Self> {
+        let (hidden, inner, std) = (
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.initializer_range(),
+        );
+        Ok(Self {
+            gate_proj: Linear::new(&path / "gate_proj", hidden, inner, false, std)?,
+            up_proj: Linear::new(&path / "up_proj", hidden, inner, false, std)?,
+            down_proj: Linear::new(&path / "down_proj", inner, hidden, false, std)?,
+        })
+    }
+
+    /// `down(silu(gate(x)) * up(x))`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = self.gate_proj.forward(x)?.f_silu()?;
+        self.down_proj
+            .forward(&gate.f_mul(&self.up_proj.forward(x)?)?)
+    }
+}
+
+/// One pre-norm decoder layer.
+#[derive(Debug)]
+pub struct DecoderLayer {
+    /// `self_attn`.
+    pub self_attn: SelfAttention,
+    /// `mlp`.
+    pub mlp: Mlp,
+    /// `input_layernorm`.
+    pub input_layernorm: RmsNorm,
+    /// `post_attention_layernorm`.
+    pub post_attention_layernorm: RmsNorm,
+}
+
+impl DecoderLayer {
+    fn new(path: nn::Path, cfg: &Config) -> Result<Self> {
+        Ok(Self {
+            self_attn: SelfAttention::new(&path / "self_attn", cfg)?,
+            mlp: Mlp::new(&path / "mlp", cfg)?,
+            input_layernorm: RmsNorm::new(
+                &path / "input_layernorm",
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            )?,
+            post_attention_layernorm: RmsNorm::new(
+                &path / "post_attention_layernorm",
+                cfg.hidden_size,
+                cfg.rms_norm_eps,
+            )?,
+        })
+    }
+}
+
+/// The Qwen2 causal language model.
+#[derive(Debug)]
+pub struct Qwen2 {
+    /// The configuration it was built from.
+    pub config: Config,
+    /// `model.embed_tokens.weight`, `[vocab, hidden]`.
+    pub embed_tokens: Tensor,
+    /// `model.layers.N`.
+    pub layers: Vec<DecoderLayer>,
+    /// `model.norm`.
+    pub norm: RmsNorm,
+    /// `lm_head.weight`, or the embedding matrix itself when tied.
+    pub lm_head: Tensor,
+    theta: f64,
+}
+
+impl Qwen2 {
+    /// Creates every weight (randomly initialized as `transformers` does: normal with
+    /// `initializer_range`, zero biases, unit norms) under its Hugging Face name in `path`.
+    pub fn new(cfg: &Config, path: &nn::Path) -> Result<Self> {
+        cfg.validate()?;
+        let std = cfg.initializer_range();
+        let model = path / "model";
+        let embed_tokens = (&model / "embed_tokens").f_var(
+            "weight",
+            &[cfg.vocab_size, cfg.hidden_size],
+            nn::Init::Randn {
+                mean: 0.0,
+                stdev: std,
+            },
+        )?;
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|index| DecoderLayer::new(&model / "layers" / index, cfg))
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::new(&model / "norm", cfg.hidden_size, cfg.rms_norm_eps)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            embed_tokens.shallow_clone()
+        } else {
+            (path / "lm_head").f_var(
+                "weight",
+                &[cfg.vocab_size, cfg.hidden_size],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: std,
+                },
+            )?
+        };
+        Ok(Self {
+            config: cfg.clone(),
+            embed_tokens,
+            layers,
+            norm,
+            lm_head,
+            theta: cfg.rope_theta(),
+        })
+    }
+
+    /// The weights' dtype.
+    pub fn kind(&self) -> Kind {
+        self.embed_tokens.kind()
+    }
+
+    /// The weights' device.
+    pub fn device(&self) -> tch::Device {
+        self.embed_tokens.device()
+    }
+
+    /// The final hidden states (after `model.norm`), `[batch, new, hidden]`, for
+    /// `input_ids` (`[batch, new]`) at `positions` (`[batch, new]`).
+    ///
+    /// `key_mask` (`[batch, past + new]`, nonzero for real tokens) marks padding; `None`
+    /// means no padding. With a `cache`, the new keys and values are appended to it and
+    /// attention covers everything cached.
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+        key_mask: Option<&Tensor>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let size = input_ids.size();
+        if size.len() != 2 || positions.size() != size {
+            return Err(TorchError::Invalid(format!(
+                "`input_ids` {size:?} and `positions` {:?} must both be [batch, seq]",
+                positions.size()
+            )));
+        }
+        let new = size[1];
+        let past = cache.as_ref().map_or(0, |c| c.len);
+        if let Some(cache) = &cache {
+            if past + new > cache.capacity {
+                return Err(TorchError::Invalid(format!(
+                    "KV cache holds {} tokens; {past} cached plus {new} new do not fit",
+                    cache.capacity
+                )));
+            }
+        }
+        if let Some(key_mask) = key_mask {
+            if key_mask.size() != [size[0], past + new] {
+                return Err(TorchError::Invalid(format!(
+                    "`key_mask` is {:?}, expected [{}, {}]",
+                    key_mask.size(),
+                    size[0],
+                    past + new
+                )));
+            }
+        }
+        let mask = Mask::new(key_mask, past, new, self.device())?;
+        let (cos, sin) = rotary(positions, self.config.head_dim(), self.theta, self.kind())?;
+        let mut x = Tensor::f_embedding(&self.embed_tokens, input_ids, -1, false, false)?;
+        for (index, layer) in self.layers.iter().enumerate() {
+            let layer_cache = match cache.as_deref_mut() {
+                Some(cache) => Some((&mut cache.layers[index], past)),
+                None => None,
+            };
+            let normed = layer.input_layernorm.forward(&x)?;
+            let attended = layer
+                .self_attn
+                .forward(&normed, (&cos, &sin), &mask, layer_cache)?;
+            x = x.f_add(&attended)?;
+            let normed = layer.post_attention_layernorm.forward(&x)?;
+            x = x.f_add(&layer.mlp.forward(&normed)?)?;
+        }
+        if let Some(cache) = cache {
+            cache.len += new;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Logits over the vocabulary for hidden states.
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        Ok(hidden.f_linear::<Tensor>(&self.lm_head, None)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values(t: &Tensor) -> Vec<f64> {
+        let t = t.to_kind(Kind::Double).flatten(0, -1);
+        Vec::<f64>::try_from(&t).unwrap()
+    }
+
+    fn close(a: &[f64], b: &[f64], tolerance: f64) {
+        assert_eq!(a.len(), b.len(), "{a:?} vs {b:?}");
+        for (x, y) in a.iter().zip(b) {
+            assert!((x - y).abs() <= tolerance, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn rms_norm_matches_hand_computation() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let norm = RmsNorm::new(vs.root() / "n", 2, 0.0).unwrap();
+        tch::no_grad(|| {
+            norm.weight
+                .shallow_clone()
+                .copy_(&Tensor::from_slice(&[1.0f32, 2.0]))
+        });
+        // mean square of [3, 4] is 12.5, so x / sqrt(12.5) = [0.84853, 1.13137]; times [1, 2].
+        let y = norm.forward(&Tensor::from_slice(&[3.0f32, 4.0])).unwrap();
+        close(&values(&y), &[0.848_528, 2.262_742], 1e-5);
+    }
+
+    #[test]
+    fn rotary_rotates_pairs_by_position_times_frequency() {
+        // head_dim 4, theta 100: frequencies 1 and 100^(-1/2) = 0.1. Position 2 rotates the
+        // first pair (x0, x2) by 2 radians and the second pair (x1, x3) by 0.2.
+        let positions = Tensor::from_slice(&[2i64]).view([1, 1]);
+        let (cos, sin) = rotary(&positions, 4, 100.0, Kind::Float).unwrap();
+        let x = Tensor::from_slice(&[1.0f32, 1.0, 0.0, 0.0]).view([1, 1, 1, 4]);
+        let y = apply_rotary(&x, &cos, &sin).unwrap();
+        let (c2, s2, c02, s02) = (2f64.cos(), 2f64.sin(), 0.2f64.cos(), 0.2f64.sin());
+        close(&values(&y), &[c2, c02, s2, s02], 1e-6);
+        // Position 0 is the identity.
+        let (cos, sin) = rotary(&positions.zeros_like(), 4, 100.0, Kind::Float).unwrap();
+        let x = Tensor::from_slice(&[0.5f32, -1.0, 2.0, 3.0]).view([1, 1, 1, 4]);
+        close(
+            &values(&apply_rotary(&x, &cos, &sin).unwrap()),
+            &[0.5, -1.0, 2.0, 3.0],
+            1e-7,
+        );
+    }
+
+    #[test]
+    fn causal_attention_matches_hand_computation() {
+        // One head, dim 1: q = [1, 1], k = [0, ln 3], v = [0, 4]. Row 0 sees only key 0
+        // (output 0); row 1 weighs the keys by softmax([0, ln 3]) = [1/4, 3/4]: output 3.
+        let q = Tensor::from_slice(&[1.0f32, 1.0]).view([1, 1, 2, 1]);
+        let k = Tensor::from_slice(&[0.0f32, 3f32.ln()]).view([1, 1, 2, 1]);
+        let v = Tensor::from_slice(&[0.0f32, 4.0]).view([1, 1, 2, 1]);
+        let y = attention(&q, &k, &v, &Mask::Causal).unwrap();
+        close(&values(&y), &[0.0, 3.0], 1e-6);
+        // The explicit mask gives the same, and padding key 0 leaves row 1 with key 1 only.
+        let explicit = Mask::new(
+            Some(&Tensor::from_slice(&[1i64, 1]).view([1, 2])),
+            0,
+            2,
+            tch::Device::Cpu,
+        )
+        .unwrap();
+        close(
+            &values(&attention(&q, &k, &v, &explicit).unwrap()),
+            &[0.0, 3.0],
+            1e-6,
+        );
+        let padded = Mask::new(
+            Some(&Tensor::from_slice(&[0i64, 1]).view([1, 2])),
+            0,
+            2,
+            tch::Device::Cpu,
+        )
+        .unwrap();
+        close(
+            &values(&attention(&q, &k, &v, &padded).unwrap()),
+            &[0.0, 4.0],
+            1e-6,
+        );
+    }
+
+    #[test]
+    fn grouped_query_attention_shares_kv_heads() {
+        // Two query heads over one kv head equal two single-head attentions on that kv head.
+        tch::manual_seed(0);
+        let q = Tensor::randn([1, 2, 3, 4], (Kind::Float, tch::Device::Cpu));
+        let k = Tensor::randn([1, 1, 3, 4], (Kind::Float, tch::Device::Cpu));
+        let v = Tensor::randn([1, 1, 3, 4], (Kind::Float, tch::Device::Cpu));
+        let key_mask = Tensor::ones([1, 3], (Kind::Int64, tch::Device::Cpu));
+        for mask in [
+            Mask::Causal,
+            Mask::new(Some(&key_mask), 0, 3, tch::Device::Cpu).unwrap(),
+        ] {
+            let grouped = attention(&q, &k, &v, &mask).unwrap();
+            for head in 0..2 {
+                let single = attention(&q.narrow(1, head, 1), &k, &v, &Mask::Causal).unwrap();
+                close(&values(&grouped.narrow(1, head, 1)), &values(&single), 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn swiglu_matches_hand_computation() {
+        let cfg: Config = serde_json::from_value(serde_json::json!({
+            "vocab_size": 4, "hidden_size": 1, "intermediate_size": 1,
+            "num_hidden_layers": 1, "num_attention_heads": 1, "num_key_value_heads": 1,
+            "head_dim": 2
+        }))
+        .unwrap();
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let mlp = Mlp::new(vs.root() / "mlp", &cfg).unwrap();
+        tch::no_grad(|| {
+            let _ = mlp.gate_proj.weight.shallow_clone().fill_(1.0);
+            let _ = mlp.up_proj.weight.shallow_clone().fill_(2.0);
+            let _ = mlp.down_proj.weight.shallow_clone().fill_(3.0);
+        });
+        // silu(1) = 1 / (1 + e^-1) = 0.731059; times up (2) times down (3).
+        let y = mlp
+            .forward(&Tensor::from_slice(&[1.0f32]).view([1, 1]))
+            .unwrap();
+        close(&values(&y), &[0.731_058_6 * 6.0], 1e-5);
+    }
+
+    #[test]
+    fn positions_count_real_tokens() {
+        let mask = Tensor::from_slice(&[0i64, 0, 1, 1, 1, 1, 1, 0]).view([2, 4]);
+        let positions = positions_from_mask(&mask).unwrap();
+        assert_eq!(
+            Vec::<i64>::try_from(&positions.flatten(0, -1)).unwrap(),
+            [0, 0, 0, 1, 0, 1, 2, 2]
+        );
+    }
+
+    #[test]
+    fn config_reads_rope_theta_from_either_place_and_rejects_what_it_cannot_compute() {
+        let base = serde_json::json!({
+            "vocab_size": 8, "hidden_size": 8, "intermediate_size": 16,
+            "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+        });
+        let mut v5 = base.clone();
+        v5["rope_parameters"] = serde_json::json!({"rope_type": "default", "rope_theta": 1e6});
+        let cfg: Config = serde_json::from_value(v5).unwrap();
+        assert_eq!(cfg.rope_theta(), 1e6);
+        cfg.validate().unwrap();
+        let mut yarn = base.clone();
+        yarn["rope_scaling"] = serde_json::json!({"type": "yarn", "factor": 4.0});
+        let cfg: Config = serde_json::from_value(yarn).unwrap();
+        assert!(cfg.validate().unwrap_err().to_string().contains("yarn"));
+        let mut heads = base;
+        heads["num_key_value_heads"] = serde_json::json!(3);
+        let cfg: Config = serde_json::from_value(heads).unwrap();
+        assert!(cfg.validate().is_err());
+    }
+}

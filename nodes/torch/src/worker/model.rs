@@ -1,0 +1,269 @@
+//! The `model` kind: a model tree from a local Hugging Face folder (input `base`) or a
+//! freshly built tiny model.
+//!
+//! Import validates the folder by loading it (every tensor present, named and shaped as
+//! the config says, tokenizer readable), then copies its files unchanged, so the output's
+//! bytes are the input's; with `dtype` set, the weights are rewritten in that dtype.
+//! Tiny builds a byte-level BPE tokenizer over the task text and a randomly initialized
+//! Qwen2-shaped model, seeded. Either can then be warmed up by supervised fine-tuning on
+//! the worked solutions of a dataset (input `data`, `warmup_steps` > 0), so the pipeline
+//! starts from a model that follows the answer format, as an instruct model does.
+//!
+//! Parameters: `source` (`import` | `tiny`; default `import` when input `base` is given),
+//! `dtype` (`float32` | `bfloat16` | `float16`), `seed`, `max_shard_bytes`, and for tiny
+//! models `hidden_size`, `intermediate_size`, `num_hidden_layers`, `num_attention_heads`,
+//! `num_key_value_heads`, `rope_theta`, `tie_word_embeddings`, `max_position_embeddings`,
+//! `max_vocab`, `corpus_per_level`; warm-up: `warmup_steps` (0), `warmup_lr` (1e-3),
+//! `warmup_batch` (16).
+
+use std::path::Path;
+
+use tch::{Device, Kind};
+
+use super::params::{positive, Params};
+use super::protocol::{self, NodeSpec, WorkerError};
+use crate::data;
+use crate::train::{self, TrainConfig};
+use crate::tree::{self, Model, TinyModelBuilder};
+
+/// Runs a `model` node.
+pub fn run(spec: &NodeSpec, device: Device) -> Result<(), WorkerError> {
+    let mut params = Params::new(&spec.params)?;
+    let base = spec.inputs.get("base");
+    let source = params
+        .string("source")?
+        .unwrap_or_else(|| if base.is_some() { "import" } else { "tiny" }.into());
+    let dtype = params
+        .string("dtype")?
+        .map(|name| tree::parse_dtype(&name))
+        .transpose()?;
+    let max_shard_bytes = params
+        .int("max_shard_bytes")?
+        .map(|v| positive("max_shard_bytes", v).map(|v| v as u64))
+        .transpose()?;
+    let warmup = Warmup {
+        steps: params.int("warmup_steps")?.unwrap_or(0).max(0) as usize,
+        lr: params.float("warmup_lr")?.unwrap_or(1e-3),
+        batch: positive("warmup_batch", params.int("warmup_batch")?.unwrap_or(16))? as usize,
+        seed: 0,
+    };
+    if warmup.steps > 0 && !spec.inputs.contains_key("data") {
+        return Err(WorkerError::bad_input(
+            "`warmup_steps` needs an input named `data` (a dataset with solutions)",
+        ));
+    }
+    let out = &spec.output_dir;
+    match source.as_str() {
+        "import" => {
+            let base = base.ok_or_else(|| {
+                WorkerError::bad_input("`source = \"import\"` needs an input named `base`")
+            })?;
+            params.finish()?;
+            if warmup.steps > 0 {
+                let kind = dtype.unwrap_or(tree::stored_kind(base)?);
+                let mut model = Model::load(base, device, Kind::Float)?;
+                warmup.run(&mut model, spec)?;
+                model.save(out, kind, max_shard_bytes)?;
+                return Ok(());
+            }
+            import(base, out, dtype, max_shard_bytes)
+        }
+        "tiny" => {
+            let mut builder = TinyModelBuilder::default();
+            let ints: [(&str, &mut i64); 6] = [
+                ("hidden_size", &mut builder.hidden_size),
+                ("intermediate_size", &mut builder.intermediate_size),
+                ("num_hidden_layers", &mut builder.num_hidden_layers),
+                ("num_attention_heads", &mut builder.num_attention_heads),
+                ("num_key_value_heads", &mut builder.num_key_value_heads),
+                (
+                    "max_position_embeddings",
+                    &mut builder.max_position_embeddings,
+                ),
+            ];
+            for (key, slot) in ints {
+                if let Some(value) = params.int(key)? {
+                    *slot = positive(key, value)?;
+                }
+            }
+            if let Some(theta) = params.float("rope_theta")? {
+                builder.rope_theta = theta;
+            }
+            if let Some(tie) = params.bool("tie_word_embeddings")? {
+                builder.tie_word_embeddings = tie;
+            }
+            if let Some(vocab) = params.int("max_vocab")? {
+                builder.tokenizer.max_vocab = positive("max_vocab", vocab)? as usize;
+            }
+            if let Some(count) = params.int("corpus_per_level")? {
+                builder.corpus_per_level = positive("corpus_per_level", count)? as u64;
+            }
+            if let Some(seed) = params.int("seed")? {
+                builder.seed = seed as u64;
+            }
+            params.finish()?;
+            let kind = dtype.unwrap_or(Kind::Float);
+            protocol::progress(0, 2, "building tokenizer and model");
+            // Trained in fp32 whatever the stored dtype.
+            let mut model = builder.build(device, Kind::Float)?;
+            if warmup.steps > 0 {
+                Warmup {
+                    seed: builder.seed,
+                    ..warmup
+                }
+                .run(&mut model, spec)?;
+            }
+            let parameters: i64 = model
+                .vs
+                .trainable_variables()
+                .iter()
+                .map(|t| t.numel() as i64)
+                .sum();
+            protocol::progress(1, 2, "saving");
+            model.save(out, kind, max_shard_bytes)?;
+            protocol::metric(serde_json::json!({
+                "parameters": parameters,
+                "vocab_size": model.tokenizer.vocab_size(),
+                "dtype": tree::dtype_name(kind)?,
+            }));
+            protocol::progress(2, 2, "done");
+            Ok(())
+        }
+        other => Err(WorkerError::bad_input(format!(
+            "`source` must be `import` or `tiny`, got `{other}`"
+        ))),
+    }
+}
+
+/// Supervised warm-up settings.
+struct Warmup {
+    steps: usize,
+    lr: f64,
+    batch: usize,
+    seed: u64,
+}
+
+impl Warmup {
+    /// Fine-tunes `model` on the worked solutions of the `data` input's train split.
+    fn run(&self, model: &mut Model, spec: &NodeSpec) -> Result<(), WorkerError> {
+        let Some(data_dir) = spec.inputs.get("data") else {
+            return Ok(());
+        };
+        let records = data::read_split(data_dir, "train", None)?;
+        let pairs = data::sft_pairs(&records, &model.tokenizer)?;
+        if pairs.is_empty() {
+            return Err(WorkerError::bad_input(format!(
+                "`{}` has no training records with solutions (generate with `solutions = true`)",
+                data_dir.display()
+            )));
+        }
+        let config = TrainConfig {
+            lr: self.lr,
+            betas: (0.9, 0.999),
+            weight_decay: 0.01,
+            ..TrainConfig::default()
+        };
+        let mut optimizer = train::adamw(&model.vs, &config)?;
+        tch::manual_seed(self.seed as i64);
+        let mut order: Vec<usize> = Vec::new();
+        for step in 0..self.steps {
+            let mut batch = Vec::with_capacity(self.batch);
+            while batch.len() < self.batch {
+                if order.is_empty() {
+                    order = super::align::permutation(pairs.len(), self.seed ^ step as u64);
+                }
+                if let Some(index) = order.pop() {
+                    batch.push(pairs[index].clone());
+                }
+            }
+            let started = std::time::Instant::now();
+            let tokens: usize = batch.iter().map(|(p, t)| p.len() + t.len()).sum();
+            let loss = train::sft_step(
+                &model.net,
+                &model.vs,
+                &mut optimizer,
+                &batch,
+                model.special.pad,
+                &config,
+            )?;
+            let seconds = started.elapsed().as_secs_f64();
+            protocol::metric(serde_json::json!({
+                "phase": "warmup", "step": step + 1, "loss": loss, "seconds": seconds,
+                "tokens_per_second": tokens as f64 / seconds.max(1e-9),
+            }));
+            protocol::progress(
+                step as u64 + 1,
+                self.steps as u64,
+                &format!("warm-up loss {loss:.3}"),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Files of a Hugging Face folder that make up the model tree (weights aside).
+const TREE_FILES: [&str; 8] = [
+    tree::CONFIG,
+    tree::TOKENIZER,
+    tree::TOKENIZER_CONFIG,
+    tree::GENERATION_CONFIG,
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "added_tokens.json",
+];
+
+fn copy(from: &Path, to: &Path) -> Result<(), WorkerError> {
+    std::fs::copy(from, to).map(|_| ()).map_err(|error| {
+        WorkerError::failed(format!(
+            "cannot copy `{}` to `{}`: {error}",
+            from.display(),
+            to.display()
+        ))
+    })
+}
+
+fn import(
+    base: &Path,
+    out: &Path,
+    dtype: Option<Kind>,
+    max_shard_bytes: Option<u64>,
+) -> Result<(), WorkerError> {
+    protocol::progress(0, 2, "validating");
+    // Loaded on the CPU in its stored dtype (bf16 stays bf16), only to validate it.
+    let stored = tree::stored_kind(base)?;
+    let model = Model::load(base, Device::Cpu, dtype.unwrap_or(stored))?;
+    protocol::progress(1, 2, "copying");
+    std::fs::create_dir_all(out).map_err(|error| {
+        WorkerError::failed(format!("cannot create `{}`: {error}", out.display()))
+    })?;
+    match dtype {
+        Some(kind) => model.save(out, kind, max_shard_bytes)?,
+        None => {
+            for name in TREE_FILES {
+                let from = base.join(name);
+                if from.exists() {
+                    copy(&from, &out.join(name))?;
+                }
+            }
+            let entries = std::fs::read_dir(base).map_err(|error| {
+                WorkerError::failed(format!("cannot list `{}`: {error}", base.display()))
+            })?;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().to_string();
+                if name == crate::checkpoint::INDEX || name.ends_with(".safetensors") {
+                    copy(&entry.path(), &out.join(&name))?;
+                }
+            }
+        }
+    }
+    let parameters: i64 = model
+        .vs
+        .trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum();
+    protocol::metric(serde_json::json!({"parameters": parameters}));
+    protocol::progress(2, 2, "done");
+    Ok(())
+}
