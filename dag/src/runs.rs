@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use peirce_store::{ActionKey, Store, TreeDigest};
+use peirce_store::{ActionKey, Store, TransferSnapshot, TreeDigest};
 use serde::{Deserialize, Serialize};
 
 /// How one node ended in a run.
@@ -80,6 +80,22 @@ pub struct RunRecord {
     pub pinned: bool,
     /// Per node, by name.
     pub nodes: BTreeMap<String, NodeRun>,
+    /// What the run exchanged with its remote, when it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteActivity>,
+}
+
+/// A run's traffic with its remote (`--remote`): never credentials, only the redacted URL.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RemoteActivity {
+    /// The remote, as `Store::url` shows it.
+    pub url: String,
+    /// Requests, bytes and blobs moved during the run.
+    pub transfers: TransferSnapshot,
+    /// Nodes whose fresh results were pushed.
+    pub pushed: Vec<String>,
+    /// Nodes whose fresh results could not be pushed, with the error (`peirce push` retries).
+    pub push_failures: BTreeMap<String, String>,
 }
 
 impl RunRecord {

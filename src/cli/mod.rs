@@ -4,6 +4,7 @@ mod display;
 mod inspect;
 mod maintain;
 mod run;
+mod share;
 mod tasks;
 
 use std::path::{Path, PathBuf};
@@ -29,6 +30,13 @@ pub struct Cli {
     /// The local store folder (default: `.peirce` beside the workflow, or in the current folder)
     #[arg(long, global = true, env = "PEIRCE_STORE")]
     store: Option<PathBuf>,
+    /// A remote store shared with other machines, e.g. `s3://bucket/prefix` (default: the
+    /// workflow's `remote`, else `remote` in ~/.config/peirce/config.toml)
+    #[arg(long, global = true, env = "PEIRCE_REMOTE", value_name = "URL")]
+    remote: Option<String>,
+    /// Use no remote, whatever the workflow or the user config says
+    #[arg(long, global = true, conflicts_with = "remote")]
+    no_remote: bool,
     /// More logging (-v: debug, -vv: trace); also RUST_LOG
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -52,6 +60,10 @@ enum Command {
     Cat(inspect::CatArgs),
     /// The lineage of an artifact: the nodes and inputs that made it
     Why(inspect::WhyArgs),
+    /// Send results to the remote: a workflow's, some nodes', or a run's
+    Push(share::PushArgs),
+    /// Fetch results from the remote, with all their files: a workflow's, some nodes', or a run's
+    Pull(share::PullArgs),
     /// List runs, newest first
     Runs(maintain::RunsArgs),
     /// Delete results no workflow's latest run (or pinned run) uses
@@ -87,7 +99,11 @@ pub fn init_tracing(verbose: u8) {
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let globals = Globals { store: cli.store };
+    let globals = Globals {
+        store: cli.store,
+        remote: cli.remote,
+        no_remote: cli.no_remote,
+    };
     match cli.command {
         Command::Run(args) => run::run(&globals, args).await,
         Command::Plan(args) => run::plan(&globals, args).await,
@@ -96,6 +112,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Log(args) => inspect::log(&globals, args).await,
         Command::Cat(args) => inspect::cat(&globals, args).await,
         Command::Why(args) => inspect::why(&globals, args).await,
+        Command::Push(args) => share::push(&globals, args).await,
+        Command::Pull(args) => share::pull(&globals, args).await,
         Command::Runs(args) => maintain::runs(&globals, args).await,
         Command::Gc(args) => maintain::gc(&globals, args).await,
         Command::Tasks(args) => tasks::tasks(args),
@@ -105,6 +123,67 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 /// Options shared by every command.
 pub struct Globals {
     store: Option<PathBuf>,
+    remote: Option<String>,
+    no_remote: bool,
+}
+
+/// Where a remote setting came from, for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteSource {
+    Flag,
+    Workflow,
+    UserConfig,
+}
+
+/// The user config file: `PEIRCE_CONFIG`, else `$XDG_CONFIG_HOME/peirce/config.toml`, else
+/// `~/.config/peirce/config.toml`.
+pub fn user_config_path() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("PEIRCE_CONFIG") {
+        return Some(PathBuf::from(path));
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+    Some(base.join("peirce").join("config.toml"))
+}
+
+/// `remote` from the user config file, if the file exists and sets it.
+fn user_config_remote() -> anyhow::Result<Option<String>> {
+    let Some(path) = user_config_path() else {
+        return Ok(None);
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(error).with_context(|| format!("cannot read `{}`", path.display()))
+        }
+    };
+    let document: toml_edit::DocumentMut = text
+        .parse()
+        .with_context(|| format!("`{}` is not valid TOML", path.display()))?;
+    match document.get("remote") {
+        None => Ok(None),
+        Some(item) => match item.as_str() {
+            Some(remote) => Ok(Some(remote.to_string())),
+            None => anyhow::bail!(
+                "`{}`: `remote` must be a string such as \"s3://bucket/prefix\"",
+                path.display()
+            ),
+        },
+    }
+}
+
+/// `remote` in a workflow file's `[workflow]` table, read without loading the workflow.
+fn workflow_file_remote(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let document: toml_edit::DocumentMut = text.parse().ok()?;
+    document
+        .get("workflow")?
+        .get("remote")?
+        .as_str()
+        .map(str::to_string)
 }
 
 impl Globals {
@@ -126,11 +205,62 @@ impl Globals {
         base.join(".peirce")
     }
 
+    /// The local store, with the remote tier the flags, the workflow file or the user config
+    /// name (in that order).
     fn open_store(&self, workflow: Option<&Path>) -> anyhow::Result<Store> {
+        let from_file = match (&self.remote, self.no_remote, workflow) {
+            (None, false, Some(path)) => workflow_file_remote(path),
+            _ => None,
+        };
+        self.open_store_with(workflow, from_file.as_deref())
+    }
+
+    /// [`Globals::open_store`] for a loaded workflow, whose `remote` is `workflow_remote`.
+    fn open_store_with(
+        &self,
+        workflow: Option<&Path>,
+        workflow_remote: Option<&str>,
+    ) -> anyhow::Result<Store> {
+        let local = self.open_local_store(workflow)?;
+        match self.remote_url(workflow_remote)? {
+            Some((url, _)) => Ok(local.with_remote(open_remote(&url)?)),
+            None => Ok(local),
+        }
+    }
+
+    /// The local store alone.
+    fn open_local_store(&self, workflow: Option<&Path>) -> anyhow::Result<Store> {
         let root = self.store_root(workflow);
         Store::open_local(&root)
             .with_context(|| format!("cannot open the store at `{}`", root.display()))
     }
+
+    /// The remote to use, and where that setting came from.
+    fn remote_url(
+        &self,
+        workflow_remote: Option<&str>,
+    ) -> anyhow::Result<Option<(String, RemoteSource)>> {
+        if self.no_remote {
+            return Ok(None);
+        }
+        if let Some(url) = &self.remote {
+            return Ok(Some((url.clone(), RemoteSource::Flag)));
+        }
+        if let Some(url) = workflow_remote {
+            return Ok(Some((url.to_string(), RemoteSource::Workflow)));
+        }
+        Ok(user_config_remote()?.map(|url| (url, RemoteSource::UserConfig)))
+    }
+}
+
+/// Opens a remote store by URL (or folder), with a message that never shows credentials.
+fn open_remote(url: &str) -> anyhow::Result<Store> {
+    peirce_store::open_store(url).map_err(|error| {
+        anyhow::anyhow!(
+            "cannot open the remote `{}`: {error}",
+            peirce_store::redact_url(url)
+        )
+    })
 }
 
 /// Loads and validates a workflow; on failure prints every error and returns exit code 2.

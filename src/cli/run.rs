@@ -67,8 +67,13 @@ fn default_gpus() -> Vec<u32> {
         .unwrap_or_default()
 }
 
-fn engine(globals: &Globals, args: &WorkflowArgs, force: &[String]) -> anyhow::Result<Engine> {
-    let store = globals.open_store(Some(&args.workflow))?;
+fn engine(
+    globals: &Globals,
+    args: &WorkflowArgs,
+    workflow: &peirce_dag::spec::Workflow,
+    force: &[String],
+) -> anyhow::Result<Engine> {
+    let store = globals.open_store_with(Some(&args.workflow), workflow.remote.as_deref())?;
     let root = store.local_root().expect("local store").to_path_buf();
     let mut options = EngineOptions::new(root.join("scratch"));
     options.force = force.iter().cloned().collect();
@@ -93,7 +98,8 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Err(code) = check_forced(&workflow, &args.force) {
         return Ok(code);
     }
-    let store = globals.open_store(Some(&args.workflow.workflow))?;
+    let store =
+        globals.open_store_with(Some(&args.workflow.workflow), workflow.remote.as_deref())?;
     let root = store.local_root().expect("local store").to_path_buf();
     let mut options = EngineOptions::new(root.join("scratch"));
     options.force = args.force.iter().cloned().collect::<BTreeSet<_>>();
@@ -139,6 +145,11 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
     if !args.quiet || record.status != RunStatus::Succeeded {
         eprintln!("{}", summary(&record, started.elapsed().as_secs_f64()));
     }
+    if let Some(remote) = &record.remote {
+        if !args.quiet || !remote.push_failures.is_empty() {
+            eprintln!("{}", remote_summary(remote));
+        }
+    }
     Ok(match record.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Cancelled => ExitCode::from(EXIT_CANCELLED),
@@ -164,6 +175,28 @@ fn summary(record: &RunRecord, seconds: f64) -> String {
         seconds,
         record.id
     )
+}
+
+fn remote_summary(remote: &peirce_dag::runs::RemoteActivity) -> String {
+    let moved = &remote.transfers;
+    let mut text = format!(
+        "remote {}: {} results found there, {} downloaded; {} pushed, {} uploaded; {} requests",
+        remote.url,
+        moved.records_fetched,
+        super::share::human_bytes(moved.bytes_downloaded),
+        remote.pushed.len(),
+        super::share::human_bytes(moved.bytes_uploaded),
+        moved.requests
+    );
+    if !remote.push_failures.is_empty() {
+        let nodes: Vec<&str> = remote.push_failures.keys().map(String::as_str).collect();
+        text.push_str(&format!(
+            "\nwarning: {} results not pushed ({}): `peirce push` sends them",
+            nodes.len(),
+            nodes.join(", ")
+        ));
+    }
+    text
 }
 
 fn print_plan(planned: &[PlannedNode]) {
@@ -198,7 +231,7 @@ pub async fn plan(globals: &Globals, args: PlanArgs) -> anyhow::Result<ExitCode>
     if let Err(code) = check_forced(&workflow, &args.force) {
         return Ok(code);
     }
-    let engine = engine(globals, &args.workflow, &args.force)?;
+    let engine = engine(globals, &args.workflow, &workflow, &args.force)?;
     let planned = engine.plan(&workflow).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&planned)?);
@@ -213,7 +246,7 @@ pub async fn status(globals: &Globals, args: StatusArgs) -> anyhow::Result<ExitC
         Ok(workflow) => workflow,
         Err(code) => return Ok(code),
     };
-    let engine = engine(globals, &args.workflow, &[])?;
+    let engine = engine(globals, &args.workflow, &workflow, &[])?;
     let planned = engine.plan(&workflow).await?;
     let store = engine.store();
     let latest = match WorkflowRef::load(store, &workflow.name).await {
@@ -224,8 +257,9 @@ pub async fn status(globals: &Globals, args: StatusArgs) -> anyhow::Result<ExitC
         }
         None => None,
     };
+    let remote = store.remote().map(|remote| remote.url().to_string());
     if args.json {
-        let json = serde_json::json!({ "workflow": workflow.name, "latest_run": latest, "nodes": planned });
+        let json = serde_json::json!({ "workflow": workflow.name, "remote": remote, "latest_run": latest, "nodes": planned });
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -238,6 +272,9 @@ pub async fn status(globals: &Globals, args: StatusArgs) -> anyhow::Result<ExitC
             peirce_dag::runs::format_utc(run.started_at)
         ),
         None => println!("workflow `{}`: never run with this store", workflow.name),
+    }
+    if let Some(remote) = &remote {
+        println!("remote {remote}");
     }
     for node in &planned {
         let last = latest.as_ref().and_then(|run| run.nodes.get(&node.node));

@@ -56,6 +56,9 @@ pub enum Error {
         /// What is missing.
         reason: String,
     },
+    /// An action record that should be present is not.
+    #[error("No action record `{0}` in the store")]
+    MissingRecord(ActionKey),
     /// A name inside a tree is not a normalized relative path.
     #[error("Invalid name `{name}` in a tree: {reason}")]
     InvalidName {

@@ -11,6 +11,9 @@
 //! <root>/leases/<hex>        leases on action keys (conditional create, with expiry)
 //! ```
 //!
+//! A store is a local folder or an object store URL ([`location`]); a local store may have a
+//! second tier, a remote ([`Store::with_remote`]): read-through, write-through, leases on it.
+//!
 //! Invariants it keeps: every blob read is verified against its digest (a mismatch is an
 //! error and the bad object is moved out of `cas/`); an action record is written only after
 //! its tree and every blob in it are present, so a visible record never points at missing
@@ -21,13 +24,20 @@
 pub mod digest;
 pub mod error;
 pub mod hashing;
+mod lease;
+pub mod location;
 pub mod record;
 pub mod store;
+mod tier;
+pub mod transfer;
 pub mod tree;
 
 pub use digest::{ActionKey, BlobDigest, Digest, DigestKind, ParseDigestError, TreeDigest};
 pub use error::{Error, Result};
 pub use hashing::StatCache;
+pub use location::{open as open_store, redact_url};
 pub use record::{ActionRecord, KeyComponents};
 pub use store::{GcReport, Lease, Lookup, Store};
+pub use tier::SyncReport;
+pub use transfer::TransferSnapshot;
 pub use tree::{Tree, TreeEntry};

@@ -21,10 +21,11 @@ use crate::digest::{ActionKey, BlobDigest, TreeDigest};
 use crate::error::{Error, Result};
 use crate::hashing::{file_is_executable, hash_file, walk_files};
 use crate::record::ActionRecord;
+use crate::transfer::{TransferSnapshot, TransferStats};
 use crate::tree::{Tree, TreeEntry};
 
 /// How many blob operations run at once when publishing or checking a tree.
-const CONCURRENCY: usize = 16;
+pub(crate) const CONCURRENCY: usize = 16;
 
 /// A content-addressed store rooted at a local folder or an object store prefix.
 #[derive(Clone)]
@@ -32,14 +33,21 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-struct Inner {
-    object: Arc<dyn ObjectStore>,
+pub(crate) struct Inner {
+    pub(crate) object: Arc<dyn ObjectStore>,
     /// Set for local stores: blob files are written and linked directly (fsync, hardlinks).
     local_root: Option<PathBuf>,
     url: String,
     /// Blobs verified by a full read during this process's life (never re-hashed).
     verified: Mutex<std::collections::HashSet<BlobDigest>>,
     temp_counter: AtomicU64,
+    /// The second tier (see `tier.rs`): lookups and reads fall through to it, leases live on it.
+    pub(crate) remote: Option<Store>,
+    /// Sizes of blobs seen on the remote during this process's life (dropped when a read
+    /// finds one gone).
+    pub(crate) remote_sizes: Mutex<std::collections::HashMap<BlobDigest, u64>>,
+    /// What crossed the wire, for stores that are not local folders.
+    pub(crate) stats: TransferStats,
 }
 
 /// A lease held on an action key, so other runners wait instead of duplicating the work.
@@ -71,14 +79,14 @@ pub struct GcReport {
     pub spared_young: u64,
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
-fn blob_location(digest: &BlobDigest) -> String {
+pub(crate) fn blob_location(digest: &BlobDigest) -> String {
     let hex = digest.hex();
     format!("cas/{}/{}", &hex[..2], hex)
 }
@@ -126,6 +134,15 @@ impl Store {
     }
 
     fn from_parts(object: Arc<dyn ObjectStore>, local_root: Option<PathBuf>, url: String) -> Self {
+        Self::from_tiers(object, local_root, url, None)
+    }
+
+    pub(crate) fn from_tiers(
+        object: Arc<dyn ObjectStore>,
+        local_root: Option<PathBuf>,
+        url: String,
+        remote: Option<Store>,
+    ) -> Self {
         Store {
             inner: Arc::new(Inner {
                 object,
@@ -133,7 +150,30 @@ impl Store {
                 url,
                 verified: Mutex::new(Default::default()),
                 temp_counter: AtomicU64::new(0),
+                remote,
+                remote_sizes: Mutex::new(Default::default()),
+                stats: TransferStats::default(),
             }),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
+    }
+
+    /// Counters of requests and bytes to the remote tier (or, for a store that is itself
+    /// an object store, to it). Zero for a local folder without a remote.
+    pub fn transfer_stats(&self) -> TransferSnapshot {
+        match &self.inner.remote {
+            Some(remote) => remote.inner.stats.snapshot(),
+            None => self.inner.stats.snapshot(),
+        }
+    }
+
+    /// Counts one request to the backend (object stores only: local folders are free).
+    pub(crate) fn count_request(&self) {
+        if self.inner.local_root.is_none() {
+            TransferStats::add(&self.inner.stats.requests, 1);
         }
     }
 
@@ -147,11 +187,11 @@ impl Store {
         self.inner.local_root.as_deref()
     }
 
-    fn object(&self) -> &dyn ObjectStore {
+    pub(crate) fn object(&self) -> &dyn ObjectStore {
         self.inner.object.as_ref()
     }
 
-    fn temp_path(&self, root: &Path) -> PathBuf {
+    pub(crate) fn temp_path(&self, root: &Path) -> PathBuf {
         let count = self.inner.temp_counter.fetch_add(1, Ordering::Relaxed);
         root.join("tmp").join(format!(
             "{}-{}-{}",
@@ -161,7 +201,7 @@ impl Store {
         ))
     }
 
-    fn mark_verified(&self, digest: BlobDigest) {
+    pub(crate) fn mark_verified(&self, digest: BlobDigest) {
         self.inner
             .verified
             .lock()
@@ -179,7 +219,7 @@ impl Store {
 
     // ---------------------------------------------------------------- raw objects
 
-    async fn get_raw(&self, location: &str) -> Result<Option<Bytes>> {
+    pub(crate) async fn get_raw(&self, location: &str) -> Result<Option<Bytes>> {
         if let Some(root) = self.local_root() {
             // Small local reads skip object_store's thread hand-off: a fully cached plan of
             // thousands of nodes is dominated by these.
@@ -191,6 +231,7 @@ impl Store {
             };
         }
         let path = ObjectPath::from(location);
+        self.count_request();
         match self.object().get(&path).await {
             Ok(result) => match result.bytes().await {
                 Ok(bytes) => Ok(Some(bytes)),
@@ -202,8 +243,14 @@ impl Store {
         }
     }
 
-    async fn put_raw(&self, location: &str, bytes: Bytes, mode: PutMode) -> Result<bool> {
+    pub(crate) async fn put_raw(
+        &self,
+        location: &str,
+        bytes: Bytes,
+        mode: PutMode,
+    ) -> Result<bool> {
         let path = ObjectPath::from(location);
+        self.count_request();
         let options = PutOptions {
             mode,
             ..Default::default()
@@ -220,6 +267,7 @@ impl Store {
     }
 
     async fn size_raw(&self, location: &str) -> Result<Option<u64>> {
+        self.count_request();
         match self.object().head(&ObjectPath::from(location)).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(error) if is_not_found(&error) => Ok(None),
@@ -227,7 +275,8 @@ impl Store {
         }
     }
 
-    async fn delete_raw(&self, location: &str) -> Result<()> {
+    pub(crate) async fn delete_raw(&self, location: &str) -> Result<()> {
+        self.count_request();
         match self.object().delete(&ObjectPath::from(location)).await {
             Ok(()) => Ok(()),
             Err(error) if is_not_found(&error) => Ok(()),
@@ -275,11 +324,25 @@ impl Store {
     /// Stores a file's contents (streamed; hard-linked or copied for local stores).
     pub async fn put_file(&self, path: &Path) -> Result<(BlobDigest, u64)> {
         let Some(root) = self.local_root().map(Path::to_path_buf) else {
-            let bytes = tokio::fs::read(path)
+            // An object store: hash first, then stream the file up (multipart when large),
+            // checking on the way that the bytes sent are the bytes named.
+            let source = path.to_path_buf();
+            let (digest, size) = tokio::task::spawn_blocking(move || hash_file(&source))
                 .await
-                .map_err(|error| Error::io(path, error))?;
-            let size = bytes.len() as u64;
-            return Ok((self.put_bytes(Bytes::from(bytes)).await?, size));
+                .expect("hashing does not panic")?;
+            if self.blob_size(digest).await? != Some(size) {
+                let location = ObjectPath::from(blob_location(&digest).as_str());
+                crate::transfer::upload_file(
+                    self.object(),
+                    &location,
+                    path,
+                    digest,
+                    &self.inner.stats,
+                )
+                .await?;
+            }
+            self.mark_verified(digest);
+            return Ok((digest, size));
         };
         let temp = self.temp_path(&root);
         let source = path.to_path_buf();
@@ -307,17 +370,23 @@ impl Store {
         Ok((digest, size))
     }
 
-    fn install_local(&self, root: &Path, temp: &Path, digest: BlobDigest) -> Result<()> {
+    pub(crate) fn install_local(&self, root: &Path, temp: &Path, digest: BlobDigest) -> Result<()> {
         install_file(temp, &root.join(blob_location(&digest)))
     }
 
     /// Reads a whole blob, verifying it. A corrupt blob is quarantined and reported.
     pub async fn get_bytes(&self, digest: BlobDigest) -> Result<Bytes> {
         let location = blob_location(&digest);
-        let bytes = self
-            .get_raw(&location)
-            .await?
-            .ok_or(Error::MissingBlob(digest))?;
+        let bytes = match self.get_raw(&location).await? {
+            Some(bytes) => bytes,
+            None if self.inner.remote.is_some() => {
+                Box::pin(self.fetch_blob(digest)).await?;
+                self.get_raw(&location)
+                    .await?
+                    .ok_or(Error::MissingBlob(digest))?
+            }
+            None => return Err(Error::MissingBlob(digest)),
+        };
         let actual = BlobDigest::of(&bytes);
         if actual != digest {
             return Err(self.quarantine(digest, actual, bytes.len() as u64).await);
@@ -339,7 +408,11 @@ impl Store {
         if let Some(root) = self.local_root() {
             let source = root.join(blob_location(&digest));
             if !source.exists() {
-                return Err(Error::MissingBlob(digest));
+                if self.inner.remote.is_none() {
+                    return Err(Error::MissingBlob(digest));
+                }
+                // Lazily, from the remote: verified before it is installed.
+                self.fetch_blob(digest).await?;
             }
             if !self.is_verified(&digest) {
                 let (actual, size) = hash_file(&source)?;
@@ -362,7 +435,12 @@ impl Store {
         set_mode(dest, if executable { 0o555 } else { 0o444 })
     }
 
-    async fn quarantine(&self, digest: BlobDigest, actual: BlobDigest, size: u64) -> Error {
+    pub(crate) async fn quarantine(
+        &self,
+        digest: BlobDigest,
+        actual: BlobDigest,
+        size: u64,
+    ) -> Error {
         let location = blob_location(&digest);
         let target = format!("quarantine/{}-{}", digest.hex(), now_ms());
         tracing::warn!(%digest, %actual, "corrupt blob moved to quarantine");
@@ -468,7 +546,7 @@ impl Store {
             .collect();
         let problems: Vec<String> = futures::stream::iter(entries)
             .map(|(name, entry)| async move {
-                let size = self.blob_size(entry.digest).await?;
+                let size = self.available_size(entry.digest).await?;
                 Ok::<_, Error>(match size {
                     Some(size) if size == entry.size => None,
                     Some(size) => Some(format!(
@@ -501,7 +579,7 @@ impl Store {
             });
         }
         if let Some(log) = record.log {
-            if !self.has_blob(log).await? {
+            if self.available_size(log).await?.is_none() {
                 return Err(Error::Incomplete {
                     key: record.key,
                     tree: record.output,
@@ -548,8 +626,28 @@ impl Store {
     }
 
     /// A cache hit: the record under `key`, only if its output tree is complete.
-    /// A malformed record or an incomplete tree is a miss, with the reason.
+    /// A malformed record or an incomplete tree is a miss, with the reason. With a remote,
+    /// a local miss that the remote holds complete is a hit, and its record and tree are
+    /// copied here (its files stay remote until something reads them).
     pub async fn lookup(&self, key: ActionKey) -> Result<Lookup> {
+        let here = self.lookup_here(key).await?;
+        if matches!(here, Lookup::Hit(_)) || self.inner.remote.is_none() {
+            return Ok(here);
+        }
+        match self.lookup_remote(key).await? {
+            Lookup::Miss => Ok(here),
+            Lookup::Broken { reason } => Ok(Lookup::Broken {
+                reason: match here {
+                    Lookup::Broken { reason: local } => format!("{local}; on the remote: {reason}"),
+                    _ => format!("on the remote: {reason}"),
+                },
+            }),
+            hit => Ok(hit),
+        }
+    }
+
+    /// [`Store::lookup`] in this tier only (blobs may still be counted present on the remote).
+    pub(crate) async fn lookup_here(&self, key: ActionKey) -> Result<Lookup> {
         let record = match self.get_action(key).await {
             Ok(Some(record)) => record,
             Ok(None) => return Ok(Lookup::Miss),
@@ -614,6 +712,7 @@ impl Store {
     pub async fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, u64, Duration)>> {
         let prefix_path = ObjectPath::from(prefix);
         let now = SystemTime::now();
+        self.count_request();
         let metas: Vec<object_store::ObjectMeta> = self
             .object()
             .list(Some(&prefix_path))
@@ -631,112 +730,6 @@ impl Store {
             .collect();
         out.sort();
         Ok(out)
-    }
-
-    // ---------------------------------------------------------------- leases
-
-    /// Tries to take the lease on `key` for `ttl`. An expired lease is taken over.
-    pub async fn try_lease(
-        &self,
-        key: ActionKey,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<Option<Lease>> {
-        let location = format!("leases/{}", key.hex());
-        let lease = Lease {
-            key,
-            owner: owner.to_string(),
-            expires_at_ms: now_ms() + ttl.as_millis() as u64,
-        };
-        let bytes = Bytes::from(serde_json::to_vec(&lease).expect("leases serialize"));
-        if self
-            .put_raw(&location, bytes.clone(), PutMode::Create)
-            .await?
-        {
-            return Ok(Some(lease));
-        }
-        let current: Option<Lease> = match self.get_document(&location).await {
-            Ok(current) => current,
-            // Garbage in a lease file: whoever wrote it is not a runner we can wait for.
-            Err(Error::MalformedDocument { .. }) => None,
-            // A failed read says nothing about the holder: never break a lease on it.
-            Err(error) => return Err(error),
-        };
-        let Some(current) = current else {
-            // Released between our create and our read, or unreadable: race for a create.
-            self.delete_raw(&location).await?;
-            let taken = self.put_raw(&location, bytes, PutMode::Create).await?;
-            return Ok(taken.then_some(lease));
-        };
-        if current.owner == owner {
-            self.put_raw(&location, bytes, PutMode::Overwrite).await?;
-            return Ok(Some(lease));
-        }
-        if current.expires_at_ms > now_ms() {
-            return Ok(None);
-        }
-        // Expired. Exactly one runner may take over this particular expired lease: the one
-        // that creates its takeover marker (named after the lease it replaces).
-        let marker = format!(
-            "leases/{}.takeover-{}",
-            key.hex(),
-            BlobDigest::of(format!("{}:{}", current.owner, current.expires_at_ms).as_bytes())
-                .short()
-        );
-        if !self
-            .put_raw(&marker, Bytes::from(owner.to_string()), PutMode::Create)
-            .await?
-        {
-            return Ok(None);
-        }
-        self.put_raw(&location, bytes, PutMode::Overwrite).await?;
-        Ok(Some(lease))
-    }
-
-    /// Extends a lease we hold. Returns false when someone else holds it now.
-    pub async fn renew_lease(&self, lease: &mut Lease, ttl: Duration) -> Result<bool> {
-        let location = format!("leases/{}", lease.key.hex());
-        let current: Option<Lease> = self.get_document(&location).await.unwrap_or(None);
-        if current
-            .as_ref()
-            .map(|c| c.owner != lease.owner)
-            .unwrap_or(true)
-        {
-            return Ok(false);
-        }
-        lease.expires_at_ms = now_ms() + ttl.as_millis() as u64;
-        self.put_document(&location, lease).await?;
-        Ok(true)
-    }
-
-    /// Releases a lease we hold (no-op when it is not ours any more).
-    pub async fn release_lease(&self, lease: &Lease) -> Result<()> {
-        let location = format!("leases/{}", lease.key.hex());
-        let current: Option<Lease> = self.get_document(&location).await.unwrap_or(None);
-        if current.map(|c| c.owner == lease.owner).unwrap_or(false) {
-            self.delete_raw(&location).await?;
-        }
-        Ok(())
-    }
-
-    /// Removes the lease on `key` if `owner` still holds it: for a holder known to be dead
-    /// (a killed process on this host) whose lease has not expired yet.
-    pub async fn break_lease(&self, key: ActionKey, owner: &str) -> Result<()> {
-        let location = format!("leases/{}", key.hex());
-        let current: Option<Lease> = self.get_document(&location).await.unwrap_or(None);
-        if current.map(|c| c.owner == owner).unwrap_or(false) {
-            self.delete_raw(&location).await?;
-        }
-        Ok(())
-    }
-
-    /// The current holder of the lease on `key`, if any and not expired.
-    pub async fn lease_holder(&self, key: ActionKey) -> Result<Option<Lease>> {
-        let current: Option<Lease> = self
-            .get_document(&format!("leases/{}", key.hex()))
-            .await
-            .unwrap_or(None);
-        Ok(current.filter(|lease| lease.expires_at_ms > now_ms()))
     }
 
     // ---------------------------------------------------------------- gc
@@ -868,7 +861,7 @@ pub enum Lookup {
     },
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut file = fs::File::create(path).map_err(|error| Error::io(path, error))?;
     file.write_all(bytes)
         .map_err(|error| Error::io(path, error))?;
@@ -876,7 +869,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Moves a synced temp file to its content address, read-only, and syncs its folder.
-fn install_file(temp: &Path, dest: &Path) -> Result<()> {
+pub(crate) fn install_file(temp: &Path, dest: &Path) -> Result<()> {
     let parent = dest.parent().expect("blob paths have a parent");
     fs::create_dir_all(parent).map_err(|error| Error::io(parent, error))?;
     set_mode(temp, 0o444)?;

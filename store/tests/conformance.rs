@@ -9,11 +9,12 @@
 //! example once `Store::from_object_store` is given an `AmazonS3`:
 //!
 //! ```text
-//! conformance!(s3 => match s3_fixture_from_env() { Some(fixture) => fixture, None => return });
+//! conformance!(s3 => match s3_backend::fixture() { Some(fixture) => fixture, None => return });
 //! ```
 //!
-//! where the fixture is `Fixture::object_store(Arc::new(amazon_s3), "s3://bucket/prefix")`.
-//! A fixture expression may `return` to skip a backend that is not configured on this machine.
+//! A fixture expression may `return` to skip a backend that is not configured on this machine:
+//! the S3 backend runs against the server named by `PEIRCE_TEST_S3_ENDPOINT` (scripts/test
+//! starts a moto server and sets it), each test in a bucket of its own.
 //!
 //! What only one backend has (temporary files, the quarantine folder, file modes of stored
 //! blobs) is tested in `local_only` at the end, not in the suite.
@@ -66,6 +67,19 @@ impl Fixture {
         let store = Store::from_object_store(object.clone(), url);
         Fixture {
             store,
+            backdoor: Backdoor::Object {
+                object,
+                url: url.to_string(),
+            },
+            _dir: None,
+        }
+    }
+
+    /// A store opened from `url`, whose objects the backdoor reaches through `object`, a
+    /// second client of the same bucket and prefix.
+    fn opened(url: &str, object: Arc<dyn ObjectStore>) -> Self {
+        Fixture {
+            store: peirce_store::open_store(url).expect("the store URL opens"),
             backdoor: Backdoor::Object {
                 object,
                 url: url.to_string(),
@@ -233,6 +247,10 @@ macro_rules! conformance {
 conformance!(local => Fixture::local());
 conformance!(memory => Fixture::memory());
 conformance!(in_memory => store Store::in_memory());
+conformance!(s3 => match s3_backend::fixture() { Some(fixture) => fixture, None => return });
+
+#[path = "conformance/s3.rs"]
+mod s3_backend;
 
 // ---------------------------------------------------------------- the suite
 

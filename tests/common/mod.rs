@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod s3;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -257,6 +259,10 @@ impl Sandbox {
             .env_remove("CUDA_VISIBLE_DEVICES")
             .env_remove("RUST_LOG")
             .env_remove("PEIRCE_TEST_PAUSE_BEFORE_RECORD_MS")
+            // No remote unless a test names one: the user's config and environment stay out.
+            .env_remove("PEIRCE_REMOTE")
+            .env_remove("PEIRCE_CONFIG")
+            .env("XDG_CONFIG_HOME", self.path("config"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

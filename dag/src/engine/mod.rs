@@ -388,7 +388,9 @@ impl Engine {
             status: RunStatus::Running,
             pinned: false,
             nodes: BTreeMap::new(),
+            remote: None,
         };
+        let transfers_before = self.store.transfer_stats();
         self.store
             .put_document(&RunRecord::location(&record.id), &record)
             .await?;
@@ -407,6 +409,8 @@ impl Engine {
             events: events.clone(),
             cancel: cancel.clone(),
             recomputed: Mutex::new(BTreeMap::new()),
+            pushed: Mutex::new(Vec::new()),
+            push_failures: Mutex::new(BTreeMap::new()),
             owner: format!(
                 "{}:{}:{:08x}",
                 crate::host_name(),
@@ -484,6 +488,18 @@ impl Engine {
         // A node recomputed inside a consumer's task (its stored output was corrupt) ran.
         let recomputed = std::mem::take(&mut *shared.recomputed.lock().expect("recomputed lock"));
         record.nodes.extend(recomputed);
+        if let Some(remote) = self.store.remote() {
+            let mut pushed = std::mem::take(&mut *shared.pushed.lock().expect("pushed lock"));
+            pushed.sort();
+            record.remote = Some(crate::runs::RemoteActivity {
+                url: remote.url().to_string(),
+                transfers: self.store.transfer_stats().since(&transfers_before),
+                pushed,
+                push_failures: std::mem::take(
+                    &mut *shared.push_failures.lock().expect("push failures lock"),
+                ),
+            });
+        }
         record.finished_at = Some(now_seconds());
         let statuses: Vec<NodeStatus> = record.nodes.values().map(|n| n.status).collect();
         record.status = if statuses.contains(&NodeStatus::Cancelled) || cancel.is_cancelled() {
@@ -499,6 +515,16 @@ impl Engine {
         self.store
             .put_document(&RunRecord::location(&record.id), &record)
             .await?;
+        if self.store.remote().is_some() {
+            // So that `peirce pull --run ID` works from another machine.
+            if let Err(error) = self
+                .store
+                .push_document(&RunRecord::location(&record.id))
+                .await
+            {
+                tracing::warn!(%error, "could not push the run record");
+            }
+        }
         self.update_ref(workflow, &record).await?;
         Ok(record)
     }

@@ -30,6 +30,10 @@ pub(super) struct Shared {
     pub owner: String,
     /// Nodes recomputed inside another node's task (their output was corrupt or lost).
     pub recomputed: Mutex<BTreeMap<String, NodeRun>>,
+    /// Nodes whose results were pushed to the remote.
+    pub pushed: Mutex<Vec<String>>,
+    /// Nodes whose results could not be pushed, with the error.
+    pub push_failures: Mutex<BTreeMap<String, String>>,
 }
 
 enum Failure {
@@ -522,7 +526,40 @@ async fn execute(
         .await
         .map_err(|e| Failure::Node(store_error(e)))?;
     let _ = std::fs::remove_dir_all(&scratch);
+    push(shared, node, key).await;
     Ok(output)
+}
+
+/// Write-through: sends a fresh result to the remote (blobs, tree, record last) while the
+/// lease is still held, so a peer waiting on the lease finds it there. A failed push does
+/// not fail the node (the result is stored here); it is reported, and `peirce push` retries.
+async fn push(shared: &Shared, node: &NodeSpec, key: ActionKey) {
+    let store = &shared.engine.store;
+    let Some(remote) = store.remote() else {
+        return;
+    };
+    match store.push_action(key).await {
+        Ok(_) => shared
+            .pushed
+            .lock()
+            .expect("pushed lock")
+            .push(node.name.clone()),
+        Err(error) => {
+            tracing::warn!(node = %node.name, %error, "push failed");
+            shared.emit(EngineEvent::Progress {
+                node: node.name.clone(),
+                event: crate::kind::NodeEvent::Message(format!(
+                    "could not push the result to `{}`: {error} (it is stored locally; `peirce push` retries)",
+                    remote.url()
+                )),
+            });
+            shared
+                .push_failures
+                .lock()
+                .expect("push failures lock")
+                .insert(node.name.clone(), error.to_string());
+        }
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
