@@ -89,6 +89,22 @@ fn url_error(text: &str, reason: impl Into<String>) -> Error {
     }
 }
 
+/// Passes every query option peirce does not consume itself to an object_store builder
+/// (each builder has its own config-key type, hence a macro rather than a function).
+macro_rules! apply_query {
+    ($builder:ident, $query:expr, $location:expr) => {
+        for (key, value) in $query {
+            if is_peirce_option(key) {
+                continue;
+            }
+            let parsed = key
+                .parse()
+                .map_err(|_| url_error($location, format!("unknown option `{key}`")))?;
+            $builder = $builder.with_config(parsed, value);
+        }
+    };
+}
+
 /// Opens the store at `location`: a folder (created if needed), or an object store URL.
 pub fn open(location: &str) -> Result<Store> {
     if let Some(path) = location.strip_prefix("file://") {
@@ -134,15 +150,7 @@ pub fn open(location: &str) -> Result<Store> {
                 .with_bucket_name(&bucket)
                 .with_retry(retry_config(location, &query)?)
                 .with_client_options(client_options(location, &query)?);
-            for (key, value) in &query {
-                if is_peirce_option(key) {
-                    continue;
-                }
-                let parsed = key
-                    .parse()
-                    .map_err(|_| url_error(location, format!("unknown option `{key}`")))?;
-                builder = builder.with_config(parsed, value);
-            }
+            apply_query!(builder, &query, location);
             let object = builder
                 .build()
                 .map_err(|error| url_error(location, error.to_string()))?;
@@ -162,15 +170,7 @@ pub fn open(location: &str) -> Result<Store> {
                 .with_container_name(&bucket)
                 .with_retry(retry_config(location, &query)?)
                 .with_client_options(client_options(location, &query)?);
-            for (key, value) in &query {
-                if is_peirce_option(key) {
-                    continue;
-                }
-                let parsed = key
-                    .parse()
-                    .map_err(|_| url_error(location, format!("unknown option `{key}`")))?;
-                builder = builder.with_config(parsed, value);
-            }
+            apply_query!(builder, &query, location);
             let object = builder
                 .build()
                 .map_err(|error| url_error(location, error.to_string()))?;
