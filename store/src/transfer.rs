@@ -33,6 +33,8 @@ pub const MULTIPART_THRESHOLD: u64 = 16 << 20;
 pub const PART_SIZE: usize = 16 << 20;
 /// Parts (or ranges) in flight for one blob.
 pub const PART_CONCURRENCY: usize = 8;
+/// Parts of one upload in flight (awscli's default is 10 requests).
+pub const UPLOAD_CONCURRENCY: usize = 10;
 /// The smallest downloaded range.
 const MIN_RANGE: u64 = 8 << 20;
 /// Most ranges one download is cut into (fewer, larger ranges cost servers that read a whole
@@ -155,27 +157,42 @@ pub(crate) async fn upload_file(
         .map_err(|error| backend(location, error))?;
     let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
     let result = async {
-        let mut file = fs::File::open(path).map_err(|error| Error::io(path, error))?;
-        let mut hasher = blake3::Hasher::new();
+        // Reading and hashing run on the blocking pool, a part at a time, so the runtime's
+        // threads stay free to drive the part uploads in flight; parts go out as `Bytes`
+        // without another copy.
+        let mut file = Some(fs::File::open(path).map_err(|error| Error::io(path, error))?);
+        let mut hasher = Some(blake3::Hasher::new());
         let mut sent = 0u64;
-        let mut buffer = vec![0u8; PART_SIZE];
         loop {
-            let read = read_full(&mut file, &mut buffer).map_err(|error| Error::io(path, error))?;
-            if read == 0 {
+            let (mut reader, mut state) =
+                (file.take().expect("file"), hasher.take().expect("hasher"));
+            let owned_path = path.to_path_buf();
+            let (part, reader, state) = tokio::task::spawn_blocking(move || {
+                let mut buffer = vec![0u8; PART_SIZE];
+                let read = read_full(&mut reader, &mut buffer)
+                    .map_err(|error| Error::io(&owned_path, error))?;
+                buffer.truncate(read);
+                state.update(&buffer);
+                Ok::<_, Error>((Bytes::from(buffer), reader, state))
+            })
+            .await
+            .expect("part reader does not panic")?;
+            file = Some(reader);
+            hasher = Some(state);
+            if part.is_empty() {
                 break;
             }
-            let chunk = &buffer[..read];
-            hasher.update(chunk);
             writer
-                .wait_for_capacity(PART_CONCURRENCY)
+                .wait_for_capacity(UPLOAD_CONCURRENCY)
                 .await
                 .map_err(|error| backend(location, error))?;
-            writer.write(chunk);
+            let read = part.len() as u64;
+            writer.put(part);
             TransferStats::add(&stats.requests, 1);
-            TransferStats::add(&stats.bytes_uploaded, read as u64);
-            sent += read as u64;
+            TransferStats::add(&stats.bytes_uploaded, read);
+            sent += read;
         }
-        let actual = BlobDigest::from_bytes(*hasher.finalize().as_bytes());
+        let actual = BlobDigest::from_bytes(*hasher.take().expect("hasher").finalize().as_bytes());
         if actual != digest {
             return Err(Error::Corrupt {
                 digest,
