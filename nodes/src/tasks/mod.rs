@@ -139,5 +139,16 @@ pub fn family(name: &str) -> Option<&'static dyn Family> {
     }
 }
 
+/// Instances per level in the families' tests: 10,000 when `PEIRCE_LARGE_TESTS` is set (CI),
+/// else 300.
+#[cfg(test)]
+pub(crate) fn test_sample_size() -> u64 {
+    if std::env::var_os("PEIRCE_LARGE_TESTS").is_some() {
+        10_000
+    } else {
+        300
+    }
+}
+
 /// Names of the built-in families.
 pub const FAMILIES: [&str; 4] = ["deduction", "induction", "abduction", "arithmetic"];

@@ -5,11 +5,7 @@ use super::*;
 
 /// Instances per (level, layout): 10,000 with `PEIRCE_LARGE_TESTS` set, else 300.
 fn sample_size() -> u64 {
-    if std::env::var_os("PEIRCE_LARGE_TESTS").is_some() {
-        10_000
-    } else {
-        300
-    }
+    crate::tasks::test_sample_size()
 }
 
 fn options(layout: Option<&str>, with_solution: bool) -> Options {

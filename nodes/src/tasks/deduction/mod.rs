@@ -243,11 +243,7 @@ mod tests {
     use super::*;
 
     fn instances_per_level() -> u64 {
-        if std::env::var_os("PEIRCE_LARGE_TESTS").is_some() {
-            10_000
-        } else {
-            300
-        }
+        crate::tasks::test_sample_size()
     }
 
     fn instance(level: u32, index: u64, with_solution: bool) -> Instance {

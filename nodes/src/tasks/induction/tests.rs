@@ -6,11 +6,7 @@ use super::{render_puzzle, Induction};
 use crate::tasks::{Family, Instance, Options, TaskRng, VerifyError};
 
 fn count() -> u64 {
-    if std::env::var_os("PEIRCE_LARGE_TESTS").is_some() {
-        10_000
-    } else {
-        300
-    }
+    crate::tasks::test_sample_size()
 }
 
 fn instance(level: u32, index: u64) -> Instance {
