@@ -2,7 +2,7 @@
 //! server by peirce, against `aws s3 cp` on the same file in the same run, as ratios
 //! (target: at least parity).
 //!
-//! peirce's figures are the real paths: `push_action` (multipart upload, 16 MiB parts, 8 in
+//! peirce's figures are the real paths: `push_action` (multipart upload, 16 MiB parts, 10 in
 //! flight, the bytes hashed as they are read and the upload completed only if they verify,
 //! then tree and record) and `pull_action` on a fresh local store (record and tree, then the
 //! blob in parallel ranges, hashed before it is installed). awscli uses its defaults
