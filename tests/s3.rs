@@ -19,13 +19,7 @@ use serde_json::Value;
 /// `gen` makes a small file and a 3 MB one; `left` and `right` read the small one; `join`
 /// reads theirs. Each counts itself (in `counters`' sandbox) and sleeps `sleep` seconds.
 fn shared_workflow(counters: &Sandbox, sleep: f64) -> String {
-    let pause = if sleep > 0.0 {
-        format!("sleep {sleep}; ")
-    } else {
-        String::new()
-    };
-    let command =
-        |name: &str, rest: &str| toml_string(&format!("{}; {pause}{rest}", counters.counter(name)));
+    let command = |name: &str, rest: &str| counted(counters, sleep, name, rest);
     format!(
         r#"[workflow]
 name = "shared"

@@ -450,17 +450,22 @@ impl Sandbox {
     }
 }
 
-/// The diamond used by several tests: `gen` feeds `left` and `right`, both feed `join`;
-/// `solo` stands apart. `left` has an `env` entry its command ignores, `right` scales by
-/// `env.FACTOR`. Each node first sleeps `sleep` seconds (0: no sleep) and counts itself.
-pub fn diamond(sandbox: &Sandbox, sleep: f64) -> String {
+/// A TOML command string that counts node `name` in `sandbox`, sleeps `sleep` seconds
+/// (0: no sleep), then runs `rest`.
+pub fn counted(sandbox: &Sandbox, sleep: f64, name: &str, rest: &str) -> String {
     let pause = if sleep > 0.0 {
         format!("sleep {sleep}; ")
     } else {
         String::new()
     };
-    let command =
-        |name: &str, rest: &str| toml_string(&format!("{}; {pause}{rest}", sandbox.counter(name)));
+    toml_string(&format!("{}; {pause}{rest}", sandbox.counter(name)))
+}
+
+/// The diamond used by several tests: `gen` feeds `left` and `right`, both feed `join`;
+/// `solo` stands apart. `left` has an `env` entry its command ignores, `right` scales by
+/// `env.FACTOR`. Each node first sleeps `sleep` seconds (0: no sleep) and counts itself.
+pub fn diamond(sandbox: &Sandbox, sleep: f64) -> String {
+    let command = |name: &str, rest: &str| counted(sandbox, sleep, name, rest);
     format!(
         r#"[workflow]
 name = "diamond"
