@@ -193,36 +193,27 @@ fn sample_prints_readable_and_json_instances() {
         .stdout;
     assert_eq!(text.matches("=== abduction level 2").count(), 2, "{text}");
     assert!(text.contains("--- answer ---"));
-    let json = sandbox
-        .peirce(&[
-            "tasks",
-            "sample",
-            "deduction",
-            "--level",
-            "4",
-            "--json",
-            "--seed",
-            "9",
-        ])
-        .success()
-        .stdout;
+    let sample_json = || {
+        sandbox
+            .peirce(&[
+                "tasks",
+                "sample",
+                "deduction",
+                "--level",
+                "4",
+                "--json",
+                "--seed",
+                "9",
+            ])
+            .success()
+            .stdout
+    };
+    let json = sample_json();
     let records = lines(&json);
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["level"], 4);
     assert_eq!(records[0]["params"]["variables"], 10);
-    let again = sandbox
-        .peirce(&[
-            "tasks",
-            "sample",
-            "deduction",
-            "--level",
-            "4",
-            "--json",
-            "--seed",
-            "9",
-        ])
-        .success()
-        .stdout;
+    let again = sample_json();
     assert_eq!(json, again);
     let bad = sandbox.peirce(&["tasks", "sample", "deduction", "--level", "9"]);
     assert_ne!(bad.code, 0);

@@ -105,6 +105,23 @@ macro_rules! apply_query {
     };
 }
 
+/// Finishes a GCS or Azure builder (retries, client options, query options) into a store.
+macro_rules! cloud_store {
+    ($builder:ident, $scheme:literal, $bucket:ident, $prefix:ident, $query:ident, $location:ident) => {{
+        let mut $builder = $builder
+            .with_retry(retry_config($location, &$query)?)
+            .with_client_options(client_options($location, &$query)?);
+        apply_query!($builder, &$query, $location);
+        let object = $builder
+            .build()
+            .map_err(|error| url_error($location, error.to_string()))?;
+        Ok(Store::from_object_store(
+            with_prefix(Arc::new(object), &$prefix),
+            format!("{}://{}/{}", $scheme, $bucket, $prefix),
+        ))
+    }};
+}
+
 /// Opens the store at `location`: a folder (created if needed), or an object store URL.
 pub fn open(location: &str) -> Result<Store> {
     if let Some(path) = location.strip_prefix("file://") {
@@ -146,18 +163,9 @@ pub fn open(location: &str) -> Result<Store> {
                     "no bucket: expected `gs://bucket/prefix`",
                 ));
             }
-            let mut builder = object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                .with_bucket_name(&bucket)
-                .with_retry(retry_config(location, &query)?)
-                .with_client_options(client_options(location, &query)?);
-            apply_query!(builder, &query, location);
-            let object = builder
-                .build()
-                .map_err(|error| url_error(location, error.to_string()))?;
-            Ok(Store::from_object_store(
-                with_prefix(Arc::new(object), &prefix),
-                format!("gs://{bucket}/{prefix}"),
-            ))
+            let builder =
+                object_store::gcp::GoogleCloudStorageBuilder::from_env().with_bucket_name(&bucket);
+            cloud_store!(builder, "gs", bucket, prefix, query, location)
         }
         "az" | "azure" => {
             if bucket.is_empty() {
@@ -166,18 +174,9 @@ pub fn open(location: &str) -> Result<Store> {
                     "no container: expected `az://container/prefix` (account from AZURE_STORAGE_ACCOUNT_NAME)",
                 ));
             }
-            let mut builder = object_store::azure::MicrosoftAzureBuilder::from_env()
-                .with_container_name(&bucket)
-                .with_retry(retry_config(location, &query)?)
-                .with_client_options(client_options(location, &query)?);
-            apply_query!(builder, &query, location);
-            let object = builder
-                .build()
-                .map_err(|error| url_error(location, error.to_string()))?;
-            Ok(Store::from_object_store(
-                with_prefix(Arc::new(object), &prefix),
-                format!("az://{bucket}/{prefix}"),
-            ))
+            let builder =
+                object_store::azure::MicrosoftAzureBuilder::from_env().with_container_name(&bucket);
+            cloud_store!(builder, "az", bucket, prefix, query, location)
         }
         other => Err(url_error(
             location,
