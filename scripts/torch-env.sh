@@ -7,8 +7,7 @@
 # installs torch==2.11.0 only when that exact version is missing: pip never touches torch
 # otherwise, and test tools go in through `peirce_torch_pip`, which pins torch with the
 # constraint file $PEIRCE_TORCH_CONSTRAINTS. Exports LIBTORCH_USE_PYTORCH, PATH (the venv's
-# python first), LD_LIBRARY_PATH (torch's lib folder, for running the built binaries) and
-# a separate CARGO_TARGET_DIR so torch builds never lock the main workspace's target.
+# python first) and LD_LIBRARY_PATH (torch's lib folder, for running the built binaries).
 
 PEIRCE_TORCH_VERSION="2.11.0"
 export PEIRCE_TORCH_VENV="${PEIRCE_TORCH_VENV:-$HOME/.cache/peirce-venvs/torch}"
@@ -35,8 +34,6 @@ peirce_torch_setup() {
     export LIBTORCH_USE_PYTORCH=1
     export PATH="$venv/bin:$PATH"
     export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-    export CARGO_TARGET_DIR="${PEIRCE_TORCH_TARGET_DIR:-$HOME/.cache/peirce-torch-target}"
-    export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 }
 
 # Installs Python test tools into the torch venv without ever changing torch:

@@ -241,7 +241,7 @@ fn golden_dataset_digests() {
     let expected = [
         (
             "deduction",
-            "blake3:6ece35ce031cb2b851da60f0a0ddb26985b45629d1c3ddf3ff789a427499b143",
+            "blake3:95cbd71a4f5b4a3871dbd828e1cd2469c9ff4ff751ebfb7b092e15c4eed7c6b2",
         ),
         (
             "induction",

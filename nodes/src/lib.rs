@@ -7,6 +7,9 @@
 
 pub mod exec;
 pub mod generate;
+pub mod learn;
+pub mod merge;
+pub mod plot;
 pub mod process;
 pub mod tasks;
 pub mod verify;
@@ -19,7 +22,12 @@ pub fn registry() -> Registry {
     let mut registry = Registry::new();
     registry.register(exec::Exec);
     registry.register(generate::Generate);
+    registry.register(merge::Merge);
     registry.register(verify::Verify);
     registry.register(worker::Worker);
+    registry.register(learn::TorchKind::MODEL);
+    registry.register(learn::TorchKind::ALIGN);
+    registry.register(learn::TorchKind::DOMAIN_RL);
+    registry.register(learn::TorchKind::EVAL);
     registry
 }

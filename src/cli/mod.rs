@@ -3,6 +3,8 @@
 mod display;
 mod inspect;
 mod maintain;
+mod merge;
+mod report;
 mod run;
 mod share;
 mod tasks;
@@ -68,6 +70,10 @@ enum Command {
     Runs(maintain::RunsArgs),
     /// Delete results no workflow's latest run (or pinned run) uses
     Gc(maintain::GcArgs),
+    /// Merge model folders (weighted average, sum or task arithmetic) into a new folder
+    Merge(merge::MergeArgs),
+    /// The accuracy table across a workflow's eval nodes, and its bar chart (PNG)
+    Report(report::ReportArgs),
     /// The task suite: sample instances of a task family
     Tasks(tasks::TasksArgs),
 }
@@ -116,6 +122,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(args) => share::pull(&globals, args).await,
         Command::Runs(args) => maintain::runs(&globals, args).await,
         Command::Gc(args) => maintain::gc(&globals, args).await,
+        Command::Merge(args) => merge::merge(args),
+        Command::Report(args) => report::report(&globals, args).await,
         Command::Tasks(args) => tasks::tasks(args),
     }
 }

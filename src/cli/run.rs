@@ -67,7 +67,7 @@ fn default_gpus() -> Vec<u32> {
         .unwrap_or_default()
 }
 
-fn engine(
+pub(super) fn engine(
     globals: &Globals,
     args: &WorkflowArgs,
     workflow: &peirce_dag::spec::Workflow,

@@ -239,14 +239,63 @@ pub struct StepStats {
     pub tokens: usize,
 }
 
-/// One REINFORCE++ update of `policy` on `rollouts`, with the KL measured against
-/// `reference` (the frozen starting model).
-pub fn reinforce_pp_step(
+/// GRPO's advantages: each group of `group` consecutive rollouts (the samples of one
+/// prompt) is normalized by its own mean and (population) standard deviation; a group
+/// whose rewards are all equal carries no signal (advantage 0).
+pub fn group_advantages(rewards: &[f64], group: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(rewards.len());
+    for chunk in rewards.chunks(group.max(1)) {
+        let n = chunk.len() as f64;
+        let mean = chunk.iter().sum::<f64>() / n;
+        let std = (chunk.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / n).sqrt();
+        out.extend(chunk.iter().map(|r| {
+            if std < 1e-9 {
+                0.0
+            } else {
+                (r - mean) / (std + 1e-6)
+            }
+        }));
+    }
+    out
+}
+
+/// How rollout rewards become advantages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    /// REINFORCE++: batch-wide token whitening ([`whitened_advantages`]).
+    ReinforcePlusPlus,
+    /// GRPO: per-prompt group normalization ([`group_advantages`]) over `group` samples.
+    Grpo {
+        /// Samples per prompt.
+        group: usize,
+    },
+}
+
+impl Algorithm {
+    /// Per-row advantages for `rollouts`.
+    pub fn advantages(&self, rollouts: &[Rollout]) -> Vec<f64> {
+        let rewards: Vec<f64> = rollouts.iter().map(|r| r.score.total).collect();
+        match self {
+            Algorithm::ReinforcePlusPlus => {
+                let lengths: Vec<usize> = rollouts.iter().map(|r| r.response.len()).collect();
+                whitened_advantages(&rewards, &lengths)
+            }
+            Algorithm::Grpo { group } => group_advantages(&rewards, *group),
+        }
+    }
+}
+
+/// One policy-gradient update of `policy` on `rollouts` (REINFORCE++ or GRPO advantages,
+/// the same clipped, KL-regularized loss), with the KL measured against `reference` (the
+/// frozen starting model).
+#[allow(clippy::too_many_arguments)]
+pub fn policy_step(
     policy: &Qwen2,
     vs: &nn::VarStore,
     optimizer: &mut nn::Optimizer,
     reference: &Qwen2,
     rollouts: &[Rollout],
+    algorithm: Algorithm,
     pad: i64,
     config: &TrainConfig,
 ) -> Result<StepStats> {
@@ -255,7 +304,7 @@ pub fn reinforce_pp_step(
     }
     let lengths: Vec<usize> = rollouts.iter().map(|r| r.response.len()).collect();
     let rewards: Vec<f64> = rollouts.iter().map(|r| r.score.total).collect();
-    let advantages = whitened_advantages(&rewards, &lengths);
+    let advantages = algorithm.advantages(rollouts);
     let tokens: usize = lengths.iter().sum();
     let count = rollouts.len() as f64;
     let mut stats = StepStats {
@@ -359,5 +408,20 @@ mod tests {
         }
         // Equal rewards carry no signal.
         assert_eq!(whitened_advantages(&[1.0, 1.0], &[2, 5]), [0.0, 0.0]);
+    }
+
+    #[test]
+    fn group_advantages_normalize_each_prompt() {
+        // Groups of 2: [1, 0] -> mean 0.5, std 0.5 -> [+1, -1]; [1, 1] -> no signal.
+        let a = group_advantages(&[1.0, 0.0, 1.0, 1.0], 2);
+        assert!(
+            (a[0] - 1.0).abs() < 1e-5 && (a[1] + 1.0).abs() < 1e-5,
+            "{a:?}"
+        );
+        assert_eq!(&a[2..], [0.0, 0.0]);
+        // Groups of 4 with one success: mean 0.25, std sqrt(3)/4.
+        let b = group_advantages(&[1.0, 0.0, 0.0, 0.0], 4);
+        let std = 3f64.sqrt() / 4.0;
+        assert!((b[0] - 0.75 / std).abs() < 1e-4 && (b[1] + 0.25 / std).abs() < 1e-4);
     }
 }

@@ -28,15 +28,17 @@
 //! ([`Construction::implied`]).
 //!
 //! Speed: candidates are screened on a [`Sample`] of at most 64 assignments evaluated in one
-//! word while they are drawn: the target; the remaining models, all of them once at most 63
-//! others remain, else an even spread (whose counts then estimate the fill's cuts); and in
-//! the repair, the assignments that fail just one formula, as many as fit. Full truth
-//! tables are built only for formulas that are chosen, and in the repair for candidates
-//! that the sample cannot rule out.
+//! word while they are drawn: the target, and the remaining models, all of them once at
+//! most 63 others remain, else an even spread (whose counts then estimate the fill's cuts,
+//! and which the fill thins out with each cut until too little of it is left).
+//! The repair counts each swap exactly on a [`WideSample`] of up to 512 assignments: the
+//! remaining models and every assignment that fails just one formula, the only ones a swap
+//! can make models (full tables only for the rare set with more). Full truth tables are
+//! built only for formulas that are chosen.
 
-use super::formula::{
-    and_into, count_common, Draft, Draws, Formula, Sample, Space, Table, MAX_DEPTH, MAX_WORDS,
-};
+use super::draw::{Draft, Draws, Sample, Wide, WideSample, WIDE};
+use super::formula::{Formula, MAX_DEPTH};
+use super::tables::{and_into, count_common, Space, Table, MAX_WORDS};
 use crate::tasks::TaskRng;
 
 /// Fewest formulas in a puzzle.
@@ -44,14 +46,36 @@ pub(super) const MIN_FORMULAS: usize = 3;
 /// Most formulas in a puzzle.
 pub(super) const MAX_FORMULAS: usize = 6;
 /// Candidates on offer at each slot of the fill.
-const POOL: usize = 8;
+const POOL: usize = 16;
 /// Candidates drawn while repairing a full set before starting over.
 const REPAIR_DRAWS: u32 = 400;
+/// While more than this many of the spread of remaining models on the fill's sample (the
+/// target included) survive a cut, the fill keeps the sample rather than spread afresh.
+const MIN_SAMPLED: u32 = 8;
+/// Assignments a [`WideSample`] holds.
+const WIDE_MEMBERS: usize = 64 * WIDE;
 
 /// A chosen formula with its truth table.
 pub(super) struct Chosen {
     pub formula: Formula,
+    pub draft: Draft,
     pub table: Table,
+}
+
+impl Chosen {
+    /// The table is filled in place (see [`Attempt::choose`]), the formula built when the
+    /// set is done (see [`Chosen::finish`]).
+    fn new(draft: Draft) -> Self {
+        Chosen {
+            formula: Formula::empty(),
+            draft,
+            table: [0; MAX_WORDS],
+        }
+    }
+
+    fn finish(&mut self) {
+        self.formula = self.draft.formula();
+    }
 }
 
 /// A formula set whose only model is `target`.
@@ -62,17 +86,15 @@ pub(super) struct Construction {
     pub implied: u32,
 }
 
-/// The assignments candidates are screened on, and what their bits stand for.
+/// The assignments candidates are screened on while they are drawn, and what their bits
+/// stand for.
 struct Screen {
     sample: Sample,
     /// Bits of the remaining models on the sample; bit 0, the target, always.
     remaining: u64,
-    /// Every `stride`-th remaining model (by rank) is on the sample; 1: all of them.
+    /// Every `stride`-th remaining model (by rank) is on the sample; 1: all of them, or in
+    /// the repair the first 63 (the rest are on [`Swaps`]).
     stride: u32,
-    /// Per chosen formula, the bits of the assignments that fail only it.
-    exclusive: [u64; MAX_FORMULAS],
-    /// Whether every assignment failing at most one formula is on the sample.
-    covers_exclusive: bool,
 }
 
 impl Screen {
@@ -81,6 +103,108 @@ impl Screen {
         values & 1 == 1 && values & self.remaining != self.remaining
     }
 }
+
+/// What the repair counts swaps on: the target, every remaining model, and every
+/// assignment that fails just one formula, so that the count a swap leaves is exact.
+struct Swaps {
+    sample: WideSample,
+    /// Bits of the remaining models, the target included.
+    remaining: Wide,
+    /// Per chosen formula, the bits of the assignments that fail only it.
+    exclusive: [Wide; MAX_FORMULAS],
+}
+
+impl Swaps {
+    /// Per slot, the models that remain if a formula with `values` takes its place,
+    /// counted on the sample: the fewest, and the slot.
+    fn fewest_kept(&self, values: &Wide, slots: usize) -> (u32, usize) {
+        (self.exclusive[..slots].iter().enumerate())
+            .map(|(slot, exclusive)| {
+                let kept = (values.0.iter().zip(&self.remaining.0).zip(&exclusive.0))
+                    .map(|((value, remaining), exclusive)| {
+                        (value & (remaining | exclusive)).count_ones()
+                    })
+                    .sum::<u32>();
+                (kept, slot)
+            })
+            .min()
+            .expect("the set is full")
+    }
+}
+
+/// The assignments of a sample being gathered, in bit order, at most `N`.
+struct Members<const N: usize> {
+    assignments: [u16; N],
+    len: usize,
+}
+
+impl<const N: usize> Members<N> {
+    fn new() -> Self {
+        Members {
+            assignments: [0; N],
+            len: 0,
+        }
+    }
+
+    /// Adds `assignment` as the next bit (the caller keeps within `N`); returns the bit.
+    fn push(&mut self, assignment: u32) -> usize {
+        let bit = self.len;
+        self.assignments[bit % N] = assignment as u16;
+        self.len = (bit + 1).min(N);
+        bit
+    }
+
+    fn assignments(&self) -> &[u16] {
+        &self.assignments[..self.len]
+    }
+}
+
+/// The lowest `count` bits of a [`Wide`].
+fn low_bits(count: usize) -> Wide {
+    Wide(std::array::from_fn(|word| {
+        match count.saturating_sub(64 * word) {
+            0 => 0,
+            bits @ 1..=63 => (1 << bits) - 1,
+            _ => u64::MAX,
+        }
+    }))
+}
+
+/// The position of the set bit of rank `rank` (from 0) in `bits`, which has more: the
+/// byte that holds it from byte-wise prefix counts compared all at once, then a table.
+fn select(bits: u64, rank: u32) -> u32 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut counts = bits - ((bits >> 1) & 0x5555_5555_5555_5555);
+    counts = (counts & 0x3333_3333_3333_3333) + ((counts >> 2) & 0x3333_3333_3333_3333);
+    counts = (counts + (counts >> 4)) & 0x0F0F_0F0F_0F0F_0F0F;
+    // Byte `i`: the set bits in bytes `0..=i` (at most 64, so no byte overflows).
+    let prefix = counts.wrapping_mul(ONES);
+    // The high bit of byte `i` is set where that count is at most `rank`.
+    let at_most = ((u64::from(rank) * ONES) | HIGHS).wrapping_sub(prefix) & HIGHS;
+    let byte = at_most.count_ones();
+    let before = ((prefix << 8) >> (8 * byte)) & 0xFF;
+    let within = (bits >> (8 * byte)) & 0xFF;
+    8 * byte + u32::from(SELECT_IN_BYTE[within as usize][(u64::from(rank) - before) as usize % 8])
+}
+
+/// Per byte value, the position of its set bit of each rank.
+const SELECT_IN_BYTE: [[u8; 8]; 256] = {
+    let mut table = [[0; 8]; 256];
+    let mut value = 0;
+    while value < 256 {
+        let (mut bit, mut rank) = (0, 0);
+        while bit < 8 {
+            if value >> bit & 1 == 1 {
+                table[value][rank] = bit as u8;
+                rank += 1;
+            }
+            bit += 1;
+        }
+        value += 1;
+    }
+    table
+};
 
 /// A candidate in the fill's pool.
 struct Pooled {
@@ -99,10 +223,16 @@ struct Attempt<'a> {
     count: u32,
     chosen: Vec<Chosen>,
     screen: Screen,
+    /// In the repair, while the assignments failing at most one formula fit.
+    swaps: Option<Swaps>,
     /// The candidate being drawn, reused.
     draft: Draft,
-    /// Per chosen formula, the models of all the others (see [`Attempt::refresh_except`]).
+    /// A candidate's table, when the repair needs one.
+    candidate_table: Table,
+    /// Per chosen formula, the models of all the others (see [`Attempt::refresh_except`]),
+    /// if fresh.
     except: [Table; MAX_FORMULAS],
+    except_fresh: bool,
 }
 
 impl Attempt<'_> {
@@ -117,14 +247,26 @@ impl Attempt<'_> {
         }
     }
 
-    fn table(&mut self, formula: &Formula) -> Table {
-        let mut table = [0; MAX_WORDS];
-        self.space.evaluate(formula, &mut table);
-        table
+    /// Puts `draft` in `slot`, or in a new one, with its table: evaluated in place, or
+    /// copied from `candidate_table` if `tabled`.
+    fn choose(&mut self, slot: Option<usize>, draft: Draft, tabled: bool) {
+        let slot = slot.unwrap_or_else(|| {
+            self.chosen.push(Chosen::new(draft));
+            self.chosen.len() - 1
+        });
+        let chosen = &mut self.chosen[slot];
+        chosen.draft = draft;
+        if tabled {
+            chosen.table = self.candidate_table;
+        } else {
+            self.space.evaluate(&draft, &mut chosen.table);
+        }
+        self.update_models();
     }
 
     /// Recomputes the models of the chosen set.
     fn update_models(&mut self) {
+        self.except_fresh = false;
         let words = self.space.words();
         self.models = *self.space.all();
         for chosen in &self.chosen {
@@ -133,8 +275,13 @@ impl Attempt<'_> {
         self.count = count_common(&self.models, self.space.all(), words);
     }
 
-    /// Fills `except` by prefix and suffix conjunctions.
+    /// Fills `except` by prefix and suffix conjunctions, unless it is fresh (only the
+    /// repair without [`Swaps`] and the final count of implied formulas need it).
     fn refresh_except(&mut self) {
+        if self.except_fresh {
+            return;
+        }
+        self.except_fresh = true;
         let words = self.space.words();
         let mut prefix = *self.space.all();
         for (except, chosen) in self.except.iter_mut().zip(&self.chosen) {
@@ -148,105 +295,101 @@ impl Attempt<'_> {
         }
     }
 
-    /// Rebuilds the screen for the current models; with `exclusive`, also for swaps (which
-    /// needs `except` fresh).
-    fn rescreen(&mut self, exclusive: bool) {
-        let mut sample = Sample::new(self.space.variables());
-        sample.push(self.target);
-        // Every `stride`-th other model by rank: all of them when at most 63 remain.
+    /// Rebuilds the screen for the current models: the target and the remaining models,
+    /// all of them once at most 63 others remain, else every `stride`-th by rank.
+    fn rescreen(&mut self) {
+        let mut members = Members::<64>::new();
+        members.push(self.target);
         let stride = (self.count - 1).div_ceil(63).max(1);
-        let remaining = 1 | self.push_remaining(&mut sample, stride);
-        let mut exclusive_bits = [0; MAX_FORMULAS];
-        let covers_exclusive =
-            exclusive && stride == 1 && self.push_exclusive(&mut sample, &mut exclusive_bits);
+        self.remaining_members(&mut members, stride);
         self.screen = Screen {
-            sample,
-            remaining,
+            sample: Sample::from_members(members.assignments()),
+            remaining: low_bits(members.len).0[0],
             stride,
-            exclusive: exclusive_bits,
-            covers_exclusive,
         };
     }
 
-    /// Puts the remaining models but the target of every `stride`-th rank on `sample`;
-    /// returns their bits.
-    fn push_remaining(&self, sample: &mut Sample, stride: u32) -> u64 {
-        let target = self.target;
-        let mut bits_taken = 0;
-        let mut take = |sample: &mut Sample, member: u32| {
-            if let Some(bit) = sample.push(member) {
-                bits_taken |= 1 << bit;
+    /// Rebuilds the screen and the swaps for the repair: the swaps' sample holds the
+    /// target, the other remaining models and then every assignment that fails just one
+    /// formula, if they fit; the screen is its first word. Otherwise the screen is rebuilt
+    /// as in the fill.
+    fn rescreen_swaps(&mut self) {
+        self.swaps = None;
+        if self.count as usize > WIDE_MEMBERS {
+            self.rescreen();
+            return;
+        }
+        let mut members = Members::<WIDE_MEMBERS>::new();
+        members.push(self.target);
+        self.remaining_members(&mut members, 1);
+        let words = self.space.words();
+        let at_most_one = self
+            .space
+            .at_most_one_fails(self.chosen.iter().map(|chosen| &chosen.table));
+        for (word, (&at_most_one, &models)) in
+            at_most_one[..words].iter().zip(&self.models).enumerate()
+        {
+            let mut bits = at_most_one & !models;
+            if members.len + bits.count_ones() as usize > WIDE_MEMBERS {
+                self.rescreen();
+                return;
             }
+            while bits != 0 {
+                members.push((word * 64) as u32 + bits.trailing_zeros());
+                bits &= bits - 1;
+            }
+        }
+        let sample = WideSample::from_members(members.assignments());
+        self.screen = Screen {
+            sample: sample.first_word(),
+            remaining: low_bits(self.count as usize).0[0],
+            stride: 1,
         };
+        // On the sample, a formula fails only where it is the one that fails.
+        let valid = low_bits(members.len);
+        let mut exclusive = [Wide([0; WIDE]); MAX_FORMULAS];
+        for (chosen, exclusive) in self.chosen.iter().zip(&mut exclusive) {
+            *exclusive = valid.and_not(chosen.draft.wide_values(&sample));
+        }
+        self.swaps = Some(Swaps {
+            sample,
+            remaining: low_bits(self.count as usize),
+            exclusive,
+        });
+    }
+
+    /// Adds the remaining models but the target of every `stride`-th rank.
+    fn remaining_members<const N: usize>(&self, members: &mut Members<N>, stride: u32) {
+        let target = self.target;
         if self.count == 1 << self.space.variables() {
             // Every assignment remains: the member of each rank is plain.
             for rank in (0..self.count - 1).step_by(stride as usize) {
-                take(sample, rank + u32::from(rank >= target));
+                members.push(rank + u32::from(rank >= target));
             }
-            return bits_taken;
+            return;
         }
-        let (mut rank, mut next) = (0, 0);
+        // `next` is the rank wanted next, counted from the start of the current word.
+        let mut next = 0;
         for (word, &bits) in self.models[..self.space.words()].iter().enumerate() {
             let mut bits = bits;
             if target as usize / 64 == word {
                 bits &= !(1 << (target % 64));
             }
+            let base = (word * 64) as u32;
             if stride == 1 {
                 while bits != 0 {
-                    take(sample, (word * 64) as u32 + bits.trailing_zeros());
+                    members.push(base + bits.trailing_zeros());
                     bits &= bits - 1;
                 }
                 continue;
             }
             let ones = bits.count_ones();
-            // Walk up the word's members to each wanted rank in turn.
-            let mut at = rank;
-            while next < rank + ones {
-                while at < next {
-                    bits &= bits - 1;
-                    at += 1;
-                }
-                take(sample, (word * 64) as u32 + bits.trailing_zeros());
+            while next < ones {
+                members.push(base + select(bits, next));
                 next += stride;
             }
-            rank += ones;
+            next -= ones;
         }
-        bits_taken
-    }
-
-    /// Puts the assignments that fail just one formula on `sample`, round-robin over the
-    /// formulas so that each is represented if not all fit, and marks their bits in
-    /// `exclusive`; returns whether all fit.
-    fn push_exclusive(&self, sample: &mut Sample, exclusive: &mut [u64; MAX_FORMULAS]) -> bool {
-        let room = 64 - sample.len() as usize;
-        // Up to `room + 1` of each formula's, enough to tell that they do not fit.
-        let mut lists = [[0u32; 64]; MAX_FORMULAS];
-        let mut lengths = [0usize; MAX_FORMULAS];
-        for ((list, length), except) in lists.iter_mut().zip(&mut lengths).zip(&self.except) {
-            let words = except.iter().zip(&self.models).take(self.space.words());
-            'words: for (word, (&except, &models)) in words.enumerate() {
-                let mut bits = except & !models;
-                while bits != 0 {
-                    if *length > room {
-                        break 'words;
-                    }
-                    list[(*length).min(63)] = (word * 64) as u32 + bits.trailing_zeros();
-                    *length += 1;
-                    bits &= bits - 1;
-                }
-            }
-        }
-        for round in 0..=room {
-            for slot in 0..self.chosen.len() {
-                if round < lengths[slot] {
-                    match sample.push(lists[slot][round.min(63)]) {
-                        Some(bit) => exclusive[slot] |= 1 << bit,
-                        None => return false,
-                    }
-                }
-            }
-        }
-        true
     }
 
     /// Remaining models a formula with `values` on the sample keeps: exact while all are
@@ -257,7 +400,8 @@ impl Attempt<'_> {
             return kept;
         }
         let sampled = self.screen.remaining.count_ones();
-        (u64::from(kept) * u64::from(self.count) / u64::from(sampled)) as u32
+        // At most 64 times 2^12: no overflow in 32 bits.
+        kept * self.count / sampled
     }
 
     /// The fill: one slot at a time from the pool, until one model remains or all slots
@@ -284,73 +428,72 @@ impl Attempt<'_> {
                 .min()
                 .expect("the pool is full");
             let taken = pool.swap_remove(best);
-            let formula = taken.draft.formula();
-            let table = self.table(&formula);
-            self.chosen.push(Chosen { formula, table });
             let before = self.count;
-            self.update_models();
+            self.choose(None, taken.draft, false);
             // It excludes a remaining model on the sample, so it cuts.
             debug_assert!(self.count < before);
-            if self.screen.stride == 1 {
-                // The sample holds every remaining model: drop the excluded ones.
-                self.screen.remaining &= taken.values;
+            let survivors = self.screen.remaining & taken.values;
+            if self.screen.stride == 1 || (self.count > 64 && survivors.count_ones() > MIN_SAMPLED)
+            {
+                // The sample holds every remaining model, or enough of a spread: drop the
+                // excluded ones. The candidates' values on it stay as they are.
+                self.screen.remaining = survivors;
             } else {
-                self.rescreen(false);
+                self.rescreen();
+                let sample = &self.screen.sample;
+                for candidate in &mut pool {
+                    candidate.values = candidate.draft.values(sample);
+                }
             }
             // Candidates that no longer cut any sampled model leave the pool.
-            let sample = &self.screen.sample;
             let remaining = self.screen.remaining;
-            pool.retain_mut(|candidate| {
-                candidate.values = candidate.draft.values(sample);
-                candidate.values & remaining != remaining
-            });
+            pool.retain(|candidate| candidate.values & remaining != remaining);
         }
     }
 
-    /// The repair of a full set that still has several models.
+    /// The repair of a full set that still has several models: fresh candidates take the
+    /// place of whichever formula that lowers the count most, as soon as one does.
     fn repair(&mut self, draws: &mut Draws) {
         if self.count == 1 {
             return;
         }
-        let words = self.space.words();
-        self.refresh_except();
-        self.rescreen(true);
+        self.rescreen_swaps();
         for _ in 0..REPAIR_DRAWS {
-            let values = self.draw(draws);
-            // Models kept by a swap at each slot, counted on the sample: exact when it
-            // holds every assignment failing at most one formula, a lower bound when it
-            // holds every remaining model, else no bound.
-            let screen = &self.screen;
-            let (sampled, sampled_slot) = (screen.exclusive.iter().zip(0..self.chosen.len()))
-                .map(|(exclusive, slot)| {
-                    let kept = values & (screen.remaining | exclusive);
-                    (kept.count_ones(), slot)
-                })
-                .min()
-                .expect("the set is full");
-            if screen.stride == 1 && sampled >= self.count {
-                continue;
-            }
-            let formula = self.draft.formula();
-            let table = self.table(&formula);
-            let (count, slot) = if self.screen.covers_exclusive {
-                (sampled, sampled_slot)
-            } else {
-                (self.except.iter().zip(0..self.chosen.len()))
-                    .map(|(except, slot)| (count_common(except, &table, words), slot))
-                    .min()
-                    .expect("the set is full")
-            };
+            self.draw(draws);
+            let draft = self.draft;
+            let (count, slot, tabled) = self.best_swap(&draft);
             if count < self.count {
-                self.chosen[slot] = Chosen { formula, table };
-                self.update_models();
+                self.choose(Some(slot), draft, tabled);
                 if self.count == 1 {
                     return;
                 }
-                self.refresh_except();
-                self.rescreen(true);
+                self.rescreen_swaps();
             }
         }
+    }
+
+    /// The fewest models left by putting `draft` in place of a chosen formula, the slot,
+    /// and whether its table had to be built to tell (into `candidate_table`).
+    fn best_swap(&mut self, draft: &Draft) -> (u32, usize, bool) {
+        let words = self.space.words();
+        if let Some(swaps) = &self.swaps {
+            let values = draft.wide_values(&swaps.sample);
+            let (kept, slot) = swaps.fewest_kept(&values, self.chosen.len());
+            return (kept, slot, false);
+        }
+        self.space.evaluate(draft, &mut self.candidate_table);
+        self.refresh_except();
+        let (count, slot) = self.fewest_kept(&self.candidate_table, words);
+        (count, slot, true)
+    }
+
+    /// Per slot, the models that remain if a formula with `table` takes its place: the
+    /// fewest, and the slot.
+    fn fewest_kept(&self, table: &Table, words: usize) -> (u32, usize) {
+        (self.except.iter().zip(0..self.chosen.len()))
+            .map(|(except, slot)| (count_common(except, table, words), slot))
+            .min()
+            .expect("the set is full")
     }
 
     /// How many formulas the others imply.
@@ -368,7 +511,7 @@ impl Attempt<'_> {
 /// Builds a set of 3..=6 formulas over the variables of `space` (at most 12), drawn at
 /// depth `max_depth` (at most 5), with exactly one model. See the module documentation.
 pub(super) fn construct(rng: &mut TaskRng, space: &mut Space, max_depth: u32) -> Construction {
-    let mut draws = Draws::new(rng);
+    let mut draws = Draws::new(rng, space.variables());
     let max_depth = max_depth.min(MAX_DEPTH);
     let planned = draws.range(MIN_FORMULAS as i64, MAX_FORMULAS as i64) as usize;
     loop {
@@ -380,21 +523,23 @@ pub(super) fn construct(rng: &mut TaskRng, space: &mut Space, max_depth: u32) ->
             count: 1 << space.variables(),
             chosen: Vec::with_capacity(MAX_FORMULAS),
             screen: Screen {
-                sample: Sample::new(space.variables()),
+                sample: Sample::from_members(&[]),
                 remaining: 0,
                 stride: 1,
-                exclusive: [0; MAX_FORMULAS],
-                covers_exclusive: false,
             },
+            swaps: None,
             draft: Draft::new(),
+            candidate_table: [0; MAX_WORDS],
             except: [[0; MAX_WORDS]; MAX_FORMULAS],
+            except_fresh: false,
             space: &mut *space,
         };
-        attempt.rescreen(false);
+        attempt.rescreen();
         attempt.fill(&mut draws, planned);
         attempt.repair(&mut draws);
         if attempt.count == 1 && attempt.chosen.len() >= MIN_FORMULAS {
             let implied = attempt.implied();
+            attempt.chosen.iter_mut().for_each(Chosen::finish);
             return Construction {
                 target,
                 chosen: attempt.chosen,
@@ -404,25 +549,37 @@ pub(super) fn construct(rng: &mut TaskRng, space: &mut Space, max_depth: u32) ->
     }
 }
 
-/// `log2(x)` in 1/256 units, by integer arithmetic only (the same on every platform).
-/// `x` is at most 2^12 here; 0 maps to 0.
+/// `log2(x)` in 1/256 units, by integer arithmetic only (the same on every platform), for
+/// `x` up to 2^12 (larger saturate there); 0 maps to 0.
 fn log2_fixed(x: u32) -> i64 {
-    if x == 0 {
-        return 0;
-    }
-    let whole = 31 - x.leading_zeros();
-    // `y` in [1, 2) as a 1.30 fixed-point number.
-    let mut y = (u64::from(x) << 30) >> whole;
-    let mut fraction = 0i64;
-    for bit in (0..8).rev() {
-        y = (y * y) >> 30;
-        if y >= 2 << 30 {
-            y >>= 1;
-            fraction |= 1 << bit;
-        }
-    }
-    i64::from(whole) * 256 + fraction
+    i64::from(LOG2_FIXED[(x as usize).min(MAX_LOG2_ARGUMENT)])
 }
+
+const MAX_LOG2_ARGUMENT: usize = 1 << 12;
+
+/// [`log2_fixed`] of each argument, computed at compile time.
+const LOG2_FIXED: [u16; MAX_LOG2_ARGUMENT + 1] = {
+    let mut table = [0; MAX_LOG2_ARGUMENT + 1];
+    let mut x = 1;
+    while x <= MAX_LOG2_ARGUMENT {
+        let whole = 63 - (x as u64).leading_zeros();
+        // `y` in [1, 2) as a 1.30 fixed-point number.
+        let mut y = ((x as u64) << 30) >> whole;
+        let mut fraction = 0;
+        let mut bit = 8;
+        while bit > 0 {
+            bit -= 1;
+            y = (y * y) >> 30;
+            if y >= 2 << 30 {
+                y >>= 1;
+                fraction |= 1 << bit;
+            }
+        }
+        table[x] = (whole * 256 + fraction) as u16;
+        x += 1;
+    }
+    table
+};
 
 #[cfg(test)]
 mod tests {
@@ -441,6 +598,74 @@ mod tests {
     }
 
     #[test]
+    fn select_finds_the_set_bit_of_each_rank() {
+        let mut rng = TaskRng::from_seed(9);
+        for round in 0..2000 {
+            let bits = match round {
+                0 => u64::MAX,
+                1 => 1 << 63,
+                _ => rng.next_u64() & rng.next_u64() | 1 << (round % 64),
+            };
+            let positions: Vec<u32> = (0..64).filter(|&bit| bits >> bit & 1 == 1).collect();
+            for (rank, &position) in positions.iter().enumerate() {
+                assert_eq!(select(bits, rank as u32), position, "{bits:#x} {rank}");
+            }
+        }
+    }
+
+    #[test]
+    fn swaps_count_what_tables_count() {
+        let mut covered = 0;
+        for (variables, depth) in [(4, 1), (8, 3), (12, 5)] {
+            let mut space = Space::new(variables);
+            for seed in 0..20 {
+                let mut rng = TaskRng::from_seed(seed);
+                let mut draws = Draws::new(&mut rng, variables);
+                let mut attempt = Attempt {
+                    max_depth: depth,
+                    target: draws.below(1 << variables) as u32,
+                    models: *space.all(),
+                    count: 1 << variables,
+                    chosen: Vec::with_capacity(MAX_FORMULAS),
+                    screen: Screen {
+                        sample: Sample::from_members(&[]),
+                        remaining: 0,
+                        stride: 1,
+                    },
+                    swaps: None,
+                    draft: Draft::new(),
+                    candidate_table: [0; MAX_WORDS],
+                    except: [[0; MAX_WORDS]; MAX_FORMULAS],
+                    except_fresh: false,
+                    space: &mut space,
+                };
+                attempt.rescreen();
+                attempt.fill(&mut draws, MAX_FORMULAS);
+                if attempt.count == 1 {
+                    continue;
+                }
+                attempt.rescreen_swaps();
+                let Some(swaps) = attempt.swaps.take() else {
+                    continue;
+                };
+                covered += 1;
+                for _ in 0..50 {
+                    attempt.draw(&mut draws);
+                    let draft = attempt.draft;
+                    let (count, slot, tabled) = attempt.best_swap(&draft);
+                    assert!(tabled);
+                    let values = draft.wide_values(&swaps.sample);
+                    assert_eq!(
+                        swaps.fewest_kept(&values, attempt.chosen.len()),
+                        (count, slot)
+                    );
+                }
+            }
+        }
+        assert!(covered >= 10, "{covered}");
+    }
+
+    #[test]
     fn constructions_have_their_target_as_only_model() {
         for (variables, depth) in [(4, 1), (6, 2), (8, 3), (10, 4), (12, 5)] {
             let mut space = Space::new(variables);
@@ -450,7 +675,7 @@ mod tests {
                 let mut models = *space.all();
                 for chosen in &construction.chosen {
                     let mut table = [0; MAX_WORDS];
-                    space.evaluate(&chosen.formula, &mut table);
+                    space.evaluate(&chosen.draft, &mut table);
                     assert_eq!(table[..space.words()], chosen.table[..space.words()]);
                     and_into(&mut models, &chosen.table, space.words());
                 }

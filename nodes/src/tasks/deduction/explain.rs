@@ -11,7 +11,8 @@
 use std::fmt::Write;
 
 use super::construct::Chosen;
-use super::formula::{and_into, count_common, variable_name, Space, Table, MAX_VARIABLES};
+use super::formula::{variable_name, MAX_VARIABLES};
+use super::tables::{and_into, count_common, Space, Table};
 
 /// Values known so far and the assignments consistent with them.
 #[derive(Clone)]

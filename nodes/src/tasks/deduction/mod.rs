@@ -12,12 +12,13 @@
 //! ([`solver`]). This module does not score responses: that is the reward function's job.
 
 mod construct;
+mod draw;
 mod explain;
 mod formula;
 mod solver;
+mod tables;
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
 use serde_json::Value;
 
@@ -45,32 +46,57 @@ fn level_spec(level: u32) -> Option<LevelSpec> {
 
 /// The answer: `(k) X is True|False` per variable, alphabetical, one per line.
 fn render_answer(values: impl IntoIterator<Item = bool>) -> String {
-    let mut answer = String::new();
+    let mut answer = String::with_capacity(16 * formula::MAX_VARIABLES);
     for (index, value) in values.into_iter().enumerate() {
         if index > 0 {
             answer.push('\n');
         }
-        let name = variable_name(index);
-        let value = if value { "True" } else { "False" };
-        let _ = write!(answer, "({}) {name} is {value}", index + 1);
+        answer.push('(');
+        push_number(&mut answer, index + 1);
+        answer.push_str(") ");
+        answer.push(variable_name(index));
+        answer.push_str(if value { " is True" } else { " is False" });
     }
     answer
 }
 
-/// The puzzle text around already rendered formulas.
-fn render_puzzle(variables: usize, formulas: &[String]) -> String {
-    let names: Vec<String> = (0..variables)
-        .map(|index| variable_name(index).to_string())
-        .collect();
-    let mut text = format!(
-        "Below are {} logical formulas over the {variables} variables {}. \
-         Exactly one assignment of truth values to these variables makes all of the formulas \
-         true. Find it.\n\n",
-        formulas.len(),
-        names.join(", ")
+/// Appends `number` in decimal (without the formatting machinery, which is slow enough
+/// to show in generation at the low levels).
+fn push_number(text: &mut String, number: usize) {
+    if number >= 10 {
+        push_number(text, number / 10);
+    }
+    text.push(char::from(b'0' + (number % 10) as u8));
+}
+
+/// The puzzle text around `count` formulas, each written by `write_formula(index, text)`.
+fn render_puzzle(
+    variables: usize,
+    count: usize,
+    mut write_formula: impl FnMut(usize, &mut String),
+) -> String {
+    let mut text = String::with_capacity(512 + 256 * count);
+    text.push_str("Below are ");
+    push_number(&mut text, count);
+    text.push_str(" logical formulas over the ");
+    push_number(&mut text, variables);
+    text.push_str(" variables ");
+    for index in 0..variables {
+        if index > 0 {
+            text.push_str(", ");
+        }
+        text.push(variable_name(index));
+    }
+    text.push_str(
+        ". Exactly one assignment of truth values to these variables makes all of the \
+         formulas true. Find it.\n\n",
     );
-    for (index, formula) in formulas.iter().enumerate() {
-        let _ = writeln!(text, "({}) {formula}", index + 1);
+    for index in 0..count {
+        text.push('(');
+        push_number(&mut text, index + 1);
+        text.push_str(") ");
+        write_formula(index, &mut text);
+        text.push('\n');
     }
     text.push_str(
         "\nSymbols: ¬ not, ∧ and, ∨ or, → implies, ↔ if and only if, ⊕ exclusive or.\n\
@@ -137,17 +163,12 @@ impl Family for Deduction {
     fn generate(&self, level: u32, rng: &mut TaskRng, options: &Options) -> Instance {
         let level = level.clamp(1, self.max_level());
         let spec = level_spec(level).expect("clamped into the level range");
-        let mut space = formula::Space::new(spec.variables);
+        let mut space = tables::Space::new(spec.variables);
         let construction = construct::construct(rng, &mut space, spec.max_depth);
-        let formulas: Vec<String> = construction
-            .chosen
-            .iter()
-            .map(|chosen| {
-                let mut text = String::new();
-                chosen.formula.render(&mut text);
-                text
-            })
-            .collect();
+        let chosen = &construction.chosen;
+        let puzzle = render_puzzle(spec.variables, chosen.len(), |index, text| {
+            chosen[index].formula.render(text)
+        });
         let target = construction.target;
         let answer = render_answer((0..spec.variables).map(|v| (target >> v) & 1 == 1));
         let solution = options
@@ -156,7 +177,7 @@ impl Family for Deduction {
         Instance {
             task: self.name().into(),
             level,
-            puzzle: render_puzzle(spec.variables, &formulas),
+            puzzle,
             answer,
             params: params(spec, &construction),
             solution,
@@ -303,13 +324,13 @@ mod tests {
     #[test]
     fn rendered_formulas_parse_back_to_the_same_function() {
         let mut rng = TaskRng::from_seed(5);
-        let mut draws = formula::Draws::new(&mut rng);
         for level in 1..=5 {
             let spec = level_spec(level).unwrap();
+            let mut draws = draw::Draws::new(&mut rng, spec.variables);
             let names: Vec<char> = (0..spec.variables).map(variable_name).collect();
-            let mut space = formula::Space::new(spec.variables);
-            let sample = formula::Sample::new(spec.variables);
-            let mut draft = formula::Draft::new();
+            let mut space = tables::Space::new(spec.variables);
+            let sample = draw::Sample::from_members(&[]);
+            let mut draft = draw::Draft::new();
             for _ in 0..50 {
                 draft.draw(&mut draws, &sample, spec.max_depth);
                 let generated = draft.formula();
@@ -317,14 +338,14 @@ mod tests {
                 generated.render(&mut text);
                 let parsed = solver::parse_formula(&text, &names).expect(&text);
                 assert_eq!(parsed.depth, generated.shape().depth, "{text}");
-                let mut table = [0; formula::MAX_WORDS];
-                space.evaluate(&generated, &mut table);
+                let mut table = [0; tables::MAX_WORDS];
+                space.evaluate(&draft, &mut table);
                 let puzzle = solver::Puzzle {
                     variables: names.clone(),
                     formulas: vec![parsed],
                 };
                 let (count, models) = puzzle.models(usize::MAX);
-                let ones = formula::count_common(&table, space.all(), space.words());
+                let ones = tables::count_common(&table, space.all(), space.words());
                 assert_eq!(count, u64::from(ones), "{text}");
                 for model in models {
                     let x = (0..model.len()).fold(0, |x, i| x | usize::from(model[i]) << i);
@@ -376,7 +397,11 @@ mod tests {
         Instance {
             task: "deduction".into(),
             level,
-            puzzle: render_puzzle(level_spec(level).unwrap().variables, &formulas),
+            puzzle: render_puzzle(
+                level_spec(level).unwrap().variables,
+                formulas.len(),
+                |index, text| text.push_str(&formulas[index]),
+            ),
             answer: answer.into(),
             params: BTreeMap::new(),
             solution: None,

@@ -1,5 +1,6 @@
 //! The `align` kind: REINFORCE++ on one task family (PAPER.md, stage A), with a curriculum
-//! over levels.
+//! over levels; and the `domain-rl` kind, the same loop with GRPO's group-normalized
+//! advantages (stage C; the domain reward is 1/0).
 //!
 //! Inputs: `model` (a model tree) and `data` (a dataset tree with `train.jsonl` and
 //! `test.jsonl`). Each step takes `prompts_per_step` training prompts of the current level
@@ -14,7 +15,8 @@
 //! otherwise 16), `rollouts` (4), `temperature` (0.7), `top_p` (1.0), `max_new_tokens`
 //! (512), `lr` (5e-7), `betas` ([0.9, 0.95]), `weight_decay` (0), `grad_clip` (1.0),
 //! `kl_coef` (0.001), `entropy_coef` (0.001), `clip` (0.2), `micro_batch` (8),
-//! `rollout_batch` (64), `eval_count` (64), `seed` (0), `dtype` (float32).
+//! `rollout_batch` (64), `eval_count` (64), `seed` (0), `dtype` (float32), `algorithm`
+//! (`reinforce++` for `align`, `grpo` for `domain-rl`).
 
 use std::io::Write;
 use std::time::Instant;
@@ -25,7 +27,7 @@ use super::params::{positive, Params};
 use super::protocol::{self, NodeSpec, WorkerError};
 use crate::data;
 use crate::sampler::SamplingParams;
-use crate::train::{self, Example, TrainConfig};
+use crate::train::{self, Algorithm, Example, TrainConfig};
 use crate::tree::{self, Model};
 
 /// The paper's prompts per step for a task.
@@ -36,11 +38,13 @@ fn default_prompts_per_step(task: &str) -> i64 {
     }
 }
 
-fn input<'a>(spec: &'a NodeSpec, name: &str) -> Result<&'a std::path::Path, WorkerError> {
-    spec.inputs
-        .get(name)
-        .map(|p| p.as_path())
-        .ok_or_else(|| WorkerError::bad_input(format!("`align` needs an input named `{name}`")))
+pub(crate) fn input<'a>(
+    spec: &'a NodeSpec,
+    name: &str,
+) -> Result<&'a std::path::Path, WorkerError> {
+    spec.inputs.get(name).map(|p| p.as_path()).ok_or_else(|| {
+        WorkerError::bad_input(format!("`{}` needs an input named `{name}`", spec.kind))
+    })
 }
 
 /// A seeded permutation of `0..n` (splitmix64-driven Fisher-Yates).
@@ -111,6 +115,24 @@ pub fn run(spec: &NodeSpec, device: Device) -> Result<(), WorkerError> {
         .map(|d| tree::parse_dtype(&d))
         .transpose()?
         .unwrap_or(Kind::Float);
+    let default_algorithm = if spec.kind == "domain-rl" {
+        "grpo"
+    } else {
+        "reinforce++"
+    };
+    let algorithm = match params
+        .string("algorithm")?
+        .as_deref()
+        .unwrap_or(default_algorithm)
+    {
+        "reinforce++" => Algorithm::ReinforcePlusPlus,
+        "grpo" => Algorithm::Grpo { group: rollouts },
+        other => {
+            return Err(WorkerError::bad_input(format!(
+                "`algorithm` must be `reinforce++` or `grpo`, got `{other}`"
+            )))
+        }
+    };
     params.finish()?;
 
     tch::manual_seed(seed as i64);
@@ -202,12 +224,13 @@ pub fn run(spec: &NodeSpec, device: Device) -> Result<(), WorkerError> {
                 &step_sampling,
             )?;
             let rollout_seconds = rollouts_started.elapsed().as_secs_f64();
-            let stats = train::reinforce_pp_step(
+            let stats = train::policy_step(
                 &policy.net,
                 &policy.vs,
                 &mut optimizer,
                 &reference.net,
                 &sampled,
+                algorithm,
                 policy.special.pad,
                 &config,
             )?;

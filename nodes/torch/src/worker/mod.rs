@@ -6,6 +6,7 @@
 //! publishes them only after a zero exit.
 
 pub mod align;
+pub mod eval;
 pub mod model;
 pub mod params;
 pub mod protocol;
@@ -32,9 +33,10 @@ pub fn run(path: &Path) -> Result<(), WorkerError> {
     ));
     match spec.kind.as_str() {
         "model" => model::run(&spec, device),
-        "align" => align::run(&spec, device),
+        "align" | "domain-rl" => align::run(&spec, device),
+        "eval" => eval::run(&spec, device),
         other => Err(WorkerError::bad_input(format!(
-            "`peirce-worker` has no kind `{other}` (it runs: model, align)"
+            "`peirce-worker` has no kind `{other}` (it runs: model, align, domain-rl, eval)"
         ))),
     }
 }

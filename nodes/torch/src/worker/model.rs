@@ -6,7 +6,7 @@
 //! bytes are the input's; with `dtype` set, the weights are rewritten in that dtype.
 //! Tiny builds a byte-level BPE tokenizer over the task text and a randomly initialized
 //! Qwen2-shaped model, seeded. Either can then be warmed up by supervised fine-tuning on
-//! the worked solutions of a dataset (input `data`, `warmup_steps` > 0), so the pipeline
+//! the worked solutions of its dataset inputs (`warmup_steps` > 0), so the pipeline
 //! starts from a model that follows the answer format, as an instruct model does.
 //!
 //! Parameters: `source` (`import` | `tiny`; default `import` when input `base` is given),
@@ -47,9 +47,10 @@ pub fn run(spec: &NodeSpec, device: Device) -> Result<(), WorkerError> {
         batch: positive("warmup_batch", params.int("warmup_batch")?.unwrap_or(16))? as usize,
         seed: 0,
     };
-    if warmup.steps > 0 && !spec.inputs.contains_key("data") {
+    if warmup.steps > 0 && spec.inputs.keys().all(|name| name == "base") {
         return Err(WorkerError::bad_input(
-            "`warmup_steps` needs an input named `data` (a dataset with solutions)",
+            "`warmup_steps` needs dataset inputs (any name but `base`; generated with \
+             `solutions = true`)",
         ));
     }
     let out = &spec.output_dir;
@@ -144,18 +145,21 @@ struct Warmup {
 }
 
 impl Warmup {
-    /// Fine-tunes `model` on the worked solutions of the `data` input's train split.
+    /// Fine-tunes `model` on the worked solutions of the train splits of every dataset
+    /// input (every input but `base`), mixed.
     fn run(&self, model: &mut Model, spec: &NodeSpec) -> Result<(), WorkerError> {
-        let Some(data_dir) = spec.inputs.get("data") else {
-            return Ok(());
-        };
-        let records = data::read_split(data_dir, "train", None)?;
-        let pairs = data::sft_pairs(&records, &model.tokenizer)?;
-        if pairs.is_empty() {
-            return Err(WorkerError::bad_input(format!(
-                "`{}` has no training records with solutions (generate with `solutions = true`)",
-                data_dir.display()
-            )));
+        let mut pairs = Vec::new();
+        for (name, dir) in spec.inputs.iter().filter(|(name, _)| *name != "base") {
+            let records = data::read_split(dir, "train", None)?;
+            let found = data::sft_pairs(&records, &model.tokenizer)?;
+            if found.is_empty() {
+                return Err(WorkerError::bad_input(format!(
+                    "input `{name}` (`{}`) has no training records with solutions \
+                     (generate with `solutions = true`)",
+                    dir.display()
+                )));
+            }
+            pairs.extend(found);
         }
         let config = TrainConfig {
             lr: self.lr,

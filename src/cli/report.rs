@@ -1,0 +1,661 @@
+//! `report`: the paper-style accuracy table across a workflow's evaluation nodes, printed,
+//! and drawn as a grouped bar chart (PNG).
+//!
+//! A row is a node whose result holds a top-level `metrics.json` (the `eval` kind's output;
+//! any other kind that writes the same file counts too), in the order the workflow file
+//! declares the nodes. Results come from the store as `peirce status` sees them: a node's
+//! current result, else (marked out of date) its latest earlier one. Nothing runs here: a
+//! node without a result is named with the command that makes it.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{anyhow, bail, Context};
+use clap::Args;
+use peirce_dag::engine::PlanState;
+use peirce_dag::runs::WorkflowRef;
+use peirce_dag::spec::{NodeSpec, Workflow};
+use peirce_store::{Store, TreeDigest};
+use serde_json::{json, Value};
+
+use super::{load, run::engine, Globals, WorkflowArgs};
+
+/// The file an evaluation writes at the top of its output tree.
+const METRICS_FILE: &str = "metrics.json";
+/// The kind whose nodes are rows even before they have a result.
+const EVAL_KIND: &str = "eval";
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    #[command(flatten)]
+    workflow: WorkflowArgs,
+    /// Where to write the bar chart (PNG)
+    #[arg(long, value_name = "FILE", default_value = "report.png")]
+    out: PathBuf,
+    /// Print the table as JSON (accuracies as fractions)
+    #[arg(long)]
+    json: bool,
+}
+
+/// One dataset's result in a `metrics.json`.
+#[derive(Debug, Clone, PartialEq)]
+struct SetResult {
+    name: String,
+    role: String,
+    accuracy: f64,
+}
+
+/// What the report reads of a `metrics.json`, after checking the whole file.
+#[derive(Debug, Clone, PartialEq)]
+struct Metrics {
+    label: Option<String>,
+    sets: Vec<SetResult>,
+}
+
+/// A JSON value's type, for messages.
+fn type_name(value: &Value) -> String {
+    match value {
+        Value::Null => "null".into(),
+        Value::Bool(_) => "a boolean".into(),
+        Value::Number(number) => format!("the number {number}"),
+        Value::String(text) => format!("the string {text:?}"),
+        Value::Array(_) => "an array".into(),
+        Value::Object(_) => "an object".into(),
+    }
+}
+
+/// A fraction in [0, 1] at `key`.
+fn fraction(value: &Value, key: &str) -> Result<f64, String> {
+    match value.as_f64() {
+        Some(number) if (0.0..=1.0).contains(&number) => Ok(number),
+        _ => Err(format!(
+            "`{key}` must be a number from 0 to 1, got {}",
+            type_name(value)
+        )),
+    }
+}
+
+/// An optional value at `key` (absent or null is fine) that must pass `check` when present.
+fn optional(
+    object: &serde_json::Map<String, Value>,
+    field: &str,
+    key: &str,
+    check: impl Fn(&Value) -> bool,
+    expected: &str,
+) -> Result<(), String> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(()),
+        Some(value) if check(value) => Ok(()),
+        Some(value) => Err(format!(
+            "`{key}` must be {expected}, got {}",
+            type_name(value)
+        )),
+    }
+}
+
+/// Checks a set's per-level results: `{"1": {"accuracy": 0.6, "count": 32}, ...}`.
+fn check_levels(value: &Value, key: &str) -> Result<(), String> {
+    let Some(levels) = value.as_object() else {
+        return Err(format!(
+            "`{key}` must be an object of levels, got {}",
+            type_name(value)
+        ));
+    };
+    for (level, result) in levels {
+        let key = format!("{key}.{level}");
+        let Some(object) = result.as_object() else {
+            return Err(format!(
+                "`{key}` must be an object, got {}",
+                type_name(result)
+            ));
+        };
+        fraction(
+            object.get("accuracy").unwrap_or(&Value::Null),
+            &format!("{key}.accuracy"),
+        )?;
+        optional(
+            object,
+            "count",
+            &format!("{key}.count"),
+            |v| v.is_u64(),
+            "a whole number",
+        )?;
+    }
+    Ok(())
+}
+
+/// Parses and checks a `metrics.json`; the error names the offending key.
+fn parse_metrics(bytes: &[u8]) -> Result<Metrics, String> {
+    let document: Value =
+        serde_json::from_slice(bytes).map_err(|error| format!("is not JSON: {error}"))?;
+    let Some(top) = document.as_object() else {
+        return Err(format!(
+            "must be a JSON object, got {}",
+            type_name(&document)
+        ));
+    };
+    let label = match top.get("label") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(label)) if !label.trim().is_empty() => Some(label.clone()),
+        Some(value) => {
+            return Err(format!(
+                "`label` must be a non-empty string, got {}",
+                type_name(value)
+            ))
+        }
+    };
+    optional(top, "model", "model", Value::is_string, "a digest string")?;
+    optional(top, "average", "average", Value::is_number, "a number")?;
+    let sets = match top.get("sets") {
+        Some(Value::Array(sets)) => sets,
+        None => return Err("has no `sets` (the list of evaluated datasets)".into()),
+        Some(value) => return Err(format!("`sets` must be an array, got {}", type_name(value))),
+    };
+    let mut results: Vec<SetResult> = Vec::with_capacity(sets.len());
+    for (index, set) in sets.iter().enumerate() {
+        let key = format!("sets[{index}]");
+        let Some(object) = set.as_object() else {
+            return Err(format!("`{key}` must be an object, got {}", type_name(set)));
+        };
+        let name = match object.get("name") {
+            Some(Value::String(name)) if !name.trim().is_empty() => name.clone(),
+            other => {
+                return Err(format!(
+                    "`{key}.name` must be a non-empty string, got {}",
+                    other.map_or("nothing".into(), type_name)
+                ))
+            }
+        };
+        if results.iter().any(|earlier| earlier.name == name) {
+            return Err(format!("`{key}.name`: the set `{name}` appears twice"));
+        }
+        let role = match object.get("role") {
+            Some(Value::String(role)) if !role.trim().is_empty() => role.clone(),
+            other => {
+                return Err(format!(
+                    "`{key}.role` must be \"task\" or \"domain\", got {}",
+                    other.map_or("nothing".into(), type_name)
+                ))
+            }
+        };
+        let accuracy = fraction(
+            object.get("accuracy").unwrap_or(&Value::Null),
+            &format!("{key}.accuracy"),
+        )?;
+        for field in ["reward", "response_length"] {
+            optional(
+                object,
+                field,
+                &format!("{key}.{field}"),
+                Value::is_number,
+                "a number",
+            )?;
+        }
+        for field in ["count", "k"] {
+            optional(
+                object,
+                field,
+                &format!("{key}.{field}"),
+                Value::is_u64,
+                "a whole number",
+            )?;
+        }
+        if let Some(value) = object.get("avg_at_k").filter(|v| !v.is_null()) {
+            fraction(value, &format!("{key}.avg_at_k"))?;
+        }
+        if let Some(value) = object.get("levels").filter(|v| !v.is_null()) {
+            check_levels(value, &format!("{key}.levels"))?;
+        }
+        results.push(SetResult {
+            name,
+            role,
+            accuracy,
+        });
+    }
+    Ok(Metrics {
+        label,
+        sets: results,
+    })
+}
+
+/// A column: a dataset, by name, with the role it first appeared with.
+#[derive(Debug, Clone, PartialEq)]
+struct Column {
+    name: String,
+    role: String,
+}
+
+/// One row of the table.
+#[derive(Debug)]
+struct Row {
+    node: String,
+    kind: String,
+    label: String,
+    output: TreeDigest,
+    /// Why the shown result is out of date (empty: it is current).
+    stale: Vec<String>,
+    metrics: Metrics,
+}
+
+impl Row {
+    fn accuracy(&self, column: &str) -> Option<f64> {
+        self.metrics
+            .sets
+            .iter()
+            .find(|set| set.name == column)
+            .map(|set| set.accuracy)
+    }
+
+    /// The mean of the row's present cells.
+    fn average(&self, columns: &[Column]) -> Option<f64> {
+        let present: Vec<f64> = columns
+            .iter()
+            .filter_map(|column| self.accuracy(&column.name))
+            .collect();
+        (!present.is_empty()).then(|| present.iter().sum::<f64>() / present.len() as f64)
+    }
+
+    /// The label as shown: marked when the result is out of date.
+    fn shown_label(&self) -> String {
+        if self.stale.is_empty() {
+            self.label.clone()
+        } else {
+            format!("{} *", self.label)
+        }
+    }
+}
+
+/// Task sets first, then domain sets, then any other role; each in order of first
+/// appearance down the rows.
+fn columns(rows: &[Row]) -> Vec<Column> {
+    let mut seen = BTreeSet::new();
+    let mut columns: Vec<Column> = Vec::new();
+    for row in rows {
+        for set in &row.metrics.sets {
+            if seen.insert(set.name.clone()) {
+                columns.push(Column {
+                    name: set.name.clone(),
+                    role: set.role.clone(),
+                });
+            }
+        }
+    }
+    let rank = |role: &str| match role {
+        "task" => 0,
+        "domain" => 1,
+        _ => 2,
+    };
+    // A stable sort keeps first-appearance order within each role.
+    columns.sort_by_key(|column| rank(&column.role));
+    columns
+}
+
+/// An accuracy as a percentage with one decimal, `-` when absent.
+fn percent(value: Option<f64>) -> String {
+    value.map_or("-".into(), |value| format!("{:.1}", value * 100.0))
+}
+
+/// The table as markdown, columns padded so it also reads well in a terminal.
+fn table(rows: &[Row], columns: &[Column]) -> String {
+    let mut header = vec!["model".to_string()];
+    header.extend(columns.iter().map(|column| column.name.clone()));
+    header.push("Average".into());
+    let body: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let mut cells = vec![row.shown_label()];
+            cells.extend(
+                columns
+                    .iter()
+                    .map(|column| percent(row.accuracy(&column.name))),
+            );
+            cells.push(percent(row.average(columns)));
+            cells
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            std::iter::once(&header)
+                .chain(&body)
+                .map(|cells| cells[i].chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(3)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            .map(|(i, (cell, width))| {
+                if i == 0 {
+                    format!("{cell:<width$}")
+                } else {
+                    format!("{cell:>width$}")
+                }
+            })
+            .collect();
+        format!("| {} |", padded.join(" | "))
+    };
+    let rule: Vec<String> = widths
+        .iter()
+        .enumerate()
+        .map(|(i, width)| {
+            if i == 0 {
+                "-".repeat(*width)
+            } else {
+                format!("{}:", "-".repeat(width - 1))
+            }
+        })
+        .collect();
+    let mut text = line(&header);
+    text.push('\n');
+    text.push_str(&format!("| {} |\n", rule.join(" | ")));
+    for cells in &body {
+        text.push_str(&line(cells));
+        text.push('\n');
+    }
+    text
+}
+
+/// A node's result as the report sees it.
+enum Found {
+    /// The result for the workflow as it stands.
+    Current(TreeDigest),
+    /// An earlier result; the node would rerun for these reasons.
+    Stale(TreeDigest, Vec<String>),
+    /// No result at all.
+    Missing,
+}
+
+/// Why a candidate row has no result, for the message.
+struct Missing {
+    node: String,
+    reason: String,
+}
+
+/// The metrics of `node`'s result, or `None` when it holds no `metrics.json` (an error for
+/// an `eval` node) or its tree is gone from the store.
+async fn read_metrics(
+    store: &Store,
+    node: &NodeSpec,
+    output: TreeDigest,
+) -> anyhow::Result<Option<Metrics>> {
+    let tree = match store.get_tree(output).await {
+        Ok(tree) => tree,
+        Err(error) => {
+            tracing::debug!("node `{}`: tree `{output}` unreadable: {error}", node.name);
+            return Ok(None);
+        }
+    };
+    let Some(entry) = tree.get(METRICS_FILE) else {
+        if node.kind == EVAL_KIND {
+            bail!(
+                "Node `{}` (kind `eval`) has no `{METRICS_FILE}` in its output `{output}`",
+                node.name
+            );
+        }
+        return Ok(None);
+    };
+    let bytes = store.get_bytes(entry.digest).await.with_context(|| {
+        format!(
+            "cannot read `{METRICS_FILE}` of node `{}` ({})",
+            node.name, entry.digest
+        )
+    })?;
+    parse_metrics(&bytes).map(Some).map_err(|problem| {
+        anyhow!(
+            "Node `{}`: its `{METRICS_FILE}` ({}) {problem}",
+            node.name,
+            entry.digest
+        )
+    })
+}
+
+/// The report's rows, in declaration order, and the `eval` nodes without a result.
+async fn collect(
+    globals: &Globals,
+    args: &ReportArgs,
+    workflow: &Workflow,
+) -> anyhow::Result<(Vec<Row>, Vec<Missing>)> {
+    let engine = engine(globals, &args.workflow, workflow, &[])?;
+    let planned = engine.plan(workflow).await?;
+    let store = engine.store();
+    let previous = WorkflowRef::load(store, &workflow.name).await;
+    let mut nodes: Vec<&NodeSpec> = workflow.nodes.iter().collect();
+    nodes.sort_by_key(|node| node.line);
+    let mut rows = Vec::new();
+    let mut missing = Vec::new();
+    for node in nodes {
+        let state = planned
+            .iter()
+            .find(|p| p.node == node.name)
+            .map(|p| &p.state);
+        let earlier = previous
+            .as_ref()
+            .and_then(|r| r.nodes.get(&node.name))
+            .map(|r| r.output);
+        let found = match (state, earlier) {
+            (Some(PlanState::Cached { output, .. }), _) => Found::Current(*output),
+            (Some(PlanState::Runs { reasons, .. }), Some(output)) => {
+                Found::Stale(output, reasons.iter().map(ToString::to_string).collect())
+            }
+            _ => Found::Missing,
+        };
+        let (output, stale) = match found {
+            Found::Current(output) => (output, Vec::new()),
+            Found::Stale(output, reasons) => (output, reasons),
+            Found::Missing => {
+                if node.kind == EVAL_KIND {
+                    missing.push(Missing {
+                        node: node.name.clone(),
+                        reason: "has never run".into(),
+                    });
+                }
+                continue;
+            }
+        };
+        match read_metrics(store, node, output).await? {
+            Some(metrics) => rows.push(Row {
+                node: node.name.clone(),
+                kind: node.kind.clone(),
+                label: metrics.label.clone().unwrap_or_else(|| node.name.clone()),
+                output,
+                stale,
+                metrics,
+            }),
+            None if node.kind == EVAL_KIND => missing.push(Missing {
+                node: node.name.clone(),
+                reason: "has no result left in the store (removed by gc?)".into(),
+            }),
+            None => {}
+        }
+    }
+    Ok((rows, missing))
+}
+
+pub async fn report(globals: &Globals, args: ReportArgs) -> anyhow::Result<ExitCode> {
+    let workflow = match load(&args.workflow) {
+        Ok(workflow) => workflow,
+        Err(code) => return Ok(code),
+    };
+    let (rows, missing) = collect(globals, &args, &workflow).await?;
+    let run_command = format!("peirce run {}", args.workflow.workflow.display());
+    let missing_text: Vec<String> = missing
+        .iter()
+        .map(|item| format!("`{}` {}", item.node, item.reason))
+        .collect();
+    if rows.is_empty() {
+        if missing.is_empty() {
+            bail!(
+                "Workflow `{}` has no evaluation results: no node of kind `eval`, and no result holding a top-level `{METRICS_FILE}` (run it first: `{run_command}`)",
+                workflow.name
+            );
+        }
+        bail!(
+            "No evaluation results yet: {}; `{run_command}` computes them",
+            missing_text.join(", ")
+        );
+    }
+    let columns = columns(&rows);
+
+    let mut groups: Vec<String> = columns.iter().map(|column| column.name.clone()).collect();
+    groups.push("Average".into());
+    let series: Vec<(String, Vec<Option<f64>>)> = rows
+        .iter()
+        .map(|row| {
+            let mut values: Vec<Option<f64>> = columns
+                .iter()
+                .map(|column| row.accuracy(&column.name).map(|a| a * 100.0))
+                .collect();
+            values.push(row.average(&columns).map(|a| a * 100.0));
+            (row.shown_label(), values)
+        })
+        .collect();
+    let chart = peirce_nodes::plot::render_bar_chart(
+        &format!("{}: accuracy", workflow.name),
+        &groups,
+        &series,
+        "accuracy (%)",
+    )?;
+
+    if args.json {
+        let json = json!({
+            "workflow": workflow.name,
+            "columns": columns.iter().map(|c| json!({"name": c.name, "role": c.role})).collect::<Vec<_>>(),
+            "rows": rows.iter().map(|row| json!({
+                "node": row.node,
+                "kind": row.kind,
+                "label": row.label,
+                "output": row.output.to_string(),
+                "up_to_date": row.stale.is_empty(),
+                "stale_reasons": row.stale,
+                "accuracy": columns.iter().map(|c| row.accuracy(&c.name)).collect::<Vec<_>>(),
+                "average": row.average(&columns),
+            })).collect::<Vec<_>>(),
+            "missing": missing.iter().map(|m| json!({"node": m.node, "reason": m.reason})).collect::<Vec<_>>(),
+            "chart": args.out.display().to_string(),
+            "chart_warning": chart.warning,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print!("{}", table(&rows, &columns));
+    }
+    for row in rows.iter().filter(|row| !row.stale.is_empty()) {
+        eprintln!(
+            "* `{}` shows an earlier result, out of date ({}): `{run_command}` updates it",
+            row.node,
+            row.stale.join("; ")
+        );
+    }
+    if !missing.is_empty() {
+        eprintln!(
+            "not yet evaluated: {}; `{run_command}` computes them",
+            missing_text.join(", ")
+        );
+    }
+    chart.write(&args.out)?;
+    if let Some(warning) = &chart.warning {
+        eprintln!("warning: {warning}");
+    }
+    eprintln!("chart written to {}", args.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(label: &str, sets: &[(&str, &str, f64)]) -> Row {
+        Row {
+            node: label.into(),
+            kind: "eval".into(),
+            label: label.into(),
+            output: "blake3:0000000000000000000000000000000000000000000000000000000000000000"
+                .parse()
+                .unwrap(),
+            stale: Vec::new(),
+            metrics: Metrics {
+                label: Some(label.into()),
+                sets: sets
+                    .iter()
+                    .map(|(name, role, accuracy)| SetResult {
+                        name: name.to_string(),
+                        role: role.to_string(),
+                        accuracy: *accuracy,
+                    })
+                    .collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn columns_put_tasks_first_in_order_of_appearance() {
+        let rows = [
+            row(
+                "a",
+                &[("arithmetic", "domain", 0.1), ("induction", "task", 0.2)],
+            ),
+            row("b", &[("deduction", "task", 0.3), ("math", "domain", 0.4)]),
+        ];
+        let names: Vec<String> = columns(&rows).into_iter().map(|c| c.name).collect();
+        assert_eq!(names, ["induction", "deduction", "arithmetic", "math"]);
+    }
+
+    #[test]
+    fn table_shows_percentages_and_the_mean_of_present_cells() {
+        let rows = [
+            row(
+                "start",
+                &[("deduction", "task", 0.126), ("induction", "task", 0.5)],
+            ),
+            row("merged", &[("deduction", "task", 0.41)]),
+        ];
+        let text = table(&rows, &columns(&rows));
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "| model  | deduction | induction | Average |");
+        assert_eq!(lines[1], "| ------ | --------: | --------: | ------: |");
+        assert_eq!(lines[2], "| start  |      12.6 |      50.0 |    31.3 |");
+        assert_eq!(lines[3], "| merged |      41.0 |         - |    41.0 |");
+    }
+
+    #[test]
+    fn metrics_are_checked_key_by_key() {
+        let good = br#"{"label": "merged", "model": null, "average": 0.35,
+            "sets": [{"name": "deduction", "role": "task", "accuracy": 0.41, "reward": 0.9,
+                      "response_length": 85.2, "count": 64, "k": 1, "avg_at_k": null,
+                      "levels": {"1": {"accuracy": 0.6, "count": 32}}}]}"#;
+        let metrics = parse_metrics(good).unwrap();
+        assert_eq!(metrics.label.as_deref(), Some("merged"));
+        assert_eq!(metrics.sets[0].accuracy, 0.41);
+        let cases: [(&str, &str); 9] = [
+            ("[1]", "must be a JSON object"),
+            ("{\"label\": \"x\"}", "has no `sets`"),
+            ("{\"sets\": {}}", "`sets` must be an array"),
+            ("{\"sets\": [{\"role\": \"task\", \"accuracy\": 0.1}]}", "`sets[0].name`"),
+            (
+                "{\"sets\": [{\"name\": \"d\", \"role\": \"task\", \"accuracy\": \"high\"}]}",
+                "`sets[0].accuracy` must be a number from 0 to 1, got the string \"high\"",
+            ),
+            ("{\"sets\": [{\"name\": \"d\", \"role\": \"task\", \"accuracy\": 41}]}", "`sets[0].accuracy`"),
+            ("{\"sets\": [{\"name\": \"d\", \"accuracy\": 0.4}]}", "`sets[0].role`"),
+            (
+                "{\"sets\": [{\"name\": \"d\", \"role\": \"task\", \"accuracy\": 0.4, \"levels\": {\"2\": {\"accuracy\": 2}}}]}",
+                "`sets[0].levels.2.accuracy`",
+            ),
+            (
+                "{\"sets\": [{\"name\": \"d\", \"role\": \"task\", \"accuracy\": 0.4}, {\"name\": \"d\", \"role\": \"task\", \"accuracy\": 0.4}]}",
+                "appears twice",
+            ),
+        ];
+        for (text, expected) in cases {
+            let error = parse_metrics(text.as_bytes()).unwrap_err();
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+        assert!(parse_metrics(b"{not json")
+            .unwrap_err()
+            .starts_with("is not JSON"));
+    }
+}
