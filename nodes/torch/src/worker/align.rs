@@ -21,14 +21,14 @@
 use std::io::Write;
 use std::time::Instant;
 
-use tch::{Device, Kind};
+use tch::Device;
 
 use super::params::{positive, Params};
 use super::protocol::{self, NodeSpec, WorkerError};
 use crate::data;
 use crate::sampler::SamplingParams;
 use crate::train::{self, Algorithm, Example, TrainConfig};
-use crate::tree::{self, Model};
+use crate::tree::Model;
 
 /// The paper's prompts per step for a task.
 fn default_prompts_per_step(task: &str) -> i64 {
@@ -71,14 +71,7 @@ pub fn run(spec: &NodeSpec, device: Device) -> Result<(), WorkerError> {
     let model_dir = input(spec, "model")?;
     let data_dir = input(spec, "data")?;
     let steps = positive("steps", params.int("steps")?.unwrap_or(20))? as usize;
-    let levels: Option<Vec<u32>> = params
-        .int_list("levels")?
-        .map(|l| {
-            l.into_iter()
-                .map(|v| positive("levels", v).map(|v| v as u32))
-                .collect()
-        })
-        .transpose()?;
+    let levels: Option<Vec<u32>> = params.levels()?;
     let prompts_per_step = params.int("prompts_per_step")?;
     let rollouts = positive("rollouts", params.int("rollouts")?.unwrap_or(4))? as usize;
     let mut sampling = SamplingParams {
@@ -110,11 +103,7 @@ pub fn run(spec: &NodeSpec, device: Device) -> Result<(), WorkerError> {
         positive("rollout_batch", params.int("rollout_batch")?.unwrap_or(64))? as usize;
     let eval_count = params.int("eval_count")?.unwrap_or(64).max(0) as usize;
     let seed = params.int("seed")?.unwrap_or(0) as u64;
-    let kind = params
-        .string("dtype")?
-        .map(|d| tree::parse_dtype(&d))
-        .transpose()?
-        .unwrap_or(Kind::Float);
+    let kind = params.dtype()?;
     let default_algorithm = if spec.kind == "domain-rl" {
         "grpo"
     } else {

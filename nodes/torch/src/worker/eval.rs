@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde_json::json;
-use tch::{Device, Kind};
+use tch::Device;
 
 use super::align::input;
 use super::params::{positive, Params};
@@ -27,7 +27,7 @@ use super::protocol::{self, NodeSpec, WorkerError};
 use crate::data;
 use crate::sampler::SamplingParams;
 use crate::train::{self, Rollout};
-use crate::tree::{self, Model};
+use crate::tree::Model;
 
 /// The reasoning tasks of the paper; every other dataset is a domain set.
 const TASKS: [&str; 3] = ["deduction", "induction", "abduction"];
@@ -62,14 +62,7 @@ pub fn run(spec: &NodeSpec, device: Device) -> Result<(), WorkerError> {
         .int("count")?
         .map(|c| positive("count", c).map(|c| c as usize))
         .transpose()?;
-    let levels: Option<Vec<u32>> = params
-        .int_list("levels")?
-        .map(|l| {
-            l.into_iter()
-                .map(|v| positive("levels", v).map(|v| v as u32))
-                .collect()
-        })
-        .transpose()?;
+    let levels: Option<Vec<u32>> = params.levels()?;
     let split = params.string("split")?.unwrap_or_else(|| "test".into());
     if split != "test" && split != "train" {
         return Err(WorkerError::bad_input(format!(
@@ -88,11 +81,7 @@ pub fn run(spec: &NodeSpec, device: Device) -> Result<(), WorkerError> {
         ..SamplingParams::default()
     };
     let batch = positive("batch", params.int("batch")?.unwrap_or(64))? as usize;
-    let kind = params
-        .string("dtype")?
-        .map(|d| tree::parse_dtype(&d))
-        .transpose()?
-        .unwrap_or(Kind::Float);
+    let kind = params.dtype()?;
     params.finish()?;
 
     let model_dir = input(spec, "model")?;

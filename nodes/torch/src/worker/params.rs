@@ -112,6 +112,26 @@ impl<'a> Params<'a> {
         }
     }
 
+    /// `levels`: a list of positive integers.
+    pub fn levels(&mut self) -> Result<Option<Vec<u32>>, WorkerError> {
+        self.int_list("levels")?
+            .map(|l| {
+                l.into_iter()
+                    .map(|v| positive("levels", v).map(|v| v as u32))
+                    .collect()
+            })
+            .transpose()
+    }
+
+    /// `dtype`: a dtype name, float32 when absent.
+    pub fn dtype(&mut self) -> Result<tch::Kind, WorkerError> {
+        Ok(self
+            .string("dtype")?
+            .map(|d| crate::tree::parse_dtype(&d))
+            .transpose()?
+            .unwrap_or(tch::Kind::Float))
+    }
+
     /// Fails on any key no getter asked for.
     pub fn finish(self) -> Result<(), WorkerError> {
         let unknown: Vec<&String> = self
