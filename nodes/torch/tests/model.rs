@@ -45,8 +45,16 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 const IDS: [i64; 7] = [3, 14, 15, 92, 65, 35, 89];
 
+/// libtorch's random generator is global to the process and tests run on parallel
+/// threads: each test holds this lock, so seeded draws are not interleaved.
+fn exclusive_rng() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn fp32_checkpoint_round_trips_exactly() {
+    let _rng = exclusive_rng();
     for tie in [false, true] {
         let cfg = config(tie, 0.02);
         let (vs, net) = model(&cfg, 1);
@@ -70,6 +78,7 @@ fn fp32_checkpoint_round_trips_exactly() {
 
 #[test]
 fn bf16_and_sharded_checkpoints_load_into_any_dtype() {
+    let _rng = exclusive_rng();
     let cfg = config(false, 0.02);
     let (vs, net) = model(&cfg, 3);
     let dir = tempfile::tempdir().unwrap();
@@ -116,6 +125,7 @@ fn write(path: &Path, tensors: Vec<(String, Tensor)>) {
 
 #[test]
 fn bad_checkpoints_name_the_tensor_at_fault() {
+    let _rng = exclusive_rng();
     let cfg = config(false, 0.02);
     let (vs, _) = model(&cfg, 6);
     let saved: Vec<(String, Tensor)> = {
@@ -187,6 +197,7 @@ fn bad_checkpoints_name_the_tensor_at_fault() {
 
 #[test]
 fn left_and_right_padding_leave_real_positions_unchanged() {
+    let _rng = exclusive_rng();
     let cfg = config(false, 0.2);
     let (_vs, net) = model(&cfg, 7);
     let reference = logits(&net, &IDS[..4]);
@@ -228,6 +239,7 @@ fn greedy_by_recomputation(net: &Qwen2, prompt: &[i64], steps: usize, eos: i64) 
 
 #[test]
 fn kv_cache_greedy_matches_full_recomputation_with_left_padding() {
+    let _rng = exclusive_rng();
     let cfg = config(false, 0.2);
     let (_vs, net) = model(&cfg, 8);
     let prompts = vec![
@@ -256,6 +268,7 @@ fn kv_cache_greedy_matches_full_recomputation_with_left_padding() {
 
 #[test]
 fn sampling_is_seeded_and_stops_at_stop_sequences() {
+    let _rng = exclusive_rng();
     let cfg = config(false, 0.2);
     let (_vs, net) = model(&cfg, 9);
     let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
@@ -298,6 +311,7 @@ fn sampling_is_seeded_and_stops_at_stop_sequences() {
 
 #[test]
 fn tiny_model_tree_is_a_complete_folder_that_loads_back() {
+    let _rng = exclusive_rng();
     let builder = TinyModelBuilder {
         corpus_per_level: 2,
         ..TinyModelBuilder::default()
