@@ -27,6 +27,7 @@ pub fn examples(records: &[Record], tokenizer: &Tokenizer) -> Result<Vec<Example
         .iter()
         .map(|record| {
             Ok(Example {
+                id: record.id.clone(),
                 prompt: tokenizer.encode(&record.prompt)?,
                 answer: record.answer.clone(),
                 kind: record.answer_kind,

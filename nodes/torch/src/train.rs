@@ -134,6 +134,8 @@ pub fn sft_step(
 /// A task prompt with what grades it.
 #[derive(Debug, Clone)]
 pub struct Example {
+    /// The record's id in its dataset.
+    pub id: String,
     /// Prompt token ids.
     pub prompt: Vec<i64>,
     /// Ground truth.
@@ -151,6 +153,8 @@ pub struct Rollout {
     pub prompt: Vec<i64>,
     /// The response's token ids (through its stop token, if any).
     pub response: Vec<i64>,
+    /// The response decoded.
+    pub text: String,
     /// The reward.
     pub score: Score,
     /// Why it ended.
@@ -185,6 +189,7 @@ pub fn rollouts(
                 prompt: example.prompt.clone(),
                 score: reward::score(example.kind, &text, &example.answer),
                 response: completion.tokens,
+                text,
                 finish: completion.finish,
             });
         }

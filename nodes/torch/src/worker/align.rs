@@ -7,8 +7,8 @@
 //! (a seeded shuffle, cycled), samples `rollouts` responses each, scores them with the task
 //! reward and makes one REINFORCE++ update; levels run in the order given, `steps` each.
 //! Held-out greedy accuracy on up to `eval_count` test prompts is measured before and
-//! after. Outputs: the trained model tree, `metrics.jsonl` (one line per step) and
-//! `eval.json`.
+//! after. Outputs: the trained model tree, `metrics.jsonl` (one line per step),
+//! `curves.png` (those metrics plotted against the step) and `eval.json`.
 //!
 //! Parameters (defaults from the paper where it has one): `steps` (20 per level), `levels`
 //! (all in the data), `prompts_per_step` (deduction 32, induction 16, abduction 32,
@@ -178,6 +178,7 @@ pub fn run(spec: &NodeSpec, device: Device) -> Result<(), WorkerError> {
     let mut metrics = std::fs::File::create(&metrics_path).map_err(|e| {
         WorkerError::failed(format!("cannot create `{}`: {e}", metrics_path.display()))
     })?;
+    let mut rows = Vec::new();
     let mut optimizer = train::adamw(&policy.vs, &config)?;
     let total_steps = (steps * curriculum.len()) as u64;
     let mut global = 0u64;
@@ -234,7 +235,8 @@ pub fn run(spec: &NodeSpec, device: Device) -> Result<(), WorkerError> {
                 serde_json::json!(stats.tokens as f64 / rollout_seconds.max(1e-9));
             writeln!(metrics, "{line}")
                 .map_err(|e| WorkerError::failed(format!("cannot write metrics: {e}")))?;
-            protocol::metric(line);
+            protocol::metric(line.clone());
+            rows.push(line);
             protocol::progress(
                 global,
                 total_steps,
@@ -261,6 +263,20 @@ pub fn run(spec: &NodeSpec, device: Device) -> Result<(), WorkerError> {
     }));
     std::fs::write(out.join("eval.json"), format!("{eval:#}\n"))
         .map_err(|e| WorkerError::failed(format!("cannot write eval.json: {e}")))?;
+    plot_curves(&rows, &out.join("curves.png"))?;
     policy.save(out, kind, None)?;
+    Ok(())
+}
+
+/// Plots per-step metrics rows into `path` (a missing font only drops the text: warned).
+pub(crate) fn plot_curves(
+    rows: &[serde_json::Value],
+    path: &std::path::Path,
+) -> Result<(), WorkerError> {
+    let chart = peirce_nodes::plot::training_curves(rows, path)
+        .map_err(|e| WorkerError::failed(format!("cannot plot `{}`: {e}", path.display())))?;
+    if let Some(warning) = chart.warning {
+        protocol::message(&warning);
+    }
     Ok(())
 }

@@ -9,7 +9,8 @@
 //! (arithmetic, imported math) is a `domain` set.
 //!
 //! Outputs: `metrics.json` (the schema `peirce report` reads: `label`, `sets`, `average`)
-//! and `metrics.md`, the same as a markdown table.
+//! `metrics.md`, the same as a markdown table, and `responses.jsonl`, every greedy response
+//! with its reward, to read what the model actually says.
 //!
 //! Parameters: `label` (the node name), `count` (all), `levels` (all), `split` (`test`),
 //! `k` (1), `temperature` (0.7), `top_p` (1.0), `max_new_tokens` (512), `batch` (64),
@@ -131,6 +132,7 @@ pub fn run(spec: &NodeSpec, device: Device) -> Result<(), WorkerError> {
     let mut done = 0usize;
 
     let mut rows = Vec::new();
+    let mut responses = String::new();
     for (name, task, examples) in &sets {
         let greedy = SamplingParams {
             temperature: 0.0,
@@ -142,6 +144,12 @@ pub fn run(spec: &NodeSpec, device: Device) -> Result<(), WorkerError> {
         for (example, rollout) in examples.iter().zip(&graded) {
             overall.add(rollout);
             by_level.entry(example.level).or_default().add(rollout);
+            let line = json!({
+                "dataset": name, "id": example.id, "level": example.level,
+                "reward": rollout.score.total, "correct": rollout.score.is_correct(),
+                "answer": example.answer, "response": rollout.text,
+            });
+            let _ = writeln!(responses, "{line}");
         }
         let avg_at_k = if k > 1 {
             let sampled =
@@ -200,6 +208,7 @@ pub fn run(spec: &NodeSpec, device: Device) -> Result<(), WorkerError> {
         .map_err(|e| WorkerError::failed(format!("cannot create `{}`: {e}", out.display())))?;
     write(out, "metrics.json", &format!("{metrics:#}\n"))?;
     write(out, "metrics.md", &markdown(&label, &metrics))?;
+    write(out, "responses.jsonl", &responses)?;
     Ok(())
 }
 

@@ -7,7 +7,8 @@
 //! Tiny builds a byte-level BPE tokenizer over the task text and a randomly initialized
 //! Qwen2-shaped model, seeded. Either can then be warmed up by supervised fine-tuning on
 //! the worked solutions of its dataset inputs (`warmup_steps` > 0), so the pipeline
-//! starts from a model that follows the answer format, as an instruct model does.
+//! starts from a model that follows the answer format, as an instruct model does; the
+//! warm-up's per-step loss is kept in `warmup.jsonl` and plotted in `warmup.png`.
 //!
 //! Parameters: `source` (`import` | `tiny`; default `import` when input `base` is given),
 //! `dtype` (`float32` | `bfloat16` | `float16`), `seed`, `max_shard_bytes`, and for tiny
@@ -170,6 +171,7 @@ impl Warmup {
         let mut optimizer = train::adamw(&model.vs, &config)?;
         tch::manual_seed(self.seed as i64);
         let mut order: Vec<usize> = Vec::new();
+        let mut rows = Vec::with_capacity(self.steps);
         for step in 0..self.steps {
             let mut batch = Vec::with_capacity(self.batch);
             while batch.len() < self.batch {
@@ -191,17 +193,30 @@ impl Warmup {
                 &config,
             )?;
             let seconds = started.elapsed().as_secs_f64();
-            protocol::metric(serde_json::json!({
-                "phase": "warmup", "step": step + 1, "loss": loss, "seconds": seconds,
+            let row = serde_json::json!({
+                "step": step + 1, "loss": loss, "seconds": seconds,
                 "tokens_per_second": tokens as f64 / seconds.max(1e-9),
-            }));
+            });
+            let mut line = row.clone();
+            line["phase"] = "warmup".into();
+            protocol::metric(line);
+            rows.push(row);
             protocol::progress(
                 step as u64 + 1,
                 self.steps as u64,
                 &format!("warm-up loss {loss:.3}"),
             );
         }
-        Ok(())
+        let out = &spec.output_dir;
+        std::fs::create_dir_all(out).map_err(|error| {
+            WorkerError::failed(format!("cannot create `{}`: {error}", out.display()))
+        })?;
+        let text: String = rows.iter().map(|row| format!("{row}\n")).collect();
+        let path = out.join("warmup.jsonl");
+        std::fs::write(&path, text).map_err(|error| {
+            WorkerError::failed(format!("cannot write `{}`: {error}", path.display()))
+        })?;
+        super::align::plot_curves(&rows, &out.join("warmup.png"))
     }
 }
 

@@ -1,0 +1,77 @@
+//! `peirce-worker bench` as a real child process: a tiny model on the CPU, a few tokens,
+//! one JSON line with positive throughputs.
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_peirce-worker"))
+        .arg("bench")
+        .args(args)
+        .env_remove("CUDA_VISIBLE_DEVICES")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn bench_prints_positive_sampling_and_training_throughput() {
+    let output = bench(&[
+        "--preset",
+        "tiny",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+        "--batch",
+        "3",
+        "--prompt-tokens",
+        "5",
+        "--new-tokens",
+        "6",
+        "--warmup-tokens",
+        "2",
+        "--train-rows",
+        "3",
+        "--train-prompt-tokens",
+        "5",
+        "--response-tokens",
+        "6",
+        "--micro-batch",
+        "2",
+        "--train-warmup",
+        "1",
+        "--train-iterations",
+        "1",
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(result["bench"], "peirce");
+    assert_eq!(result["model"]["hidden_size"], 32);
+    assert_eq!(result["sample"]["batch"], 3);
+    assert_eq!(result["sample"]["new_tokens"], 6);
+    for part in ["sample", "train"] {
+        let rate = result[part]["tokens_per_second"].as_f64().unwrap();
+        assert!(rate.is_finite() && rate > 0.0, "{part}: {result}");
+    }
+    assert!(
+        result["train"]["grad_norm"].as_f64().unwrap() > 0.0,
+        "{result}"
+    );
+}
+
+#[test]
+fn bench_rejects_unknown_arguments_and_presets() {
+    for args in [
+        &["--frobnicate"][..],
+        &["--preset", "qwen9-900b", "--device", "cpu"],
+    ] {
+        let output = bench(args);
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("usage: peirce-worker bench"), "{stderr}");
+    }
+}
