@@ -9,13 +9,6 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    // `peirce plan --json | head` ends quietly when `head` closes the pipe, as Unix tools
-    // do, instead of panicking on the failed write.
-    #[cfg(unix)]
-    // SAFETY: restores the default disposition of one signal, before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let args = cli::Cli::parse();
     cli::init_tracing(args.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -38,8 +38,11 @@ pub struct NodeRun {
     pub key: Option<ActionKey>,
     /// Its output tree, when it has one.
     pub output: Option<TreeDigest>,
-    /// Wall time spent on it in this run, in seconds.
+    /// Wall time spent on it in this run, in seconds, waiting for resources included.
     pub duration_s: f64,
+    /// Of `duration_s`, the seconds it waited for its cpus and GPUs before it started.
+    #[serde(default)]
+    pub queued_s: f64,
     /// Attempts made (0 when cached).
     pub attempts: u32,
     /// The error, when it failed.

@@ -148,11 +148,19 @@ impl Display {
 
 fn finished_line(node: &str, run: &NodeRun) -> String {
     match run.status {
-        NodeStatus::Ran => format!(
-            "  {node:20} done in {:.2}s  {}",
-            run.duration_s,
-            run.output.map(|o| o.short()).unwrap_or_default()
-        ),
+        NodeStatus::Ran => {
+            // The time it ran; the wait for its cpus and GPUs is shown apart.
+            let queued = if run.queued_s >= 0.5 {
+                format!(" (after {:.1}s waiting for resources)", run.queued_s)
+            } else {
+                String::new()
+            };
+            format!(
+                "  {node:20} done in {:.2}s{queued}  {}",
+                run.duration_s - run.queued_s,
+                run.output.map(|o| o.short()).unwrap_or_default()
+            )
+        }
         NodeStatus::Failed => format!(
             "  {node:20} FAILED: {}",
             run.error.clone().unwrap_or_default()

@@ -1,6 +1,7 @@
 //! `run`, `plan` and `status`.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -56,15 +57,32 @@ pub struct StatusArgs {
     json: bool,
 }
 
+/// The GPUs a run may use without `--gpus`: `CUDA_VISIBLE_DEVICES` when set, else every
+/// NVIDIA device the driver shows (`/dev/nvidia0`, `/dev/nvidia1`, ...), found without
+/// starting CUDA.
 fn default_gpus() -> Vec<u32> {
-    std::env::var("CUDA_VISIBLE_DEVICES")
-        .ok()
-        .map(|text| {
-            text.split(',')
-                .filter_map(|id| id.trim().parse().ok())
-                .collect()
+    match std::env::var("CUDA_VISIBLE_DEVICES") {
+        Ok(text) => text
+            .split(',')
+            .filter_map(|id| id.trim().parse().ok())
+            .collect(),
+        Err(_) => nvidia_devices(Path::new("/dev")),
+    }
+}
+
+/// The indices of the `nvidiaN` device files in `dev`, sorted.
+fn nvidia_devices(dev: &Path) -> Vec<u32> {
+    let mut found: Vec<u32> = std::fs::read_dir(dev)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            name.to_str()?.strip_prefix("nvidia")?.parse().ok()
         })
-        .unwrap_or_default()
+        .collect();
+    found.sort_unstable();
+    found
 }
 
 pub(super) fn engine(
@@ -300,4 +318,17 @@ pub async fn status(globals: &Globals, args: StatusArgs) -> anyhow::Result<ExitC
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn nvidia_devices_are_the_numbered_device_files() {
+        let dev = tempfile::tempdir().unwrap();
+        for name in ["nvidia1", "nvidia0", "nvidiactl", "nvidia-uvm", "null"] {
+            std::fs::write(dev.path().join(name), "").unwrap();
+        }
+        assert_eq!(super::nvidia_devices(dev.path()), [0, 1]);
+        assert!(super::nvidia_devices(&dev.path().join("missing")).is_empty());
+    }
 }

@@ -3,7 +3,8 @@
 //!
 //! Uploads read the local file once: every chunk goes both to the hasher and to the upload,
 //! and a multipart upload is only completed (made visible) when the bytes sent hash to the
-//! blob's name; otherwise it is aborted. Downloads go to `tmp/fetch-<hex>` in the local
+//! blob's name; otherwise it is aborted. (On S3 each part also carries its SHA-256, which the
+//! server checks: see `location::s3_checksum`.) Downloads go to `tmp/fetch-<hex>` in the local
 //! store with a journal of finished ranges beside it, so an interrupted download continues
 //! where it stopped; the file is hashed before it is moved to its content address.
 //!

@@ -589,6 +589,7 @@ fn skip_downstream<'a>(
         key: None,
         output: None,
         duration_s: 0.0,
+        queued_s: 0.0,
         attempts: 0,
         error: Some(format!("input `{failed}` did not complete")),
     };

@@ -64,6 +64,7 @@ fn node_run(node: &NodeSpec, status: NodeStatus, started: Instant) -> NodeRun {
         key: None,
         output: None,
         duration_s: started.elapsed().as_secs_f64(),
+        queued_s: 0.0,
         attempts: 0,
         error: None,
     }
@@ -158,10 +159,12 @@ fn ensure<'a>(
             reasons.insert(0, Reason::BrokenRecord { detail });
         }
 
+        let waiting = Instant::now();
         let grant = tokio::select! {
             grant = engine.pool.acquire(&node.resources) => grant,
             _ = shared.cancel.cancelled() => return Err(NodeError::Cancelled),
         };
+        run.queued_s += waiting.elapsed().as_secs_f64();
         let Some(lease) = take_lease(shared, node, key, forced).await? else {
             // Another runner published it while we waited.
             run.status = NodeStatus::Cached;
