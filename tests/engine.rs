@@ -492,6 +492,62 @@ fn gc_removes_old_results_and_keeps_the_latest() {
     assert_eq!(planned(&plan, "left")["state"], "cached");
 }
 
+#[test]
+fn named_nodes_run_with_their_inputs_and_the_others_keep_their_results() {
+    let sandbox = diamond_sandbox(0.0);
+    let record = sandbox.run_ok(&["left"]);
+    expect_statuses(&record, &[("gen", "ran"), ("left", "ran")]);
+    assert_eq!(sandbox.counts(&DIAMOND), [1, 1, 0, 0, 0]);
+    let plan = sandbox.plan(&["join"]);
+    let names: Vec<&str> = plan
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gen", "left", "right", "join"], "{plan:#}");
+    assert_eq!(planned(&plan, "left")["state"], "cached");
+
+    let all = sandbox.run_ok(&[]);
+    expect_statuses(
+        &all,
+        &[
+            ("gen", "cached"),
+            ("left", "cached"),
+            ("right", "ran"),
+            ("join", "ran"),
+            ("solo", "ran"),
+        ],
+    );
+    // A run of one node leaves the others' latest results recorded, so gc keeps them.
+    let record = sandbox.run_ok(&["--set", FACTOR_3, "right"]);
+    expect_statuses(&record, &[("gen", "cached"), ("right", "ran")]);
+    sandbox.peirce(&["gc", "--grace", "0s", "--json"]).success();
+    let again = sandbox.run_ok(&[]);
+    expect_statuses(
+        &again,
+        &[
+            ("gen", "cached"),
+            ("left", "cached"),
+            ("right", "ran"),
+            ("join", "cached"),
+            ("solo", "cached"),
+        ],
+    );
+    assert_eq!(sandbox.counts(&DIAMOND), [1, 1, 3, 1, 1]);
+
+    let typo = sandbox.peirce(&["run", "wf.toml", "jion"]);
+    assert_eq!(typo.code, 2, "{typo}");
+    assert!(
+        typo.stderr
+            .contains("has no node `jion` (did you mean `join`?)"),
+        "{typo}"
+    );
+    let outside = sandbox.peirce(&["run", "wf.toml", "left", "--force", "solo"]);
+    assert_eq!(outside.code, 2, "{outside}");
+    assert!(outside.stderr.contains("`--force solo`"), "{outside}");
+}
+
 fn gpu_workflow(sandbox: &Sandbox, gpus: &[&str]) -> String {
     let mut text = String::new();
     for (index, node) in gpus.iter().enumerate() {

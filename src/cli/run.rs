@@ -16,6 +16,9 @@ use super::{load, Globals, WorkflowArgs, EXIT_CANCELLED, EXIT_INVALID};
 pub struct RunArgs {
     #[command(flatten)]
     workflow: WorkflowArgs,
+    /// Run only these nodes and what they depend on (default: every node)
+    #[arg(value_name = "NODE")]
+    nodes: Vec<String>,
     /// Run this node even if cached (repeatable)
     #[arg(long, value_name = "NODE")]
     force: Vec<String>,
@@ -40,6 +43,9 @@ pub struct RunArgs {
 pub struct PlanArgs {
     #[command(flatten)]
     workflow: WorkflowArgs,
+    /// Plan only these nodes and what they depend on (default: every node)
+    #[arg(value_name = "NODE")]
+    nodes: Vec<String>,
     /// Plan as if these nodes were forced (repeatable)
     #[arg(long, value_name = "NODE")]
     force: Vec<String>,
@@ -98,24 +104,37 @@ pub(super) fn engine(
     Ok(Engine::new(store, peirce_nodes::registry(), options))
 }
 
-fn check_forced(workflow: &peirce_dag::spec::Workflow, force: &[String]) -> Result<(), ExitCode> {
+/// The workflow, its forced nodes checked, cut down to `nodes` and their inputs.
+fn load_selected(
+    args: &WorkflowArgs,
+    force: &[String],
+    nodes: &[String],
+) -> Result<peirce_dag::spec::Workflow, ExitCode> {
+    let workflow = load(args)?;
     for name in force {
         if workflow.node(name).is_none() {
             eprintln!("error: `--force {name}`: the workflow has no node `{name}`");
             return Err(ExitCode::from(EXIT_INVALID));
         }
     }
-    Ok(())
+    let workflow = workflow.select(nodes).map_err(|message| {
+        eprintln!("error: {message}");
+        ExitCode::from(EXIT_INVALID)
+    })?;
+    if let Some(name) = force.iter().find(|name| workflow.node(name).is_none()) {
+        eprintln!(
+            "error: `--force {name}`: `{name}` is not among the selected nodes or their inputs"
+        );
+        return Err(ExitCode::from(EXIT_INVALID));
+    }
+    Ok(workflow)
 }
 
 pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let workflow = match load(&args.workflow) {
+    let workflow = match load_selected(&args.workflow, &args.force, &args.nodes) {
         Ok(workflow) => workflow,
         Err(code) => return Ok(code),
     };
-    if let Err(code) = check_forced(&workflow, &args.force) {
-        return Ok(code);
-    }
     let store =
         globals.open_store_with(Some(&args.workflow.workflow), workflow.remote.as_deref())?;
     let root = store.local_root().expect("local store").to_path_buf();
@@ -242,13 +261,10 @@ fn print_plan(planned: &[PlannedNode]) {
 }
 
 pub async fn plan(globals: &Globals, args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let workflow = match load(&args.workflow) {
+    let workflow = match load_selected(&args.workflow, &args.force, &args.nodes) {
         Ok(workflow) => workflow,
         Err(code) => return Ok(code),
     };
-    if let Err(code) = check_forced(&workflow, &args.force) {
-        return Ok(code);
-    }
     let engine = engine(globals, &args.workflow, &workflow, &args.force)?;
     let planned = engine.plan(&workflow).await?;
     if args.json {

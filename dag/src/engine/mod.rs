@@ -536,7 +536,13 @@ impl Engine {
         workflow_ref.workflow = workflow.name.clone();
         workflow_ref.workflow_path = record.workflow_path.clone();
         workflow_ref.latest_run = record.id.clone();
-        let names: BTreeSet<&String> = workflow.nodes.iter().map(|n| &n.name).collect();
+        // Nodes gone from the file lose their ref; nodes left out of this run keep theirs.
+        let names: BTreeSet<&String> = workflow
+            .nodes
+            .iter()
+            .map(|n| &n.name)
+            .chain(&workflow.omitted)
+            .collect();
         workflow_ref.nodes.retain(|name, _| names.contains(name));
         for (name, run) in &record.nodes {
             if let (Some(key), Some(output)) = (run.key, run.output) {

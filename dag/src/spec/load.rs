@@ -217,6 +217,7 @@ impl Loader<'_> {
             name,
             remote,
             nodes,
+            omitted: Default::default(),
         }
     }
 

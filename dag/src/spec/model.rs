@@ -1,6 +1,6 @@
 //! The resolved form of a workflow: what the planner and scheduler consume.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -22,11 +22,60 @@ pub struct Workflow {
     pub remote: Option<String>,
     /// In topological order (inputs before their consumers), ties broken by file order.
     pub nodes: Vec<NodeSpec>,
+    /// Nodes of the file that [`Workflow::select`] left out: not planned or run, but
+    /// their latest results stay recorded.
+    pub omitted: BTreeSet<String>,
 }
 
 impl Workflow {
     pub fn node(&self, name: &str) -> Option<&NodeSpec> {
         self.nodes.iter().find(|node| node.name == name)
+    }
+
+    /// Only `targets` and the nodes they depend on, directly or not, in the same order;
+    /// the whole workflow when `targets` is empty. A name the workflow lacks is an error
+    /// naming it, with the closest node name as a hint.
+    pub fn select(self, targets: &[String]) -> Result<Workflow, String> {
+        if targets.is_empty() {
+            return Ok(self);
+        }
+        for target in targets {
+            if self.node(target).is_none() {
+                let hint =
+                    super::error::closest(target, self.nodes.iter().map(|n| n.name.as_str()))
+                        .map(|best| format!(" (did you mean `{best}`?)"))
+                        .unwrap_or_default();
+                return Err(format!(
+                    "{} has no node `{target}`{hint}",
+                    self.path.display()
+                ));
+            }
+        }
+        let mut keep: BTreeSet<&str> = targets.iter().map(String::as_str).collect();
+        // Consumers come after their inputs, so one backward pass closes the set.
+        for node in self.nodes.iter().rev() {
+            if keep.contains(node.name.as_str()) {
+                for input in node.inputs.values() {
+                    if let InputRef::Node(upstream) = input {
+                        keep.insert(upstream);
+                    }
+                }
+            }
+        }
+        let keep: BTreeSet<String> = keep.into_iter().map(str::to_owned).collect();
+        let (nodes, left_out): (Vec<NodeSpec>, Vec<NodeSpec>) = self
+            .nodes
+            .into_iter()
+            .partition(|node| keep.contains(&node.name));
+        let mut omitted = self.omitted;
+        omitted.extend(left_out.into_iter().map(|node| node.name));
+        Ok(Workflow {
+            path: self.path,
+            name: self.name,
+            remote: self.remote,
+            nodes,
+            omitted,
+        })
     }
 }
 
