@@ -73,3 +73,18 @@ fn version_starts_in_under_50_ms() {
         "peirce --version took {best:?} at best"
     );
 }
+
+#[test]
+fn a_closed_stdout_ends_peirce_quietly() {
+    // The reading end is closed before peirce starts, so its first write fails.
+    let (reader, writer) = std::io::pipe().expect("pipe");
+    drop(reader);
+    let output = Command::new(env!("CARGO_BIN_EXE_peirce"))
+        .args(["tasks", "sample", "deduction", "--count", "2"])
+        .stdout(writer)
+        .output()
+        .expect("peirce runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(141), "stderr: {stderr}");
+    assert!(!stderr.contains("panicked"), "stderr: {stderr}");
+}
