@@ -522,6 +522,23 @@ fn named_nodes_run_with_their_inputs_and_the_others_keep_their_results() {
     // A run of one node leaves the others' latest results recorded, so gc keeps them.
     let record = sandbox.run_ok(&["--set", FACTOR_3, "right"]);
     expect_statuses(&record, &[("gen", "cached"), ("right", "ran")]);
+    // `status` finds the nodes this run left out in the run before it.
+    let full_run = all["id"].as_str().unwrap();
+    let status = sandbox.peirce(&["status", "wf.toml"]).success();
+    let line = |name: &str| {
+        status
+            .stdout
+            .lines()
+            .find(|line| line.split_whitespace().any(|word| word == name))
+            .unwrap_or_else(|| panic!("no line for `{name}`:\n{status}"))
+            .to_owned()
+    };
+    assert!(line("solo").contains("last: ran"), "{status}");
+    assert!(
+        line("solo").contains(&format!("(run {full_run})")),
+        "{status}"
+    );
+    assert!(!line("gen").contains("(run "), "{status}");
     sandbox.peirce(&["gc", "--grace", "0s", "--json"]).success();
     let again = sandbox.run_ok(&[]);
     expect_statuses(

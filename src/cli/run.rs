@@ -1,12 +1,12 @@
 //! `run`, `plan` and `status`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
 use peirce_dag::engine::{Engine, EngineOptions, PlanState, PlannedNode};
-use peirce_dag::runs::{NodeStatus, RunRecord, RunStatus, WorkflowRef};
+use peirce_dag::runs::{NodeRun, NodeStatus, RunRecord, RunStatus, WorkflowRef};
 use tokio_util::sync::CancellationToken;
 
 use super::display::Display;
@@ -291,6 +291,7 @@ pub async fn status(globals: &Globals, args: StatusArgs) -> anyhow::Result<ExitC
         }
         None => None,
     };
+    let earlier = earlier_runs(store, &workflow.name, &planned, latest.as_ref()).await?;
     let remote = store.remote().map(|remote| remote.url().to_string());
     if args.json {
         let json = serde_json::json!({ "workflow": workflow.name, "remote": remote, "latest_run": latest, "nodes": planned });
@@ -311,10 +312,13 @@ pub async fn status(globals: &Globals, args: StatusArgs) -> anyhow::Result<ExitC
         println!("remote {remote}");
     }
     for node in &planned {
-        let last = latest.as_ref().and_then(|run| run.nodes.get(&node.node));
-        let last_text = last
-            .map(|run| format!("last: {:?} {:.2}s", run.status, run.duration_s).to_lowercase())
-            .unwrap_or_else(|| "last: -".into());
+        let last_text = match latest.as_ref().and_then(|run| run.nodes.get(&node.node)) {
+            Some(run) => last_run_text(run),
+            None => match earlier.get(&node.node) {
+                Some((id, run)) => format!("{} (run {id})", last_run_text(run)),
+                None => "last: -".into(),
+            },
+        };
         match &node.state {
             PlanState::Cached { output, .. } => {
                 println!(
@@ -334,6 +338,54 @@ pub async fn status(globals: &Globals, args: StatusArgs) -> anyhow::Result<ExitC
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `last: ran 12.30s`: a node's outcome in a run and its running time (queueing excluded).
+fn last_run_text(run: &NodeRun) -> String {
+    let seconds = (run.duration_s - run.queued_s).max(0.0);
+    format!("last: {:?} {seconds:.2}s", run.status).to_lowercase()
+}
+
+/// For nodes the latest run left out (a run of selected nodes), the most recent earlier run
+/// of the workflow that has them: node name to (run id, its outcome there).
+async fn earlier_runs(
+    store: &peirce_store::Store,
+    workflow: &str,
+    planned: &[PlannedNode],
+    latest: Option<&RunRecord>,
+) -> anyhow::Result<BTreeMap<String, (String, NodeRun)>> {
+    let mut missing: BTreeSet<&str> = planned
+        .iter()
+        .map(|node| node.node.as_str())
+        .filter(|name| latest.is_some_and(|run| !run.nodes.contains_key(*name)))
+        .collect();
+    let mut found = BTreeMap::new();
+    if missing.is_empty() {
+        return Ok(found);
+    }
+    let mut records = Vec::new();
+    for (id, _, _) in store.list_prefix("runs").await? {
+        if let Ok(Some(record)) = store
+            .get_document::<RunRecord>(&RunRecord::location(&id))
+            .await
+        {
+            if record.workflow == workflow {
+                records.push(record);
+            }
+        }
+    }
+    records.sort_by(|a, b| b.started_at.total_cmp(&a.started_at));
+    for record in records {
+        for (name, run) in record.nodes {
+            if missing.remove(name.as_str()) {
+                found.insert(name, (record.id.clone(), run));
+            }
+        }
+        if missing.is_empty() {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]
