@@ -49,6 +49,13 @@ pub struct NodeRun {
     pub error: Option<String>,
 }
 
+impl NodeRun {
+    /// Seconds it ran: `duration_s` less the wait for its cpus and GPUs.
+    pub fn running_s(&self) -> f64 {
+        (self.duration_s - self.queued_s).max(0.0)
+    }
+}
+
 /// How a whole run ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -105,6 +112,25 @@ impl RunRecord {
     /// Where the record lives in the store.
     pub fn location(id: &str) -> String {
         format!("runs/{id}")
+    }
+
+    /// Every run record in the store, newest first by start time (ids alone do not order
+    /// runs started in one second); an unreadable record is skipped with a warning.
+    pub async fn all(store: &Store) -> peirce_store::Result<Vec<RunRecord>> {
+        let mut records = Vec::new();
+        for (id, _, _) in store.list_prefix("runs").await? {
+            match store.get_document::<RunRecord>(&Self::location(&id)).await {
+                Ok(Some(record)) => records.push(record),
+                Ok(None) => {}
+                Err(error) => tracing::warn!(%error, "skipping run record `{id}`"),
+            }
+        }
+        records.sort_by(|a, b| {
+            b.started_at
+                .total_cmp(&a.started_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        Ok(records)
     }
 }
 

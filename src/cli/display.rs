@@ -157,7 +157,7 @@ fn finished_line(node: &str, run: &NodeRun) -> String {
             };
             format!(
                 "  {node:20} done in {:.2}s{queued}  {}",
-                run.duration_s - run.queued_s,
+                run.running_s(),
                 run.output.map(|o| o.short()).unwrap_or_default()
             )
         }

@@ -52,23 +52,7 @@ pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode>
         eprintln!("run {id} {}", if pinned { "pinned" } else { "unpinned" });
         return Ok(ExitCode::SUCCESS);
     }
-    let mut records = Vec::new();
-    for (id, _, _) in store.list_prefix("runs").await? {
-        match store
-            .get_document::<RunRecord>(&RunRecord::location(&id))
-            .await
-        {
-            Ok(Some(record)) => records.push(record),
-            Ok(None) => {}
-            Err(error) => eprintln!("warning: {error}"),
-        }
-    }
-    // Newest first by start time (ids alone do not order runs started in one second).
-    records.sort_by(|a, b| {
-        b.started_at
-            .total_cmp(&a.started_at)
-            .then_with(|| b.id.cmp(&a.id))
-    });
+    let mut records = RunRecord::all(&store).await?;
     records.truncate(args.limit);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);

@@ -342,8 +342,7 @@ pub async fn status(globals: &Globals, args: StatusArgs) -> anyhow::Result<ExitC
 
 /// `last: ran 12.30s`: a node's outcome in a run and its running time (queueing excluded).
 fn last_run_text(run: &NodeRun) -> String {
-    let seconds = (run.duration_s - run.queued_s).max(0.0);
-    format!("last: {:?} {seconds:.2}s", run.status).to_lowercase()
+    format!("last: {:?} {:.2}s", run.status, run.running_s()).to_lowercase()
 }
 
 /// For nodes the latest run left out (a run of selected nodes), the most recent earlier run
@@ -363,19 +362,11 @@ async fn earlier_runs(
     if missing.is_empty() {
         return Ok(found);
     }
-    let mut records = Vec::new();
-    for (id, _, _) in store.list_prefix("runs").await? {
-        if let Ok(Some(record)) = store
-            .get_document::<RunRecord>(&RunRecord::location(&id))
-            .await
-        {
-            if record.workflow == workflow {
-                records.push(record);
-            }
-        }
-    }
-    records.sort_by(|a, b| b.started_at.total_cmp(&a.started_at));
-    for record in records {
+    let records = RunRecord::all(store).await?;
+    for record in records
+        .into_iter()
+        .filter(|record| record.workflow == workflow)
+    {
         for (name, run) in record.nodes {
             if missing.remove(name.as_str()) {
                 found.insert(name, (record.id.clone(), run));

@@ -311,9 +311,7 @@ fn s3(
         .unwrap_or_else(|| "default".to_string());
     for (key, value) in aws_profile(&profile_name) {
         if let Ok(parsed) = key.parse::<AmazonS3ConfigKey>() {
-            if parsed != AmazonS3ConfigKey::Checksum {
-                builder = builder.with_config(parsed, value);
-            }
+            builder = with_config(builder, parsed, value);
         }
     }
     for (name, value) in std::env::vars() {
@@ -321,9 +319,7 @@ fn s3(
             continue;
         }
         if let Ok(parsed) = name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>() {
-            if parsed != AmazonS3ConfigKey::Checksum {
-                builder = builder.with_config(parsed, value);
-            }
+            builder = with_config(builder, parsed, value);
         }
     }
     for (key, value) in query {
@@ -336,9 +332,7 @@ fn s3(
                 format!("unknown option `{key}` (see object_store's S3 configuration keys)"),
             )
         })?;
-        if parsed != AmazonS3ConfigKey::Checksum {
-            builder = builder.with_config(parsed, value);
-        }
+        builder = with_config(builder, parsed, value);
     }
     builder = builder.with_bucket_name(bucket);
     let endpoint = builder.get_config_value(&AmazonS3ConfigKey::Endpoint);
@@ -364,6 +358,20 @@ fn s3(
         .build()
         .map_err(|error| url_error(location, error.to_string()))?;
     Ok((Arc::new(object), endpoint))
+}
+
+/// `builder` with one configuration key set, except the checksum, which [`s3_checksum`]
+/// chooses (object_store's own parsing knows no `none`).
+fn with_config(
+    builder: object_store::aws::AmazonS3Builder,
+    key: object_store::aws::AmazonS3ConfigKey,
+    value: impl Into<String>,
+) -> object_store::aws::AmazonS3Builder {
+    if key == object_store::aws::AmazonS3ConfigKey::Checksum {
+        builder
+    } else {
+        builder.with_config(key, value)
+    }
 }
 
 /// The checksum every S3 write carries: SHA-256 unless the URL's `checksum_algorithm` (or

@@ -48,27 +48,28 @@ pub fn fresh_bucket(endpoint: &str) -> String {
 
 /// Creates `bucket` with a plain `PUT /bucket` (the test server takes unsigned requests).
 pub fn create_bucket(endpoint: &str, bucket: &str) {
-    let address = endpoint
-        .strip_prefix("http://")
-        .expect("a plain-HTTP test endpoint")
-        .trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(address).expect("the S3 test server answers");
-    write!(
-        stream,
-        "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(
-        response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200"),
-        "creating bucket `{bucket}`: {response}"
+    raw_request(
+        endpoint,
+        "PUT",
+        &format!("/{bucket}"),
+        "Content-Length: 0\r\n",
     );
 }
 
 /// The response headers (names in lower case) of a plain, unsigned request to the test
 /// server, with `headers` added.
 fn raw_headers(endpoint: &str, method: &str, path: &str, headers: &str) -> Vec<(String, String)> {
+    raw_request(endpoint, method, path, headers)
+        .lines()
+        .skip(1)
+        .take_while(|line| !line.is_empty())
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect()
+}
+
+/// The whole response to a plain, unsigned request to the test server, which must be a 200.
+fn raw_request(endpoint: &str, method: &str, path: &str, headers: &str) -> String {
     let address = endpoint
         .strip_prefix("http://")
         .expect("a plain-HTTP test endpoint")
@@ -86,12 +87,6 @@ fn raw_headers(endpoint: &str, method: &str, path: &str, headers: &str) -> Vec<(
         "{method} {path}: {response}"
     );
     response
-        .lines()
-        .skip(1)
-        .take_while(|line| !line.is_empty())
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
-        .collect()
 }
 
 /// A blob large enough for a multipart upload goes up with a SHA-256 checksum on every part,
