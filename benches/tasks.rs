@@ -7,7 +7,7 @@
 //! 50,000/s at level 1. Run with `cargo bench --bench tasks`; `PEIRCE_BENCH_INSTANCES`
 //! sets the sample size (default 20,000 per cell).
 
-use peirce_nodes::tasks::{family, Options, TaskRng, FAMILIES};
+use peirce_tasks::{family, Options, TaskRng, FAMILIES};
 
 /// CPU seconds used by the calling thread.
 fn thread_seconds() -> f64 {

@@ -6,7 +6,7 @@ Generation: a randomly initialized `Qwen2ForCausalLM` (sdpa attention) runs
 `model.generate` on the same batch of equal-length random prompts, greedy (or sampled with
 `--temperature`), with no end-of-sequence id, so every row gets exactly `--new-tokens`.
 
-Training: one REINFORCE++ step written as `nodes/torch/src/train.rs` (`policy_step`) and
+Training: one REINFORCE++ step written as `torch/src/train.rs` (`policy_step`) and
 `rl.rs` write it, in plain PyTorch eager: per micro-batch a no-grad forward of the frozen
 reference, a forward and backward of the policy (the head and log-softmax run `chunk`
 positions at a time), the clipped-ratio loss with the k3 KL and the entropy bonus, then

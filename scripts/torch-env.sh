@@ -1,4 +1,4 @@
-# The libtorch environment for nodes/torch (sourced, not run): peirce-torch and its
+# The libtorch environment for torch (sourced, not run): peirce-torch and its
 # `peirce-worker` binary link the libtorch that ships inside PyTorch's wheel (tch's
 # `LIBTORCH_USE_PYTORCH=1`), so one persistent virtualenv outside the clone provides both
 # the C++ libraries and a Python with the same torch for the interop tests.

@@ -1,4 +1,4 @@
-//! The `peirce` binary stays light (DESIGN.md 2): it never links libtorch, which only
+//! The `peirce` binary stays light (docs/architecture.md §2): it never links libtorch, which only
 //! `peirce-worker` does, and it starts in milliseconds.
 
 use std::path::Path;

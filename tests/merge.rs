@@ -12,7 +12,8 @@ use std::process::Command;
 
 use common::{expect_statuses, Sandbox};
 use rand::{Rng, SeedableRng};
-use safetensors::{Dtype, SafeTensors, View};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
 use serde_json::{json, Value};
 
 /// One stored tensor.
@@ -23,18 +24,10 @@ struct Raw {
     data: Vec<u8>,
 }
 
-impl View for &Raw {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
-        std::borrow::Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
+impl Raw {
+    /// The tensor as safetensors serializes it.
+    fn view(&self) -> TensorView<'_> {
+        TensorView::new(self.dtype, self.shape.clone(), &self.data).expect("a consistent tensor")
     }
 }
 
@@ -204,8 +197,8 @@ fn write_model(dir: &Path, config: &Value, tensors: &Tensors, shards: usize) {
         "pt".to_string(),
     )]));
     if shards <= 1 {
-        safetensors::serialize_to_file(tensors.iter(), metadata, &dir.join("model.safetensors"))
-            .unwrap();
+        let views = tensors.iter().map(|(name, raw)| (name, raw.view()));
+        safetensors::serialize_to_file(views, metadata, &dir.join("model.safetensors")).unwrap();
         return;
     }
     let names: Vec<&String> = tensors.keys().collect();
@@ -213,7 +206,8 @@ fn write_model(dir: &Path, config: &Value, tensors: &Tensors, shards: usize) {
     let mut weight_map = BTreeMap::new();
     for (number, group) in names.chunks(per).enumerate() {
         let file = format!("model-{:05}-of-{shards:05}.safetensors", number + 1);
-        let part: Vec<(&String, &Raw)> = group.iter().map(|n| (*n, &tensors[*n])).collect();
+        let part: Vec<(&String, TensorView)> =
+            group.iter().map(|n| (*n, tensors[*n].view())).collect();
         safetensors::serialize_to_file(part, metadata.clone(), &dir.join(&file)).unwrap();
         for name in group {
             weight_map.insert(name.to_string(), file.clone());
@@ -814,19 +808,21 @@ command = {}
 }
 
 /// mergekit's `mergekit-yaml`, installed by scripts/test through scripts/mergekit.sh.
-fn mergekit() -> PathBuf {
-    match std::env::var_os("PEIRCE_MERGEKIT") {
-        Some(path) if !path.is_empty() => PathBuf::from(path),
-        _ => panic!(
-            "PEIRCE_MERGEKIT is not set: run scripts/test, which installs mergekit into its own \
-             virtualenv (or `source scripts/mergekit.sh; peirce_mergekit_setup` and export it)"
-        ),
-    }
+fn mergekit() -> Option<PathBuf> {
+    peirce_testing::external(
+        "PEIRCE_MERGEKIT",
+        "the_linear_merge_equals_mergekits_bit_for_bit",
+        "scripts/test installs mergekit into its own virtualenv; or `source \
+         scripts/mergekit.sh; peirce_mergekit_setup` and export it",
+    )
+    .map(PathBuf::from)
 }
 
 #[test]
 fn the_linear_merge_equals_mergekits_bit_for_bit() {
-    let mergekit = mergekit();
+    let Some(mergekit) = mergekit() else {
+        return;
+    };
     let models = Models::new();
     let weights = [("abduction", 0.1), ("deduction", 1.0), ("induction", 0.2)];
     for dtype in [Dtype::F32, Dtype::BF16] {

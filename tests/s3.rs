@@ -1,4 +1,4 @@
-//! Sharing results through an S3 bucket (DESIGN.md 3.3), against a real S3 server on
+//! Sharing results through an S3 bucket (docs/architecture.md §10), against a real S3 server on
 //! loopback: moto, started by scripts/test (`PEIRCE_TEST_S3_ENDPOINT`), and for the test
 //! that kills the server, a moto of its own (`PEIRCE_TEST_MOTO`).
 //!

@@ -2,7 +2,7 @@
 //!
 //! A [`Value`] is what a TOML parameter becomes after parsing, and what a node kind
 //! reads back. Its [`Value::write_canonical`] encoding is the stable byte form that
-//! enters action keys (DESIGN.md 3.2), so it is spelled out by hand here and never
+//! enters action keys (docs/architecture.md §3), so it is spelled out by hand here and never
 //! goes through `std::hash::Hash`, `HashMap` order or float formatting. `Display`
 //! is for humans only (plan reasons, error messages) and must never feed a key.
 

@@ -15,9 +15,10 @@ use peirce_dag::spec::NodeSpec;
 use peirce_dag::value::Value;
 use serde::Serialize;
 
-use crate::tasks::dataset::{level_stats, write_jsonl, write_parquet, Record};
-use crate::tasks::import::{import, ImportOptions};
-use crate::tasks::{family, AnswerKind, Family, Instance, Options, TaskRng, FAMILIES};
+use peirce_tasks::dataset::{level_stats, write_jsonl, Record};
+use peirce_tasks::import::{import, ImportOptions};
+use peirce_tasks::verl::write_parquet;
+use peirce_tasks::{family, AnswerKind, Family, Instance, Options, TaskRng, FAMILIES};
 
 /// The instruction used for imported math problems.
 pub const MATH_INSTRUCTION: &str =
@@ -213,7 +214,7 @@ struct GenerateStats {
     split: f64,
     train: usize,
     test: usize,
-    levels: BTreeMap<String, crate::tasks::dataset::LevelStats>,
+    levels: BTreeMap<String, peirce_tasks::dataset::LevelStats>,
 }
 
 /// Writes the dataset files of a split pair and its statistics.
@@ -224,7 +225,7 @@ pub fn write_dataset(
     stats: &impl Serialize,
     stats_name: &str,
 ) -> Result<(), NodeError> {
-    let internal = |e: crate::tasks::dataset::DatasetError| NodeError::Internal(e.to_string());
+    let internal = |e: peirce_tasks::dataset::DatasetError| NodeError::Internal(e.to_string());
     write_jsonl(&dir.join("train.jsonl"), train).map_err(internal)?;
     write_jsonl(&dir.join("test.jsonl"), test).map_err(internal)?;
     write_parquet(&dir.join("train.parquet"), train).map_err(internal)?;

@@ -7,11 +7,9 @@
 
 pub mod exec;
 pub mod generate;
-pub mod learn;
 pub mod merge;
-pub mod plot;
 pub mod process;
-pub mod tasks;
+pub mod torch;
 pub mod verify;
 pub mod worker;
 
@@ -25,9 +23,8 @@ pub fn registry() -> Registry {
     registry.register(merge::Merge);
     registry.register(verify::Verify);
     registry.register(worker::Worker);
-    registry.register(learn::TorchKind::MODEL);
-    registry.register(learn::TorchKind::ALIGN);
-    registry.register(learn::TorchKind::DOMAIN_RL);
-    registry.register(learn::TorchKind::EVAL);
+    for kind in torch::TorchKind::all() {
+        registry.register(kind);
+    }
     registry
 }

@@ -17,8 +17,8 @@ use peirce_dag::value::Value;
 use serde::Serialize;
 
 use crate::generate::write_dataset;
-use crate::tasks::dataset::{level_stats, read_jsonl, LevelStats, Record};
-use crate::tasks::{family, reward};
+use peirce_tasks::dataset::{level_stats, read_jsonl, LevelStats, Record};
+use peirce_tasks::{family, reward};
 
 /// The `verify` kind.
 pub struct Verify;
@@ -28,14 +28,33 @@ impl Verify {
     pub const VERSION: u32 = 1;
 }
 
-/// Why a record was dropped, or `None` to keep it.
-pub fn check(record: &Record) -> Option<(&'static str, String)> {
+/// Why `verify` drops a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The reason, a key of `report.json`'s `dropped` (`invalid`, `reward_mismatch`, or a
+    /// family's verification failure such as `ambiguous`).
+    pub reason: &'static str,
+    /// What exactly is wrong with this record.
+    pub detail: String,
+}
+
+impl Rejection {
+    fn new(reason: &'static str, detail: impl Into<String>) -> Self {
+        Self {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Checks one record: `Err` says why it is dropped.
+pub fn check(record: &Record) -> Result<(), Rejection> {
     if record.puzzle.trim().is_empty() || record.answer.trim().is_empty() {
-        return Some(("invalid", "empty puzzle or answer".into()));
+        return Err(Rejection::new("invalid", "empty puzzle or answer"));
     }
     if let Some(family) = family(&record.task) {
         if family.answer_kind() != record.answer_kind {
-            return Some((
+            return Err(Rejection::new(
                 "invalid",
                 format!(
                     "answer kind {:?} does not match the task",
@@ -44,7 +63,7 @@ pub fn check(record: &Record) -> Option<(&'static str, String)> {
             ));
         }
         if let Err(error) = family.verify(&record.instance()) {
-            return Some((error.reason(), error.to_string()));
+            return Err(Rejection::new(error.reason(), error.to_string()));
         }
     }
     let response = reward::perfect_response(
@@ -54,12 +73,12 @@ pub fn check(record: &Record) -> Option<(&'static str, String)> {
     );
     let score = reward::score(record.answer_kind, &response, &record.answer);
     if !score.is_correct() {
-        return Some((
+        return Err(Rejection::new(
             "reward_mismatch",
             format!("the ground truth itself scores {}", score.total),
         ));
     }
-    None
+    Ok(())
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -71,7 +90,7 @@ struct Report {
     levels: BTreeMap<String, BTreeMap<String, LevelStats>>,
 }
 
-fn check_all(records: &[Record], threads: usize) -> Vec<Option<(&'static str, String)>> {
+fn check_all(records: &[Record], threads: usize) -> Vec<Result<(), Rejection>> {
     let chunk = records.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
         let handles: Vec<_> = records
@@ -106,7 +125,7 @@ fn verify(
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
         for (record, verdict) in records.into_iter().zip(verdicts) {
-            if let Some((reason, detail)) = verdict {
+            if let Err(Rejection { reason, detail }) = verdict {
                 note_drop(&mut report, reason, format!("{}: {detail}", record.id));
                 continue;
             }

@@ -3,14 +3,8 @@
 //! Heavy kinds (anything linking libtorch) run in a separate process per node: the engine
 //! writes the node's spec to `node.json` in the scratch folder and starts the worker with
 //! that path as its last argument (also in `PEIRCE_NODE_SPEC`). The worker writes its
-//! outputs into `output_dir` and reports on stdout, one JSON object per line:
-//!
-//! ```text
-//! {"event":"progress","done":3,"total":100,"message":"step 3"}
-//! {"event":"metric", ...any fields...}
-//! {"event":"message","text":"loaded model"}
-//! {"event":"error","class":"bad_input"|"transient"|"failed","message":"..."}
-//! ```
+//! outputs into `output_dir` and reports on stdout, one JSON object per line.
+//! The spec and the lines are [`peirce_protocol`]'s types (docs/architecture.md §7).
 //!
 //! Other stdout lines and all of stderr go to the node's log. Exit status 0 means success;
 //! anything else fails the node (classified by the last `error` event, if any), and a crash
@@ -24,67 +18,41 @@ use async_trait::async_trait;
 use peirce_dag::kind::{NodeContext, NodeError, NodeEvent, NodeKind};
 use peirce_dag::params::{ParamSpec, ParamType};
 use peirce_dag::value::Value;
-use serde::Serialize;
+use peirce_protocol::{ErrorClass, Event, WorkerError, WorkerSpec, PROTOCOL};
 
 use crate::process::{node_environment, run_process, Line, ProcessSpec};
 
-/// The protocol version written into every spec.
-pub const PROTOCOL: u32 = 1;
-
-/// What the worker reads from `node.json`.
-#[derive(Debug, Serialize)]
-pub struct WorkerSpec<'a> {
-    /// Protocol version.
-    pub protocol: u32,
-    /// The node kind the worker should execute.
-    pub kind: &'a str,
-    /// Node name.
-    pub node: &'a str,
-    /// Workflow name.
-    pub workflow: &'a str,
-    /// Parameters, as JSON.
-    pub params: serde_json::Value,
-    /// Input name to path.
-    pub inputs: BTreeMap<String, String>,
-    /// Where outputs go.
-    pub output_dir: String,
-    /// A private folder.
-    pub scratch_dir: String,
-    /// CPU threads granted.
-    pub cpus: u32,
-    /// GPU ids granted (also in `CUDA_VISIBLE_DEVICES`).
-    pub gpus: Vec<u32>,
+/// One protocol line, as an engine event or the worker's error; `None` for log lines.
+fn parse_line(line: &str) -> Option<Result<NodeEvent, WorkerError>> {
+    Some(match Event::parse(line)? {
+        Event::Progress {
+            done,
+            total,
+            message,
+        } => Ok(NodeEvent::Progress {
+            done,
+            total,
+            message,
+        }),
+        Event::Metric(fields) => Ok(NodeEvent::Metric(serde_json::Value::Object(fields))),
+        Event::Message { text } => Ok(NodeEvent::Message(text)),
+        Event::Error(error) => Err(error),
+    })
 }
 
-/// One protocol line, parsed. Returns `None` for lines that are not protocol messages.
-fn parse_line(line: &str) -> Option<Result<NodeEvent, NodeError>> {
-    let trimmed = line.trim_start();
-    if !trimmed.starts_with('{') {
-        return None;
+/// The engine's error for a worker that exited with `exit` after reporting `reported`.
+fn classify(reported: Option<WorkerError>, exit: String) -> NodeError {
+    match reported {
+        None => NodeError::Failed(exit),
+        Some(WorkerError { class, message }) => {
+            let message = format!("{message} ({exit})");
+            match class {
+                ErrorClass::BadInput => NodeError::BadInput(message),
+                ErrorClass::Transient => NodeError::Transient(message),
+                ErrorClass::Failed => NodeError::Failed(message),
+            }
+        }
     }
-    let json: serde_json::Value = serde_json::from_str(trimmed).ok()?;
-    let event = json.get("event")?.as_str()?;
-    let text = |field: &str| {
-        json.get(field)
-            .and_then(|v| v.as_str())
-            .unwrap_or_default()
-            .to_string()
-    };
-    Some(match event {
-        "progress" => Ok(NodeEvent::Progress {
-            done: json.get("done").and_then(|v| v.as_u64()).unwrap_or(0),
-            total: json.get("total").and_then(|v| v.as_u64()).unwrap_or(0),
-            message: text("message"),
-        }),
-        "metric" => Ok(NodeEvent::Metric(json)),
-        "message" => Ok(NodeEvent::Message(text("text"))),
-        "error" => Err(match text("class").as_str() {
-            "bad_input" => NodeError::BadInput(text("message")),
-            "transient" => NodeError::Transient(text("message")),
-            _ => NodeError::Failed(text("message")),
-        }),
-        _ => return None,
-    })
 }
 
 /// Runs `program args... <node.json>` under the worker protocol.
@@ -97,23 +65,18 @@ pub async fn run_worker(
 ) -> Result<(), NodeError> {
     let spec = WorkerSpec {
         protocol: PROTOCOL,
-        kind,
-        node: &context.node,
-        workflow: &context.workflow,
+        kind: kind.to_string(),
+        node: context.node.clone(),
+        workflow: context.workflow.clone(),
         params,
-        inputs: context
-            .inputs
-            .iter()
-            .map(|(name, path)| (name.clone(), path.display().to_string()))
-            .collect(),
-        output_dir: context.output_dir.display().to_string(),
-        scratch_dir: context.scratch_dir.display().to_string(),
+        inputs: context.inputs.clone(),
+        output_dir: context.output_dir.clone(),
+        scratch_dir: context.scratch_dir.clone(),
         cpus: context.cpus,
         gpus: context.gpus.clone(),
     };
     let spec_path = context.scratch_dir.join("node.json");
-    let bytes = serde_json::to_vec_pretty(&spec).expect("worker specs serialize");
-    std::fs::write(&spec_path, bytes).map_err(|error| {
+    spec.write(&spec_path).map_err(|error| {
         NodeError::Internal(format!("cannot write `{}`: {error}", spec_path.display()))
     })?;
     let mut env = node_environment(context, &context.output_dir);
@@ -127,7 +90,7 @@ pub async fn run_worker(
         env,
         cwd: context.scratch_dir.clone(),
     };
-    let reported: Arc<Mutex<Option<NodeError>>> = Arc::default();
+    let reported: Arc<Mutex<Option<WorkerError>>> = Arc::default();
     let events = context.events.clone();
     let seen = reported.clone();
     let result = run_process(&process, context, move |line| match parse_line(line) {
@@ -143,18 +106,9 @@ pub async fn run_worker(
     })
     .await;
     match result {
-        Err(NodeError::Failed(exit)) => match reported.lock().expect("error slot").take() {
-            Some(NodeError::BadInput(message)) => {
-                Err(NodeError::BadInput(format!("{message} ({exit})")))
-            }
-            Some(NodeError::Transient(message)) => {
-                Err(NodeError::Transient(format!("{message} ({exit})")))
-            }
-            Some(NodeError::Failed(message)) => {
-                Err(NodeError::Failed(format!("{message} ({exit})")))
-            }
-            _ => Err(NodeError::Failed(exit)),
-        },
+        Err(NodeError::Failed(exit)) => {
+            Err(classify(reported.lock().expect("error slot").take(), exit))
+        }
         other => other,
     }
 }
@@ -243,7 +197,7 @@ mod tests {
         ));
         let error =
             parse_line(r#"{"event":"error","class":"bad_input","message":"no such model"}"#);
-        assert!(matches!(error, Some(Err(NodeError::BadInput(ref m))) if m == "no such model"));
+        assert!(matches!(error, Some(Err(ref e)) if e == &WorkerError::bad_input("no such model")));
         assert!(parse_line("plain text").is_none());
         assert!(parse_line("{not json").is_none());
         assert!(parse_line(r#"{"event":"unknown"}"#).is_none());
@@ -251,5 +205,19 @@ mod tests {
             parse_line(r#"{"event":"metric","loss":1.5}"#),
             Some(Ok(NodeEvent::Metric(_)))
         ));
+    }
+
+    #[test]
+    fn reported_errors_classify_the_failure() {
+        let exit = || "exit status 1".to_string();
+        assert_eq!(
+            classify(Some(WorkerError::bad_input("no model")), exit()),
+            NodeError::BadInput("no model (exit status 1)".into())
+        );
+        assert_eq!(
+            classify(Some(WorkerError::transient("oom")), exit()),
+            NodeError::Transient("oom (exit status 1)".into())
+        );
+        assert_eq!(classify(None, exit()), NodeError::Failed(exit()));
     }
 }

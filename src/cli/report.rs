@@ -514,7 +514,7 @@ pub async fn report(globals: &Globals, args: ReportArgs) -> anyhow::Result<ExitC
             (row.shown_label(), values)
         })
         .collect();
-    let chart = peirce_nodes::plot::render_bar_chart(
+    let chart = peirce_plot::render_bar_chart(
         &format!("{}: accuracy", workflow.name),
         &groups,
         &series,

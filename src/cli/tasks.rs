@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::{anyhow, bail};
 use clap::{Args, Subcommand};
-use peirce_nodes::tasks::dataset::Record;
-use peirce_nodes::tasks::{family, Options, TaskRng, FAMILIES};
+use peirce_tasks::dataset::Record;
+use peirce_tasks::{family, Options, TaskRng, FAMILIES};
 
 #[derive(Debug, Args)]
 pub struct TasksArgs {

@@ -10,18 +10,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-/// The shared S3 test server, or `None` after saying why the test is skipped.
+/// The shared S3 test server, or `None` after saying why the test is skipped (see
+/// `peirce_testing::external`).
 pub fn endpoint(test: &str) -> Option<String> {
-    match std::env::var("PEIRCE_TEST_S3_ENDPOINT") {
-        Ok(endpoint) => Some(endpoint),
-        Err(_) => {
-            eprintln!(
-                "skipping `{test}`: PEIRCE_TEST_S3_ENDPOINT is not set \
-                 (scripts/test starts a moto S3 server and sets it)"
-            );
-            None
-        }
-    }
+    peirce_testing::external(
+        "PEIRCE_TEST_S3_ENDPOINT",
+        test,
+        "scripts/test starts a moto S3 server and sets it",
+    )
 }
 
 /// A bucket name no other test uses.
@@ -193,16 +189,12 @@ pub struct Moto {
 
 /// The `moto_server` program (`PEIRCE_TEST_MOTO`), or `None` after saying why the test skips.
 pub fn moto_program(test: &str) -> Option<PathBuf> {
-    match std::env::var_os("PEIRCE_TEST_MOTO") {
-        Some(path) => Some(PathBuf::from(path)),
-        None => {
-            eprintln!(
-                "skipping `{test}`: PEIRCE_TEST_MOTO is not set (scripts/test installs moto \
-                 and points it at moto_server)"
-            );
-            None
-        }
-    }
+    peirce_testing::external(
+        "PEIRCE_TEST_MOTO",
+        test,
+        "scripts/test installs moto and points it at moto_server",
+    )
+    .map(PathBuf::from)
 }
 
 fn free_port() -> u16 {

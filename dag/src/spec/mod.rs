@@ -1,7 +1,7 @@
 //! Workflow files: parsing, validation and resolution into a [`Workflow`].
 //!
 //! A workflow is a TOML file where every top-level table is a node, except the
-//! reserved `[workflow]` (name, remote) and `[defaults]` tables (DESIGN.md 3.4).
+//! reserved `[workflow]` (name, remote) and `[defaults]` tables (docs/architecture.md §9).
 //! Loading checks everything that can be checked before anything runs: syntax,
 //! kinds, parameter names and types, inputs, resources and cycles, and reports
 //! every problem with its file, line and column and, where it can guess, a hint.

@@ -13,24 +13,10 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{Mmap, UncheckedAdvice};
 use safetensors::{Dtype, SafeTensors};
-use serde::{Deserialize, Serialize};
 
 use super::MergeError;
 
-/// The single-file weights.
-pub const WEIGHTS: &str = "model.safetensors";
-/// The index of a sharded checkpoint.
-pub const INDEX: &str = "model.safetensors.index.json";
-
-/// `model.safetensors.index.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ShardIndex {
-    /// `{"total_size": bytes}`.
-    #[serde(default)]
-    pub metadata: BTreeMap<String, serde_json::Value>,
-    /// Tensor name to shard file name.
-    pub weight_map: BTreeMap<String, String>,
-}
+pub use peirce_protocol::hf::{ShardIndex, INDEX, WEIGHTS};
 
 /// Where one tensor is stored.
 #[derive(Debug, Clone)]

@@ -10,8 +10,7 @@ use super::kernel::FloatType;
 use super::recipe::Recipe;
 use super::{MergeError, RECORD};
 
-/// The model config.
-pub const CONFIG: &str = "config.json";
+pub use peirce_protocol::hf::CONFIG;
 
 /// Config keys that record where or how a model was saved, not what it computes: they may
 /// differ between merged models.
@@ -28,7 +27,7 @@ const BOOKKEEPING: &[&str] = &[
 /// generation settings. Weights are written by the merge; other files (training curves,
 /// logs, READMEs) describe one input, not the merge, and are left out.
 fn copied(name: &str) -> bool {
-    name == "generation_config.json"
+    name == peirce_protocol::hf::GENERATION_CONFIG
         || name.starts_with("tokenizer")
         || name.starts_with("vocab.")
         || name.starts_with("chat_template.")

@@ -10,15 +10,19 @@ use object_store::prefix::PrefixStore;
 
 use super::*;
 
+/// The shared S3 test server, or `None` after saying why `test` is skipped (see
+/// `peirce_testing::external`).
+fn s3_endpoint(test: &str) -> Option<String> {
+    peirce_testing::external(
+        "PEIRCE_TEST_S3_ENDPOINT",
+        test,
+        "scripts/test starts a moto S3 server and sets it",
+    )
+}
+
 /// The fixture, or `None` (after saying why) when no S3 server is configured.
 pub fn fixture() -> Option<Fixture> {
-    let Ok(endpoint) = std::env::var("PEIRCE_TEST_S3_ENDPOINT") else {
-        eprintln!(
-            "skipping the S3 conformance test: PEIRCE_TEST_S3_ENDPOINT is not set \
-             (scripts/test starts a moto server and sets it)"
-        );
-        return None;
-    };
+    let endpoint = s3_endpoint("the S3 conformance tests")?;
     let bucket = fresh_bucket(&endpoint);
     let object = AmazonS3Builder::from_env()
         .with_bucket_name(&bucket)
@@ -95,8 +99,7 @@ fn raw_request(endpoint: &str, method: &str, path: &str, headers: &str) -> Strin
 /// in the URL sends none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn multipart_uploads_carry_part_checksums() {
-    let Ok(endpoint) = std::env::var("PEIRCE_TEST_S3_ENDPOINT") else {
-        eprintln!("skipping: PEIRCE_TEST_S3_ENDPOINT is not set");
+    let Some(endpoint) = s3_endpoint("multipart_uploads_carry_part_checksums") else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,256 @@
+//! Importing a dataset a user has (e.g. MATH500) from a local JSONL or parquet file.
+//!
+//! Two layouts are read: plain rows with a problem and an answer column (names
+//! configurable, default `problem` / `answer`, optional `level`), and the verl layout
+//! (`prompt` as a list of messages, whose last user message is the problem, and
+//! `reward_model.ground_truth`). Imported rows become math instances graded by boxed-answer
+//! equivalence.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::dataset::DatasetError;
+#[cfg(feature = "parquet")]
+use super::verl::{prompt_messages, read_parquet, string_column};
+use super::Instance;
+
+/// Column names of the plain layout.
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    /// The task name given to imported rows (e.g. `math500`).
+    pub name: String,
+    /// Problem column.
+    pub problem_field: String,
+    /// Answer column.
+    pub answer_field: String,
+    /// Level column (integer, or text like `Level 3`); absent: level 0.
+    pub level_field: String,
+}
+
+fn malformed(path: &Path, line: usize, message: String) -> DatasetError {
+    DatasetError::Malformed {
+        path: path.to_path_buf(),
+        line,
+        message,
+    }
+}
+
+/// Reads `Level 3`, `3` or 3 as 3.
+fn parse_level(value: Option<&serde_json::Value>) -> u32 {
+    match value {
+        Some(serde_json::Value::Number(number)) => number.as_u64().unwrap_or(0) as u32,
+        Some(serde_json::Value::String(text)) => text
+            .trim()
+            .trim_start_matches("Level")
+            .trim()
+            .parse()
+            .unwrap_or(0),
+        _ => 0,
+    }
+}
+
+fn answer_text(value: &serde_json::Value) -> Option<String> {
+    match value {
+        serde_json::Value::String(text) => Some(text.clone()),
+        serde_json::Value::Number(number) => Some(number.to_string()),
+        _ => None,
+    }
+}
+
+fn instance(
+    options: &ImportOptions,
+    level: u32,
+    puzzle: String,
+    answer: String,
+    index: usize,
+) -> Instance {
+    let mut params = BTreeMap::new();
+    params.insert("source_index".to_string(), serde_json::json!(index));
+    Instance {
+        task: options.name.clone(),
+        level,
+        puzzle,
+        answer,
+        params,
+        solution: None,
+    }
+}
+
+/// Reads every row of a JSONL or parquet file (by extension) as an instance.
+pub fn import(path: &Path, options: &ImportOptions) -> Result<Vec<Instance>, DatasetError> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("parquet") => import_parquet(path, options),
+        Some("jsonl") | Some("json") => import_jsonl(path, options),
+        _ => Err(malformed(
+            path,
+            0,
+            "expected a `.jsonl` or `.parquet` file".into(),
+        )),
+    }
+}
+
+fn import_jsonl(path: &Path, options: &ImportOptions) -> Result<Vec<Instance>, DatasetError> {
+    let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut instances = Vec::new();
+    for (index, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row: serde_json::Value = serde_json::from_str(line)
+            .map_err(|error| malformed(path, index + 1, error.to_string()))?;
+        let (puzzle, answer) = if let Some(messages) = row.get("prompt").and_then(|p| p.as_array())
+        {
+            let puzzle = messages
+                .iter()
+                .rev()
+                .find(|m| m.get("role").and_then(|r| r.as_str()) == Some("user"))
+                .and_then(|m| m.get("content")?.as_str())
+                .map(str::to_string);
+            let answer = row
+                .get("reward_model")
+                .and_then(|r| r.get("ground_truth"))
+                .and_then(answer_text);
+            (puzzle, answer)
+        } else {
+            (
+                row.get(&options.problem_field)
+                    .and_then(|p| p.as_str())
+                    .map(str::to_string),
+                row.get(&options.answer_field).and_then(answer_text),
+            )
+        };
+        let (Some(puzzle), Some(answer)) = (puzzle, answer) else {
+            return Err(malformed(
+                path,
+                index + 1,
+                format!(
+                    "expected `{}` and `{}` fields (or the verl layout: `prompt` messages and `reward_model.ground_truth`)",
+                    options.problem_field, options.answer_field
+                ),
+            ));
+        };
+        let level = parse_level(row.get(&options.level_field));
+        instances.push(instance(options, level, puzzle, answer, instances.len()));
+    }
+    Ok(instances)
+}
+
+#[cfg(feature = "parquet")]
+fn import_parquet(path: &Path, options: &ImportOptions) -> Result<Vec<Instance>, DatasetError> {
+    let mut instances = Vec::new();
+    for batch in read_parquet(path)? {
+        let verl = batch.column_by_name("prompt").is_some();
+        let problems = string_column(&batch, &options.problem_field);
+        let answers = if verl {
+            string_column(&batch, "reward_model.ground_truth")
+        } else {
+            string_column(&batch, &options.answer_field)
+        };
+        let Some(answers) = answers else {
+            return Err(malformed(
+                path,
+                0,
+                format!(
+                    "no string column `{}` (or `reward_model.ground_truth`)",
+                    options.answer_field
+                ),
+            ));
+        };
+        let levels = string_column(&batch, &options.level_field);
+        for row in 0..batch.num_rows() {
+            let puzzle = if verl {
+                prompt_messages(&batch, row)
+                    .and_then(|messages| messages.into_iter().rev().find(|m| m.role == "user"))
+                    .map(|m| m.content)
+            } else {
+                problems.map(|column| column.value(row).to_string())
+            };
+            let Some(puzzle) = puzzle else {
+                return Err(malformed(
+                    path,
+                    row + 1,
+                    format!("no problem text (column `{}`)", options.problem_field),
+                ));
+            };
+            let level = levels
+                .map(|l| parse_level(Some(&serde_json::json!(l.value(row)))))
+                .unwrap_or(0);
+            instances.push(instance(
+                options,
+                level,
+                puzzle,
+                answers.value(row).to_string(),
+                instances.len(),
+            ));
+        }
+    }
+    Ok(instances)
+}
+
+#[cfg(not(feature = "parquet"))]
+fn import_parquet(path: &Path, _options: &ImportOptions) -> Result<Vec<Instance>, DatasetError> {
+    Err(malformed(
+        path,
+        0,
+        "this build of peirce-tasks reads no parquet (its `parquet` feature is off)".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> ImportOptions {
+        ImportOptions {
+            name: "bench".into(),
+            problem_field: "problem".into(),
+            answer_field: "answer".into(),
+            level_field: "level".into(),
+        }
+    }
+
+    #[test]
+    fn reads_plain_and_verl_jsonl() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("math.jsonl");
+        std::fs::write(
+            &path,
+            "{\"problem\": \"1+1?\", \"answer\": \"2\", \"level\": \"Level 3\"}\n\n{\"prompt\": [{\"role\": \"user\", \"content\": \"2+2?\"}], \"reward_model\": {\"ground_truth\": 4}}\n",
+        )
+        .unwrap();
+        let instances = import(&path, &options()).unwrap();
+        assert_eq!(instances.len(), 2);
+        assert_eq!((instances[0].level, instances[0].answer.as_str()), (3, "2"));
+        assert_eq!(
+            (instances[1].puzzle.as_str(), instances[1].answer.as_str()),
+            ("2+2?", "4")
+        );
+    }
+
+    #[test]
+    fn bad_rows_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.jsonl");
+        std::fs::write(
+            &path,
+            "{\"problem\": \"x\", \"answer\": \"1\"}\n{\"question\": \"y\"}\n",
+        )
+        .unwrap();
+        let error = import(&path, &options()).unwrap_err().to_string();
+        assert!(
+            error.contains("bad.jsonl") && error.contains("line 2"),
+            "{error}"
+        );
+        std::fs::write(&path, "not json\n").unwrap();
+        assert!(import(&path, &options()).is_err());
+        let other = dir.path().join("data.csv");
+        std::fs::write(&other, "a,b").unwrap();
+        assert!(import(&other, &options())
+            .unwrap_err()
+            .to_string()
+            .contains(".jsonl"));
+    }
+}

@@ -1,0 +1,467 @@
+//! `peirce-worker bench`: throughput of the sampler and of the REINFORCE++ step on a
+//! randomly initialized Qwen2, printed as one JSON line.
+//!
+//! It exists to compare against the same work in Python (`scripts/gpu_bench_reference.py`,
+//! Hugging Face `transformers` and PyTorch eager; `scripts/gpu-bench` runs both on a GPU
+//! and prints the ratios), so it builds the model from a config alone (a built-in preset or
+//! a `config.json`) and no checkpoint has to travel. Generation never stops early: no
+//! end-of-sequence id or stop sequence is set, so every row gets exactly `--new-tokens`.
+//! The training step runs [`train::policy_step`] unchanged on synthetic rollouts (random
+//! tokens, random logic-task rewards).
+//!
+//! It measures wall-clock time around whole calls, after warm-up, with the device
+//! synchronized on both sides of each timing; it does not profile kernels or report memory.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use peirce_tasks::reward::{AnswerStatus, Score};
+use serde_json::json;
+use tch::{nn, Device, Kind};
+
+use crate::error::{read_json, Result, TorchError};
+use crate::pretrained::{self, parse_dtype, CONFIG};
+use crate::qwen2::{Config, Qwen2};
+use crate::sampler::{generate, Finish, SamplingParams};
+use crate::train::{self, Algorithm, Rollout, TrainConfig};
+
+/// The usage line printed on bad arguments.
+pub const USAGE: &str =
+    "usage: peirce-worker bench [--preset qwen2-0.5b|tiny] [--config FILE_OR_DIR] \
+[--device cuda|cpu] [--dtype bf16|fp32|fp16] [--batch N] [--prompt-tokens N] [--new-tokens N] \
+[--temperature T] [--warmup-tokens N] [--sample-iterations N] [--train-rows N] \
+[--train-prompt-tokens N] [--response-tokens N] [--micro-batch N] [--train-warmup N] \
+[--train-iterations N] [--seed N] [--threads N] [--skip-sample] [--skip-train]";
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// The model's shape: a preset name or a `config.json` (file or folder).
+    pub model: ModelSource,
+    /// Where to run.
+    pub device: Device,
+    /// The weights' dtype.
+    pub dtype: Kind,
+    /// Rows generated at once.
+    pub batch: usize,
+    /// Prompt length of every generated row (all equal: no padding).
+    pub prompt_tokens: usize,
+    /// New tokens per row.
+    pub new_tokens: i64,
+    /// Sampling temperature (0: greedy).
+    pub temperature: f64,
+    /// New tokens of the untimed warm-up generation.
+    pub warmup_tokens: i64,
+    /// Timed generations (the figure is their mean).
+    pub sample_iterations: usize,
+    /// Rollouts per training step.
+    pub train_rows: usize,
+    /// Prompt length of every rollout.
+    pub train_prompt_tokens: usize,
+    /// Response length of every rollout.
+    pub response_tokens: usize,
+    /// Rows per forward/backward.
+    pub micro_batch: usize,
+    /// Untimed training steps.
+    pub train_warmup: usize,
+    /// Timed training steps.
+    pub train_iterations: usize,
+    /// Seeds the weights, the prompts and the rewards.
+    pub seed: u64,
+    /// CPU threads for libtorch (0: its default).
+    pub threads: i32,
+    /// Leave out the generation figure.
+    pub skip_sample: bool,
+    /// Leave out the training figure.
+    pub skip_train: bool,
+}
+
+/// Where the model's shape comes from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSource {
+    /// A built-in shape: `qwen2-0.5b` or `tiny`.
+    Preset(String),
+    /// A `config.json`, or a folder holding one.
+    Config(PathBuf),
+}
+
+impl Default for BenchOptions {
+    fn default() -> Self {
+        Self {
+            model: ModelSource::Preset("qwen2-0.5b".into()),
+            device: Device::cuda_if_available(),
+            dtype: Kind::BFloat16,
+            batch: 64,
+            prompt_tokens: 64,
+            new_tokens: 512,
+            temperature: 0.0,
+            warmup_tokens: 32,
+            sample_iterations: 1,
+            train_rows: 64,
+            train_prompt_tokens: 64,
+            response_tokens: 512,
+            micro_batch: 8,
+            train_warmup: 1,
+            train_iterations: 3,
+            seed: 0,
+            threads: 0,
+            skip_sample: false,
+            skip_train: false,
+        }
+    }
+}
+
+impl BenchOptions {
+    /// Parses the arguments after `bench`.
+    pub fn parse(args: &[String]) -> Result<Self> {
+        let mut options = Self::default();
+        let mut iter = args.iter();
+        while let Some(flag) = iter.next() {
+            let mut value = || {
+                iter.next()
+                    .ok_or_else(|| TorchError::Invalid(format!("`{flag}` needs a value")))
+            };
+            match flag.as_str() {
+                "--preset" => options.model = ModelSource::Preset(value()?.clone()),
+                "--config" | "--model" => {
+                    options.model = ModelSource::Config(PathBuf::from(value()?))
+                }
+                "--device" => options.device = parse_device(value()?)?,
+                "--dtype" => options.dtype = parse_dtype(value()?)?,
+                "--batch" => options.batch = number(flag, value()?)?,
+                "--prompt-tokens" => options.prompt_tokens = number(flag, value()?)?,
+                "--new-tokens" => options.new_tokens = number(flag, value()?)?,
+                "--temperature" => options.temperature = number(flag, value()?)?,
+                "--warmup-tokens" => options.warmup_tokens = number(flag, value()?)?,
+                "--sample-iterations" => options.sample_iterations = number(flag, value()?)?,
+                "--train-rows" => options.train_rows = number(flag, value()?)?,
+                "--train-prompt-tokens" => options.train_prompt_tokens = number(flag, value()?)?,
+                "--response-tokens" => options.response_tokens = number(flag, value()?)?,
+                "--micro-batch" => options.micro_batch = number(flag, value()?)?,
+                "--train-warmup" => options.train_warmup = number(flag, value()?)?,
+                "--train-iterations" => options.train_iterations = number(flag, value()?)?,
+                "--seed" => options.seed = number(flag, value()?)?,
+                "--threads" => options.threads = number(flag, value()?)?,
+                "--skip-sample" => options.skip_sample = true,
+                "--skip-train" => options.skip_train = true,
+                other => {
+                    return Err(TorchError::Invalid(format!(
+                        "unknown bench argument `{other}`"
+                    )))
+                }
+            }
+        }
+        if options.batch == 0 || options.prompt_tokens == 0 || options.new_tokens <= 0 {
+            return Err(TorchError::Invalid(
+                "`--batch`, `--prompt-tokens` and `--new-tokens` must be positive".into(),
+            ));
+        }
+        if options.train_rows == 0 || options.train_prompt_tokens == 0 {
+            return Err(TorchError::Invalid(
+                "`--train-rows` and `--train-prompt-tokens` must be positive".into(),
+            ));
+        }
+        options.sample_iterations = options.sample_iterations.max(1);
+        options.train_iterations = options.train_iterations.max(1);
+        Ok(options)
+    }
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T> {
+    value
+        .parse()
+        .map_err(|_| TorchError::Invalid(format!("`{flag}` takes a number, not `{value}`")))
+}
+
+fn parse_device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" | "gpu" => Ok(Device::Cuda(0)),
+        other => Err(TorchError::Invalid(format!(
+            "unknown device `{other}` (cuda, cpu)"
+        ))),
+    }
+}
+
+/// Qwen2-0.5B's shape (Hugging Face `Qwen/Qwen2-0.5B` `config.json`).
+pub fn qwen2_0_5b() -> Config {
+    preset_config(json!({
+        "vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864,
+        "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2,
+        "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+        "tie_word_embeddings": true, "hidden_act": "silu", "initializer_range": 0.02,
+        "use_sliding_window": false,
+    }))
+}
+
+/// A shape small enough for a CPU smoke test.
+pub fn tiny() -> Config {
+    preset_config(json!({
+        "vocab_size": 512, "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "rope_theta": 10000.0, "tie_word_embeddings": true,
+    }))
+}
+
+fn preset_config(value: serde_json::Value) -> Config {
+    serde_json::from_value(value).expect("the preset configs are valid")
+}
+
+fn config(source: &ModelSource) -> Result<Config> {
+    match source {
+        ModelSource::Preset(name) => match name.as_str() {
+            "qwen2-0.5b" => Ok(qwen2_0_5b()),
+            "tiny" => Ok(tiny()),
+            other => Err(TorchError::Invalid(format!(
+                "unknown preset `{other}` (qwen2-0.5b, tiny)"
+            ))),
+        },
+        ModelSource::Config(path) if path.is_dir() => read_json(&path.join(CONFIG)),
+        ModelSource::Config(path) => read_json(path),
+    }
+}
+
+/// A randomly initialized model in `kind` on `device`, the same for the same `seed`.
+fn random_model(
+    cfg: &Config,
+    device: Device,
+    dtype: Kind,
+    seed: u64,
+) -> Result<(nn::VarStore, Qwen2)> {
+    tch::manual_seed(seed as i64);
+    let mut vs = nn::VarStore::new(device);
+    let net = Qwen2::new(cfg, &vs.root())?;
+    pretrained::set_dtype(&mut vs, dtype);
+    Ok((vs, net))
+}
+
+/// A small seeded generator (splitmix64) for prompts and rewards: no `rand` dependency,
+/// and the same numbers on every machine.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn tokens(&mut self, count: usize, vocab: i64) -> Vec<i64> {
+        (0..count)
+            .map(|_| (self.next() % vocab as u64) as i64)
+            .collect()
+    }
+}
+
+fn synchronize(device: Device) {
+    if let Device::Cuda(index) = device {
+        tch::Cuda::synchronize(index as i64);
+    }
+}
+
+/// Runs the benchmark; the result is the JSON line `peirce-worker bench` prints.
+pub fn run(options: &BenchOptions) -> Result<serde_json::Value> {
+    if options.threads > 0 {
+        tch::set_num_threads(options.threads);
+    }
+    let cfg = config(&options.model)?;
+    let device = options.device;
+    if device.is_cuda() && !tch::Cuda::is_available() {
+        return Err(TorchError::Invalid(
+            "`--device cuda`: libtorch sees no CUDA device".into(),
+        ));
+    }
+    let (policy_vs, policy) = random_model(&cfg, device, options.dtype, options.seed)?;
+    let parameters: i64 = policy_vs
+        .trainable_variables()
+        .iter()
+        .map(|v| v.numel() as i64)
+        .sum();
+    let mut rng = SplitMix(options.seed);
+    let mut result = json!({
+        "bench": "peirce",
+        "device": format!("{device:?}"),
+        "dtype": pretrained::dtype_name(options.dtype)?,
+        "model": {
+            "hidden_size": cfg.hidden_size,
+            "intermediate_size": cfg.intermediate_size,
+            "num_hidden_layers": cfg.num_hidden_layers,
+            "num_attention_heads": cfg.num_attention_heads,
+            "num_key_value_heads": cfg.num_key_value_heads,
+            "vocab_size": cfg.vocab_size,
+            "parameters": parameters,
+        },
+    });
+    if !options.skip_sample {
+        result["sample"] = sample(&policy, options, &mut rng)?;
+    }
+    if !options.skip_train {
+        result["train"] = train(&cfg, &policy_vs, &policy, options, &mut rng)?;
+    }
+    Ok(result)
+}
+
+fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<serde_json::Value> {
+    let prompts: Vec<Vec<i64>> = (0..options.batch)
+        .map(|_| rng.tokens(options.prompt_tokens, model.config.vocab_size))
+        .collect();
+    // No end-of-sequence id and no stop sequence: every row runs to `max_new_tokens`.
+    let params = |max_new_tokens: i64, seed: u64| SamplingParams {
+        max_new_tokens,
+        temperature: options.temperature,
+        top_p: 1.0,
+        seed,
+        eos: Vec::new(),
+        stop_sequences: Vec::new(),
+        pad: 0,
+        ..SamplingParams::default()
+    };
+    let device = model.device();
+    if options.warmup_tokens > 0 {
+        generate(
+            model,
+            &prompts,
+            &params(options.warmup_tokens, options.seed),
+        )?;
+    }
+    // The prompt's forward pass and the first token alone, to split the figure into prefill
+    // and per-step decode cost.
+    synchronize(device);
+    let started = Instant::now();
+    generate(model, &prompts, &params(1, options.seed))?;
+    synchronize(device);
+    let prefill = started.elapsed().as_secs_f64();
+    let mut seconds = 0.0;
+    for iteration in 0..options.sample_iterations {
+        synchronize(device);
+        let started = Instant::now();
+        let completions = generate(
+            model,
+            &prompts,
+            &params(options.new_tokens, options.seed + 1 + iteration as u64),
+        )?;
+        synchronize(device);
+        seconds += started.elapsed().as_secs_f64();
+        if let Some(row) = completions
+            .iter()
+            .position(|c| c.tokens.len() as i64 != options.new_tokens)
+        {
+            return Err(TorchError::Invalid(format!(
+                "row {row} stopped after {} tokens, expected {}",
+                completions[row].tokens.len(),
+                options.new_tokens
+            )));
+        }
+    }
+    let seconds = seconds / options.sample_iterations as f64;
+    let tokens = options.batch as f64 * options.new_tokens as f64;
+    Ok(json!({
+        "batch": options.batch,
+        "prompt_tokens": options.prompt_tokens,
+        "new_tokens": options.new_tokens,
+        "temperature": options.temperature,
+        "iterations": options.sample_iterations,
+        "seconds": seconds,
+        "tokens_per_second": tokens / seconds,
+        "prefill_seconds": prefill,
+        "decode_ms_per_step": 1e3 * (seconds - prefill) / (options.new_tokens - 1).max(1) as f64,
+    }))
+}
+
+fn train(
+    cfg: &Config,
+    policy_vs: &nn::VarStore,
+    policy: &Qwen2,
+    options: &BenchOptions,
+    rng: &mut SplitMix,
+) -> Result<serde_json::Value> {
+    let device = policy.device();
+    // The frozen reference starts equal to the policy, as in `align`.
+    let (mut reference_vs, reference) = random_model(cfg, device, options.dtype, options.seed)?;
+    reference_vs.freeze();
+    let totals = [3.0, -0.5, -1.0, -3.0];
+    let rollouts: Vec<Rollout> = (0..options.train_rows)
+        .map(|_| {
+            let total = totals[(rng.next() % totals.len() as u64) as usize];
+            Rollout {
+                prompt: rng.tokens(options.train_prompt_tokens, cfg.vocab_size),
+                response: rng.tokens(options.response_tokens, cfg.vocab_size),
+                text: String::new(),
+                score: Score {
+                    total,
+                    format_ok: total > -3.0,
+                    answer: if total > 0.0 {
+                        AnswerStatus::Correct
+                    } else {
+                        AnswerStatus::Wrong
+                    },
+                },
+                finish: Finish::Length,
+            }
+        })
+        .collect();
+    let config = TrainConfig {
+        micro_batch: options.micro_batch.max(1),
+        ..TrainConfig::default()
+    };
+    let mut optimizer = train::adamw(policy_vs, &config)?;
+    let step = |optimizer: &mut nn::Optimizer| {
+        train::policy_step(
+            policy,
+            policy_vs,
+            optimizer,
+            &reference,
+            &rollouts,
+            Algorithm::ReinforcePlusPlus,
+            0,
+            &config,
+        )
+    };
+    for _ in 0..options.train_warmup {
+        step(&mut optimizer)?;
+    }
+    synchronize(device);
+    let started = Instant::now();
+    let mut stats = None;
+    for _ in 0..options.train_iterations {
+        stats = Some(step(&mut optimizer)?);
+    }
+    synchronize(device);
+    let seconds = started.elapsed().as_secs_f64() / options.train_iterations as f64;
+    let stats = stats.unwrap_or_default();
+    let rows = options.train_rows as f64;
+    let sequence_tokens = rows * (options.train_prompt_tokens + options.response_tokens) as f64;
+    Ok(json!({
+        "rows": options.train_rows,
+        "prompt_tokens": options.train_prompt_tokens,
+        "response_tokens": options.response_tokens,
+        "micro_batch": config.micro_batch,
+        "iterations": options.train_iterations,
+        "seconds_per_step": seconds,
+        "tokens_per_second": sequence_tokens / seconds,
+        "response_tokens_per_second": stats.tokens as f64 / seconds,
+        "kl": stats.kl,
+        "grad_norm": stats.grad_norm,
+    }))
+}
+
+/// `peirce-worker bench ARGS...`: runs and prints the JSON line; errors go to stderr.
+pub fn main(args: &[String]) -> std::process::ExitCode {
+    if args.iter().any(|arg| arg == "--help" || arg == "-h") {
+        println!("{USAGE}");
+        return std::process::ExitCode::SUCCESS;
+    }
+    let outcome = BenchOptions::parse(args).and_then(|options| run(&options));
+    match outcome {
+        Ok(result) => {
+            println!("{result}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("error: {error}\n{USAGE}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

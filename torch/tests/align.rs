@@ -1,0 +1,127 @@
+//! The CPU training path end to end, through the real `peirce-worker` binary: a tiny model
+//! warmed up by supervised fine-tuning on worked solutions, then REINFORCE++ on level-1
+//! deduction. Seeded; asserts directions ("reward rises"), never exact values.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use peirce_tasks::dataset::{write_jsonl, Record};
+use peirce_tasks::{family, Options, TaskRng};
+
+fn dataset(dir: &Path, task: &str, level: u32, train: u64, test: u64) {
+    let family = family(task).unwrap();
+    let options = Options {
+        layout: None,
+        with_solution: true,
+    };
+    let records = |split: &str, range: std::ops::Range<u64>| -> Vec<Record> {
+        range
+            .map(|i| {
+                let mut rng = TaskRng::for_instance(7, task, level, i);
+                Record::from_instance(family.generate(level, &mut rng, &options), family, split)
+            })
+            .collect()
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    write_jsonl(&dir.join("train.jsonl"), &records("train", 0..train)).unwrap();
+    write_jsonl(
+        &dir.join("test.jsonl"),
+        &records("test", train..train + test),
+    )
+    .unwrap();
+}
+
+fn worker(dir: &Path, kind: &str, params: serde_json::Value, inputs: serde_json::Value) -> PathBuf {
+    let out = dir.join("out");
+    let scratch = dir.join("scratch");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::create_dir_all(&scratch).unwrap();
+    let spec = serde_json::json!({
+        "protocol": 1, "kind": kind, "node": kind, "workflow": "test", "params": params,
+        "inputs": inputs, "output_dir": out, "scratch_dir": scratch, "cpus": 2, "gpus": [],
+    });
+    std::fs::write(scratch.join("node.json"), spec.to_string()).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_peirce-worker"))
+        .arg(scratch.join("node.json"))
+        .env_remove("CUDA_VISIBLE_DEVICES")
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(output.status.success(), "{kind} failed:\n{log}");
+    std::fs::write(dir.join("log.txt"), log).unwrap();
+    out
+}
+
+/// The seeded run behind the threshold, measured with these settings (2026-11-22):
+/// warm-up 300 steps; REINFORCE++ rewards averaged -0.69 over the first 8 steps and -0.40
+/// over the last 8 (the format is mostly right after the warm-up, so the rise comes from
+/// right answers: +3 instead of -0.5). The threshold asks for half of that rise.
+#[test]
+fn warmed_up_tiny_model_raises_reward_with_reinforce_pp() {
+    let root = tempfile::tempdir().unwrap();
+    let data = root.path().join("data");
+    dataset(&data, "deduction", 1, 480, 60);
+    let model = worker(
+        &root.path().join("model"),
+        "model",
+        serde_json::json!({
+            "source": "tiny", "seed": 1, "hidden_size": 128, "intermediate_size": 352,
+            "warmup_steps": 300, "warmup_lr": 3e-3, "warmup_batch": 16,
+        }),
+        serde_json::json!({"data": data}),
+    );
+    let warmup = std::fs::read_to_string(model.join("warmup.jsonl")).unwrap();
+    let losses: Vec<f64> = warmup
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(losses.len(), 300);
+    assert!(
+        losses[290..].iter().sum::<f64>() < 0.5 * losses[..10].iter().sum::<f64>(),
+        "warm-up loss did not fall: {losses:?}"
+    );
+    let aligned = worker(
+        &root.path().join("align"),
+        "align",
+        serde_json::json!({
+            "steps": 30, "prompts_per_step": 16, "rollouts": 4, "lr": 1e-4,
+            "max_new_tokens": 200, "temperature": 1.0, "micro_batch": 16, "eval_count": 60,
+            "seed": 3,
+        }),
+        serde_json::json!({"model": model, "data": data}),
+    );
+    let metrics: Vec<serde_json::Value> = std::fs::read_to_string(aligned.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(metrics.len(), 30);
+    let mean = |rows: &[serde_json::Value]| {
+        rows.iter()
+            .map(|m| m["reward"].as_f64().unwrap())
+            .sum::<f64>()
+            / rows.len() as f64
+    };
+    let (first, last) = (mean(&metrics[..8]), mean(&metrics[22..]));
+    let eval = std::fs::read_to_string(aligned.join("eval.json")).unwrap();
+    println!("reward: first 8 steps {first:.3}, last 8 steps {last:.3}\neval: {eval}");
+    assert!(
+        last > first + 0.15,
+        "reward did not rise: {first:.3} -> {last:.3}"
+    );
+    assert!(metrics.iter().all(|m| m["kl"].as_f64().unwrap() >= 0.0));
+    for file in ["model.safetensors", "tokenizer.json", "curves.png"] {
+        assert!(aligned.join(file).is_file(), "no {file}");
+    }
+    // The curves are a real PNG.
+    let png = std::fs::read(aligned.join("curves.png")).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+}
