@@ -56,6 +56,20 @@ pub enum Error {
         /// What is missing.
         reason: String,
     },
+    /// gc found a live action record that exists but cannot be read, and deleted nothing.
+    #[error(
+        "Garbage collection stopped before deleting anything: the live action record `{key}` \
+         at `{location}` cannot be read ({reason}); restore or remove that file, or unpin the \
+         run that holds it, then run gc again"
+    )]
+    UnreadableLiveRecord {
+        /// The live key.
+        key: ActionKey,
+        /// Where its record is stored.
+        location: String,
+        /// Why it cannot be read.
+        reason: String,
+    },
     /// An action record that should be present is not.
     #[error("No action record `{0}` in the store")]
     MissingRecord(ActionKey),

@@ -215,6 +215,7 @@ macro_rules! conformance {
             gc_spares_young_objects
             gc_dry_run_removes_nothing
             gc_keeps_what_young_records_reach
+            gc_skips_a_missing_live_record
         );
     };
     (@backdoor ($make:expr) BACKDOOR_CHECKS) => {
@@ -226,6 +227,8 @@ macro_rules! conformance {
             malformed_record_is_broken
             malformed_document_is_an_error
             runners_share_a_store
+            gc_stops_on_an_unreadable_live_record
+            gc_stops_on_an_unreadable_live_tree
         );
     };
     (@store ($make:expr) $($check:ident)*) => {$(

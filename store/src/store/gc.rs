@@ -1,4 +1,9 @@
 //! Garbage collection: what no live action record reaches goes, after a grace period.
+//!
+//! gc fails closed. Every live root is read before anything is deleted, and a live record
+//! that exists but cannot be read (or whose tree cannot be read) stops gc with an error
+//! naming it: what such a record reaches is unknown, so nothing may be called unreachable. A
+//! live key whose record is absent is skipped: it reaches nothing that could be kept.
 
 use std::fs;
 use std::time::Duration;
@@ -7,7 +12,7 @@ use serde::Serialize;
 
 use super::{blob_location, Store};
 use crate::digest::{ActionKey, BlobDigest};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::record::ActionRecord;
 
 /// What `gc` found and removed.
@@ -36,11 +41,20 @@ impl Store {
         let mut live_blobs = std::collections::HashSet::new();
         let live_keys: std::collections::HashSet<ActionKey> = live.iter().copied().collect();
         for key in live {
-            let Ok(Some(record)) = self.get_action(*key).await else {
-                continue;
+            let unreadable = |reason: String| Error::UnreadableLiveRecord {
+                key: *key,
+                location: self.describe_location(&format!("ac/{}", key.hex())),
+                reason,
+            };
+            let record = match self.get_action(*key).await {
+                Ok(Some(record)) => record,
+                Ok(None) => continue,
+                Err(error) => return Err(unreadable(error.to_string())),
             };
             report.live_actions += 1;
-            self.add_reachable(&record, &mut live_blobs).await;
+            self.add_reachable(&record, &mut live_blobs)
+                .await
+                .map_err(|error| unreadable(format!("its output tree cannot be read: {error}")))?;
         }
         report.live_blobs = live_blobs.len() as u64;
         // Blobs reached by dead records spared for their youth: such a record may be a
@@ -56,8 +70,9 @@ impl Store {
             }
             if age < grace {
                 report.spared_young += 1;
+                // A dead record cannot be a hit while unreadable: sparing it is enough.
                 if let Ok(Some(record)) = self.get_action(key).await {
-                    self.add_reachable(&record, &mut young_blobs).await;
+                    let _ = self.add_reachable(&record, &mut young_blobs).await;
                 }
                 continue;
             }
@@ -104,18 +119,22 @@ impl Store {
     }
 
     /// Adds every blob `record` reaches (its tree, the tree's files, its log) to `blobs`.
+    /// A missing tree reaches nothing; a tree that is present but cannot be read is an error.
     async fn add_reachable(
         &self,
         record: &ActionRecord,
         blobs: &mut std::collections::HashSet<BlobDigest>,
-    ) {
+    ) -> Result<()> {
         blobs.insert(record.output.cast());
         if let Some(log) = record.log {
             blobs.insert(log);
         }
-        if let Ok(tree) = self.get_tree(record.output).await {
-            blobs.extend(tree.iter().map(|(_, entry)| entry.digest));
+        match self.get_tree(record.output).await {
+            Ok(tree) => blobs.extend(tree.iter().map(|(_, entry)| entry.digest)),
+            Err(Error::MissingTree(_)) => {}
+            Err(error) => return Err(error),
         }
+        Ok(())
     }
 
     /// Removes abandoned temporary files of local stores (killed writers) older than `grace`.

@@ -174,6 +174,16 @@ impl Store {
         &self.inner.url
     }
 
+    /// Where the object at a layout `location` lives, for messages: a path for a local store,
+    /// the store's URL and the location otherwise.
+    pub fn describe_location(&self, location: &str) -> String {
+        match self.local_root() {
+            Some(root) => root.join(location).display().to_string(),
+            None if self.url().ends_with('/') => format!("{}{location}", self.url()),
+            None => format!("{}/{location}", self.url()),
+        }
+    }
+
     /// The folder of a local store.
     pub fn local_root(&self) -> Option<&Path> {
         self.inner.local_root.as_deref()
