@@ -545,6 +545,49 @@ fn gc_stops_on_an_unreadable_workflow_ref_and_deletes_nothing() {
     assert_eq!(after, before, "gc deleted something");
 }
 
+/// A store an older peirce wrote (JSON records and trees, no schema file) is refused by every
+/// command that opens it, with what to do, and left byte for byte as it was.
+#[test]
+fn an_older_store_is_refused_untouched() {
+    let sandbox = diamond_sandbox(0.0);
+    let store = sandbox.store();
+    let tree = br#"{"peirce_tree":1,"entries":{}}"#;
+    let tree_hex = peirce_store::BlobDigest::of(tree).hex();
+    for (location, bytes) in [
+        (format!("cas/{}/{tree_hex}", &tree_hex[..2]), &tree[..]),
+        (format!("ac/{}", "ab".repeat(32)), br#"{"key": "old"}"#),
+        ("refs/workflow-wf".to_string(), br#"{"workflow": "wf"}"#),
+    ] {
+        let path = store.join(location);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let mut before = sandbox.store_files();
+    before.sort();
+    for args in [
+        &["run", "wf.toml"][..],
+        &["plan", "wf.toml"],
+        &["gc", "--grace", "0s"],
+    ] {
+        let outcome = sandbox.peirce(args);
+        assert_ne!(outcome.code, 0, "{args:?}: {outcome}");
+        assert!(
+            outcome.stderr.contains("older peirce (store schema 1)")
+                && outcome.stderr.contains("move the folder away"),
+            "{args:?}: {outcome}"
+        );
+        assert!(!outcome.stderr.contains("panicked"), "{outcome}");
+    }
+    let mut after = sandbox.store_files();
+    after.sort();
+    assert_eq!(after, before, "the old store is untouched");
+    assert_eq!(sandbox.counts(&DIAMOND), [0; 5], "nothing ran");
+
+    std::fs::rename(&store, sandbox.path("old-store")).unwrap();
+    sandbox.run_ok(&[]);
+    assert_eq!(sandbox.counts(&DIAMOND), [1; 5]);
+}
+
 #[test]
 fn named_nodes_run_with_their_inputs_and_the_others_keep_their_results() {
     let sandbox = diamond_sandbox(0.0);

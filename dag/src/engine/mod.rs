@@ -186,7 +186,7 @@ impl Engine {
     /// An engine over `store`, with the kinds in `registry`.
     pub fn new(store: Store, registry: Registry, options: EngineOptions) -> Self {
         let stat_cache = match store.local_root() {
-            Some(root) => StatCache::load(&root.join("statcache.json")),
+            Some(root) => StatCache::load(&root.join("statcache.bin")),
             None => StatCache::in_memory(),
         };
         let pool = ResourcePool::new(options.cpus, options.gpus.clone());

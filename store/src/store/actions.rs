@@ -5,6 +5,7 @@ use object_store::PutMode;
 
 use super::Store;
 use crate::digest::{ActionKey, TreeDigest};
+use crate::encoding;
 use crate::error::{Error, Result};
 use crate::record::ActionRecord;
 
@@ -28,7 +29,7 @@ impl Store {
                 });
             }
         }
-        let bytes = serde_json::to_vec_pretty(record).expect("records serialize");
+        let bytes = encoding::encode_record(record);
         self.put_raw(
             &format!("ac/{}", record.key.hex()),
             Bytes::from(bytes),
@@ -52,16 +53,14 @@ impl Store {
         let Some(bytes) = self.get_raw(&location).await? else {
             return Ok(None);
         };
-        let record: ActionRecord =
-            serde_json::from_slice(&bytes).map_err(|error| Error::MalformedRecord {
-                key,
-                reason: error.to_string(),
-            })?;
+        let malformed = |reason: String| Error::MalformedRecord {
+            key,
+            location: self.describe_location(&location),
+            reason,
+        };
+        let record = encoding::decode_record(&bytes).map_err(malformed)?;
         if record.key != key {
-            return Err(Error::MalformedRecord {
-                key,
-                reason: format!("it names key `{}`", record.key),
-            });
+            return Err(malformed(format!("it names key `{}`", record.key)));
         }
         Ok(Some(record))
     }

@@ -21,6 +21,7 @@ use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{ActionKey, BlobDigest};
+use crate::encoding::SCHEMA;
 use crate::error::{Error, Result};
 use crate::transfer::{TransferSnapshot, TransferStats};
 
@@ -106,6 +107,7 @@ impl Store {
         let root = root
             .canonicalize()
             .map_err(|error| Error::io(root, error))?;
+        check_schema(&root)?;
         let object = LocalFileSystem::new_with_prefix(&root)
             .map_err(|error| Error::backend(root.display(), error))?;
         Ok(Self::from_parts(
@@ -218,6 +220,66 @@ impl Store {
             .expect("verified set lock")
             .contains(digest)
     }
+}
+
+/// The file naming a local store's schema, at its root.
+pub const SCHEMA_FILE: &str = "schema";
+
+/// What [`SCHEMA_FILE`] holds for this build's schema.
+fn schema_text(schema: u16) -> String {
+    format!("peirce-store {schema}\n")
+}
+
+/// Checks that the local store at `root` has this build's schema, writing the schema file
+/// into a store that has no data yet. A store with data and no schema file was written by
+/// peirce before the file existed (schema 1, JSON). A store of another schema is refused and
+/// left untouched: nothing here rewrites or deletes what an older or newer peirce wrote.
+fn check_schema(root: &Path) -> Result<()> {
+    let path = root.join(SCHEMA_FILE);
+    let found = match fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .strip_prefix("peirce-store ")
+            .and_then(|number| number.parse::<u16>().ok())
+            .ok_or_else(|| Error::UnknownSchema {
+                path: path.clone(),
+                text: text.chars().take(80).collect(),
+            })?,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            if holds_data(root)? {
+                1
+            } else {
+                let temp = root.join("tmp").join(format!(
+                    "schema-{}-{}",
+                    std::process::id(),
+                    rand::random::<u32>()
+                ));
+                write_synced(&temp, schema_text(SCHEMA).as_bytes())?;
+                fs::rename(&temp, &path).map_err(|error| Error::io(&path, error))?;
+                return Ok(());
+            }
+        }
+        Err(error) => return Err(Error::io(path, error)),
+    };
+    if found != SCHEMA {
+        return Err(Error::SchemaMismatch {
+            root: root.to_path_buf(),
+            found,
+        });
+    }
+    Ok(())
+}
+
+/// Whether anything was ever stored under `root` (an empty layout from `open_local` is not).
+fn holds_data(root: &Path) -> Result<bool> {
+    for sub in ["cas", "ac", "out", "runs", "refs"] {
+        let dir = root.join(sub);
+        let mut reader = fs::read_dir(&dir).map_err(|error| Error::io(&dir, error))?;
+        if reader.next().is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 pub(crate) fn write_synced(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -26,7 +26,18 @@ impl Store {
             Err(Error::MissingBlob(_)) => return Err(Error::MissingTree(digest)),
             Err(error) => return Err(error),
         };
-        Tree::decode(digest, &bytes)
+        Tree::decode(digest, &bytes).map_err(|error| match error {
+            Error::MalformedTree {
+                digest,
+                location,
+                reason,
+            } => Error::MalformedTree {
+                digest,
+                location: self.describe_location(&location),
+                reason,
+            },
+            other => other,
+        })
     }
 
     /// Stores every file under `dir` and then the tree naming them.
