@@ -492,6 +492,102 @@ fn gc_removes_old_results_and_keeps_the_latest() {
     assert_eq!(planned(&plan, "left")["state"], "cached");
 }
 
+/// `peirce gc` fails closed: a live record it cannot read stops it, with the key and the
+/// file named, a non-zero exit, and nothing deleted.
+#[test]
+fn gc_stops_on_an_unreadable_live_record_and_deletes_nothing() {
+    let sandbox = diamond_sandbox(0.0);
+    let old = sandbox.run_ok(&[]);
+    let live = sandbox.run_ok(&["--set", FACTOR_3]);
+    assert_ne!(
+        old["nodes"]["right"]["output"],
+        live["nodes"]["right"]["output"]
+    );
+    let key = live["nodes"]["join"]["key"].as_str().unwrap().to_string();
+    let record = sandbox
+        .store()
+        .join("ac")
+        .join(key.strip_prefix("blake3:").unwrap());
+    std::fs::write(&record, b"\x00 damaged").unwrap();
+    let record = record.canonicalize().unwrap();
+    let mut before = sandbox.store_files();
+    before.sort();
+
+    let gc = sandbox.peirce(&["gc", "--grace", "0s"]);
+    assert_ne!(gc.code, 0, "{gc}");
+    assert!(gc.stderr.contains(&key), "{gc}");
+    assert!(gc.stderr.contains(&record.display().to_string()), "{gc}");
+    assert!(gc.stderr.contains("before deleting anything"), "{gc}");
+    assert!(!gc.stderr.contains("panicked"), "{gc}");
+    let mut after = sandbox.store_files();
+    after.sort();
+    assert_eq!(after, before, "gc deleted something");
+}
+
+/// The live roots themselves fail closed: a workflow ref gc cannot read stops it too.
+#[test]
+fn gc_stops_on_an_unreadable_workflow_ref_and_deletes_nothing() {
+    let sandbox = diamond_sandbox(0.0);
+    sandbox.run_ok(&[]);
+    sandbox.run_ok(&["--set", FACTOR_3]);
+    let workflow_ref = sandbox.store().join("refs").join("workflow-diamond");
+    assert!(workflow_ref.exists());
+    std::fs::write(&workflow_ref, b"{ torn").unwrap();
+    let mut before = sandbox.store_files();
+    before.sort();
+
+    let gc = sandbox.peirce(&["gc", "--grace", "0s"]);
+    assert_ne!(gc.code, 0, "{gc}");
+    assert!(gc.stderr.contains("before deleting anything"), "{gc}");
+    assert!(gc.stderr.contains("refs/workflow-diamond"), "{gc}");
+    let mut after = sandbox.store_files();
+    after.sort();
+    assert_eq!(after, before, "gc deleted something");
+}
+
+/// A store an older peirce wrote (JSON records and trees, no schema file) is refused by every
+/// command that opens it, with what to do, and left byte for byte as it was.
+#[test]
+fn an_older_store_is_refused_untouched() {
+    let sandbox = diamond_sandbox(0.0);
+    let store = sandbox.store();
+    let tree = br#"{"peirce_tree":1,"entries":{}}"#;
+    let tree_hex = peirce_store::BlobDigest::of(tree).hex();
+    for (location, bytes) in [
+        (format!("cas/{}/{tree_hex}", &tree_hex[..2]), &tree[..]),
+        (format!("ac/{}", "ab".repeat(32)), br#"{"key": "old"}"#),
+        ("refs/workflow-wf".to_string(), br#"{"workflow": "wf"}"#),
+    ] {
+        let path = store.join(location);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let mut before = sandbox.store_files();
+    before.sort();
+    for args in [
+        &["run", "wf.toml"][..],
+        &["plan", "wf.toml"],
+        &["gc", "--grace", "0s"],
+    ] {
+        let outcome = sandbox.peirce(args);
+        assert_ne!(outcome.code, 0, "{args:?}: {outcome}");
+        assert!(
+            outcome.stderr.contains("older peirce (store schema 1)")
+                && outcome.stderr.contains("move the folder away"),
+            "{args:?}: {outcome}"
+        );
+        assert!(!outcome.stderr.contains("panicked"), "{outcome}");
+    }
+    let mut after = sandbox.store_files();
+    after.sort();
+    assert_eq!(after, before, "the old store is untouched");
+    assert_eq!(sandbox.counts(&DIAMOND), [0; 5], "nothing ran");
+
+    std::fs::rename(&store, sandbox.path("old-store")).unwrap();
+    sandbox.run_ok(&[]);
+    assert_eq!(sandbox.counts(&DIAMOND), [1; 5]);
+}
+
 #[test]
 fn named_nodes_run_with_their_inputs_and_the_others_keep_their_results() {
     let sandbox = diamond_sandbox(0.0);

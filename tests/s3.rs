@@ -88,8 +88,10 @@ fn transfers(record: &Value, field: &str) -> u64 {
 fn remote_problems(endpoint: &str, bucket: &str) -> Vec<String> {
     let mut problems = Vec::new();
     for key in s3::list_keys(endpoint, bucket, "team/ac") {
-        let record: Value =
-            serde_json::from_slice(&s3::get_object(endpoint, bucket, &key).unwrap()).unwrap();
+        let record =
+            peirce_store::encoding::decode_record(&s3::get_object(endpoint, bucket, &key).unwrap())
+                .unwrap();
+        let record = serde_json::to_value(record).unwrap();
         let output = record["output"].as_str().unwrap();
         let Some(tree) = s3::get_object(endpoint, bucket, &s3::blob_key(output)) else {
             problems.push(format!("{key}: tree {output} missing"));
@@ -98,7 +100,7 @@ fn remote_problems(endpoint: &str, bucket: &str) -> Vec<String> {
         if peirce_store::BlobDigest::of(&tree).to_string() != output {
             problems.push(format!("{key}: tree {output} corrupt"));
         }
-        let tree: Value = serde_json::from_slice(&tree).unwrap();
+        let tree = common::tree_json(output, &tree).unwrap();
         for (name, entry) in tree["entries"].as_object().unwrap() {
             let digest = entry["digest"].as_str().unwrap();
             match s3::get_object(endpoint, bucket, &s3::blob_key(digest)) {

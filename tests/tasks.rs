@@ -241,19 +241,19 @@ fn golden_dataset_digests() {
     let expected = [
         (
             "deduction",
-            "blake3:95cbd71a4f5b4a3871dbd828e1cd2469c9ff4ff751ebfb7b092e15c4eed7c6b2",
+            "blake3:5aa75657e1d731d1f8d3f7c9aa58cdd9fa001965e09af308d09e45fc4a84454f",
         ),
         (
             "induction",
-            "blake3:c5e51e01aaae1364e1119054ea0b49ce942c4077caf6db80a3cc7f33eb0c5ab4",
+            "blake3:5e039b3f8de180c8bcce2d2e1b56b95a46067a58606cccd878fe948356302d2a",
         ),
         (
             "abduction",
-            "blake3:6e072e5e9ebff5a15d8ef1c87b7f311cfd4f2625559c48319a5f7ac9186b9a8a",
+            "blake3:6364694ab2e52bd8dc08a8b2b749375ffadc5f20e5d65ae7e8aa4939108db983",
         ),
         (
             "arithmetic",
-            "blake3:34d4f7a394907aa5d3b4b0f22375141159c41fa0f353079a89c8c344f8eb0d24",
+            "blake3:68c93b4240a8a9cc1701673e24b6ca8243b45b000a6cfdb2451d92f6a3bff35f",
         ),
     ];
     let mut mismatches = Vec::new();

@@ -12,8 +12,10 @@ use peirce_store::{ActionKey, KeyComponents, TreeDigest};
 
 use crate::value::Value;
 
-/// The version of the key schema itself. Bumping it invalidates every cache.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The version of the key schema itself. Bumping it invalidates every cache. 2: store
+/// schema 2 (binary tree encodings, so every tree digest changed), so that no key of the
+/// new store can meet a record an older peirce wrote.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Everything a key is computed from.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,15 +121,15 @@ mod tests {
         };
         assert_eq!(
             bare.key().to_string(),
-            "blake3:24dedba16421a1a5c1887a7c1f6d496f1602a052935ac7401882c504e52b1b7b"
+            "blake3:991804bcb91b86b1a731d4ea0289528c832927bff6ae471efa2441e97530d1c2"
         );
         assert_eq!(
             key_of("merge", 3, &params(), "").to_string(),
-            "blake3:ca9ed7672a524e788f239abb8651a07a5c10fd5fad1326ff302246fa0c4c3b7c"
+            "blake3:3b1776fe4d1910d79d16809406d089fbb1953a2791af79855363955bc98f91fa"
         );
         assert_eq!(
             key_of("merge", 3, &params(), "v2").to_string(),
-            "blake3:130fa46353cca900ccbcca0c527a8ec1bb8aba92c3631cc9da9240207c62ab11"
+            "blake3:3436c63762419c346899a17a4e2d8cf15d21873baf80a46073f7575599a1517f"
         );
     }
 

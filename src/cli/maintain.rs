@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::anyhow;
+use anyhow::{anyhow, Context};
 use clap::Args;
 use peirce_dag::engine::Engine;
 use peirce_dag::runs::{format_utc, NodeStatus, RunRecord};
@@ -82,7 +82,9 @@ pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode>
 
 pub async fn gc(globals: &Globals, args: GcArgs) -> anyhow::Result<ExitCode> {
     let store = globals.open_store(None)?;
-    let live = Engine::live_keys(&store).await?;
+    let live = Engine::live_keys(&store).await.context(
+        "Garbage collection stopped before deleting anything: cannot tell which results are live",
+    )?;
     let report = store.gc(&live, args.grace, args.dry_run).await?;
     if let Some(root) = store.local_root() {
         sweep_scratch(&root.join("scratch"), args.grace, args.dry_run);

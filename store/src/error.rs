@@ -28,19 +28,23 @@ pub enum Error {
     /// A tree that should be present is not.
     #[error("Tree `{0}` is missing from the store")]
     MissingTree(TreeDigest),
-    /// A tree's encoding does not parse.
-    #[error("Tree `{digest}` is malformed: {reason}")]
+    /// A tree's encoding does not decode (damaged, truncated, or of another schema).
+    #[error("Tree `{digest}` at `{location}` is malformed: {reason}")]
     MalformedTree {
         /// The tree.
         digest: TreeDigest,
+        /// Where its encoding is stored.
+        location: String,
         /// What is wrong with it.
         reason: String,
     },
-    /// An action record does not parse.
-    #[error("Action record `{key}` is malformed: {reason}")]
+    /// An action record does not decode (damaged, truncated, or of another schema).
+    #[error("Action record `{key}` at `{location}` is malformed: {reason}")]
     MalformedRecord {
         /// The key the record is stored under.
         key: ActionKey,
+        /// Where it is stored.
+        location: String,
         /// What is wrong with it.
         reason: String,
     },
@@ -55,6 +59,36 @@ pub enum Error {
         tree: TreeDigest,
         /// What is missing.
         reason: String,
+    },
+    /// gc found a live action record that exists but cannot be read, and deleted nothing.
+    #[error(
+        "Garbage collection stopped before deleting anything: the live action record `{key}` \
+         at `{location}` cannot be read ({reason}); restore or remove that file, or unpin the \
+         run that holds it, then run gc again"
+    )]
+    UnreadableLiveRecord {
+        /// The live key.
+        key: ActionKey,
+        /// Where its record is stored.
+        location: String,
+        /// Why it cannot be read.
+        reason: String,
+    },
+    /// A local store of another schema: written by an older or a newer peirce.
+    #[error("{}", schema_mismatch(root, *found))]
+    SchemaMismatch {
+        /// The store's folder.
+        root: PathBuf,
+        /// The schema it has.
+        found: u16,
+    },
+    /// A local store's schema file does not name a schema.
+    #[error("The store schema file `{}` is not understood: it holds `{text}`", path.display())]
+    UnknownSchema {
+        /// The schema file.
+        path: PathBuf,
+        /// The start of what it holds.
+        text: String,
     },
     /// An action record that should be present is not.
     #[error("No action record `{0}` in the store")]
@@ -91,7 +125,7 @@ pub enum Error {
         /// Why it is rejected.
         reason: String,
     },
-    /// A JSON document in the store does not parse.
+    /// A document in the store (JSON, or a binary lease) does not decode.
     #[error("Malformed document `{location}`: {reason}")]
     MalformedDocument {
         /// Where it is stored.
@@ -129,5 +163,24 @@ impl Error {
             ),
             _ => false,
         }
+    }
+}
+
+fn schema_mismatch(root: &std::path::Path, found: u16) -> String {
+    let expected = crate::encoding::SCHEMA;
+    let root = root.display();
+    if found < expected {
+        format!(
+            "The store `{root}` was written by an older peirce (store schema {found}); this \
+             peirce uses store schema {expected} and has left it untouched. Its results cannot \
+             be reused (keys and tree digests changed): move the folder away, or delete it, and \
+             run again to start a new store there; an older peirce still reads the moved folder"
+        )
+    } else {
+        format!(
+            "The store `{root}` was written by a newer peirce (store schema {found}); this \
+             peirce uses store schema {expected} and has left it untouched: use a newer peirce, \
+             or another store folder"
+        )
     }
 }

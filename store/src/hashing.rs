@@ -7,14 +7,17 @@
 //! DVC make: a tool that rewrites a file and restores every one of those stamps defeats it.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{BlobDigest, TreeDigest};
+use crate::encoding;
 use crate::error::{Error, Result};
 use crate::tree::{Tree, TreeEntry};
 
@@ -46,7 +49,7 @@ pub fn hash_file(path: &Path) -> Result<(BlobDigest, u64)> {
     Ok((BlobDigest::from_bytes(*hasher.finalize().as_bytes()), size))
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Stamp {
     size: u64,
     mtime_ns: i128,
@@ -67,13 +70,62 @@ impl Stamp {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 struct Cached {
     stamp: Stamp,
     digest: BlobDigest,
 }
 
-/// Remembers file digests by stat stamp. Persisted as JSON; a damaged cache file is ignored.
+/// One cached file as stored: the path as raw bytes (any Unix path, UTF-8 or not).
+#[derive(Serialize, Deserialize)]
+struct CachedWire {
+    path: Vec<u8>,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    inode: u64,
+    device: u64,
+    digest: [u8; 32],
+}
+
+fn encode_entries(entries: &BTreeMap<PathBuf, Cached>) -> Vec<u8> {
+    let wire: Vec<CachedWire> = entries
+        .iter()
+        .map(|(path, cached)| CachedWire {
+            path: path.as_os_str().as_bytes().to_vec(),
+            size: cached.stamp.size,
+            mtime_ns: cached.stamp.mtime_ns,
+            ctime_ns: cached.stamp.ctime_ns,
+            inode: cached.stamp.inode,
+            device: cached.stamp.device,
+            digest: *cached.digest.as_bytes(),
+        })
+        .collect();
+    encoding::encode_stat_cache(&wire)
+}
+
+fn decode_entries(bytes: &[u8]) -> Result<BTreeMap<PathBuf, Cached>, String> {
+    let wire: Vec<CachedWire> = encoding::decode_stat_cache(bytes)?;
+    Ok(wire
+        .into_iter()
+        .map(|entry| {
+            let cached = Cached {
+                stamp: Stamp {
+                    size: entry.size,
+                    mtime_ns: entry.mtime_ns,
+                    ctime_ns: entry.ctime_ns,
+                    inode: entry.inode,
+                    device: entry.device,
+                },
+                digest: BlobDigest::from_bytes(entry.digest),
+            };
+            (PathBuf::from(OsString::from_vec(entry.path)), cached)
+        })
+        .collect())
+}
+
+/// Remembers file digests by stat stamp. Persisted as a binary store document (see
+/// `encoding.rs`); a damaged cache file, or one of another schema, is ignored.
 #[derive(Debug, Default)]
 pub struct StatCache {
     path: Option<PathBuf>,
@@ -88,11 +140,18 @@ impl StatCache {
         Self::default()
     }
 
-    /// Loads the cache at `path` (missing or unreadable: start empty).
+    /// Loads the cache at `path` (missing, unreadable or of another schema: start empty,
+    /// which only costs re-hashing).
     pub fn load(path: &Path) -> Self {
         let entries = fs::read(path)
             .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .and_then(|bytes| match decode_entries(&bytes) {
+                Ok(entries) => Some(entries),
+                Err(reason) => {
+                    tracing::debug!(path = %path.display(), %reason, "ignoring the stat cache");
+                    None
+                }
+            })
             .unwrap_or_default();
         StatCache {
             path: Some(path.to_path_buf()),
@@ -110,7 +169,7 @@ impl StatCache {
         if !self.dirty {
             return Ok(());
         }
-        let bytes = serde_json::to_vec(&self.entries).expect("stat cache serializes");
+        let bytes = encode_entries(&self.entries);
         let temp = path.with_extension(format!("tmp.{}", std::process::id()));
         fs::write(&temp, bytes).map_err(|error| Error::io(&temp, error))?;
         fs::rename(&temp, path).map_err(|error| Error::io(path, error))?;
@@ -261,6 +320,25 @@ mod tests {
         let (_, third) = cache.hash_path(&data).unwrap();
         assert_ne!(third, first);
         assert_eq!(cache.files_hashed(), 1);
+    }
+
+    #[test]
+    fn a_stat_cache_of_another_schema_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("data.txt");
+        fs::write(&file, "data").unwrap();
+        let cache_path = dir.path().join("statcache.bin");
+        // What an older peirce wrote (JSON), and damage: both start an empty cache.
+        for old in [&b"{}"[..], b"PCSC\x02\x00\xff"] {
+            fs::write(&cache_path, old).unwrap();
+            let mut cache = StatCache::load(&cache_path);
+            cache.hash_file(&file).unwrap();
+            assert_eq!(cache.files_hashed(), 1);
+            cache.save().unwrap();
+            let mut cache = StatCache::load(&cache_path);
+            cache.hash_file(&file).unwrap();
+            assert_eq!(cache.files_hashed(), 0, "the rewritten cache is used");
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use object_store::PutMode;
 
 use crate::digest::{ActionKey, BlobDigest};
+use crate::encoding;
 use crate::error::{Error, Result};
 use crate::store::{now_ms, Lease, Store};
 
@@ -33,14 +34,14 @@ impl Store {
             owner: owner.to_string(),
             expires_at_ms: now_ms() + ttl.as_millis() as u64,
         };
-        let bytes = Bytes::from(serde_json::to_vec(&lease).expect("leases serialize"));
+        let bytes = Bytes::from(encoding::encode_lease(&lease));
         if self
             .put_raw(&location, bytes.clone(), PutMode::Create)
             .await?
         {
             return Ok(Some(lease));
         }
-        let current: Option<Lease> = match self.get_document(&location).await {
+        let current: Option<Lease> = match self.read_lease(&location).await {
             Ok(current) => current,
             // Garbage in a lease file: whoever wrote it is not a runner we can wait for.
             Err(Error::MalformedDocument { .. }) => None,
@@ -84,7 +85,7 @@ impl Store {
             return Box::pin(remote.renew_lease(lease, ttl)).await;
         }
         let location = format!("leases/{}", lease.key.hex());
-        let current: Option<Lease> = self.get_document(&location).await.unwrap_or(None);
+        let current: Option<Lease> = self.read_lease(&location).await.unwrap_or(None);
         if current
             .as_ref()
             .map(|c| c.owner != lease.owner)
@@ -93,7 +94,8 @@ impl Store {
             return Ok(false);
         }
         lease.expires_at_ms = now_ms() + ttl.as_millis() as u64;
-        self.put_document(&location, lease).await?;
+        let bytes = Bytes::from(encoding::encode_lease(lease));
+        self.put_raw(&location, bytes, PutMode::Overwrite).await?;
         Ok(true)
     }
 
@@ -103,7 +105,7 @@ impl Store {
             return Box::pin(remote.release_lease(lease)).await;
         }
         let location = format!("leases/{}", lease.key.hex());
-        let current: Option<Lease> = self.get_document(&location).await.unwrap_or(None);
+        let current: Option<Lease> = self.read_lease(&location).await.unwrap_or(None);
         if current.map(|c| c.owner == lease.owner).unwrap_or(false) {
             self.delete_raw(&location).await?;
         }
@@ -117,7 +119,7 @@ impl Store {
             return Box::pin(remote.break_lease(key, owner)).await;
         }
         let location = format!("leases/{}", key.hex());
-        let current: Option<Lease> = self.get_document(&location).await.unwrap_or(None);
+        let current: Option<Lease> = self.read_lease(&location).await.unwrap_or(None);
         if current.map(|c| c.owner == owner).unwrap_or(false) {
             self.delete_raw(&location).await?;
         }
@@ -130,9 +132,23 @@ impl Store {
             return Box::pin(remote.lease_holder(key)).await;
         }
         let current: Option<Lease> = self
-            .get_document(&format!("leases/{}", key.hex()))
+            .read_lease(&format!("leases/{}", key.hex()))
             .await
             .unwrap_or(None);
         Ok(current.filter(|lease| lease.expires_at_ms > now_ms()))
+    }
+
+    /// The lease stored at `location`, `None` when absent; one that does not decode is a
+    /// [`Error::MalformedDocument`].
+    async fn read_lease(&self, location: &str) -> Result<Option<Lease>> {
+        let Some(bytes) = self.get_raw(location).await? else {
+            return Ok(None);
+        };
+        encoding::decode_lease(&bytes)
+            .map(Some)
+            .map_err(|reason| Error::MalformedDocument {
+                location: self.describe_location(location),
+                reason,
+            })
     }
 }

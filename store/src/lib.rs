@@ -3,13 +3,19 @@
 //! This crate is the only place that knows the on-store layout:
 //!
 //! ```text
+//! <root>/schema              `peirce-store 2`: the store schema (local stores)
 //! <root>/cas/<aa>/<hex>      blobs (file contents, tree encodings, logs), named by blake3
 //! <root>/ac/<hex>            action records: an action key -> the output tree and how it was made
 //! <root>/out/<hex>           reverse index: an output tree -> the action key that produced it
 //! <root>/runs/<id>           run records (opaque JSON written by the engine)
 //! <root>/refs/<name>         small mutable pointers (opaque JSON written by the engine)
 //! <root>/leases/<hex>        leases on action keys (conditional create, with expiry)
+//! <root>/statcache.bin       digests of external input files by stat stamp (local stores)
 //! ```
+//!
+//! Tree encodings, action records, leases and the stat cache are binary documents with a
+//! header naming their kind and schema ([`encoding`]); run records and refs stay JSON, for
+//! people and scripts. A local store of another schema is refused, untouched.
 //!
 //! A store is a local folder or an object store URL ([`location`]); a local store may have a
 //! second tier, a remote ([`Store::with_remote`]): read-through, write-through, leases on it.
@@ -22,6 +28,7 @@
 //! It knows nothing of workflows, nodes or machine learning.
 
 pub mod digest;
+pub mod encoding;
 pub mod error;
 pub mod hashing;
 mod lease;

@@ -1,18 +1,20 @@
 //! Trees: the output of a node, a sorted map from relative file names to blobs.
 //!
-//! A tree's digest is the blake3 of its canonical encoding: compact JSON of a versioned
-//! object whose entries are a sorted map. The encoding holds no floats, no timestamps and no
-//! host-specific data, so the same files give the same digest on any machine.
+//! A tree's digest is the blake3 of its canonical encoding: a versioned binary document (see
+//! `encoding.rs`) whose entries are sorted by name. The encoding holds no floats, no
+//! timestamps and no host-specific data, so the same files give the same digest on any
+//! machine.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{BlobDigest, TreeDigest};
+use crate::encoding;
 use crate::error::{Error, Result};
 
-/// The encoding version written into every tree.
-pub const TREE_FORMAT: u32 = 1;
+/// The encoding version written into every tree: the store schema, in the tree's header.
+pub const TREE_FORMAT: u16 = encoding::SCHEMA;
 
 /// One file in a tree.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,12 +31,6 @@ pub struct TreeEntry {
 /// A sorted map of normalized relative names to blobs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tree {
-    entries: BTreeMap<String, TreeEntry>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Encoded {
-    peirce_tree: u32,
     entries: BTreeMap<String, TreeEntry>,
 }
 
@@ -80,11 +76,7 @@ impl Tree {
 
     /// The canonical encoding.
     pub fn encode(&self) -> Vec<u8> {
-        let encoded = Encoded {
-            peirce_tree: TREE_FORMAT,
-            entries: self.entries.clone(),
-        };
-        serde_json::to_vec(&encoded).expect("a tree always serializes")
+        encoding::encode_tree(&self.entries)
     }
 
     /// The tree's digest: blake3 of [`Tree::encode`].
@@ -94,21 +86,18 @@ impl Tree {
 
     /// Parses a canonical encoding, checking every name and that it re-encodes identically.
     pub fn decode(digest: TreeDigest, bytes: &[u8]) -> Result<Self> {
-        let malformed = |reason: String| Error::MalformedTree { digest, reason };
-        let encoded: Encoded =
-            serde_json::from_slice(bytes).map_err(|error| malformed(error.to_string()))?;
-        if encoded.peirce_tree != TREE_FORMAT {
-            return Err(malformed(format!(
-                "unknown tree format {}",
-                encoded.peirce_tree
-            )));
-        }
-        for name in encoded.entries.keys() {
-            check_name(name).map_err(|error| malformed(error.to_string()))?;
-        }
-        let tree = Tree {
-            entries: encoded.entries,
+        let malformed = |reason: String| Error::MalformedTree {
+            digest,
+            location: crate::store::blob_location(&digest.cast()),
+            reason,
         };
+        let mut entries = BTreeMap::new();
+        for (name, entry) in encoding::decode_tree(bytes).map_err(malformed)? {
+            check_name(&name).map_err(|error| malformed(error.to_string()))?;
+            entries.insert(name, entry);
+        }
+        // Out-of-order or repeated names, or integers not in their shortest form.
+        let tree = Tree { entries };
         if tree.encode() != bytes {
             return Err(malformed("encoding is not canonical".into()));
         }
@@ -175,7 +164,7 @@ mod tests {
         // Pinned: changing the tree encoding invalidates every cache; do it on purpose only.
         assert_eq!(
             tree.digest().to_string(),
-            "blake3:c4a6911556d45c78aa51f48e65c6163362f6b827dbfb220aab3c22bb04de61b2"
+            "blake3:fdebd5f77bb286d29743480cf9948fc41cfb4435ecd1ba30e37df431ea769125"
         );
     }
 
@@ -186,16 +175,57 @@ mod tests {
         }
     }
 
+    /// A tree encoding by hand: the header, then `entries` in the order given, each name
+    /// as bincode writes a string (a one-byte length for short names).
+    fn hand_encoded(entries: &[(&str, &[u8])]) -> Vec<u8> {
+        let mut bytes = encoding::DocumentKind::Tree.magic().to_vec();
+        bytes.extend_from_slice(&encoding::SCHEMA.to_le_bytes());
+        bytes.push(entries.len() as u8);
+        for (name, data) in entries {
+            bytes.push(name.len() as u8);
+            bytes.extend_from_slice(name.as_bytes());
+            bytes.extend_from_slice(BlobDigest::of(data).as_bytes());
+            bytes.push(data.len() as u8);
+            bytes.push(0);
+        }
+        bytes
+    }
+
     #[test]
     fn decode_rejects_non_canonical_and_garbage() {
         let digest = TreeDigest::of(b"x");
         assert!(Tree::decode(digest, b"not json").is_err());
-        let spaced = br#"{ "peirce_tree": 1, "entries": {} }"#;
-        assert!(Tree::decode(digest, spaced).is_err());
-        let evil = format!(
-            r#"{{"peirce_tree":1,"entries":{{"../x":{{"digest":"{}","size":1,"executable":false}}}}}}"#,
-            BlobDigest::of(b"x")
+        let in_order = hand_encoded(&[("a", b"a"), ("b", b"b")]);
+        let mut tree = Tree::new();
+        tree.insert("a", entry(b"a")).unwrap();
+        tree.insert("b", entry(b"b")).unwrap();
+        assert_eq!(in_order, tree.encode(), "the hand encoding is the real one");
+        let swapped = hand_encoded(&[("b", b"b"), ("a", b"a")]);
+        assert!(Tree::decode(digest, &swapped).is_err());
+        let evil = hand_encoded(&[("../x", b"x")]);
+        assert!(Tree::decode(digest, &evil).is_err());
+    }
+
+    #[test]
+    fn decode_rejects_old_json_and_truncation_with_the_location() {
+        let mut tree = Tree::new();
+        tree.insert("out.txt", entry(b"hello\n")).unwrap();
+        let bytes = tree.encode();
+        let digest = TreeDigest::of(&bytes);
+        for end in 0..bytes.len() {
+            let error = Tree::decode(digest, &bytes[..end]).unwrap_err().to_string();
+            assert!(error.contains(&digest.hex()), "{error}");
+            assert!(error.contains("cas/"), "{error}");
+        }
+        let old = br#"{"peirce_tree":1,"entries":{}}"#;
+        let error = Tree::decode(digest, old).unwrap_err().to_string();
+        assert!(error.contains("older peirce (store schema 1)"), "{error}");
+        let mut record = bytes.clone();
+        record[..4].copy_from_slice(&encoding::DocumentKind::ActionRecord.magic());
+        let error = Tree::decode(digest, &record).unwrap_err().to_string();
+        assert!(
+            error.contains("is an action record, not a tree encoding"),
+            "{error}"
         );
-        assert!(Tree::decode(digest, evil.as_bytes()).is_err());
     }
 }

@@ -30,6 +30,7 @@ use bytes::Bytes;
 use object_store::memory::InMemory;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
+use peirce_store::encoding;
 use peirce_store::hashing::walk_files;
 use peirce_store::{
     ActionKey, ActionRecord, BlobDigest, Error, GcReport, KeyComponents, Lease, Lookup, StatCache,
@@ -215,6 +216,8 @@ macro_rules! conformance {
             gc_spares_young_objects
             gc_dry_run_removes_nothing
             gc_keeps_what_young_records_reach
+            gc_skips_a_missing_live_record
+            truncated_tree_encoding_is_a_clear_error
         );
     };
     (@backdoor ($make:expr) BACKDOOR_CHECKS) => {
@@ -226,6 +229,9 @@ macro_rules! conformance {
             malformed_record_is_broken
             malformed_document_is_an_error
             runners_share_a_store
+            gc_stops_on_an_unreadable_live_record
+            gc_stops_on_an_unreadable_live_tree
+            truncated_record_is_a_clear_error
         );
     };
     (@store ($make:expr) $($check:ident)*) => {$(
@@ -349,6 +355,89 @@ mod local_only {
             let mode = fs::metadata(&path).unwrap().permissions().mode();
             assert_eq!(mode & 0o222, 0, "{} has mode {mode:o}", path.display());
         }
+    }
+
+    /// Every regular file under `dir` with its bytes.
+    fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+        walk_files(dir)
+            .unwrap()
+            .into_iter()
+            .map(|(_, path)| {
+                let bytes = fs::read(&path).unwrap();
+                (path, bytes)
+            })
+            .collect()
+    }
+
+    /// A store written before the schema file existed (schema 1: JSON records and trees) is
+    /// refused with a message that says what to do, and left exactly as it was.
+    #[test]
+    fn a_store_of_an_older_schema_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let tree = br#"{"peirce_tree":1,"entries":{}}"#;
+        let tree_hex = BlobDigest::of(tree).hex();
+        let key_hex = ActionKey::of(b"old").hex();
+        for (location, bytes) in [
+            (format!("cas/{}/{tree_hex}", &tree_hex[..2]), &tree[..]),
+            (
+                format!("ac/{key_hex}"),
+                format!(r#"{{"key": "blake3:{key_hex}", "output": "blake3:{tree_hex}"}}"#)
+                    .as_bytes(),
+            ),
+            ("runs/run-1".to_string(), br#"{"id": "run-1"}"#),
+            ("statcache.json".to_string(), b"{}"),
+        ] {
+            let path = root.join(location);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, bytes).unwrap();
+        }
+        fs::create_dir_all(root.join("leases")).unwrap();
+        let before = snapshot(&root);
+
+        let error = Store::open_local(&root)
+            .err()
+            .expect("an old store is refused");
+        let message = error.to_string();
+        assert!(
+            matches!(error, Error::SchemaMismatch { found: 1, .. }),
+            "{message}"
+        );
+        let shown = root.canonicalize().unwrap().display().to_string();
+        assert!(message.contains(&shown), "{message}");
+        assert!(
+            message.contains("older peirce (store schema 1)"),
+            "{message}"
+        );
+        assert!(message.contains("move the folder away"), "{message}");
+        assert_eq!(snapshot(&root), before, "the old store is left as it was");
+        assert!(!root.join(peirce_store::store::SCHEMA_FILE).exists());
+        // Asking again gives the same answer: nothing was half-migrated.
+        assert!(matches!(
+            Store::open_local(&root),
+            Err(Error::SchemaMismatch { found: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn a_new_store_records_its_schema_and_a_newer_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        Store::open_local(&root).unwrap();
+        let schema_file = root.join(peirce_store::store::SCHEMA_FILE);
+        let text = fs::read_to_string(&schema_file).unwrap();
+        assert_eq!(text, format!("peirce-store {}\n", encoding::SCHEMA));
+        Store::open_local(&root).expect("a store of this schema opens again");
+
+        fs::write(&schema_file, "peirce-store 99\n").unwrap();
+        let message = Store::open_local(&root).err().unwrap().to_string();
+        assert!(
+            message.contains("newer peirce (store schema 99)"),
+            "{message}"
+        );
+        fs::write(&schema_file, "something else").unwrap();
+        let message = Store::open_local(&root).err().unwrap().to_string();
+        assert!(message.contains("something else"), "{message}");
     }
 
     #[tokio::test]

@@ -338,10 +338,15 @@ impl Sandbox {
         reader
             .map(|item| {
                 let item = item.expect("listing ac/");
-                let text = std::fs::read_to_string(item.path()).expect("reading a record");
-                let record: Value = serde_json::from_str(&text).unwrap_or_else(|error| {
-                    panic!("record `{}` is not JSON: {error}", item.path().display())
-                });
+                let bytes = std::fs::read(item.path()).expect("reading a record");
+                let record =
+                    peirce_store::encoding::decode_record(&bytes).unwrap_or_else(|error| {
+                        panic!(
+                            "record `{}` does not decode: {error}",
+                            item.path().display()
+                        )
+                    });
+                let record = serde_json::to_value(record).expect("a record is JSON");
                 (item.file_name().to_string_lossy().into_owned(), record)
             })
             .collect()
@@ -363,7 +368,7 @@ impl Sandbox {
             let node = record["node"].as_str().unwrap_or("?").to_string();
             let output = record["output"].as_str().unwrap_or_default().to_string();
             let tree_path = self.blob_path(&output);
-            let Ok(tree_text) = std::fs::read_to_string(&tree_path) else {
+            let Ok(tree_bytes) = std::fs::read(&tree_path) else {
                 problems.push(format!("record {key} ({node}): tree {output} is missing"));
                 continue;
             };
@@ -372,10 +377,12 @@ impl Sandbox {
                     "record {key} ({node}): tree {output} does not verify"
                 ));
             }
-            let tree: Value = match serde_json::from_str(&tree_text) {
+            let tree: Value = match tree_json(&output, &tree_bytes) {
                 Ok(tree) => tree,
                 Err(error) => {
-                    problems.push(format!("record {key} ({node}): tree is not JSON: {error}"));
+                    problems.push(format!(
+                        "record {key} ({node}): tree does not decode: {error}"
+                    ));
                     continue;
                 }
             };
@@ -448,6 +455,17 @@ impl Sandbox {
         walk(&self.store(), &mut found);
         found
     }
+}
+
+/// A stored tree encoding as JSON, `{"entries": {name: {"digest", "size", "executable"}}}`.
+pub fn tree_json(digest: &str, bytes: &[u8]) -> Result<Value, String> {
+    let digest: peirce_store::TreeDigest = digest.parse().map_err(|error| format!("{error}"))?;
+    let tree = peirce_store::Tree::decode(digest, bytes).map_err(|error| error.to_string())?;
+    let entries: serde_json::Map<String, Value> = tree
+        .iter()
+        .map(|(name, entry)| (name.to_string(), serde_json::to_value(entry).unwrap()))
+        .collect();
+    Ok(serde_json::json!({ "entries": entries }))
 }
 
 /// A TOML command string that counts node `name` in `sandbox`, sleeps `sleep` seconds

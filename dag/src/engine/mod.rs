@@ -186,7 +186,7 @@ impl Engine {
     /// An engine over `store`, with the kinds in `registry`.
     pub fn new(store: Store, registry: Registry, options: EngineOptions) -> Self {
         let stat_cache = match store.local_root() {
-            Some(root) => StatCache::load(&root.join("statcache.json")),
+            Some(root) => StatCache::load(&root.join("statcache.bin")),
             None => StatCache::in_memory(),
         };
         let pool = ResourcePool::new(options.cpus, options.gpus.clone());
@@ -558,17 +558,23 @@ impl Engine {
     }
 
     /// Keys `gc` must keep: the latest key of every node of every workflow, and every key of
-    /// pinned runs.
+    /// pinned runs. Fails closed: a workflow ref or run record that exists but cannot be
+    /// read is an error (naming it), since the keys it would keep are unknown; unlike
+    /// [`WorkflowRef::all`] and [`RunRecord::all`], which skip such documents for display.
     pub async fn live_keys(store: &Store) -> Result<Vec<ActionKey>, EngineError> {
         let mut live: BTreeSet<ActionKey> = BTreeSet::new();
-        for workflow_ref in WorkflowRef::all(store).await? {
-            live.extend(workflow_ref.nodes.values().map(|n| n.key));
+        for (name, _, _) in store.list_prefix("refs").await? {
+            let Some(workflow) = name.strip_prefix("workflow-") else {
+                continue;
+            };
+            let location = WorkflowRef::location(workflow);
+            if let Some(found) = store.get_document::<WorkflowRef>(&location).await? {
+                live.extend(found.nodes.values().map(|n| n.key));
+            }
         }
         for (id, _, _) in store.list_prefix("runs").await? {
-            if let Ok(Some(run)) = store
-                .get_document::<RunRecord>(&RunRecord::location(&id))
-                .await
-            {
+            let location = RunRecord::location(&id);
+            if let Some(run) = store.get_document::<RunRecord>(&location).await? {
                 if run.pinned {
                     live.extend(run.nodes.values().filter_map(|n| n.key));
                 }

@@ -181,7 +181,7 @@ pub async fn malformed_record_is_broken(store: &Store, backdoor: &Backdoor) {
     let scratch = tempfile::tempdir().unwrap();
     let (tree_digest, _) = publish(store, scratch.path(), "out", &files(&[("a.txt", b"a")])).await;
     let filed_elsewhere =
-        serde_json::to_vec(&record(ActionKey::of(b"another key"), tree_digest, None)).unwrap();
+        encoding::encode_record(&record(ActionKey::of(b"another key"), tree_digest, None));
     for garbage in [
         &b"{\"key\": 42,"[..],
         &[0xff, 0x00, 0xfe][..],
@@ -288,5 +288,76 @@ pub async fn malformed_document_is_an_error(store: &Store, backdoor: &Backdoor) 
             }
             other => panic!("expected MalformedDocument, got {other:?}"),
         }
+    }
+}
+
+/// A record cut short anywhere (a full disk, a torn copy) is a clear error naming the key and
+/// the file, and a broken lookup; never a panic.
+pub async fn truncated_record_is_a_clear_error(store: &Store, backdoor: &Backdoor) {
+    let scratch = tempfile::tempdir().unwrap();
+    let (tree_digest, _) = publish(store, scratch.path(), "out", &files(&[("a.txt", b"a")])).await;
+    let good = record(ActionKey::of(b"truncated"), tree_digest, None);
+    store.put_action(&good).await.unwrap();
+    let bytes = encoding::encode_record(&good);
+    let location = action_location(good.key);
+    for end in 0..bytes.len() {
+        backdoor.overwrite(&location, &bytes[..end]).await;
+        let error = store.get_action(good.key).await.unwrap_err();
+        let message = error.to_string();
+        match error {
+            Error::MalformedRecord { key, .. } => assert_eq!(key, good.key),
+            other => panic!("expected MalformedRecord, got {other:?}"),
+        }
+        assert!(message.contains(&good.key.to_string()), "{message}");
+        assert!(message.contains(&location), "{message}");
+        expect_broken(store.lookup(good.key).await.unwrap(), &location);
+    }
+    backdoor.overwrite(&location, &bytes).await;
+    expect_hit(store.lookup(good.key).await.unwrap(), &good);
+    // What an older peirce wrote there is named as such.
+    let old_json = serde_json::to_vec_pretty(&good).unwrap();
+    backdoor.overwrite(&location, &old_json).await;
+    let message = store.get_action(good.key).await.unwrap_err().to_string();
+    assert!(
+        message.contains("older peirce (store schema 1)"),
+        "{message}"
+    );
+}
+
+/// A tree encoding cut short (stored under the digest of the short bytes, so it verifies as a
+/// blob) is a clear error naming the tree and its file.
+pub async fn truncated_tree_encoding_is_a_clear_error(store: &Store) {
+    let mut tree = Tree::new();
+    for name in ["a.txt", "sub/b.txt"] {
+        let digest = store
+            .put_bytes(Bytes::from(name.as_bytes().to_vec()))
+            .await
+            .unwrap();
+        let entry = TreeEntry {
+            digest,
+            size: name.len() as u64,
+            executable: false,
+        };
+        tree.insert(name, entry).unwrap();
+    }
+    let bytes = tree.encode();
+    for end in [0, 3, 6, 7, bytes.len() / 2, bytes.len() - 1] {
+        let digest: TreeDigest = store
+            .put_bytes(Bytes::from(bytes[..end].to_vec()))
+            .await
+            .unwrap()
+            .cast();
+        let location = blob_location(digest.cast());
+        let error = store.get_tree(digest).await.unwrap_err();
+        let message = error.to_string();
+        assert!(
+            matches!(error, Error::MalformedTree { digest: named, .. } if named == digest),
+            "{message}"
+        );
+        assert!(message.contains(&location), "{message}");
+        let reason = store.check_tree(digest).await.unwrap().unwrap_err();
+        assert!(reason.contains(&location), "{reason}");
+        let pointing = record(ActionKey::of(&bytes[..end]), digest, None);
+        expect_incomplete(store, &pointing, &digest.to_string()).await;
     }
 }

@@ -221,3 +221,82 @@ pub async fn gc_keeps_what_young_records_reach(store: &Store) {
     );
     expect_hit(store.lookup(young.key).await.unwrap(), &young);
 }
+
+/// A live record that exists but cannot be read reaches blobs nobody can name: gc must stop,
+/// name it, and delete nothing, not even what is plainly dead (the record may be damage that
+/// the next run, or a restored backup, repairs).
+pub async fn gc_stops_on_an_unreadable_live_record(store: &Store, backdoor: &Backdoor) {
+    let scene = gc_scene(store).await;
+    let location = action_location(scene.live.key);
+    let garbage: &[u8] = b"\x00\x01 not a record";
+    backdoor.overwrite(&location, garbage).await;
+    let error = store
+        .gc(&[scene.live.key], Duration::ZERO, false)
+        .await
+        .expect_err("gc stops on an unreadable live record");
+    match &error {
+        Error::UnreadableLiveRecord { key, .. } => assert_eq!(*key, scene.live.key),
+        other => panic!("expected UnreadableLiveRecord, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains(&scene.live.key.to_string()), "{message}");
+    assert!(message.contains(&location), "{message}");
+    assert_eq!(present(store, &scene.live_blobs).await, [true; 4]);
+    assert_eq!(present(store, &scene.dead_blobs).await, [true; 5]);
+    assert!(backdoor.exists(&location).await, "the damaged record stays");
+    expect_hit(store.lookup(scene.dead.key).await.unwrap(), &scene.dead);
+    assert_eq!(
+        store.producer_of(scene.dead.output).await.unwrap(),
+        Some(scene.dead.key)
+    );
+
+    // Once the record is good again, gc goes ahead.
+    store.put_action(&scene.live).await.unwrap();
+    let report = store
+        .gc(&[scene.live.key], Duration::ZERO, false)
+        .await
+        .unwrap();
+    assert_eq!((report.removed_blobs, report.removed_actions), (5, 1));
+}
+
+/// The same for a live record whose output tree is present but does not verify.
+pub async fn gc_stops_on_an_unreadable_live_tree(store: &Store, backdoor: &Backdoor) {
+    let scene = gc_scene(store).await;
+    let tree_location = blob_location(scene.live.output.cast());
+    backdoor.overwrite(&tree_location, b"bit rot").await;
+    let error = store
+        .gc(&[scene.live.key], Duration::ZERO, false)
+        .await
+        .expect_err("gc stops on an unreadable live tree");
+    let message = error.to_string();
+    assert!(
+        matches!(error, Error::UnreadableLiveRecord { key, .. } if key == scene.live.key),
+        "{message}"
+    );
+    assert!(
+        message.contains(&scene.live.output.to_string()),
+        "{message}"
+    );
+    // Everything but the corrupt tree (quarantined on read) is still there.
+    assert_eq!(present(store, &scene.live_blobs[1..]).await, [true; 3]);
+    assert_eq!(present(store, &scene.dead_blobs).await, [true; 5]);
+}
+
+/// A live key without a record reaches nothing: gc goes ahead without it.
+pub async fn gc_skips_a_missing_live_record(store: &Store) {
+    let scene = gc_scene(store).await;
+    let never_recorded = ActionKey::of(b"live but never recorded");
+    let report = store
+        .gc(&[scene.live.key, never_recorded], Duration::ZERO, false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            report.live_actions,
+            report.removed_blobs,
+            report.removed_actions
+        ),
+        (1, 5, 1)
+    );
+    assert_eq!(present(store, &scene.live_blobs).await, [true; 4]);
+}

@@ -1,0 +1,138 @@
+//! Action records under `ac/`: the action cache, and the reverse index under `out/`.
+
+use bytes::Bytes;
+use object_store::PutMode;
+
+use super::Store;
+use crate::digest::{ActionKey, TreeDigest};
+use crate::encoding;
+use crate::error::{Error, Result};
+use crate::record::ActionRecord;
+
+impl Store {
+    /// Records a completed action. Refuses unless its output tree is complete: this is
+    /// the one door into the action cache, and it keeps the store's central invariant.
+    pub async fn put_action(&self, record: &ActionRecord) -> Result<()> {
+        if let Err(reason) = self.check_tree(record.output).await? {
+            return Err(Error::Incomplete {
+                key: record.key,
+                tree: record.output,
+                reason,
+            });
+        }
+        if let Some(log) = record.log {
+            if self.available_size(log).await?.is_none() {
+                return Err(Error::Incomplete {
+                    key: record.key,
+                    tree: record.output,
+                    reason: format!("log blob `{log}` is missing"),
+                });
+            }
+        }
+        let bytes = encoding::encode_record(record);
+        self.put_raw(
+            &format!("ac/{}", record.key.hex()),
+            Bytes::from(bytes),
+            PutMode::Overwrite,
+        )
+        .await?;
+        // The reverse index is a convenience for `why`; it is written after the record.
+        let index = Bytes::from(record.key.to_string());
+        self.put_raw(
+            &format!("out/{}", record.output.hex()),
+            index,
+            PutMode::Overwrite,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The record stored under `key`, without checking its outputs.
+    pub async fn get_action(&self, key: ActionKey) -> Result<Option<ActionRecord>> {
+        let location = format!("ac/{}", key.hex());
+        let Some(bytes) = self.get_raw(&location).await? else {
+            return Ok(None);
+        };
+        let malformed = |reason: String| Error::MalformedRecord {
+            key,
+            location: self.describe_location(&location),
+            reason,
+        };
+        let record = encoding::decode_record(&bytes).map_err(malformed)?;
+        if record.key != key {
+            return Err(malformed(format!("it names key `{}`", record.key)));
+        }
+        Ok(Some(record))
+    }
+
+    /// A cache hit: the record under `key`, only if its output tree is complete.
+    /// A malformed record or an incomplete tree is a miss, with the reason. With a remote,
+    /// a local miss that the remote holds complete is a hit, and its record and tree are
+    /// copied here (its files stay remote until something reads them).
+    pub async fn lookup(&self, key: ActionKey) -> Result<Lookup> {
+        let here = self.lookup_here(key).await?;
+        if matches!(here, Lookup::Hit(_)) || self.inner.remote.is_none() {
+            return Ok(here);
+        }
+        match self.lookup_remote(key).await? {
+            Lookup::Miss => Ok(here),
+            Lookup::Broken { reason } => Ok(Lookup::Broken {
+                reason: match here {
+                    Lookup::Broken { reason: local } => format!("{local}; on the remote: {reason}"),
+                    _ => format!("on the remote: {reason}"),
+                },
+            }),
+            hit => Ok(hit),
+        }
+    }
+
+    /// [`Store::lookup`] in this tier only (blobs may still be counted present on the remote).
+    pub(crate) async fn lookup_here(&self, key: ActionKey) -> Result<Lookup> {
+        let record = match self.get_action(key).await {
+            Ok(Some(record)) => record,
+            Ok(None) => return Ok(Lookup::Miss),
+            Err(error @ Error::MalformedRecord { .. }) => {
+                return Ok(Lookup::Broken {
+                    reason: error.to_string(),
+                })
+            }
+            Err(error) => return Err(error),
+        };
+        match self.check_tree(record.output).await? {
+            Ok(_) => Ok(Lookup::Hit(Box::new(record))),
+            Err(reason) => Ok(Lookup::Broken { reason }),
+        }
+    }
+
+    /// The action key that produced `tree`, from the reverse index.
+    pub async fn producer_of(&self, tree: TreeDigest) -> Result<Option<ActionKey>> {
+        let Some(bytes) = self.get_raw(&format!("out/{}", tree.hex())).await? else {
+            return Ok(None);
+        };
+        let text = String::from_utf8_lossy(&bytes);
+        Ok(text.trim().parse().ok())
+    }
+
+    /// Every action key with a record.
+    pub async fn list_actions(&self) -> Result<Vec<ActionKey>> {
+        let metas = self.list_prefix("ac").await?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|(name, _, _)| name.parse().ok())
+            .collect())
+    }
+}
+
+/// The answer of [`Store::lookup`].
+#[derive(Debug)]
+pub enum Lookup {
+    /// A complete record.
+    Hit(Box<ActionRecord>),
+    /// No record.
+    Miss,
+    /// A record exists but cannot be used (missing or corrupt outputs, malformed).
+    Broken {
+        /// Why it cannot be used.
+        reason: String,
+    },
+}

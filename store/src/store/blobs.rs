@@ -1,0 +1,193 @@
+//! Blobs: content-addressed bytes under `cas/`, verified against their digest when read.
+
+use std::fs;
+use std::path::Path;
+
+use bytes::Bytes;
+use object_store::path::Path as ObjectPath;
+use object_store::PutMode;
+
+use super::{blob_location, install_file, now_ms, set_mode, write_synced, Store};
+use crate::digest::BlobDigest;
+use crate::error::{Error, Result};
+use crate::hashing::hash_file;
+
+impl Store {
+    /// The stored size of a blob, or `None` when absent. Does not read the bytes.
+    pub async fn blob_size(&self, digest: BlobDigest) -> Result<Option<u64>> {
+        if let Some(root) = self.local_root() {
+            return match fs::metadata(root.join(blob_location(&digest))) {
+                Ok(metadata) => Ok(Some(metadata.len())),
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(error) => Err(Error::io(root.join(blob_location(&digest)), error)),
+            };
+        }
+        self.size_raw(&blob_location(&digest)).await
+    }
+
+    /// Whether a blob is present (by name; its bytes are verified when read).
+    pub async fn has_blob(&self, digest: BlobDigest) -> Result<bool> {
+        Ok(self.blob_size(digest).await?.is_some())
+    }
+
+    /// Stores bytes; idempotent. Returns their digest.
+    pub async fn put_bytes(&self, bytes: Bytes) -> Result<BlobDigest> {
+        let digest = BlobDigest::of(&bytes);
+        if self.blob_size(digest).await? == Some(bytes.len() as u64) {
+            return Ok(digest);
+        }
+        if let Some(root) = self.local_root() {
+            let temp = self.temp_path(root);
+            write_synced(&temp, &bytes)?;
+            self.install_local(root, &temp, digest)?;
+        } else {
+            self.put_raw(&blob_location(&digest), bytes, PutMode::Overwrite)
+                .await?;
+        }
+        self.mark_verified(digest);
+        Ok(digest)
+    }
+
+    /// Stores a file's contents (streamed; hard-linked or copied for local stores).
+    pub async fn put_file(&self, path: &Path) -> Result<(BlobDigest, u64)> {
+        let Some(root) = self.local_root().map(Path::to_path_buf) else {
+            // An object store: hash first, then stream the file up (multipart when large),
+            // checking on the way that the bytes sent are the bytes named.
+            let source = path.to_path_buf();
+            let (digest, size) = tokio::task::spawn_blocking(move || hash_file(&source))
+                .await
+                .expect("hashing does not panic")?;
+            if self.blob_size(digest).await? != Some(size) {
+                let location = ObjectPath::from(blob_location(&digest).as_str());
+                crate::transfer::upload_file(
+                    self.object(),
+                    &location,
+                    path,
+                    digest,
+                    &self.inner.stats,
+                )
+                .await?;
+            }
+            self.mark_verified(digest);
+            return Ok((digest, size));
+        };
+        let temp = self.temp_path(&root);
+        let source = path.to_path_buf();
+        // Copy first, hash the copy: the node may still hold the source open, and the bytes
+        // we name must be the bytes we keep.
+        let (digest, size) = tokio::task::spawn_blocking(move || -> Result<(BlobDigest, u64)> {
+            fs::copy(&source, &temp).map_err(|error| Error::io(&source, error))?;
+            let file = fs::File::open(&temp).map_err(|error| Error::io(&temp, error))?;
+            file.sync_all().map_err(|error| Error::io(&temp, error))?;
+            let (digest, size) = hash_file(&temp)?;
+            let store_path = root.join(blob_location(&digest));
+            if fs::metadata(&store_path)
+                .map(|m| m.len() == size)
+                .unwrap_or(false)
+            {
+                let _ = fs::remove_file(&temp);
+            } else {
+                install_file(&temp, &store_path)?;
+            }
+            Ok((digest, size))
+        })
+        .await
+        .expect("blob copy task does not panic")?;
+        self.mark_verified(digest);
+        Ok((digest, size))
+    }
+
+    pub(crate) fn install_local(&self, root: &Path, temp: &Path, digest: BlobDigest) -> Result<()> {
+        install_file(temp, &root.join(blob_location(&digest)))
+    }
+
+    /// Reads a whole blob, verifying it. A corrupt blob is quarantined and reported.
+    pub async fn get_bytes(&self, digest: BlobDigest) -> Result<Bytes> {
+        let location = blob_location(&digest);
+        let bytes = match self.get_raw(&location).await? {
+            Some(bytes) => bytes,
+            None if self.inner.remote.is_some() => {
+                Box::pin(self.fetch_blob(digest)).await?;
+                self.get_raw(&location)
+                    .await?
+                    .ok_or(Error::MissingBlob(digest))?
+            }
+            None => return Err(Error::MissingBlob(digest)),
+        };
+        let actual = BlobDigest::of(&bytes);
+        if actual != digest {
+            return Err(self.quarantine(digest, actual, bytes.len() as u64).await);
+        }
+        self.mark_verified(digest);
+        Ok(bytes)
+    }
+
+    /// Writes a blob to `dest`, verified. Local stores hard-link read-only blob files.
+    pub async fn get_to_file(
+        &self,
+        digest: BlobDigest,
+        dest: &Path,
+        executable: bool,
+    ) -> Result<()> {
+        if let Some(parent) = dest.parent() {
+            fs::create_dir_all(parent).map_err(|error| Error::io(parent, error))?;
+        }
+        if let Some(root) = self.local_root() {
+            let source = root.join(blob_location(&digest));
+            if !source.exists() {
+                if self.inner.remote.is_none() {
+                    return Err(Error::MissingBlob(digest));
+                }
+                // Lazily, from the remote: verified before it is installed.
+                self.fetch_blob(digest).await?;
+            }
+            if !self.is_verified(&digest) {
+                let (actual, size) = hash_file(&source)?;
+                if actual != digest {
+                    return Err(self.quarantine(digest, actual, size).await);
+                }
+                self.mark_verified(digest);
+            }
+            if executable {
+                // Hard links share permissions; executables get their own copy.
+                fs::copy(&source, dest).map_err(|error| Error::io(dest, error))?;
+                set_mode(dest, 0o555)?;
+            } else if fs::hard_link(&source, dest).is_err() {
+                fs::copy(&source, dest).map_err(|error| Error::io(dest, error))?;
+            }
+            return Ok(());
+        }
+        let bytes = self.get_bytes(digest).await?;
+        fs::write(dest, &bytes).map_err(|error| Error::io(dest, error))?;
+        set_mode(dest, if executable { 0o555 } else { 0o444 })
+    }
+
+    pub(crate) async fn quarantine(
+        &self,
+        digest: BlobDigest,
+        actual: BlobDigest,
+        size: u64,
+    ) -> Error {
+        let location = blob_location(&digest);
+        let target = format!("quarantine/{}-{}", digest.hex(), now_ms());
+        tracing::warn!(%digest, %actual, "corrupt blob moved to quarantine");
+        if let Some(root) = self.local_root() {
+            let _ = fs::rename(root.join(&location), root.join(&target));
+        } else if self
+            .object()
+            .rename(
+                &ObjectPath::from(location.as_str()),
+                &ObjectPath::from(target.as_str()),
+            )
+            .await
+            .is_err()
+        {
+            let _ = self.delete_raw(&location).await;
+        }
+        Error::Corrupt {
+            digest,
+            actual,
+            size,
+        }
+    }
+}
