@@ -762,3 +762,65 @@ fn runs_are_listed_newest_first() {
         .json();
     assert_eq!(latest[0]["id"], newest_first[0]);
 }
+
+/// Workflow names are data, not paths: a name with `/`, `..` or characters an object store
+/// escapes keeps its ref (status, plan and gc see the latest run), and never makes peirce
+/// read or write outside `refs/`.
+#[test]
+fn any_workflow_name_keeps_its_ref_and_gc_keeps_its_results() {
+    for name in ["team/exp1", "exp~1 [a] 50% #2", "../../outside", "é/.."] {
+        let sandbox = Sandbox::new();
+        sandbox.workflow(&format!(
+            "[workflow]\nname = {}\n\n[step]\nkind = \"exec\"\ncommand = \"{} && echo hi > out/x.txt\"\n",
+            toml_string(name),
+            sandbox.counter("step")
+        ));
+        sandbox.run_ok(&[]);
+        let report = sandbox
+            .peirce(&["gc", "--grace", "0s", "--json"])
+            .success()
+            .json();
+        assert_eq!(report["live_actions"], 1, "{name}: {report:#}");
+        assert_eq!(report["removed_actions"], 0, "{name}: {report:#}");
+        let record = sandbox.run_ok(&[]);
+        expect_statuses(&record, &[("step", "cached")]);
+        assert_eq!(sandbox.count("step"), 1, "{name}");
+        assert_eq!(
+            planned(&sandbox.plan(&[]), "step")["state"],
+            "cached",
+            "{name}"
+        );
+        let status = sandbox
+            .peirce(&["status", "wf.toml", "--json"])
+            .success()
+            .json();
+        assert_eq!(status["latest_run"]["id"], record["id"], "{name}");
+        let refs: Vec<_> = std::fs::read_dir(sandbox.store().join("refs"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name())
+            .collect();
+        assert_eq!(refs.len(), 1, "{name}: {refs:?}");
+        assert!(
+            !sandbox.path("outside").exists()
+                && !sandbox.root().join("..").join("outside").exists(),
+            "{name}"
+        );
+    }
+    // A name taken from the file's stem works the same way.
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "exp~1.toml",
+        &format!(
+            "[step]\nkind = \"exec\"\ncommand = \"{} && echo hi > out/x.txt\"\n",
+            sandbox.counter("step")
+        ),
+    );
+    sandbox.peirce(&["run", "exp~1.toml"]).success();
+    let plan = sandbox
+        .peirce(&["plan", "exp~1.toml", "--json"])
+        .success()
+        .json();
+    assert_eq!(planned(&plan, "step")["state"], "cached");
+    let status = sandbox.peirce(&["status", "exp~1.toml"]).success().stdout;
+    assert!(!status.contains("never run"), "{status}");
+}

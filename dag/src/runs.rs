@@ -156,10 +156,45 @@ pub struct NodeRef {
     pub output: TreeDigest,
 }
 
+/// The prefix of every workflow ref's file name under `refs/`.
+const REF_PREFIX: &str = "workflow-";
+
+/// The file name of workflow `name`'s ref, in one place: the name itself when it is plain
+/// (ASCII letters, digits, `_`, `-` and inner `.`, no `..`, at most 100 bytes), so refs stay
+/// readable; otherwise `h` and 32 hex digits of blake3(name), a form no plain name takes.
+/// A name with `/`, `..`, `~`, `%`, `#` or anything an object store may escape can then
+/// neither leave `refs/` nor fail to read back what was written (docs/architecture.md §8).
+pub fn ref_file_name(name: &str) -> String {
+    let plain = !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && !name.ends_with('.')
+        && !name.contains("..")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+        && !looks_hashed(name);
+    if plain {
+        format!("{REF_PREFIX}{name}")
+    } else {
+        let digest = blake3::hash(name.as_bytes()).to_hex();
+        format!("{REF_PREFIX}h{}", &digest[..32])
+    }
+}
+
+/// Whether `name` has the shape of a hashed ref name (`h` and 32 lowercase hex digits).
+fn looks_hashed(name: &str) -> bool {
+    name.len() == 33
+        && name.starts_with('h')
+        && name[1..]
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 impl WorkflowRef {
     /// Where the ref of workflow `name` lives.
     pub fn location(name: &str) -> String {
-        format!("refs/workflow-{name}")
+        format!("refs/{}", ref_file_name(name))
     }
 
     /// Loads the ref of workflow `name` (absent or unreadable: none).
@@ -171,14 +206,23 @@ impl WorkflowRef {
             .flatten()
     }
 
-    /// All workflow refs in the store.
+    /// The locations of every workflow ref in the store (whatever the names they hold).
+    pub async fn locations(store: &Store) -> peirce_store::Result<Vec<String>> {
+        Ok(store
+            .list_prefix("refs")
+            .await?
+            .into_iter()
+            .filter(|(file, _, _)| file.starts_with(REF_PREFIX))
+            .map(|(file, _, _)| format!("refs/{file}"))
+            .collect())
+    }
+
+    /// All workflow refs in the store (unreadable ones skipped: for display).
     pub async fn all(store: &Store) -> peirce_store::Result<Vec<WorkflowRef>> {
         let mut refs = Vec::new();
-        for (name, _, _) in store.list_prefix("refs").await? {
-            if let Some(workflow) = name.strip_prefix("workflow-") {
-                if let Some(found) = Self::load(store, workflow).await {
-                    refs.push(found);
-                }
+        for location in Self::locations(store).await? {
+            if let Ok(Some(found)) = store.get_document::<WorkflowRef>(&location).await {
+                refs.push(found);
             }
         }
         Ok(refs)
@@ -240,6 +284,40 @@ fn civil(seconds: f64) -> ((i64, u32, u32), (u32, u32, u32)) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ref_names_stay_inside_refs_and_never_collide() {
+        assert_eq!(
+            ref_file_name("meta-align_2.tiny"),
+            "workflow-meta-align_2.tiny"
+        );
+        let odd = [
+            "team/exp1",
+            "..",
+            "../x",
+            "a..b",
+            "exp~1",
+            "a[1]",
+            "50%",
+            "x#y",
+            "",
+            ".hidden",
+            "é",
+            "a b",
+            "hffffffffffffffffffffffffffffffff",
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for name in odd {
+            let file = ref_file_name(name);
+            assert!(file.starts_with("workflow-h") && file.len() == "workflow-h".len() + 32);
+            assert!(seen.insert(file), "{name}");
+        }
+        // A plain name never takes the hashed form's shape.
+        assert!(looks_hashed(
+            &ref_file_name("team/exp1")["workflow-".len()..]
+        ));
+        assert!(!looks_hashed("hello"));
+    }
 
     #[test]
     fn formats_utc_dates() {

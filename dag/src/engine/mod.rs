@@ -563,11 +563,7 @@ impl Engine {
     /// [`WorkflowRef::all`] and [`RunRecord::all`], which skip such documents for display.
     pub async fn live_keys(store: &Store) -> Result<Vec<ActionKey>, EngineError> {
         let mut live: BTreeSet<ActionKey> = BTreeSet::new();
-        for (name, _, _) in store.list_prefix("refs").await? {
-            let Some(workflow) = name.strip_prefix("workflow-") else {
-                continue;
-            };
-            let location = WorkflowRef::location(workflow);
+        for location in WorkflowRef::locations(store).await? {
             if let Some(found) = store.get_document::<WorkflowRef>(&location).await? {
                 live.extend(found.nodes.values().map(|n| n.key));
             }
