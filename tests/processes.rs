@@ -35,12 +35,15 @@ fn processes_with(marker: &str) -> Vec<(i32, String)> {
 struct Marker(String);
 
 impl Marker {
+    /// Digits of one width, so no marker is a prefix of another.
     fn new() -> Marker {
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let made = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("a clock after 1970")
             .subsec_nanos();
-        Marker(format!("{}{:09}", std::process::id(), nanos))
+        Marker(format!("{:010}{nanos:09}{made:03}", std::process::id()))
     }
 
     /// `sleep 300.<marker><n>`: a process to look for, told apart by `n`.
