@@ -9,6 +9,9 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // First of all: `peirce` re-executes itself as the supervisor of each node's command
+    // (docs/architecture.md §12); such a process supervises and exits here.
+    peirce_nodes::supervisor::run_if_requested();
     quiet_when_stdout_closes();
     let args = cli::Cli::parse();
     cli::init_tracing(args.verbose);

@@ -4,6 +4,8 @@
 //! (`PEIRCE_INPUT_<NAME>`) and by substitution (`{inputs.name}`, `{out}`, `{node}`); the
 //! folder named by `outputs` (default `out`, also `$PEIRCE_OUT`) becomes the node's output
 //! tree. A string command runs through `sh -c`; an array runs as argv without a shell.
+//! `env` sets variables; `pass_env` names credentials of peirce's environment that the
+//! command may see (by default it sees none, see [`crate::process::is_credential`]).
 
 use std::collections::BTreeMap;
 
@@ -13,7 +15,7 @@ use peirce_dag::params::{ParamSpec, ParamType};
 use peirce_dag::spec::NodeSpec;
 use peirce_dag::value::Value;
 
-use crate::process::{node_environment, run_process, Line, ProcessSpec};
+use crate::process::{node_environment, pass_env_param, run_process, Line, ProcessSpec};
 
 /// The `exec` kind.
 pub struct Exec;
@@ -108,6 +110,7 @@ impl NodeKind for Exec {
                 Some(Value::Table(BTreeMap::new())),
                 "Extra environment variables",
             ),
+            pass_env_param(),
         ]
     }
 

@@ -1,7 +1,8 @@
 //! peirce-nodes: the stage kinds.
 //!
 //! Each kind is one module implementing [`peirce_dag::kind::NodeKind`] and one line in
-//! [`registry`]. Light kinds run inside the engine (`exec` spawns its command directly);
+//! [`registry`]. Light kinds run inside the engine (`exec` spawns its command under the
+//! [`supervisor`], which is `peirce` itself re-executed);
 //! kinds that need libtorch run in a `peirce-worker` process through [`worker`], so this
 //! crate never links libtorch.
 
@@ -9,6 +10,7 @@ pub mod exec;
 pub mod generate;
 pub mod merge;
 pub mod process;
+pub mod supervisor;
 pub mod torch;
 pub mod verify;
 pub mod worker;

@@ -20,7 +20,7 @@ use peirce_dag::params::{ParamSpec, ParamType};
 use peirce_dag::value::Value;
 use peirce_protocol::{ErrorClass, Event, WorkerError, WorkerSpec, PROTOCOL};
 
-use crate::process::{node_environment, run_process, Line, ProcessSpec};
+use crate::process::{node_environment, pass_env_param, run_process, Line, ProcessSpec};
 
 /// One protocol line, as an engine event or the worker's error; `None` for log lines.
 fn parse_line(line: &str) -> Option<Result<NodeEvent, WorkerError>> {
@@ -150,6 +150,7 @@ impl NodeKind for Worker {
                 Some(Value::Table(BTreeMap::new())),
                 "Free-form configuration passed to the worker as `params`",
             ),
+            pass_env_param(),
         ]
     }
 

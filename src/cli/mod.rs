@@ -19,8 +19,13 @@ use peirce_store::Store;
 
 /// Exit code for invalid workflows and flags.
 pub const EXIT_INVALID: u8 = 2;
-/// Exit code when interrupted.
-pub const EXIT_CANCELLED: u8 = 130;
+/// Exit codes of a run stopped by a signal: 128 + the signal's number, as a shell reports a
+/// process killed by it (docs/architecture.md §12). Ctrl-C (SIGINT).
+pub const EXIT_INTERRUPTED: u8 = 130;
+/// SIGTERM: what Slurm, Docker and systemd send.
+pub const EXIT_TERMINATED: u8 = 143;
+/// SIGHUP: the terminal went away.
+pub const EXIT_HANGUP: u8 = 129;
 
 #[derive(Debug, Parser)]
 #[command(

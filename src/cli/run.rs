@@ -10,7 +10,9 @@ use peirce_dag::runs::{NodeRun, NodeStatus, RunRecord, RunStatus, WorkflowRef};
 use tokio_util::sync::CancellationToken;
 
 use super::display::Display;
-use super::{load, Globals, WorkflowArgs, EXIT_CANCELLED, EXIT_INVALID};
+use super::{
+    load, Globals, WorkflowArgs, EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_TERMINATED,
+};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -155,13 +157,20 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
             display.handle(event);
         }
     });
+    // Listening starts before any node does, so no stop signal finds the default action.
+    let mut stops = StopSignals::listen()?;
+    let stopped_by = std::sync::Arc::new(std::sync::OnceLock::new());
     let interrupt = {
         let cancel = cancel.clone();
+        let stopped_by = stopped_by.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("interrupted: stopping running nodes (nothing partial is stored)");
-                cancel.cancel();
-            }
+            let stop = stops.next().await;
+            eprintln!(
+                "{}: stopping running nodes (nothing partial is stored)",
+                stop.describe()
+            );
+            let _ = stopped_by.set(stop);
+            cancel.cancel();
         })
     };
     let started = std::time::Instant::now();
@@ -189,9 +198,70 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     Ok(match record.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
-        RunStatus::Cancelled => ExitCode::from(EXIT_CANCELLED),
+        RunStatus::Cancelled => ExitCode::from(
+            stopped_by
+                .get()
+                .map_or(EXIT_INTERRUPTED, |stop| stop.exit_code()),
+        ),
         _ => ExitCode::from(1),
     })
+}
+
+/// The signals that stop a run: Ctrl-C (SIGINT), SIGTERM (Slurm, Docker, systemd) and
+/// SIGHUP (a closed terminal) all cancel every node, which stops its processes and stores
+/// nothing partial; the exit code names the signal (docs/architecture.md §12).
+#[derive(Debug, Clone, Copy)]
+enum Stop {
+    Interrupt,
+    Terminate,
+    Hangup,
+}
+
+impl Stop {
+    fn describe(self) -> &'static str {
+        match self {
+            Stop::Interrupt => "interrupted",
+            Stop::Terminate => "terminated (SIGTERM)",
+            Stop::Hangup => "hung up (SIGHUP)",
+        }
+    }
+
+    fn exit_code(self) -> u8 {
+        match self {
+            Stop::Interrupt => EXIT_INTERRUPTED,
+            Stop::Terminate => EXIT_TERMINATED,
+            Stop::Hangup => EXIT_HANGUP,
+        }
+    }
+}
+
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    hangup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn listen() -> anyhow::Result<StopSignals> {
+        use anyhow::Context;
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind, name: &str| {
+            signal(kind).with_context(|| format!("cannot listen for {name}"))
+        };
+        Ok(StopSignals {
+            interrupt: listen(SignalKind::interrupt(), "SIGINT")?,
+            terminate: listen(SignalKind::terminate(), "SIGTERM")?,
+            hangup: listen(SignalKind::hangup(), "SIGHUP")?,
+        })
+    }
+
+    async fn next(&mut self) -> Stop {
+        tokio::select! {
+            _ = self.interrupt.recv() => Stop::Interrupt,
+            _ = self.terminate.recv() => Stop::Terminate,
+            _ = self.hangup.recv() => Stop::Hangup,
+        }
+    }
 }
 
 fn summary(record: &RunRecord, seconds: f64) -> String {
