@@ -73,6 +73,87 @@ impl KeyInput<'_> {
     }
 }
 
+/// Checks that a record's key components hash to `key`, the key it is stored under (for
+/// [`peirce_store::Store::set_key_check`]): that binds a record to its key, so a record
+/// copied from another action is refused (docs/architecture.md §15). The error says what
+/// the components hash to instead, or why they cannot be derived.
+///
+/// Parameters come back from their JSON form. JSON has no non-finite floats, which
+/// [`Value::to_json`] writes as the strings `NaN`, `inf` and `-inf`; parameters holding such
+/// strings are derived both ways, and either reading hashing to `key` binds the record (a
+/// forger still needs components that hash to the key).
+pub fn check_components(key: ActionKey, components: &KeyComponents) -> Result<(), String> {
+    if components.schema != SCHEMA_VERSION {
+        return Err(format!(
+            "its key components are of key schema {}, and this peirce derives schema \
+             {SCHEMA_VERSION}",
+            components.schema
+        ));
+    }
+    let serde_json::Value::Object(json) = &components.params else {
+        return Err("its parameters are not a table".into());
+    };
+    let derive = |params: &BTreeMap<String, Value>| {
+        KeyInput {
+            kind: &components.kind,
+            kind_version: components.kind_version,
+            params,
+            inputs: &components.inputs,
+            salt: &components.salt,
+        }
+        .key()
+    };
+    let params: BTreeMap<String, Value> = json
+        .iter()
+        .map(|(name, value)| (name.clone(), Value::from_json(value)))
+        .collect();
+    let derived = derive(&params);
+    if derived == key {
+        return Ok(());
+    }
+    let mut non_finite = false;
+    let floats: BTreeMap<String, Value> = params
+        .iter()
+        .map(|(name, value)| (name.clone(), non_finite_floats(value, &mut non_finite)))
+        .collect();
+    if non_finite && derive(&floats) == key {
+        return Ok(());
+    }
+    Err(format!(
+        "its key components hash to `{derived}`, not to the key it is stored under (a forged \
+         or misplaced record)"
+    ))
+}
+
+/// `value` with the strings [`Value::to_json`] writes for non-finite floats read as floats.
+fn non_finite_floats(value: &Value, found: &mut bool) -> Value {
+    match value {
+        Value::String(text) => {
+            let float = match text.as_str() {
+                "NaN" => f64::NAN,
+                "inf" => f64::INFINITY,
+                "-inf" => f64::NEG_INFINITY,
+                _ => return value.clone(),
+            };
+            *found = true;
+            Value::Float(float)
+        }
+        Value::List(items) => Value::List(
+            items
+                .iter()
+                .map(|item| non_finite_floats(item, found))
+                .collect(),
+        ),
+        Value::Table(entries) => Value::Table(
+            entries
+                .iter()
+                .map(|(name, item)| (name.clone(), non_finite_floats(item, found)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,6 +234,34 @@ mod tests {
             salt: "",
         };
         assert_ne!(base, other.key());
+    }
+
+    #[test]
+    fn components_bind_a_record_to_its_key() {
+        let mut params = params();
+        params.insert("lr".to_string(), Value::Float(3.0000000000000004e-5));
+        params.insert("floor".to_string(), Value::Float(f64::NEG_INFINITY));
+        let inputs = inputs();
+        let input = KeyInput {
+            kind: "merge",
+            kind_version: 3,
+            params: &params,
+            inputs: &inputs,
+            salt: "",
+        };
+        // Through the record's stored form: parameters as JSON text.
+        let mut components = input.components();
+        let text = components.params.to_string();
+        components.params = serde_json::from_str(&text).unwrap();
+        assert_eq!(check_components(input.key(), &components), Ok(()));
+        let other = key_of("exec", 1, &params, "");
+        let error = check_components(other, &components).unwrap_err();
+        assert!(
+            error.contains("not to the key it is stored under"),
+            "{error}"
+        );
+        components.salt = "v2".into();
+        assert!(check_components(input.key(), &components).is_err());
     }
 
     #[test]

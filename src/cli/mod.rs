@@ -244,8 +244,12 @@ impl Globals {
     /// The local store alone.
     fn open_local_store(&self, workflow: Option<&Path>) -> anyhow::Result<Store> {
         let root = self.store_root(workflow);
-        Store::open_local(&root)
-            .with_context(|| format!("cannot open the store at `{}`", root.display()))
+        let store = Store::open_local(&root)
+            .with_context(|| format!("cannot open the store at `{}`", root.display()))?;
+        // Every record read, by any command, is bound to its key (docs/architecture.md §15);
+        // `with_remote` carries the check to the remote.
+        store.set_key_check(peirce_dag::key::check_components);
+        Ok(store)
     }
 
     /// The remote to use, and where that setting came from.

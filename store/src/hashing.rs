@@ -49,8 +49,13 @@ pub fn hash_file(path: &Path) -> Result<(BlobDigest, u64)> {
     Ok((BlobDigest::from_bytes(*hasher.finalize().as_bytes()), size))
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
+/// A file's stat stamp: which file it is (device, inode) and the marks any change to it
+/// leaves (size, modification time, change time). The change time cannot be set back by an
+/// unprivileged program, and `chmod`, `write` and `truncate` all move it, so an unchanged
+/// stamp means unchanged bytes, up to the clock's granularity (see
+/// [`FileStamp::latest_change_ns`] and `docs/architecture.md` §5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
     size: u64,
     mtime_ns: i128,
     ctime_ns: i128,
@@ -58,9 +63,31 @@ struct Stamp {
     device: u64,
 }
 
-impl Stamp {
-    fn of(metadata: &fs::Metadata) -> Self {
-        Stamp {
+impl FileStamp {
+    /// Whether both stamps are of the same file (device and inode), changed or not.
+    pub fn same_file(&self, other: &FileStamp) -> bool {
+        self.inode == other.inode && self.device == other.device
+    }
+
+    /// The later of the modification and change times, in nanoseconds since the epoch.
+    pub fn latest_change_ns(&self) -> i128 {
+        self.mtime_ns.max(self.ctime_ns)
+    }
+
+    /// Whether the file system keeps only whole seconds (both times have no fraction), so
+    /// that a write within the same second may leave the stamp unchanged.
+    pub fn whole_seconds(&self) -> bool {
+        self.mtime_ns % 1_000_000_000 == 0 && self.ctime_ns % 1_000_000_000 == 0
+    }
+
+    /// The stamp of `path` itself (a symbolic link is not followed).
+    pub fn of_path(path: &Path) -> std::io::Result<Self> {
+        fs::symlink_metadata(path).map(|metadata| Self::of(&metadata))
+    }
+
+    /// The stamp of a file's metadata.
+    pub fn of(metadata: &fs::Metadata) -> Self {
+        FileStamp {
             size: metadata.len(),
             mtime_ns: metadata.mtime() as i128 * 1_000_000_000 + metadata.mtime_nsec() as i128,
             ctime_ns: metadata.ctime() as i128 * 1_000_000_000 + metadata.ctime_nsec() as i128,
@@ -72,7 +99,7 @@ impl Stamp {
 
 #[derive(Debug, Clone)]
 struct Cached {
-    stamp: Stamp,
+    stamp: FileStamp,
     digest: BlobDigest,
 }
 
@@ -110,7 +137,7 @@ fn decode_entries(bytes: &[u8]) -> Result<BTreeMap<PathBuf, Cached>, String> {
         .into_iter()
         .map(|entry| {
             let cached = Cached {
-                stamp: Stamp {
+                stamp: FileStamp {
                     size: entry.size,
                     mtime_ns: entry.mtime_ns,
                     ctime_ns: entry.ctime_ns,
@@ -185,7 +212,7 @@ impl StatCache {
     /// The digest of one file, from the cache when its stamp is unchanged.
     pub fn hash_file(&mut self, path: &Path) -> Result<(BlobDigest, u64)> {
         let metadata = fs::metadata(path).map_err(|error| Error::io(path, error))?;
-        let stamp = Stamp::of(&metadata);
+        let stamp = FileStamp::of(&metadata);
         if let Some(cached) = self.entries.get(path) {
             if cached.stamp == stamp {
                 return Ok((cached.digest, stamp.size));
@@ -195,7 +222,7 @@ impl StatCache {
         self.hashed += 1;
         // A file that changed while we read it must not be cached under the old stamp.
         let after = fs::metadata(path).map_err(|error| Error::io(path, error))?;
-        if Stamp::of(&after) == stamp && size == stamp.size {
+        if FileStamp::of(&after) == stamp && size == stamp.size {
             self.entries
                 .insert(path.to_path_buf(), Cached { stamp, digest });
             self.dirty = true;

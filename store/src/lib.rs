@@ -41,10 +41,10 @@ pub mod tree;
 
 pub use digest::{ActionKey, BlobDigest, Digest, DigestKind, ParseDigestError, TreeDigest};
 pub use error::{Error, Result};
-pub use hashing::StatCache;
+pub use hashing::{FileStamp, StatCache};
 pub use location::{open as open_store, redact_url};
 pub use record::{ActionRecord, KeyComponents};
-pub use store::{GcReport, Lease, Lookup, Store};
+pub use store::{ChangedInput, GcReport, KeyCheck, Lease, Lookup, MaterializedInput, Store};
 pub use tier::SyncReport;
 pub use transfer::TransferSnapshot;
 pub use tree::{Tree, TreeEntry};

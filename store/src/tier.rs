@@ -51,12 +51,16 @@ impl Store {
     /// This store with `remote` as its second tier. Records, trees and blobs are written here
     /// first; `remote` gets them through [`Store::push_action`].
     pub fn with_remote(&self, remote: Store) -> Store {
-        Store::from_tiers(
+        let store = Store::from_tiers(
             self.inner().object.clone(),
             self.local_root().map(Path::to_path_buf),
             self.url().to_string(),
             Some(remote),
-        )
+        );
+        if let Some(check) = self.inner().key_check.get() {
+            store.set_key_check(*check);
+        }
+        store
     }
 
     /// The second tier, if any.

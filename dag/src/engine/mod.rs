@@ -185,6 +185,8 @@ pub struct Engine {
 impl Engine {
     /// An engine over `store`, with the kinds in `registry`.
     pub fn new(store: Store, registry: Registry, options: EngineOptions) -> Self {
+        // Records this engine reads are bound to their keys (docs/architecture.md §15).
+        store.set_key_check(crate::key::check_components);
         let stat_cache = match store.local_root() {
             Some(root) => StatCache::load(&root.join("statcache.bin")),
             None => StatCache::in_memory(),

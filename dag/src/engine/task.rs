@@ -5,7 +5,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use peirce_store::{ActionKey, ActionRecord, Error as StoreError, Lease, Lookup, TreeDigest};
+use peirce_store::{
+    ActionKey, ActionRecord, ChangedInput, Error as StoreError, Lease, Lookup, MaterializedInput,
+    Store, TreeDigest,
+};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
@@ -388,15 +391,20 @@ async fn execute(
     };
     std::fs::create_dir_all(&scratch).map_err(io)?;
 
-    // Inputs: node outputs are materialized (verified, hard-linked); external paths are used in place.
+    // Inputs: node outputs are materialized (verified, hard-linked, their stamps kept for the
+    // check after each attempt); external paths are used in place.
     let mut input_paths = BTreeMap::new();
+    let mut materialized = Vec::new();
     for (name, input) in &node.inputs {
         let path = match input {
             InputRef::Path(path) => path.clone(),
             InputRef::Node(_) => {
                 let dest = scratch.join("inputs").join(name);
-                match store.materialize(key_input.inputs[name], &dest).await {
-                    Ok(_) => dest,
+                match store.materialize_input(key_input.inputs[name], &dest).await {
+                    Ok(input) => {
+                        materialized.push((name.clone(), input));
+                        dest
+                    }
                     Err(
                         StoreError::Corrupt { .. }
                         | StoreError::MissingBlob(_)
@@ -439,6 +447,14 @@ async fn execute(
             &grant,
         )
         .await;
+        // Whatever the outcome, the node may have written into the store through an input
+        // link: check before anything is retried or published (docs/architecture.md §5).
+        if let Err(error) = check_inputs(store, node, &materialized).await {
+            if !engine.options.keep_failed_scratch {
+                let _ = std::fs::remove_dir_all(&scratch);
+            }
+            return Err(Failure::Node(error));
+        }
         match result {
             Ok(()) => break,
             Err(error)
@@ -531,6 +547,48 @@ async fn execute(
     let _ = std::fs::remove_dir_all(&scratch);
     push(shared, node, key).await;
     Ok(output)
+}
+
+/// Checks every input `node` was given against the stamps kept when it was materialized
+/// (docs/architecture.md §5). A changed file is hashed again; a blob whose bytes no longer
+/// match its name is quarantined by the store, so the records naming it become misses and
+/// its producer reruns. Any changed input fails the node (bad input, never retried): its
+/// result may rest on bytes other than its key says, so nothing is published for it.
+async fn check_inputs(
+    store: &Store,
+    node: &NodeSpec,
+    inputs: &[(String, MaterializedInput)],
+) -> Result<(), NodeError> {
+    let mut changes: Vec<(&str, ChangedInput)> = Vec::new();
+    // Every input is checked, so that every blob changed is quarantined, not just the first.
+    for (name, input) in inputs {
+        for change in store.check_input(input).await.map_err(store_error)? {
+            changes.push((name, change));
+        }
+    }
+    let Some((name, first)) = changes.first() else {
+        return Ok(());
+    };
+    let store_note = if changes.iter().any(|(_, change)| change.store_changed) {
+        "; the store's copy was quarantined and the input's producer reruns on the next run"
+    } else {
+        ""
+    };
+    let others = match changes.len() {
+        1 => String::new(),
+        count => format!(" ({} more input files changed)", count - 1),
+    };
+    Err(NodeError::BadInput(format!(
+        "node `{}` modified its input `{name}/{}` (`{}`, blob `{}`): {}{others}{store_note}. \
+         Inputs are shared with the store and must not be written: write to the output folder \
+         instead (if a node running at the same time wrote it, this node still read changed \
+         bytes, so nothing is published for it)",
+        node.name,
+        first.name,
+        first.path.display(),
+        first.digest,
+        first.detail,
+    )))
 }
 
 /// Write-through: sends a fresh result to the remote (blobs, tree, record last) while the

@@ -62,6 +62,11 @@ impl Store {
         if record.key != key {
             return Err(malformed(format!("it names key `{}`", record.key)));
         }
+        // A record is bound to its key: its components must hash to the key it is stored
+        // under, so a record copied from another action is refused (docs/architecture.md §15).
+        if let Some(check) = self.inner().key_check.get() {
+            check(key, &record.components).map_err(malformed)?;
+        }
         Ok(Some(record))
     }
 

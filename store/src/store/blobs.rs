@@ -10,7 +10,7 @@ use object_store::PutMode;
 use super::{blob_location, install_file, now_ms, set_mode, write_synced, Store};
 use crate::digest::BlobDigest;
 use crate::error::{Error, Result};
-use crate::hashing::hash_file;
+use crate::hashing::{hash_file, FileStamp};
 
 impl Store {
     /// The stored size of a blob, or `None` when absent. Does not read the bytes.
@@ -73,27 +73,39 @@ impl Store {
         };
         let temp = self.temp_path(&root);
         let source = path.to_path_buf();
+        let verified = self.inner.verified_stamps();
         // Copy first, hash the copy: the node may still hold the source open, and the bytes
         // we name must be the bytes we keep.
-        let (digest, size) = tokio::task::spawn_blocking(move || -> Result<(BlobDigest, u64)> {
-            fs::copy(&source, &temp).map_err(|error| Error::io(&source, error))?;
-            let file = fs::File::open(&temp).map_err(|error| Error::io(&temp, error))?;
-            file.sync_all().map_err(|error| Error::io(&temp, error))?;
-            let (digest, size) = hash_file(&temp)?;
-            let store_path = root.join(blob_location(&digest));
-            if fs::metadata(&store_path)
-                .map(|m| m.len() == size)
-                .unwrap_or(false)
-            {
-                let _ = fs::remove_file(&temp);
-            } else {
-                install_file(&temp, &store_path)?;
-            }
-            Ok((digest, size))
-        })
-        .await
-        .expect("blob copy task does not panic")?;
-        self.mark_verified(digest);
+        let (digest, size, installed) =
+            tokio::task::spawn_blocking(move || -> Result<(BlobDigest, u64, bool)> {
+                fs::copy(&source, &temp).map_err(|error| Error::io(&source, error))?;
+                let file = fs::File::open(&temp).map_err(|error| Error::io(&temp, error))?;
+                file.sync_all().map_err(|error| Error::io(&temp, error))?;
+                let (digest, size) = hash_file(&temp)?;
+                let known = verified
+                    .lock()
+                    .expect("verified set lock")
+                    .get(&digest)
+                    .copied()
+                    .flatten();
+                let store_path = root.join(blob_location(&digest));
+                // An existing blob is kept only if this process hashed it and it has not changed
+                // since; otherwise the verified copy replaces it (a same-size blob may still be
+                // corrupt, docs/architecture.md §5). Nodes holding links to the old file keep it.
+                let current = FileStamp::of_path(&store_path).ok();
+                if current.is_some() && current == known {
+                    let _ = fs::remove_file(&temp);
+                    Ok((digest, size, false))
+                } else {
+                    install_file(&temp, &store_path)?;
+                    Ok((digest, size, true))
+                }
+            })
+            .await
+            .expect("blob copy task does not panic")?;
+        if installed {
+            self.mark_verified(digest);
+        }
         Ok((digest, size))
     }
 
@@ -118,7 +130,7 @@ impl Store {
         if actual != digest {
             return Err(self.quarantine(digest, actual, bytes.len() as u64).await);
         }
-        self.mark_verified(digest);
+        self.remember_verified(digest, None);
         Ok(bytes)
     }
 
@@ -129,9 +141,28 @@ impl Store {
         dest: &Path,
         executable: bool,
     ) -> Result<()> {
+        self.get_to_file_stamped(digest, dest, executable)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Store::get_to_file`], returning the stamp `dest` was verified at and whether `dest`
+    /// is a hard link to the store's own `cas/` file (else a private copy).
+    ///
+    /// A linked file's stamp is the stamp its `cas/` file had when its bytes were last hashed
+    /// (now, or earlier in this process if the file has not changed since): a write through
+    /// any link after that moves the stamp, which is what [`Store::check_input`] looks for.
+    pub(crate) async fn get_to_file_stamped(
+        &self,
+        digest: BlobDigest,
+        dest: &Path,
+        executable: bool,
+    ) -> Result<(FileStamp, bool)> {
         if let Some(parent) = dest.parent() {
             fs::create_dir_all(parent).map_err(|error| Error::io(parent, error))?;
         }
+        let stamp_of =
+            |path: &Path| FileStamp::of_path(path).map_err(|error| Error::io(path, error));
         if let Some(root) = self.local_root() {
             let source = root.join(blob_location(&digest));
             if !source.exists() {
@@ -141,25 +172,33 @@ impl Store {
                 // Lazily, from the remote: verified before it is installed.
                 self.fetch_blob(digest).await?;
             }
-            if !self.is_verified(&digest) {
+            let before = stamp_of(&source)?;
+            if self.verified_stamp(&digest) != Some(before) {
                 let (actual, size) = hash_file(&source)?;
-                if actual != digest {
+                let after = stamp_of(&source)?;
+                if actual != digest || after != before {
+                    // Written to while being read: `cas/` files never change, so it is not
+                    // a blob that can be trusted.
                     return Err(self.quarantine(digest, actual, size).await);
                 }
-                self.mark_verified(digest);
+                self.remember_verified(digest, Some(before));
             }
             if executable {
                 // Hard links share permissions; executables get their own copy.
                 fs::copy(&source, dest).map_err(|error| Error::io(dest, error))?;
                 set_mode(dest, 0o555)?;
-            } else if fs::hard_link(&source, dest).is_err() {
+            } else if fs::hard_link(&source, dest).is_ok() {
+                return Ok((before, true));
+            } else {
                 fs::copy(&source, dest).map_err(|error| Error::io(dest, error))?;
+                set_mode(dest, 0o444)?;
             }
-            return Ok(());
+            return Ok((stamp_of(dest)?, false));
         }
         let bytes = self.get_bytes(digest).await?;
         fs::write(dest, &bytes).map_err(|error| Error::io(dest, error))?;
-        set_mode(dest, if executable { 0o555 } else { 0o444 })
+        set_mode(dest, if executable { 0o555 } else { 0o444 })?;
+        Ok((stamp_of(dest)?, false))
     }
 
     pub(crate) async fn quarantine(

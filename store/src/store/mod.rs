@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use object_store::local::LocalFileSystem;
@@ -23,20 +23,33 @@ use serde::{Deserialize, Serialize};
 use crate::digest::{ActionKey, BlobDigest};
 use crate::encoding::SCHEMA;
 use crate::error::{Error, Result};
+use crate::hashing::FileStamp;
+use crate::record::KeyComponents;
 use crate::transfer::{TransferSnapshot, TransferStats};
 
 mod actions;
 mod blobs;
 mod documents;
 mod gc;
+mod inputs;
 mod raw;
 mod trees;
 
 pub use actions::Lookup;
 pub use gc::GcReport;
+pub use inputs::{ChangedInput, MaterializedInput};
+
+/// Checks an action record's key components against the key it is stored under
+/// (docs/architecture.md §3, §15); the error says why they do not match. The derivation
+/// belongs to the engine (`peirce_dag::key::check_components`); the store only holds it, so
+/// that every record read, here or from a remote, is bound to its key.
+pub type KeyCheck = fn(ActionKey, &KeyComponents) -> std::result::Result<(), String>;
 
 /// How many blob operations run at once when publishing or checking a tree.
 pub(crate) const CONCURRENCY: usize = 16;
+
+/// Blobs verified during this process's life, with the `cas/` file stamp they were hashed at.
+pub(crate) type VerifiedBlobs = std::collections::HashMap<BlobDigest, Option<FileStamp>>;
 
 /// A content-addressed store rooted at a local folder or an object store prefix.
 #[derive(Clone)]
@@ -49,8 +62,13 @@ pub(crate) struct Inner {
     /// Set for local stores: blob files are written and linked directly (fsync, hardlinks).
     local_root: Option<PathBuf>,
     url: String,
-    /// Blobs verified by a full read during this process's life (never re-hashed).
-    verified: Mutex<std::collections::HashSet<BlobDigest>>,
+    /// Blobs verified by a full read during this process's life. For a local store, the stamp
+    /// of the `cas/` file whose bytes were hashed: the file is trusted without hashing again
+    /// only while its stamp is unchanged (docs/architecture.md §5). `None`: verified bytes,
+    /// file stamp unknown (read whole, or an object store).
+    verified: Arc<Mutex<VerifiedBlobs>>,
+    /// Checks each action record read against the key it is stored under (§15).
+    pub(crate) key_check: OnceLock<KeyCheck>,
     temp_counter: AtomicU64,
     /// The second tier (see `tier.rs`): lookups and reads fall through to it, leases live on it.
     pub(crate) remote: Option<Store>,
@@ -70,6 +88,13 @@ pub struct Lease {
     pub owner: String,
     /// When it expires, in milliseconds since the Unix epoch, unless renewed.
     pub expires_at_ms: u64,
+}
+
+impl Inner {
+    /// The verified set, for a blocking task to consult.
+    pub(crate) fn verified_stamps(&self) -> Arc<Mutex<VerifiedBlobs>> {
+        self.verified.clone()
+    }
 }
 
 pub(crate) fn now_ms() -> u64 {
@@ -142,7 +167,8 @@ impl Store {
                 object,
                 local_root,
                 url,
-                verified: Mutex::new(Default::default()),
+                verified: Arc::new(Mutex::new(Default::default())),
+                key_check: OnceLock::new(),
                 temp_counter: AtomicU64::new(0),
                 remote,
                 remote_sizes: Mutex::new(Default::default()),
@@ -205,20 +231,54 @@ impl Store {
         ))
     }
 
-    pub(crate) fn mark_verified(&self, digest: BlobDigest) {
-        self.inner
-            .verified
-            .lock()
-            .expect("verified set lock")
-            .insert(digest);
+    /// Checks every action record read from now on (here and on the remote) against the key
+    /// it is stored under with `check`. Set once; later calls are ignored.
+    pub fn set_key_check(&self, check: KeyCheck) {
+        let _ = self.inner.key_check.set(check);
+        if let Some(remote) = &self.inner.remote {
+            remote.set_key_check(check);
+        }
     }
 
-    fn is_verified(&self, digest: &BlobDigest) -> bool {
+    /// Remembers that `digest` was verified: for a local store, with the stamp its `cas/` file
+    /// has now. Only for a file this process just installed, which no node holds yet.
+    pub(crate) fn mark_verified(&self, digest: BlobDigest) {
+        let stamp = self
+            .local_root()
+            .and_then(|root| FileStamp::of_path(&root.join(blob_location(&digest))).ok());
+        self.remember_verified(digest, stamp);
+    }
+
+    /// Remembers that `digest` was verified with the file stamp `stamp` (or bytes read whole).
+    pub(crate) fn remember_verified(&self, digest: BlobDigest, stamp: Option<FileStamp>) {
+        let mut verified = self.inner.verified.lock().expect("verified set lock");
+        match (verified.get(&digest), stamp) {
+            // Bytes read whole say nothing about a file stamp already known.
+            (Some(Some(_)), None) => {}
+            _ => {
+                verified.insert(digest, stamp);
+            }
+        }
+    }
+
+    /// Forgets a blob's verification, so its next read hashes it again.
+    pub(crate) fn forget_verified(&self, digest: &BlobDigest) {
         self.inner
             .verified
             .lock()
             .expect("verified set lock")
-            .contains(digest)
+            .remove(digest);
+    }
+
+    /// The stamp the local `cas/` file of `digest` had when this process last hashed it.
+    fn verified_stamp(&self, digest: &BlobDigest) -> Option<FileStamp> {
+        self.inner
+            .verified
+            .lock()
+            .expect("verified set lock")
+            .get(digest)
+            .copied()
+            .flatten()
     }
 }
 
