@@ -251,7 +251,7 @@ async fn transfer(
             let (report, error) = match outcome {
                 Ok(Some(report)) => (Some(report), None),
                 Ok(None) => (None, Some("the remote has no complete result".to_string())),
-                Err(error) => (None, Some(error.to_string())),
+                Err(error) => (None, Some(peirce_store::redact_url(&error.to_string()))),
             };
             let line = match (&report, &error) {
                 (Some(report), _) => format!(
