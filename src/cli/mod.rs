@@ -129,13 +129,13 @@ impl clap::builder::TypedValueParser for RemoteParser {
 
 /// Parses the command line. Clap's errors quote what was typed (a mistyped flag's URL
 /// value included), so they are printed redacted, with clap's exit status (2 for usage).
+/// Help and version go out as they are: they hold no values (`PEIRCE_REMOTE`'s is hidden).
 pub fn parse_arguments() -> Result<Cli, ExitCode> {
     Cli::try_parse().map_err(|error| {
-        let text = peirce_store::redact_url(&error.render().to_string());
         if error.use_stderr() {
-            eprint!("{text}");
+            eprint!("{}", peirce_store::redact_url(&error.render().to_string()));
         } else {
-            print!("{text}");
+            let _ = error.print();
         }
         ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(EXIT_INVALID))
     })
