@@ -575,6 +575,38 @@ fn an_endpoint_password_stays_out_of_errors_and_run_records() {
     }
 }
 
+/// A run record written before redaction existed, holding an endpoint's password in a node
+/// error: `runs --json` and `status --json` show it redacted, and `push --run` sends (and
+/// keeps) only the redacted record. The remote is a folder: no S3 server needed.
+#[test]
+fn an_old_run_record_is_redacted_when_shown_or_pushed() {
+    let sandbox = Sandbox::new();
+    sandbox.workflow(&shared_workflow(&sandbox, 0.0));
+    let record = sandbox.run_ok(&[]);
+    let id = record["id"].as_str().unwrap();
+    let path = sandbox.store().join("runs").join(id);
+    let mut stored: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    stored["nodes"]["left"]["error"] =
+        "GET http://minio:OLDSECRET@127.0.0.1:1/b?X-Amz-Signature=OLDSIGNATURE".into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&stored).unwrap()).unwrap();
+
+    let runs = sandbox.peirce(&["runs", "--json"]).success();
+    assert!(runs.stdout.contains("http://***@127.0.0.1:1/b"), "{runs}");
+    let status = sandbox.peirce(&["status", "wf.toml", "--json"]).success();
+    let remote = sandbox.path("remote");
+    let remote = remote.to_str().unwrap();
+    let push = sandbox
+        .peirce(&["push", "--run", id, "--remote", remote])
+        .success();
+    let mut texts = shown_texts(&sandbox, &[&runs, &status, &push]);
+    texts.push(std::fs::read_to_string(sandbox.path("remote/runs").join(id)).unwrap());
+    for text in &texts {
+        for secret in ["OLDSECRET", "OLDSIGNATURE"] {
+            assert!(!text.contains(secret), "`{secret}` leaked into:\n{text}");
+        }
+    }
+}
+
 /// Waits for `condition`, polling, or fails after `timeout`.
 fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let started = Instant::now();

@@ -173,6 +173,13 @@ async fn transfer(
             .get_document(&location)
             .await?
             .ok_or_else(|| anyhow!("No run `{run_id}` in the store at `{}`", store.url()))?;
+        // A record written by an older peirce may hold credentials in its errors: it is
+        // kept here, and pushed, redacted (docs/architecture.md §10).
+        let mut redacted = record.clone();
+        redacted.redact();
+        if redacted != record {
+            store.put_document(&location, &redacted).await?;
+        }
         for (node, run) in &record.nodes {
             match (run.key, run.output) {
                 (Some(key), Some(_)) => items.push(Item {
