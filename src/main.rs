@@ -6,14 +6,15 @@ mod cli;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
     // First of all: `peirce` re-executes itself as the supervisor of each node's command
     // (docs/architecture.md §12); such a process supervises and exits here.
     peirce_nodes::supervisor::run_if_requested();
     quiet_when_stdout_closes();
-    let args = cli::Cli::parse();
+    let args = match cli::parse_arguments() {
+        Ok(args) => args,
+        Err(code) => return code,
+    };
     cli::init_tracing(args.verbose);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -28,7 +29,9 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::dispatch(args)) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            // The whole chain: an error's sources (object_store's, reqwest's) may quote
+            // URLs with credentials, so it is printed redacted (docs/architecture.md §10).
+            eprintln!("error: {}", peirce_store::redact_url(&format!("{error:#}")));
             ExitCode::from(1)
         }
     }

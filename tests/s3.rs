@@ -461,6 +461,152 @@ fn credentials_are_never_printed_or_stored() {
     }
 }
 
+/// Every text a command and its store show: its output, and each file under the store.
+fn shown_texts(sandbox: &Sandbox, outcomes: &[&Outcome]) -> Vec<String> {
+    let mut texts: Vec<String> = outcomes
+        .iter()
+        .flat_map(|outcome| [outcome.stdout.clone(), outcome.stderr.clone()])
+        .collect();
+    for path in sandbox.store_files() {
+        texts.push(String::from_utf8_lossy(&std::fs::read(path).unwrap()).into_owned());
+    }
+    texts
+}
+
+/// A mistyped remote URL is a usage error whose message shows the URL redacted: a URL that
+/// does not parse (a bad port, an invalid IPv6 host) or has no scheme used to be printed
+/// whole, credentials included. Needs no S3 server: nothing is opened.
+#[test]
+fn a_mistyped_remote_url_shows_no_credentials() {
+    let sandbox = Sandbox::new();
+    sandbox.workflow(&shared_workflow(&sandbox, 0.0));
+    let mut outcomes = Vec::new();
+    for url in [
+        "s3://AKIAEXAMPLE:wJalrSECRET@bucket:99999/p",
+        "s3://AKIAEXAMPLE:wJalrSECRET@[::zz]/p",
+        "AKIAEXAMPLE:wJalrSECRET@bucket/p",
+        "://AKIAEXAMPLE:wJalrSECRET@bucket/p",
+    ] {
+        let outcome = sandbox
+            .peirce(&["plan", "wf.toml", "--remote", url])
+            .expect_code(2);
+        assert!(outcome.stderr.contains("--remote"), "{outcome}");
+        outcomes.push(outcome);
+        let mut command = sandbox.command(&["plan", "wf.toml"]);
+        command.env("PEIRCE_REMOTE", url);
+        outcomes.push(finish(command.spawn().unwrap()).expect_code(2));
+    }
+    assert!(
+        outcomes[0].stderr.contains("invalid port"),
+        "{}",
+        outcomes[0]
+    );
+    assert!(
+        outcomes[0].stderr.contains("bucket:99999"),
+        "{}",
+        outcomes[0]
+    );
+    assert!(
+        outcomes[2].stderr.contains("invalid IPv6"),
+        "{}",
+        outcomes[2]
+    );
+    // Help shows where `--remote` may come from, not what the environment holds.
+    let mut command = sandbox.command(&["plan", "--help"]);
+    command.env("PEIRCE_REMOTE", "s3://AKIAEXAMPLE:wJalrSECRET@bucket/p");
+    outcomes.push(finish(command.spawn().unwrap()).success());
+    // Nothing was created for the scheme-less one.
+    assert!(!sandbox.path("AKIAEXAMPLE:wJalrSECRET@bucket").exists());
+    for text in shown_texts(&sandbox, &outcomes.iter().collect::<Vec<_>>()) {
+        for secret in ["AKIAEXAMPLE", "wJalrSECRET"] {
+            assert!(!text.contains(secret), "`{secret}` leaked into:\n{text}");
+        }
+    }
+}
+
+/// An endpoint with a password, or with a secret in its query, reaches object_store, whose
+/// errors quote the request URL: neither the messages (`-v` logs included) nor the run
+/// record (`runs --json`, `status --json`, the files of the store) show it. The endpoint is
+/// an unreachable port: no S3 server needed.
+#[test]
+fn an_endpoint_password_stays_out_of_errors_and_run_records() {
+    for (endpoint, secrets) in [
+        ("http://minio:pw@127.0.0.1:1", &["minio:pw", ":pw@"][..]),
+        (
+            "http://127.0.0.1:1/?token=QUERYSECRET",
+            &["QUERYSECRET"][..],
+        ),
+        ("http://127.0.0.1:1/?BARESECRET", &["BARESECRET"][..]),
+    ] {
+        let sandbox = Sandbox::new();
+        sandbox.workflow(&shared_workflow(&sandbox, 0.0));
+        let remote =
+            format!("s3://bucket/team?endpoint={endpoint}&allow_http=true&retries=0&timeout=5");
+        let peirce = |args: &[&str]| {
+            let mut command = sandbox.command(args);
+            command
+                .env("AWS_ACCESS_KEY_ID", "test")
+                .env("AWS_SECRET_ACCESS_KEY", "test")
+                .env_remove("AWS_PROFILE")
+                .env_remove("AWS_ENDPOINT_URL");
+            finish(command.spawn().unwrap())
+        };
+        let run = peirce(&["run", "wf.toml", "--json", "-v", "--remote", &remote]).expect_code(1);
+        let record = run.json();
+        assert_eq!(record["status"], "failed", "{run}");
+        assert!(
+            run.stderr.contains("127.0.0.1:1"),
+            "the error names the endpoint:\n{run}"
+        );
+        let runs = peirce(&["runs", "--json"]).success();
+        assert_eq!(runs.json().as_array().unwrap().len(), 1, "{runs}");
+        let status = peirce(&["status", "wf.toml", "--json", "--no-remote"]).success();
+        let push = peirce(&["push", "wf.toml", "--remote", &remote]);
+        let texts = shown_texts(&sandbox, &[&run, &runs, &status, &push]);
+        assert!(
+            texts.iter().any(|text| text.contains("Error performing")),
+            "the run record keeps object_store's error:\n{runs}"
+        );
+        for text in &texts {
+            for secret in secrets {
+                assert!(!text.contains(secret), "`{secret}` leaked into:\n{text}");
+            }
+        }
+    }
+}
+
+/// A run record written before redaction existed, holding an endpoint's password in a node
+/// error: `runs --json` and `status --json` show it redacted, and `push --run` sends (and
+/// keeps) only the redacted record. The remote is a folder: no S3 server needed.
+#[test]
+fn an_old_run_record_is_redacted_when_shown_or_pushed() {
+    let sandbox = Sandbox::new();
+    sandbox.workflow(&shared_workflow(&sandbox, 0.0));
+    let record = sandbox.run_ok(&[]);
+    let id = record["id"].as_str().unwrap();
+    let path = sandbox.store().join("runs").join(id);
+    let mut stored: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    stored["nodes"]["left"]["error"] =
+        "GET http://minio:OLDSECRET@127.0.0.1:1/b?X-Amz-Signature=OLDSIGNATURE".into();
+    std::fs::write(&path, serde_json::to_vec_pretty(&stored).unwrap()).unwrap();
+
+    let runs = sandbox.peirce(&["runs", "--json"]).success();
+    assert!(runs.stdout.contains("http://***@127.0.0.1:1/b"), "{runs}");
+    let status = sandbox.peirce(&["status", "wf.toml", "--json"]).success();
+    let remote = sandbox.path("remote");
+    let remote = remote.to_str().unwrap();
+    let push = sandbox
+        .peirce(&["push", "--run", id, "--remote", remote])
+        .success();
+    let mut texts = shown_texts(&sandbox, &[&runs, &status, &push]);
+    texts.push(std::fs::read_to_string(sandbox.path("remote/runs").join(id)).unwrap());
+    for text in &texts {
+        for secret in ["OLDSECRET", "OLDSIGNATURE"] {
+            assert!(!text.contains(secret), "`{secret}` leaked into:\n{text}");
+        }
+    }
+}
+
 /// Waits for `condition`, polling, or fails after `timeout`.
 fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let started = Instant::now();

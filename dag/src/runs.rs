@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use peirce_store::{ActionKey, Store, TransferSnapshot, TreeDigest};
+use peirce_store::{redact_url, ActionKey, Store, TransferSnapshot, TreeDigest};
 use serde::{Deserialize, Serialize};
 
 /// How one node ended in a run.
@@ -109,6 +109,24 @@ pub struct RemoteActivity {
 }
 
 impl RunRecord {
+    /// Removes anything credential-like from the record's free text: node errors (a store
+    /// error quotes request URLs, with the endpoint's user info and query), push failures
+    /// and the remote's URL, through `redact_url` (docs/architecture.md §10). The engine
+    /// calls it before every write; readers call it again, for records written before it.
+    pub fn redact(&mut self) {
+        for run in self.nodes.values_mut() {
+            if let Some(error) = &mut run.error {
+                *error = redact_url(error);
+            }
+        }
+        if let Some(remote) = &mut self.remote {
+            remote.url = redact_url(&remote.url);
+            for error in remote.push_failures.values_mut() {
+                *error = redact_url(error);
+            }
+        }
+    }
+
     /// Where the record lives in the store.
     pub fn location(id: &str) -> String {
         format!("runs/{id}")
@@ -120,7 +138,10 @@ impl RunRecord {
         let mut records = Vec::new();
         for (id, _, _) in store.list_prefix("runs").await? {
             match store.get_document::<RunRecord>(&Self::location(&id)).await {
-                Ok(Some(record)) => records.push(record),
+                Ok(Some(mut record)) => {
+                    record.redact();
+                    records.push(record);
+                }
                 Ok(None) => {}
                 Err(error) => tracing::warn!(%error, "skipping run record `{id}`"),
             }
@@ -324,6 +345,48 @@ mod tests {
         assert_eq!(format_utc(0.0), "1970-01-01T00:00:00Z");
         assert_eq!(format_utc(951_782_400.0), "2000-02-29T00:00:00Z");
         assert_eq!(format_utc(1_795_316_596.0), "2026-11-22T03:03:16Z");
+    }
+
+    #[test]
+    fn records_lose_credentials_in_errors_and_urls() {
+        let mut record = RunRecord {
+            id: "r".into(),
+            workflow: "w".into(),
+            workflow_path: "wf.toml".into(),
+            started_at: 0.0,
+            finished_at: None,
+            status: RunStatus::Failed,
+            pinned: false,
+            nodes: BTreeMap::from([(
+                "a".to_string(),
+                NodeRun {
+                    kind: "exec".into(),
+                    status: NodeStatus::Failed,
+                    key: None,
+                    output: None,
+                    duration_s: 0.0,
+                    queued_s: 0.0,
+                    attempts: 1,
+                    error: Some(
+                        "Error performing GET http://minio:NODESECRET@127.0.0.1:1/b".into(),
+                    ),
+                },
+            )]),
+            remote: Some(RemoteActivity {
+                url: "s3://b/p?endpoint=http://u:URLSECRET@h".into(),
+                push_failures: BTreeMap::from([(
+                    "a".to_string(),
+                    "PUT http://127.0.0.1:1/?token=PUSHSECRET/b".to_string(),
+                )]),
+                ..RemoteActivity::default()
+            }),
+        };
+        record.redact();
+        let text = serde_json::to_string(&record).unwrap();
+        for secret in ["NODESECRET", "URLSECRET", "PUSHSECRET"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert!(text.contains("http://***@127.0.0.1:1/b"), "{text}");
     }
 
     #[test]

@@ -36,10 +36,13 @@ impl Display {
         }
     }
 
+    /// Prints one line, redacted: node errors may quote a store's request URLs
+    /// (docs/architecture.md §10).
     fn line(&self, text: String) {
         if self.quiet {
             return;
         }
+        let text = peirce_store::redact_url(&text);
         match &self.multi {
             Some(multi) => {
                 let _ = multi.println(text);

@@ -48,6 +48,7 @@ pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode>
             .await?
             .ok_or_else(|| anyhow!("No run `{id}` in `{}`", store.url()))?;
         record.pinned = pinned;
+        record.redact();
         store.put_document(&location, &record).await?;
         eprintln!("run {id} {}", if pinned { "pinned" } else { "unpinned" });
         return Ok(ExitCode::SUCCESS);

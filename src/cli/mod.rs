@@ -39,7 +39,14 @@ pub struct Cli {
     store: Option<PathBuf>,
     /// A remote store shared with other machines, e.g. `s3://bucket/prefix` (default: the
     /// workflow's `remote`, else `remote` in ~/.config/peirce/config.toml)
-    #[arg(long, global = true, env = "PEIRCE_REMOTE", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "PEIRCE_REMOTE",
+        hide_env_values = true,
+        value_name = "URL",
+        value_parser = RemoteParser
+    )]
     remote: Option<String>,
     /// Use no remote, whatever the workflow or the user config says
     #[arg(long, global = true, conflicts_with = "remote")]
@@ -93,6 +100,80 @@ pub struct WorkflowArgs {
     set: Vec<String>,
 }
 
+/// Checks `--remote` (and `PEIRCE_REMOTE`) as it is parsed, so a malformed URL is a usage
+/// error (exit 2). Unlike clap's own value errors, its message shows the value redacted.
+#[derive(Debug, Clone, Copy)]
+struct RemoteParser;
+
+impl clap::builder::TypedValueParser for RemoteParser {
+    type Value = String;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        argument: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<String, clap::Error> {
+        let name = argument
+            .map(|argument| argument.to_string())
+            .unwrap_or_else(|| "--remote".into());
+        let invalid = |reason: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("invalid value for `{name}`: {reason}\n"),
+            )
+            .with_cmd(command)
+        };
+        let Some(text) = value.to_str() else {
+            return Err(invalid("not valid UTF-8".into()));
+        };
+        peirce_store::validate_store_location(text).map_err(|error| invalid(error.to_string()))?;
+        Ok(text.to_string())
+    }
+}
+
+/// Parses the command line. Clap's errors quote what was typed (a mistyped flag's URL
+/// value included), so they are printed redacted, with clap's exit status (2 for usage).
+/// Help and version go out as they are: they hold no values (`PEIRCE_REMOTE`'s is hidden).
+pub fn parse_arguments() -> Result<Cli, ExitCode> {
+    Cli::try_parse().map_err(|error| {
+        if error.use_stderr() {
+            eprint!("{}", peirce_store::redact_url(&error.render().to_string()));
+        } else {
+            let _ = error.print();
+        }
+        ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(EXIT_INVALID))
+    })
+}
+
+/// Log lines go to stderr redacted (`redact_url`): object_store and its HTTP client log
+/// request URLs, and errors carry the endpoint (docs/architecture.md §10).
+struct RedactingWriter {
+    line: Vec<u8>,
+}
+
+impl std::io::Write for RedactingWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if !self.line.is_empty() {
+            let text = peirce_store::redact_url(&String::from_utf8_lossy(&self.line));
+            self.line.clear();
+            std::io::stderr().write_all(text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RedactingWriter {
+    fn drop(&mut self) {
+        let _ = std::io::Write::flush(self);
+    }
+}
+
 /// Logging to stderr; `-v` raises the level, RUST_LOG overrides.
 pub fn init_tracing(verbose: u8) {
     let level = match verbose {
@@ -104,7 +185,7 @@ pub fn init_tracing(verbose: u8) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| RedactingWriter { line: Vec::new() })
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
@@ -270,12 +351,13 @@ impl Globals {
     }
 }
 
-/// Opens a remote store by URL (or folder), with a message that never shows credentials.
+/// Opens a remote store by URL (or folder), with a message that never shows credentials
+/// (the store's errors show the URL redacted already).
 fn open_remote(url: &str) -> anyhow::Result<Store> {
     peirce_store::open_store(url).map_err(|error| {
         anyhow::anyhow!(
-            "cannot open the remote `{}`: {error}",
-            peirce_store::redact_url(url)
+            "cannot open the remote: {}",
+            peirce_store::redact_url(&error.to_string())
         )
     })
 }

@@ -354,11 +354,14 @@ pub async fn status(globals: &Globals, args: StatusArgs) -> anyhow::Result<ExitC
     let planned = engine.plan(&workflow).await?;
     let store = engine.store();
     let latest = match WorkflowRef::load(store, &workflow.name).await {
-        Some(found) => {
-            store
-                .get_document::<RunRecord>(&RunRecord::location(&found.latest_run))
-                .await?
-        }
+        Some(found) => store
+            .get_document::<RunRecord>(&RunRecord::location(&found.latest_run))
+            .await?
+            .map(|mut record| {
+                // Written by an older peirce, it may hold credentials in its errors.
+                record.redact();
+                record
+            }),
         None => None,
     };
     let earlier = earlier_runs(store, &workflow.name, &planned, latest.as_ref()).await?;

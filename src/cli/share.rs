@@ -173,6 +173,13 @@ async fn transfer(
             .get_document(&location)
             .await?
             .ok_or_else(|| anyhow!("No run `{run_id}` in the store at `{}`", store.url()))?;
+        // A record written by an older peirce may hold credentials in its errors: it is
+        // kept here, and pushed, redacted (docs/architecture.md §10).
+        let mut redacted = record.clone();
+        redacted.redact();
+        if redacted != record {
+            store.put_document(&location, &redacted).await?;
+        }
         for (node, run) in &record.nodes {
             match (run.key, run.output) {
                 (Some(key), Some(_)) => items.push(Item {
@@ -251,7 +258,7 @@ async fn transfer(
             let (report, error) = match outcome {
                 Ok(Some(report)) => (Some(report), None),
                 Ok(None) => (None, Some("the remote has no complete result".to_string())),
-                Err(error) => (None, Some(error.to_string())),
+                Err(error) => (None, Some(peirce_store::redact_url(&error.to_string()))),
             };
             let line = match (&report, &error) {
                 (Some(report), _) => format!(

@@ -109,15 +109,18 @@ pub enum Error {
         /// The underlying error.
         source: std::io::Error,
     },
-    /// The object store backend failed.
-    #[error("Store backend error at `{location}`: {source}")]
+    /// The object store backend failed. object_store's messages quote request URLs, with
+    /// whatever user info or query the endpoint has: they are shown redacted (`redact_url`;
+    /// the source itself, reached through `Error::source`, is not, so whoever prints a
+    /// whole chain redacts it too).
+    #[error("Store backend error at `{location}`: {}", crate::location::redact_url(&source.to_string()))]
     Backend {
         /// The object path involved.
         location: String,
         /// The underlying error.
         source: object_store::Error,
     },
-    /// A store URL could not be understood.
+    /// A store URL could not be understood. Both fields are redacted (`redact_url`).
     #[error("Unsupported store URL `{url}`: {reason}")]
     Url {
         /// The URL as given.

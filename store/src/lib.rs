@@ -42,7 +42,7 @@ pub mod tree;
 pub use digest::{ActionKey, BlobDigest, Digest, DigestKind, ParseDigestError, TreeDigest};
 pub use error::{Error, Result};
 pub use hashing::{FileStamp, StatCache};
-pub use location::{open as open_store, redact_url};
+pub use location::{open as open_store, redact_url, validate as validate_store_location};
 pub use record::{ActionRecord, KeyComponents};
 pub use store::{ChangedInput, GcReport, KeyCheck, Lease, Lookup, MaterializedInput, Store};
 pub use tier::SyncReport;

@@ -11,9 +11,10 @@
 //! `checksum_algorithm` (`sha256`, the default, or `none`: see `s3_checksum`), and any key
 //! object_store's S3 builder accepts.
 //!
-//! Secrets never leave this module in text: [`redact_url`] drops user info and every query
-//! value whose key names a secret, and a store's [`Store::url`] keeps only scheme, bucket,
-//! prefix and endpoint host.
+//! Secrets never leave this module in text: a store's [`Store::url`] keeps only scheme,
+//! bucket, prefix and endpoint host, and errors show the URL through [`redact_url`], the
+//! one redaction of the whole program (docs/architecture.md §10): it removes user info,
+//! bare query tokens and secret-looking parameter values from any text, URL or not.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,9 +26,6 @@ use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use crate::error::{Error, Result};
 use crate::store::Store;
-
-/// Query keys whose values are secrets (matched as substrings, case-insensitively).
-const SECRET_MARKERS: [&str; 6] = ["secret", "token", "password", "key", "signature", "sas"];
 
 /// Whether `text` names an object store URL rather than a local folder.
 pub fn is_url(text: &str) -> bool {
@@ -41,52 +39,267 @@ pub fn is_url(text: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// `text` with user info and secret query values replaced by `***`, for messages.
+/// Parameter names whose values are secrets: names containing one of the markers (after
+/// percent-decoding, case-insensitively), or equal to one of [`SECRET_NAMES`].
+const SECRET_MARKERS: [&str; 8] = [
+    "secret",
+    "token",
+    "pass",
+    "key",
+    "signature",
+    "credential",
+    "auth",
+    "sas",
+];
+
+/// Secret parameter names too short to look for inside other names.
+const SECRET_NAMES: [&str; 3] = ["sig", "pw", "pwd"];
+
+/// What stands in for a removed secret.
+const REDACTED: &str = "***";
+
+/// How deeply URLs may nest in one another (or `=` in values) before the rest of a token
+/// is removed whole: bounds the recursion on hostile text.
+const MAX_NESTING: u32 = 16;
+
+/// `text` with every credential-looking part replaced by `***`: the one redaction that every
+/// URL, endpoint and error message passes on its way to a terminal, a log or a record
+/// (docs/architecture.md §10).
+///
+/// `text` may be a URL, a string meant as one that does not parse (a bad port, an invalid
+/// IPv6 host, a missing scheme), or a message embedding any number of them, such as
+/// object_store's errors, which quote the request URL with the endpoint's user info and
+/// query. It works on the text alone and never fails:
+///
+/// - **user info**: in `scheme://`, everything up to the last `@` of the authority (a
+///   password may hold `/`, `?` or `#` when nobody encoded it); without a scheme,
+///   `name:password@` before a host;
+/// - an authority that is neither a host, a numeric port nor an IPv6 literal (`AKID:SECRET`
+///   where the `@` was forgotten);
+/// - in query strings and fragments, parts that are not `key=value` (a bare token), and
+///   the values of `key=value` parameters anywhere in the text whose key names a secret
+///   (`secret`, `token`, `password`, `key`, `signature`, `credential`, `sig`, ...);
+///   other values are kept, redacted in turn (an `endpoint=` value is a URL itself),
+///   percent-decoded first when the encoded form hides a URL.
+///
+/// It errs on the side of removing too much: a path holding `@` may lose its host. Digests
+/// (`key=blake3:…` in logs) are names, not secrets, and stay.
 pub fn redact_url(text: &str) -> String {
-    let Ok(mut url) = url::Url::parse(text) else {
-        // Not a URL we can take apart: keep the scheme and authority only.
-        return match text.split_once("://") {
-            Some((scheme, rest)) => {
-                let authority = rest.split(['/', '?', '@']).next().unwrap_or_default();
-                format!("{scheme}://{authority}/***")
+    let mut out = String::with_capacity(text.len());
+    let mut token_start = None;
+    for (index, character) in text.char_indices() {
+        if ends_token(character) {
+            if let Some(start) = token_start.take() {
+                out.push_str(&redact_token(&text[start..index], 0));
             }
-            None => text.to_string(),
-        };
+            out.push(character);
+        } else if token_start.is_none() {
+            token_start = Some(index);
+        }
+    }
+    if let Some(start) = token_start {
+        out.push_str(&redact_token(&text[start..], 0));
+    }
+    out
+}
+
+/// Characters that end a URL inside a message: spaces and quotes.
+fn ends_token(character: char) -> bool {
+    character.is_whitespace() || matches!(character, '"' | '\'' | '`' | '<' | '>')
+}
+
+/// Characters of a URL scheme (`s3`, `http`, `git+ssh`).
+fn is_scheme_char(byte: u8) -> bool {
+    byte.is_ascii_alphanumeric() || matches!(byte, b'+' | b'-' | b'.')
+}
+
+/// Where the scheme ending just before byte `end` of `text` starts.
+fn scheme_start(text: &str, end: usize) -> usize {
+    let bytes = text.as_bytes();
+    let mut start = end;
+    while start > 0 && is_scheme_char(bytes[start - 1]) {
+        start -= 1;
+    }
+    start
+}
+
+/// One run of text without spaces or quotes: URLs (possibly several, possibly nested in
+/// query values) or plain text.
+fn redact_token(token: &str, depth: u32) -> String {
+    if depth > MAX_NESTING {
+        return REDACTED.to_string();
+    }
+    let Some(separator) = token.find("://") else {
+        return redact_plain(token, depth);
     };
-    if !url.username().is_empty() || url.password().is_some() {
-        let _ = url.set_username("***");
-        let _ = url.set_password(None);
+    let start = scheme_start(token, separator);
+    let head = &token[..start];
+    // `token=https://...`: the whole URL is the secret.
+    if let Some(key) = head.strip_suffix('=') {
+        let key = key.rsplit(['&', '?', '=']).next().unwrap_or_default();
+        if is_secret_key(key) {
+            return format!("{}{REDACTED}", redact_plain(head, depth + 1));
+        }
     }
-    let pairs: Vec<(String, String)> = url
-        .query_pairs()
-        .map(|(key, value)| {
-            let value = if is_secret_key(&key) {
-                "***".to_string()
-            } else if is_url(&value) {
-                redact_url(&value)
-            } else {
-                value.into_owned()
-            };
-            (key.into_owned(), value)
-        })
-        .collect();
-    if pairs.is_empty() {
-        url.set_query(None);
+    let mut out = redact_plain(head, depth + 1);
+    out.push_str(&token[start..separator + 3]);
+    let mut rest = &token[separator + 3..];
+    // User info ends at the last `@` before a nested URL (an `endpoint=` value) begins.
+    let limit = rest
+        .find("://")
+        .map(|nested| scheme_start(rest, nested))
+        .unwrap_or(rest.len());
+    if let Some(at) = rest[..limit].rfind('@') {
+        out.push_str(REDACTED);
+        out.push('@');
+        rest = &rest[at + 1..];
+    }
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    if is_plain_authority(authority) {
+        out.push_str(authority);
     } else {
-        url.query_pairs_mut().clear().extend_pairs(pairs);
+        out.push_str(REDACTED);
     }
-    url.to_string()
+    rest = &rest[authority_end..];
+    let path_end = rest.find(['?', '#']).unwrap_or(rest.len());
+    out.push_str(&redact_token(&rest[..path_end], depth + 1));
+    rest = &rest[path_end..];
+    if let Some(first) = rest.chars().next() {
+        // A query (or fragment), to the end of the token: nested URLs' queries included.
+        out.push(first);
+        let parts: Vec<String> = rest[1..]
+            .split('&')
+            .map(|part| redact_parameter(part, depth + 1))
+            .collect();
+        out.push_str(&parts.join("&"));
+    }
+    out
+}
+
+/// Whether an authority (after any user info) is a host, a host and a numeric port, or an
+/// IPv6 literal, rather than something that may be a credential.
+fn is_plain_authority(authority: &str) -> bool {
+    let port = match authority.strip_prefix('[') {
+        Some(inner) => {
+            let Some((address, after)) = inner.split_once(']') else {
+                return false;
+            };
+            if !address
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.' | '%'))
+            {
+                return false;
+            }
+            match after.strip_prefix(':') {
+                Some(port) => port,
+                None => return after.is_empty(),
+            }
+        }
+        None => match authority.split_once(':') {
+            Some((_, port)) => port,
+            None => return true,
+        },
+    };
+    port.bytes().all(|byte| byte.is_ascii_digit())
+}
+
+/// One `key=value` (or bare) part of a query string or fragment.
+fn redact_parameter(part: &str, depth: u32) -> String {
+    match part.split_once('=') {
+        Some((key, value)) => redact_pair(key, value, depth),
+        None if part.is_empty() => String::new(),
+        None => REDACTED.to_string(),
+    }
+}
+
+/// `key=value`: the value removed when the key names a secret, else redacted in turn.
+fn redact_pair(key: &str, value: &str, depth: u32) -> String {
+    if is_secret_key(key) && !value.starts_with("blake3:") {
+        return format!("{key}={REDACTED}");
+    }
+    let decoded = percent_decode(value);
+    let value = if decoded != value {
+        // An encoded URL (`endpoint=http%3A%2F%2Fme%3Apw%40host`) hides its user info.
+        let redacted = redact_token(&decoded, depth + 1);
+        if redacted == decoded {
+            value.to_string()
+        } else {
+            redacted
+        }
+    } else {
+        redact_token(value, depth + 1)
+    };
+    format!("{key}={value}")
+}
+
+/// Text without `://`: `key=value` parameters joined by `&`, or `name:password@host`.
+fn redact_plain(text: &str, depth: u32) -> String {
+    if !text.contains(['=', '@']) {
+        return text.to_string();
+    }
+    text.split('&')
+        .map(|part| match part.split_once('=') {
+            Some((key, value)) => redact_pair(key, value, depth),
+            None => redact_user_info(part),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// `name:password@host` (no scheme) with the user info removed; `name@host` stays, as it
+/// may be a mail address.
+fn redact_user_info(text: &str) -> String {
+    let Some(at) = text.rfind('@') else {
+        return text.to_string();
+    };
+    let start = if text.starts_with("//") { 2 } else { 0 };
+    if text[start..at].contains(':') {
+        format!("{}{REDACTED}@{}", &text[..start], &text[at + 1..])
+    } else {
+        text.to_string()
+    }
+}
+
+/// `%XX` escapes decoded (invalid UTF-8 replaced), for checking what encoded text says.
+fn percent_decode(text: &str) -> String {
+    if !text.contains('%') {
+        return text.to_string();
+    }
+    let bytes = text.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        let hex = |offset: usize| {
+            bytes
+                .get(index + offset)
+                .and_then(|byte| (*byte as char).to_digit(16))
+        };
+        match (bytes[index], hex(1), hex(2)) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push((high * 16 + low) as u8);
+                index += 3;
+            }
+            (byte, _, _) => {
+                decoded.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&decoded).into_owned()
 }
 
 fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
+    let key = percent_decode(key).to_ascii_lowercase();
     SECRET_MARKERS.iter().any(|marker| key.contains(marker))
+        || SECRET_NAMES.contains(&key.trim_start_matches(['-', '_', '?', '&', '(']))
 }
 
 fn url_error(text: &str, reason: impl Into<String>) -> Error {
     Error::Url {
         url: redact_url(text),
-        reason: reason.into(),
+        // object_store's builders quote the endpoint in their messages.
+        reason: redact_url(&reason.into()),
     }
 }
 
@@ -123,8 +336,32 @@ macro_rules! cloud_store {
     }};
 }
 
+/// Checks that `location` is a folder or a URL that parses, without opening anything (for
+/// argument parsing). A folder that looks like a URL with user info and no scheme
+/// (`AKID:SECRET@bucket/prefix`) is refused rather than created: it is a typo, and its name
+/// would be shown. Errors show `location` redacted.
+pub fn validate(location: &str) -> Result<()> {
+    if location.starts_with("file://") {
+        return Ok(());
+    }
+    if !is_url(location) {
+        if redact_url(location) != location {
+            return Err(url_error(
+                location,
+                "it looks like a URL with credentials but no scheme: name a folder, or a URL \
+                 such as `s3://bucket/prefix` (credentials belong in the environment or \
+                 ~/.aws, not in the URL)",
+            ));
+        }
+        return Ok(());
+    }
+    url::Url::parse(location).map_err(|error| url_error(location, error.to_string()))?;
+    Ok(())
+}
+
 /// Opens the store at `location`: a folder (created if needed), or an object store URL.
 pub fn open(location: &str) -> Result<Store> {
+    validate(location)?;
     if let Some(path) = location.strip_prefix("file://") {
         return Store::open_local(Path::new(path));
     }
@@ -487,6 +724,226 @@ mod tests {
         assert!(redacted.contains("region=eu-west-1"), "{redacted}");
         assert!(redacted.contains("s3://bucket/prefix"), "{redacted}");
         assert!(!redact_url("s3://AKIA:SECRET@bucket/x").contains("SECRET"));
+    }
+
+    #[test]
+    fn redaction_handles_what_does_not_parse() {
+        for text in [
+            "s3://AKIAEXAMPLE:wJalrSECRET@bucket:99999/p",
+            "s3://AKIAEXAMPLE:wJalrSECRET@[::zz]/p",
+            "AKIAEXAMPLE:wJalrSECRET@bucket/p",
+            "://AKIAEXAMPLE:wJalrSECRET@bucket/p",
+            "//AKIAEXAMPLE:wJalrSECRET@bucket/p",
+            "s3:/AKIAEXAMPLE:wJalrSECRET@bucket/p",
+            "s3://AKIAEXAMPLE:wJalr/SECRET?#@bucket/p",
+            "s3://AKIAEXAMPLE:wJalrSECRET/p",
+            "s3://[AKIAEXAMPLE:wJalrSECRET]/p",
+            "invalid value `s3://AKIAEXAMPLE:wJalrSECRET@bucket:99999/p` for `--remote`",
+        ] {
+            let redacted = redact_url(text);
+            for secret in ["AKIAEXAMPLE", "wJalr", "SECRET"] {
+                assert!(!redacted.contains(secret), "{text} -> {redacted}");
+            }
+        }
+        assert_eq!(
+            redact_url("s3://AKID:SECRET@bucket:99999/p?region=x"),
+            "s3://***@bucket:99999/p?region=x"
+        );
+        // Not an IPv6 address, so possibly a credential: hidden too.
+        assert_eq!(redact_url("s3://AKID:SECRET@[::zz]/p"), "s3://***@***/p");
+        assert_eq!(redact_url("s3://[::1]/p"), "s3://[::1]/p");
+        assert_eq!(redact_url("s3://bucket/p"), "s3://bucket/p");
+        assert_eq!(redact_url("http://[::1]:9000/x"), "http://[::1]:9000/x");
+        assert_eq!(redact_url("/tmp/store"), "/tmp/store");
+        assert_eq!(redact_url("me@example.com"), "me@example.com");
+    }
+
+    #[test]
+    fn redaction_cleans_error_messages() {
+        // object_store's messages quote the request URL built from the endpoint.
+        let message = "Store backend error at `ac/ee0f`: Generic S3 error: Error performing GET \
+                       http://minio:pw@127.0.0.1:1/bkt/p/ac/ee0f in 402µs - HTTP error; GET \
+                       http://127.0.0.1:1/?token=QSECRET/bkt/p/ac/ee0f and \
+                       (http://127.0.0.1:1/?BARESECRET/bkt) AWS_SECRET_ACCESS_KEY=ENVSECRET \
+                       lost the lease key=blake3:ee0f";
+        let redacted = redact_url(message);
+        for secret in ["pw", "QSECRET", "BARESECRET", "ENVSECRET"] {
+            assert!(!redacted.contains(secret), "{redacted}");
+        }
+        for kept in [
+            "Store backend error at `ac/ee0f`:",
+            "http://***@127.0.0.1:1/bkt/p/ac/ee0f in 402µs",
+            "http://127.0.0.1:1/?token=***",
+            "key=blake3:ee0f",
+        ] {
+            assert!(redacted.contains(kept), "{kept}: {redacted}");
+        }
+        // An endpoint percent-encoded inside a store URL's query.
+        let encoded = "s3://b/p?endpoint=http%3A%2F%2Fminio%3Apw%40127.0.0.1%3A1&region=x";
+        let redacted = redact_url(encoded);
+        assert!(!redacted.contains("pw"), "{redacted}");
+        assert!(redacted.contains("region=x"), "{redacted}");
+        // Hostile nesting is cut off, not recursed into without bound.
+        let deep = "s3://b/?endpoint=".repeat(10_000) + "http://u:pw@h";
+        assert!(!redact_url(&deep).contains("pw"));
+        let deep = "a=".repeat(100_000) + "u:pw@h";
+        assert!(!redact_url(&deep).contains("pw"));
+    }
+
+    #[test]
+    fn folders_that_look_like_credentials_are_refused() {
+        for location in ["AKID:SECRETVALUE@bucket/p", "://AKID:SECRETVALUE@bucket/p"] {
+            let error = open(location).err().unwrap().to_string();
+            assert!(error.contains("no scheme"), "{error}");
+            assert!(!error.contains("SECRETVALUE"), "{error}");
+        }
+        let error = validate("s3://AKID:SECRETVALUE@bucket:99999/p")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("invalid port"), "{error}");
+        assert!(!error.contains("SECRETVALUE"), "{error}");
+        assert!(validate("s3://bucket/p?region=x").is_ok());
+        assert!(validate("relative/folder").is_ok());
+    }
+
+    /// Many generated URL-ish strings, each hiding one secret where a credential goes
+    /// (user info, a secret query value, a bare query token, an endpoint's user info or
+    /// query, percent-encoded, no scheme, an authority with a password and no `@`), with bad
+    /// ports, IPv6 hosts, missing parts and surrounding message text: the redacted text
+    /// never holds the secret.
+    #[test]
+    fn fuzzed_urls_never_show_their_secret() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x7265_6461_6374);
+        fn pick<'a>(rng: &mut impl Rng, items: &[&'a str]) -> &'a str {
+            items[rng.random_range(0..items.len())]
+        }
+        fn word(rng: &mut impl Rng, alphabet: &[u8], length: std::ops::Range<usize>) -> String {
+            let length = rng.random_range(length);
+            (0..length)
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
+                .collect()
+        }
+        const PLAIN: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~";
+        const SECRET_EXTRA: &[u8] = b"+/:;,!$*()%=&?#@";
+        let schemes = [
+            "s3", "s3a", "gs", "az", "http", "https", "memory", "ftp", "S3", "",
+        ];
+        let hosts = [
+            "bucket",
+            "bucket:99999",
+            "bucket:9000",
+            "bucket:",
+            "[::zz]",
+            "[::1]:9000",
+            "[::1",
+            "[fe80::1%25eth0]",
+            "127.0.0.1:1",
+            "host:port",
+            "",
+            "bücket",
+        ];
+        let secret_keys = [
+            "secret_access_key",
+            "aws_secret_access_key",
+            "token",
+            "aws_session_token",
+            "X-Amz-Signature",
+            "X-Amz-Credential",
+            "sig",
+            "password",
+            "access_key_id",
+            "sas_token",
+            "secret%5Faccess%5Fkey",
+        ];
+        let started = std::time::Instant::now();
+        for case in 0..100_000u32 {
+            let shape = rng.random_range(0..9);
+            // Where the secret sits decides which characters it may hold: a value ends at
+            // `&`, a bare token at `=` too, a port-like password at `/`.
+            let mut alphabet = PLAIN.to_vec();
+            match shape {
+                0 | 5 => alphabet.extend_from_slice(SECRET_EXTRA),
+                1 | 3 | 6 => alphabet.extend_from_slice(b"+/:;,!$*()%=?#@"),
+                2 => alphabet.extend_from_slice(b"+/:;,!$*()%"),
+                _ => alphabet.extend_from_slice(b"+:;,!$*()"),
+            }
+            let secret = format!("Zq{}", word(&mut rng, &alphabet, 4..16)).replace("://", ":");
+            let scheme = pick(&mut rng, &schemes);
+            let host = pick(&mut rng, &hosts);
+            let user = word(&mut rng, PLAIN, 0..8);
+            let path = match rng.random_range(0..4) {
+                0 => String::new(),
+                1 => "/".into(),
+                _ => format!(
+                    "/{}/{}",
+                    word(&mut rng, PLAIN, 1..6),
+                    word(&mut rng, PLAIN, 0..6)
+                ),
+            };
+            let options = [
+                "",
+                "region=eu-west-1",
+                "allow_http=true",
+                "retries=0&timeout=1",
+            ];
+            let option = pick(&mut rng, &options);
+            let key = pick(&mut rng, &secret_keys);
+            let endpoint_host = pick(&mut rng, &hosts);
+            let url = match shape {
+                // User info, with or without a user.
+                0 => format!("{scheme}://{user}:{secret}@{host}{path}?{option}"),
+                1 => format!("{scheme}://{secret}@{host}{path}"),
+                // A secret query value.
+                2 => format!("{scheme}://{host}{path}?{option}&{key}={secret}&{option}"),
+                // An endpoint with user info, plain or percent-encoded.
+                3 => format!(
+                    "{scheme}://{host}{path}?endpoint=http://{user}:{secret}@{endpoint_host}&{option}"
+                ),
+                4 => {
+                    let endpoint = format!("http://{user}:{secret}@{endpoint_host}/");
+                    let encoded: String = endpoint
+                        .bytes()
+                        .map(|byte| match byte {
+                            b':' | b'/' | b'@' | b'?' | b'=' | b'&' => format!("%{byte:02X}"),
+                            _ => (byte as char).to_string(),
+                        })
+                        .collect();
+                    format!("{scheme}://{host}{path}?{option}&endpoint={encoded}")
+                }
+                // An endpoint with a secret query, keyed or bare.
+                5 => format!(
+                    "{scheme}://{host}{path}?endpoint=http://{endpoint_host}/?{key}={secret}&{option}"
+                ),
+                6 => format!("http://{endpoint_host}/?{}/bkt/p", secret.replace(['=', '&'], "")),
+                // No scheme at all.
+                7 => format!("{user}:{secret}@{host}{path}"),
+                // A password where the port goes (the `@` forgotten).
+                _ => format!("{scheme}://{user}:{}{path}", secret.replace(['/', '?', '#', '@'], "")),
+            };
+            let secret = match shape {
+                6 => secret.replace(['=', '&'], ""),
+                8 => secret.replace(['/', '?', '#', '@'], ""),
+                _ => secret,
+            };
+            let text = match rng.random_range(0..4) {
+                0 => url,
+                1 => format!("invalid value '{url}' for '--remote <URL>'"),
+                2 => format!("Error performing GET {url} in 3ms - HTTP error (`{url}`)"),
+                _ => format!("error=({url}): x"),
+            };
+            let redacted = redact_url(&text);
+            assert!(
+                !redacted.contains(&secret),
+                "case {case}: `{secret}` survives in\n{text}\n-> {redacted}"
+            );
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "100,000 redactions took {:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -514,6 +514,7 @@ impl Engine {
         } else {
             RunStatus::Succeeded
         };
+        record.redact();
         self.store
             .put_document(&RunRecord::location(&record.id), &record)
             .await?;

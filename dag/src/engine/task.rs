@@ -606,6 +606,8 @@ async fn push(shared: &Shared, node: &NodeSpec, key: ActionKey) {
             .expect("pushed lock")
             .push(node.name.clone()),
         Err(error) => {
+            // Shown and recorded: redacted (docs/architecture.md §10).
+            let error = peirce_store::redact_url(&error.to_string());
             tracing::warn!(node = %node.name, %error, "push failed");
             shared.emit(EngineEvent::Progress {
                 node: node.name.clone(),
@@ -618,7 +620,7 @@ async fn push(shared: &Shared, node: &NodeSpec, key: ActionKey) {
                 .push_failures
                 .lock()
                 .expect("push failures lock")
-                .insert(node.name.clone(), error.to_string());
+                .insert(node.name.clone(), error);
         }
     }
 }

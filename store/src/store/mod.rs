@@ -147,9 +147,10 @@ impl Store {
         Self::from_parts(Arc::new(InMemory::new()), None, "memory://".into())
     }
 
-    /// Wraps any object store (already scoped to the store's prefix).
+    /// Wraps any object store (already scoped to the store's prefix); `url` is what messages
+    /// and run records show of it, and is kept redacted ([`crate::redact_url`]).
     pub fn from_object_store(object: Arc<dyn ObjectStore>, url: impl Into<String>) -> Self {
-        Self::from_parts(object, None, url.into())
+        Self::from_parts(object, None, crate::redact_url(&url.into()))
     }
 
     fn from_parts(object: Arc<dyn ObjectStore>, local_root: Option<PathBuf>, url: String) -> Self {
