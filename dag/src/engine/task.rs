@@ -74,7 +74,8 @@ fn node_run(node: &NodeSpec, status: NodeStatus, started: Instant) -> NodeRun {
 pub(super) async fn run_node(shared: &Arc<Shared>, node: &NodeSpec) -> NodeRun {
     let started = Instant::now();
     let mut run = node_run(node, NodeStatus::Failed, started);
-    let result = ensure(shared, node, &mut run, 0).await;
+    let forced = shared.engine.forced(&node.name);
+    let result = ensure(shared, node, &mut run, 0, forced).await;
     run.duration_s = started.elapsed().as_secs_f64();
     match result {
         Ok(output) => {
@@ -101,12 +102,15 @@ pub(super) async fn run_node(shared: &Arc<Shared>, node: &NodeSpec) -> NodeRun {
 }
 
 /// Makes sure `node` has a complete result: a cache hit, or an execution. `depth` bounds
-/// the recomputation of producers whose outputs turned out corrupt.
+/// the recomputation of producers whose outputs turned out corrupt. A `forced` node
+/// executes whatever the cache holds, also when it is retried after such a recomputation
+/// (its key is often unchanged then, and a lookup would find its old record).
 fn ensure<'a>(
     shared: &'a Arc<Shared>,
     node: &'a NodeSpec,
     run: &'a mut NodeRun,
     depth: u32,
+    forced: bool,
 ) -> futures::future::BoxFuture<'a, Result<TreeDigest, NodeError>> {
     Box::pin(async move {
         let engine = &shared.engine;
@@ -130,7 +134,6 @@ fn ensure<'a>(
         };
         let key = key_input.key();
         run.key = Some(key);
-        let forced = engine.forced(&node.name) && depth == 0;
         let mut broken = None;
         if !forced {
             match lookup(shared, key).await? {
@@ -218,7 +221,9 @@ fn ensure<'a>(
                 });
                 let started = Instant::now();
                 let mut upstream_run = node_run(&upstream_spec, NodeStatus::Failed, started);
-                let output = ensure(shared, &upstream_spec, &mut upstream_run, depth + 1).await?;
+                // The producer reruns because its record is now broken, forced or not.
+                let output =
+                    ensure(shared, &upstream_spec, &mut upstream_run, depth + 1, false).await?;
                 upstream_run.output = Some(output);
                 upstream_run.duration_s = started.elapsed().as_secs_f64();
                 shared
@@ -235,7 +240,7 @@ fn ensure<'a>(
                     .lock()
                     .expect("recomputed lock")
                     .insert(upstream.clone(), upstream_run);
-                ensure(shared, node, run, depth + 1).await
+                ensure(shared, node, run, depth + 1, forced).await
             }
             Err(Failure::BadInput { input }) => Err(NodeError::BadInput(format!(
                 "input `{input}` stays corrupt after recomputing it"
