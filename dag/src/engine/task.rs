@@ -261,6 +261,19 @@ fn store_error(error: StoreError) -> NodeError {
     }
 }
 
+/// A failure to publish a node's output folder. What the node left there (a dangling link,
+/// a name that is not UTF-8 or not a valid tree name) fails the node, never retried since
+/// the same command leaves the same files; the folder is kept for inspection. Anything
+/// else is the store's (docs/architecture.md §12).
+fn output_error(error: StoreError) -> NodeError {
+    match error {
+        StoreError::Unstorable { .. } | StoreError::InvalidName { .. } => NodeError::Failed(
+            format!("{error}; the node left it in its output folder, which is kept"),
+        ),
+        other => store_error(other),
+    }
+}
+
 /// Takes the lease on `key`; while another runner holds it, waits for its result.
 /// Returns `None` when the result appeared meanwhile.
 async fn take_lease(
@@ -484,7 +497,7 @@ async fn execute(
     let (output, _) = store
         .publish_dir(&output_dir)
         .await
-        .map_err(|e| Failure::Node(store_error(e)))?;
+        .map_err(|error| Failure::Node(output_error(error)))?;
     let log = match std::fs::metadata(&log_path) {
         Ok(meta) if meta.len() > 0 => Some(
             store
