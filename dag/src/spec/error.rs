@@ -198,7 +198,7 @@ pub(crate) fn closest<'c>(
         }
         let score = strsim::normalized_damerau_levenshtein(word, candidate)
             .max(strsim::jaro_winkler(word, candidate) - 0.2);
-        if score >= 0.6 && best.map_or(true, |(_, best_score)| score >= best_score) {
+        if score >= 0.6 && best.is_none_or(|(_, best_score)| score >= best_score) {
             best = Some((candidate, score));
         }
     }
