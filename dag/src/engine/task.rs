@@ -493,9 +493,10 @@ async fn execute(
     }
     drop(grant);
 
-    // Publish: blobs, then the tree, then the log, and the action record last.
+    // Publish: blobs (linked, not copied, from the output folder the engine owns), then the
+    // tree, then the log, and the action record last (docs/architecture.md §4).
     let (output, _) = store
-        .publish_dir(&output_dir)
+        .publish_owned_dir(&output_dir)
         .await
         .map_err(|error| Failure::Node(output_error(error)))?;
     let log = match std::fs::metadata(&log_path) {
