@@ -234,3 +234,23 @@ fn a_corrupt_input_is_recomputed_before_its_consumer_reads_it() {
     assert_eq!(sandbox.cat("victim", "b.txt"), "first\nvictim\n");
     sandbox.assert_store_sound();
 }
+
+#[test]
+fn a_forced_node_runs_even_when_its_input_is_recomputed_first() {
+    let sandbox = Sandbox::new();
+    sandbox.write("victim.pid", "0\n");
+    sandbox.workflow(&victim_workflow(&sandbox));
+    sandbox.run_ok(&[]);
+    corrupt(&sandbox, &blob_of(&sandbox, "victim", "b.txt"));
+
+    // `last` is forced; reading its input finds the corruption, `victim` is recomputed
+    // (to the same bytes, so `last` keeps its key), and then `last` must still run.
+    let (outcome, record) = sandbox.run(&["--force", "last"]);
+    let outcome = outcome.success();
+    assert!(outcome.stderr.contains("corrupt"), "{outcome}");
+    assert_eq!(sandbox.count("victim"), 2, "`victim` was not recomputed");
+    assert_eq!(record["nodes"]["last"]["status"], "ran", "{record:#}");
+    assert_eq!(sandbox.count("last"), 2, "`--force last` was dropped");
+    assert_eq!(sandbox.cat("last", "c.txt"), "first\nvictim\nlast\n");
+    sandbox.assert_store_sound();
+}

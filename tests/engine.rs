@@ -234,6 +234,50 @@ fn force_reruns_exactly_that_node() {
 }
 
 #[test]
+fn unstorable_outputs_fail_their_node_naming_the_path() {
+    let sandbox = Sandbox::new();
+    sandbox.workflow(
+        r#"[dangling]
+kind = "exec"
+command = "echo fine > out/a.txt; ln -s no-such-file out/link"
+
+[latin1]
+kind = "exec"
+command = "echo fine > out/a.txt; echo x > \"out/caf$(printf '\\351').txt\""
+
+[other]
+kind = "exec"
+command = "echo other > out/o.txt"
+"#,
+    );
+    let (outcome, record) = sandbox.run(&[]);
+    outcome.expect_code(1);
+    expect_statuses(
+        &record,
+        &[
+            ("dangling", "failed"),
+            ("latin1", "failed"),
+            ("other", "ran"),
+        ],
+    );
+    let error = record["nodes"]["dangling"]["error"].as_str().unwrap();
+    assert!(error.ends_with("(failed)"), "{error}");
+    assert!(!error.contains("internal"), "{error}");
+    assert!(error.contains("/out/link`"), "{error}");
+    assert!(
+        error.contains("symbolic link to `no-such-file`, which does not exist"),
+        "{error}"
+    );
+    assert!(error.contains("remove the link"), "{error}");
+    let error = record["nodes"]["latin1"]["error"].as_str().unwrap();
+    assert!(error.ends_with("(failed)"), "{error}");
+    assert!(error.contains("\"caf\\xE9.txt\" is not UTF-8"), "{error}");
+    assert!(error.contains("rename it"), "{error}");
+    assert!(!sandbox.has_record_for("dangling"));
+    assert!(!sandbox.has_record_for("latin1"));
+}
+
+#[test]
 fn failures_are_not_cached_and_skip_dependents() {
     let sandbox = Sandbox::new();
     let fixed = sandbox.path("fixed");

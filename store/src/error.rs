@@ -101,6 +101,16 @@ pub enum Error {
         /// Why it is rejected.
         reason: &'static str,
     },
+    /// Something in a folder being stored cannot become a tree entry as it is (a dangling
+    /// symbolic link, a name that is not UTF-8). It is the folder's content that is wrong,
+    /// not the store: the message says what to change.
+    #[error("Cannot store `{}`: {problem}", path.display())]
+    Unstorable {
+        /// The offending file, link or folder.
+        path: PathBuf,
+        /// What is wrong with it and what to do.
+        problem: String,
+    },
     /// A local file or folder could not be read or written.
     #[error("I/O error on `{path}`: {source}")]
     Io {

@@ -278,7 +278,9 @@ pub(crate) fn file_is_executable(path: &Path) -> Result<bool> {
 }
 
 /// Every regular file under `root`, as (relative `/`-separated name, path), sorted by name.
-/// Symlinks are followed; a symlink cycle or a name that is not UTF-8 is an error.
+/// Symlinks are followed; a symlink cycle is an error, and so is a link that leads nowhere
+/// or a name that is not UTF-8 ([`Error::Unstorable`], naming the path: the folder's
+/// content is what must change).
 pub fn walk_files(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
     let mut stack = vec![(String::new(), root.to_path_buf(), 0usize)];
@@ -296,16 +298,19 @@ pub fn walk_files(root: &Path) -> Result<Vec<(String, PathBuf)>> {
             let name = item
                 .file_name()
                 .into_string()
-                .map_err(|_| Error::InvalidName {
-                    name: path.display().to_string(),
-                    reason: "not UTF-8",
+                .map_err(|name| Error::Unstorable {
+                    path: path.clone(),
+                    problem: format!(
+                        "its name {name:?} is not UTF-8, and names in a tree are text; \
+                         rename it with a UTF-8 name, or remove it"
+                    ),
                 })?;
             let relative = if prefix.is_empty() {
                 name
             } else {
                 format!("{prefix}/{name}")
             };
-            let metadata = fs::metadata(&path).map_err(|error| Error::io(&path, error))?;
+            let metadata = fs::metadata(&path).map_err(|error| dangling(&path, error))?;
             if metadata.is_dir() {
                 stack.push((relative, path, depth + 1));
             } else if metadata.is_file() {
@@ -315,6 +320,27 @@ pub fn walk_files(root: &Path) -> Result<Vec<(String, PathBuf)>> {
     }
     files.sort();
     Ok(files)
+}
+
+/// The error for a path whose metadata cannot be read: a symbolic link that leads nowhere
+/// is the folder's problem ([`Error::Unstorable`]); anything else is an I/O error.
+fn dangling(path: &Path, error: std::io::Error) -> Error {
+    let is_link = fs::symlink_metadata(path).is_ok_and(|metadata| metadata.is_symlink());
+    if !is_link {
+        return Error::io(path, error);
+    }
+    let target = fs::read_link(path)
+        .map(|target| target.display().to_string())
+        .unwrap_or_default();
+    let problem = if error.kind() == std::io::ErrorKind::NotFound {
+        format!("it is a symbolic link to `{target}`, which does not exist")
+    } else {
+        format!("it is a symbolic link to `{target}`, which cannot be followed ({error})")
+    };
+    Error::Unstorable {
+        path: path.to_path_buf(),
+        problem: format!("{problem}; remove the link, or make it point at a file or folder"),
+    }
 }
 
 #[cfg(test)]
@@ -387,5 +413,32 @@ mod tests {
         let bytes: Vec<u8> = (0..3 * MMAP_THRESHOLD).map(|i| (i % 251) as u8).collect();
         fs::write(&file, &bytes).unwrap();
         assert_eq!(hash_file(&file).unwrap().0, BlobDigest::of(&bytes));
+    }
+
+    #[test]
+    fn dangling_links_and_non_utf8_names_are_unstorable_and_named() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("ok.txt"), "ok").unwrap();
+        std::os::unix::fs::symlink("missing.bin", dir.path().join("link")).unwrap();
+        let error = walk_files(dir.path()).unwrap_err();
+        assert!(matches!(error, Error::Unstorable { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains(&dir.path().join("link").display().to_string()));
+        assert!(
+            message.contains("`missing.bin`, which does not exist"),
+            "{message}"
+        );
+        assert!(message.contains("remove the link"), "{message}");
+
+        fs::remove_file(dir.path().join("link")).unwrap();
+        let odd = std::ffi::OsStr::from_bytes(b"caf\xe9.txt");
+        fs::write(dir.path().join(odd), "latin-1").unwrap();
+        let error = walk_files(dir.path()).unwrap_err();
+        assert!(matches!(error, Error::Unstorable { .. }), "{error:?}");
+        let message = error.to_string();
+        assert!(message.contains("caf\\xE9.txt"), "{message}");
+        assert!(message.contains("not UTF-8"), "{message}");
+        assert!(message.contains("rename it"), "{message}");
     }
 }

@@ -357,6 +357,108 @@ mod local_only {
         }
     }
 
+    /// A sparse file of `length` bytes: zeros but for `head` at its start and `tail` at its
+    /// end. Returns its digest.
+    fn write_sparse(path: &Path, length: u64) -> BlobDigest {
+        use std::os::unix::fs::FileExt;
+        let file = fs::File::create(path).unwrap();
+        file.set_len(length).unwrap();
+        file.write_all_at(b"head", 0).unwrap();
+        file.write_all_at(b"tail", length - 4).unwrap();
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(b"head");
+        let zeros = vec![0u8; 1 << 20];
+        let mut left = length - 8;
+        while left > 0 {
+            let step = left.min(zeros.len() as u64) as usize;
+            hasher.update(&zeros[..step]);
+            left -= step as u64;
+        }
+        hasher.update(b"tail");
+        BlobDigest::from_bytes(*hasher.finalize().as_bytes())
+    }
+
+    fn allocated(path: &Path) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(path).unwrap().blocks() * 512
+    }
+
+    /// A node's output folder is published without copying: a 1 GiB sparse file becomes the
+    /// blob itself (one inode), holes and all, so publishing takes no extra disk. A file with
+    /// another name outside the folder is copied, and the copy keeps its holes too.
+    #[tokio::test]
+    async fn owned_outputs_are_linked_not_copied_and_sparse_files_stay_sparse() {
+        use std::os::unix::fs::MetadataExt;
+        const LENGTH: u64 = 1 << 30;
+        let fixture = Fixture::local();
+        let scratch = tempfile::tempdir().unwrap();
+        let out = scratch.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let sparse = out.join("sparse.bin");
+        let sparse_digest = write_sparse(&sparse, LENGTH);
+        let sparse_inode = fs::metadata(&sparse).unwrap().ino();
+        let shared = out.join("shared.bin");
+        let shared_digest = write_sparse(&shared, LENGTH / 16);
+        fs::hard_link(&shared, scratch.path().join("elsewhere.bin")).unwrap();
+        if allocated(&sparse) >= 1 << 20 {
+            eprintln!("skipped: this file system does not keep holes");
+            return;
+        }
+
+        let (_, tree) = fixture.store.publish_owned_dir(&out).await.unwrap();
+        let entry = tree.get("sparse.bin").unwrap();
+        assert_eq!((entry.digest, entry.size), (sparse_digest, LENGTH));
+        let blob = root(&fixture).join(blob_location(sparse_digest));
+        let metadata = fs::metadata(&blob).unwrap();
+        assert_eq!(metadata.len(), LENGTH);
+        assert_eq!(metadata.ino(), sparse_inode, "the output was copied");
+        assert!(
+            allocated(&blob) < 1 << 20,
+            "{} bytes on disk",
+            allocated(&blob)
+        );
+        assert_eq!(metadata.permissions().mode() & 0o222, 0);
+
+        let entry = tree.get("shared.bin").unwrap();
+        assert_eq!(entry.digest, shared_digest);
+        let blob = root(&fixture).join(blob_location(shared_digest));
+        assert_ne!(
+            fs::metadata(&blob).unwrap().ino(),
+            fs::metadata(&shared).unwrap().ino(),
+            "a file with another name was taken instead of copied"
+        );
+        assert!(
+            allocated(&blob) < 1 << 20,
+            "{} bytes on disk",
+            allocated(&blob)
+        );
+        assert!(names_in(&root(&fixture).join("tmp")).is_empty());
+
+        // A plain publish copies (the folder stays the caller's), sparsely as well.
+        let other = scratch.path().join("other");
+        fs::create_dir(&other).unwrap();
+        let digest = write_sparse(&other.join("x.bin"), LENGTH / 8);
+        fixture.store.publish_dir(&other).await.unwrap();
+        let blob = root(&fixture).join(blob_location(digest));
+        assert_ne!(
+            fs::metadata(&blob).unwrap().ino(),
+            fs::metadata(other.join("x.bin")).unwrap().ino()
+        );
+        assert!(
+            allocated(&blob) < 1 << 20,
+            "{} bytes on disk",
+            allocated(&blob)
+        );
+        // Read back, verified: the linked blob hashes to its name.
+        let dest = scratch.path().join("restored");
+        fixture
+            .store
+            .get_to_file(sparse_digest, &dest, false)
+            .await
+            .unwrap();
+        assert_eq!(fs::metadata(&dest).unwrap().len(), LENGTH);
+    }
+
     /// Every regular file under `dir` with its bytes.
     fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
         walk_files(dir)

@@ -77,7 +77,8 @@ fn node_run(node: &NodeSpec, status: NodeStatus, started: Instant) -> NodeRun {
 pub(super) async fn run_node(shared: &Arc<Shared>, node: &NodeSpec) -> NodeRun {
     let started = Instant::now();
     let mut run = node_run(node, NodeStatus::Failed, started);
-    let result = ensure(shared, node, &mut run, 0).await;
+    let forced = shared.engine.forced(&node.name);
+    let result = ensure(shared, node, &mut run, 0, forced).await;
     run.duration_s = started.elapsed().as_secs_f64();
     match result {
         Ok(output) => {
@@ -104,12 +105,15 @@ pub(super) async fn run_node(shared: &Arc<Shared>, node: &NodeSpec) -> NodeRun {
 }
 
 /// Makes sure `node` has a complete result: a cache hit, or an execution. `depth` bounds
-/// the recomputation of producers whose outputs turned out corrupt.
+/// the recomputation of producers whose outputs turned out corrupt. A `forced` node
+/// executes whatever the cache holds, also when it is retried after such a recomputation
+/// (its key is often unchanged then, and a lookup would find its old record).
 fn ensure<'a>(
     shared: &'a Arc<Shared>,
     node: &'a NodeSpec,
     run: &'a mut NodeRun,
     depth: u32,
+    forced: bool,
 ) -> futures::future::BoxFuture<'a, Result<TreeDigest, NodeError>> {
     Box::pin(async move {
         let engine = &shared.engine;
@@ -133,7 +137,6 @@ fn ensure<'a>(
         };
         let key = key_input.key();
         run.key = Some(key);
-        let forced = engine.forced(&node.name) && depth == 0;
         let mut broken = None;
         if !forced {
             match lookup(shared, key).await? {
@@ -221,7 +224,9 @@ fn ensure<'a>(
                 });
                 let started = Instant::now();
                 let mut upstream_run = node_run(&upstream_spec, NodeStatus::Failed, started);
-                let output = ensure(shared, &upstream_spec, &mut upstream_run, depth + 1).await?;
+                // The producer reruns because its record is now broken, forced or not.
+                let output =
+                    ensure(shared, &upstream_spec, &mut upstream_run, depth + 1, false).await?;
                 upstream_run.output = Some(output);
                 upstream_run.duration_s = started.elapsed().as_secs_f64();
                 shared
@@ -238,7 +243,7 @@ fn ensure<'a>(
                     .lock()
                     .expect("recomputed lock")
                     .insert(upstream.clone(), upstream_run);
-                ensure(shared, node, run, depth + 1).await
+                ensure(shared, node, run, depth + 1, forced).await
             }
             Err(Failure::BadInput { input }) => Err(NodeError::BadInput(format!(
                 "input `{input}` stays corrupt after recomputing it"
@@ -256,6 +261,19 @@ fn store_error(error: StoreError) -> NodeError {
         NodeError::Transient(error.to_string())
     } else {
         NodeError::Internal(error.to_string())
+    }
+}
+
+/// A failure to publish a node's output folder. What the node left there (a dangling link,
+/// a name that is not UTF-8 or not a valid tree name) fails the node, never retried since
+/// the same command leaves the same files; the folder is kept for inspection. Anything
+/// else is the store's (docs/architecture.md §12).
+fn output_error(error: StoreError) -> NodeError {
+    match error {
+        StoreError::Unstorable { .. } | StoreError::InvalidName { .. } => NodeError::Failed(
+            format!("{error}; the node left it in its output folder, which is kept"),
+        ),
+        other => store_error(other),
     }
 }
 
@@ -491,11 +509,12 @@ async fn execute(
     }
     drop(grant);
 
-    // Publish: blobs, then the tree, then the log, and the action record last.
+    // Publish: blobs (linked, not copied, from the output folder the engine owns), then the
+    // tree, then the log, and the action record last (docs/architecture.md §4).
     let (output, _) = store
-        .publish_dir(&output_dir)
+        .publish_owned_dir(&output_dir)
         .await
-        .map_err(|e| Failure::Node(store_error(e)))?;
+        .map_err(|error| Failure::Node(output_error(error)))?;
     let log = match std::fs::metadata(&log_path) {
         Ok(meta) if meta.len() > 0 => Some(
             store

@@ -166,22 +166,43 @@ pub(crate) fn did_you_mean<'c>(
     closest(word, candidates).map(|best| format!("did you mean `{best}`?"))
 }
 
+/// Names longer than this (in characters) get no hint and are offered as none: the
+/// string distances cost time proportional to the product of the two lengths, so one
+/// 70,000-character name would take tens of seconds (docs/architecture.md §9: loading
+/// must stay fast on any input).
+const HINT_MAX_CHARS: usize = 256;
+
+/// The most distance work (the sum of the two lengths' products over the candidates
+/// compared) spent on one hint; candidates past it are not considered.
+const HINT_MAX_WORK: usize = 1 << 20;
+
 /// The candidate closest to `word`, if any is plausibly a typo of it.
 pub(crate) fn closest<'c>(
     word: &str,
     candidates: impl IntoIterator<Item = &'c str>,
 ) -> Option<&'c str> {
-    candidates
-        .into_iter()
-        .filter(|candidate| *candidate != word)
-        .map(|candidate| {
-            let score = strsim::normalized_damerau_levenshtein(word, candidate)
-                .max(strsim::jaro_winkler(word, candidate) - 0.2);
-            (candidate, score)
-        })
-        .filter(|(_, score)| *score >= 0.6)
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(candidate, _)| candidate)
+    let word_chars = word.chars().count();
+    if word_chars > HINT_MAX_CHARS {
+        return None;
+    }
+    let mut work = 0usize;
+    let mut best: Option<(&'c str, f64)> = None;
+    for candidate in candidates {
+        let candidate_chars = candidate.chars().count();
+        if candidate == word || candidate_chars > HINT_MAX_CHARS {
+            continue;
+        }
+        work = work.saturating_add(word_chars.max(1) * candidate_chars.max(1));
+        if work > HINT_MAX_WORK {
+            break;
+        }
+        let score = strsim::normalized_damerau_levenshtein(word, candidate)
+            .max(strsim::jaro_winkler(word, candidate) - 0.2);
+        if score >= 0.6 && best.is_none_or(|(_, best_score)| score >= best_score) {
+            best = Some((candidate, score));
+        }
+    }
+    best.map(|(candidate, _)| candidate)
 }
 
 /// `` `a`, `b`, `c` `` for a hint listing what is accepted.
@@ -236,5 +257,18 @@ mod tests {
         );
         assert_eq!(closest("zzz", ["exec", "train"]), None);
         assert_eq!(closest("exec", ["exec"]), None);
+    }
+
+    #[test]
+    fn hints_for_huge_names_are_skipped_quickly() {
+        let long = "n".repeat(70_000);
+        let typo = format!("{}m", &long[1..]);
+        let started = std::time::Instant::now();
+        assert_eq!(closest(&typo, [long.as_str(), "short"]), None);
+        assert_eq!(closest("shrot", [long.as_str(), "short"]), Some("short"));
+        // Many candidates: the work stays bounded.
+        let many: Vec<String> = (0..100_000).map(|i| format!("node{i:06}")).collect();
+        closest("node0000x1", many.iter().map(String::as_str));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1));
     }
 }

@@ -54,12 +54,51 @@ pub fn load_workflow(
     catalog: &dyn KindCatalog,
     overrides: &[Override],
 ) -> Result<Workflow, SpecErrors> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => parse_workflow(path, &text, catalog, overrides),
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(error) => {
-            Err(SpecError::new(path, 0, 0, format!("Cannot read workflow file: {error}")).into())
+            return Err(
+                SpecError::new(path, 0, 0, format!("Cannot read workflow file: {error}")).into(),
+            )
         }
+    };
+    match String::from_utf8(bytes) {
+        Ok(text) => parse_workflow(path, &text, catalog, overrides),
+        Err(error) => Err(invalid_utf8(path, error.as_bytes(), error.utf8_error()).into()),
     }
+}
+
+/// The error for a file that is not UTF-8, at the first invalid byte: its line, and its
+/// column counted in characters like every other position (docs/architecture.md §9).
+fn invalid_utf8(path: &Path, bytes: &[u8], error: std::str::Utf8Error) -> SpecError {
+    let valid = &bytes[..error.valid_up_to()];
+    let line_start = valid
+        .iter()
+        .rposition(|&byte| byte == b'\n')
+        .map_or(0, |index| index + 1);
+    let line = 1 + valid.iter().filter(|&&byte| byte == b'\n').count();
+    // `valid` is UTF-8 up to `valid_up_to`, so this slice is too.
+    let column =
+        1 + std::str::from_utf8(&valid[line_start..]).map_or(0, |prefix| prefix.chars().count());
+    let offending = &bytes[error.valid_up_to()..];
+    let shown: Vec<String> = offending
+        .iter()
+        .take(error.error_len().unwrap_or(offending.len()).clamp(1, 4))
+        .map(|byte| format!("0x{byte:02x}"))
+        .collect();
+    SpecError::new(
+        path,
+        line,
+        column,
+        format!(
+            "Invalid UTF-8: {} `{}` is not text; workflow files must be UTF-8",
+            if shown.len() == 1 { "byte" } else { "bytes" },
+            shown.join(" ")
+        ),
+    )
+    .with_hint(Some(
+        "re-save the file as UTF-8 (for example `iconv -f latin1 -t utf-8`)".to_owned(),
+    ))
 }
 
 /// Parses and validates workflow `text` read from `path` (which places relative

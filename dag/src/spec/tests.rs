@@ -499,6 +499,57 @@ fn unreadable_file_is_an_error_at_line_zero() {
 }
 
 #[test]
+fn invalid_utf8_is_an_error_at_its_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wf.toml");
+    let bytes = b"[prep]\nkind = \"exec\"\ncommand = \"\xc3\xa9cho \xff\"\n".to_vec();
+    std::fs::write(&path, &bytes).unwrap();
+    let error = single_error(load_workflow(&path, &TestCatalog, &[]));
+    assert_eq!(error.file, path);
+    // `command = "` is 11 characters and `é` one more, so `0xff` is the 17th character.
+    assert_eq!((error.line, error.column), (3, 17), "{error}");
+    assert!(error.message.contains("UTF-8"), "{error}");
+    assert!(error.message.contains("`0xff`"), "{error}");
+    assert!(error
+        .to_string()
+        .starts_with(&format!("{}:3:17: ", path.display())));
+    // A truncated character at the very end is found too.
+    let bytes = b"[prep]\nkind = \"exec\"\ncommand = \"ls\"\nx = \"\xe2\x82".to_vec();
+    std::fs::write(&path, bytes).unwrap();
+    let error = single_error(load_workflow(&path, &TestCatalog, &[]));
+    assert_eq!((error.line, error.column), (4, 6), "{error}");
+    assert!(error.message.contains("`0xe2 0x82`"), "{error}");
+}
+
+#[test]
+fn huge_names_with_a_typo_fail_fast_with_a_plain_error() {
+    let long = "n".repeat(70_000);
+    let typo = format!("{}m", &long[1..]);
+    let text = format!(
+        "[{long}]\nkind = \"exec\"\ncommand = \"ls\"\n\n[a]\nkind = \"train\"\ninputs = [\"{typo}\"]\n{typo} = 1\n"
+    );
+    let started = std::time::Instant::now();
+    let errors = parse(&text).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(errors.0.len(), 2, "{errors}");
+    assert_eq!(errors.0[0].line, 7);
+    assert_eq!(
+        errors.0[0].message,
+        format!("Missing input: no node `{typo}`")
+    );
+    assert_eq!(errors.0[1].line, 8);
+    assert!(
+        errors.0[1].message.starts_with("Unknown key"),
+        "{}",
+        errors.0[1]
+    );
+}
+
+#[test]
 fn odd_documents_do_not_panic() {
     let texts = [
         "",

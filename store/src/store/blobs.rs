@@ -1,13 +1,16 @@
 //! Blobs: content-addressed bytes under `cas/`, verified against their digest when read.
 
 use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::Mutex;
 
 use bytes::Bytes;
 use object_store::path::Path as ObjectPath;
 use object_store::PutMode;
 
-use super::{blob_location, install_file, now_ms, set_mode, write_synced, Store};
+use super::{blob_location, install_file, now_ms, set_mode, write_synced, Store, VerifiedBlobs};
 use crate::digest::BlobDigest;
 use crate::error::{Error, Result};
 use crate::hashing::{hash_file, FileStamp};
@@ -74,32 +77,16 @@ impl Store {
         let temp = self.temp_path(&root);
         let source = path.to_path_buf();
         let verified = self.inner.verified_stamps();
-        // Copy first, hash the copy: the node may still hold the source open, and the bytes
-        // we name must be the bytes we keep.
+        // Copy first, hash the copy: the source may still be open for writing, and the bytes
+        // we name must be the bytes we keep. The copy keeps a sparse file's holes.
         let (digest, size, installed) =
             tokio::task::spawn_blocking(move || -> Result<(BlobDigest, u64, bool)> {
-                fs::copy(&source, &temp).map_err(|error| Error::io(&source, error))?;
+                copy_sparse(&source, &temp)?;
                 let file = fs::File::open(&temp).map_err(|error| Error::io(&temp, error))?;
                 file.sync_all().map_err(|error| Error::io(&temp, error))?;
                 let (digest, size) = hash_file(&temp)?;
-                let known = verified
-                    .lock()
-                    .expect("verified set lock")
-                    .get(&digest)
-                    .copied()
-                    .flatten();
-                let store_path = root.join(blob_location(&digest));
-                // An existing blob is kept only if this process hashed it and it has not changed
-                // since; otherwise the verified copy replaces it (a same-size blob may still be
-                // corrupt, docs/architecture.md §5). Nodes holding links to the old file keep it.
-                let current = FileStamp::of_path(&store_path).ok();
-                if current.is_some() && current == known {
-                    let _ = fs::remove_file(&temp);
-                    Ok((digest, size, false))
-                } else {
-                    install_file(&temp, &store_path)?;
-                    Ok((digest, size, true))
-                }
+                let installed = install_or_drop(&root, &temp, digest, &verified)?;
+                Ok((digest, size, installed))
             })
             .await
             .expect("blob copy task does not panic")?;
@@ -107,6 +94,42 @@ impl Store {
             self.mark_verified(digest);
         }
         Ok((digest, size))
+    }
+
+    /// Stores a file of a folder that is the caller's and that nothing writes any more (a
+    /// node's output folder once the node has finished; `owned_root` is that folder,
+    /// canonical). On a local store on the same file system the file is hashed in place and
+    /// hard-linked into `cas/`, never copied: publishing takes no second copy's worth of
+    /// disk, and a sparse file keeps its holes. A file reached through a symbolic link out
+    /// of `owned_root`, one with other hard links, or one on another file system is copied
+    /// as by [`Store::put_file`] (docs/architecture.md §4).
+    pub async fn put_owned_file(
+        &self,
+        path: &Path,
+        owned_root: &Path,
+    ) -> Result<(BlobDigest, u64)> {
+        let Some(root) = self.local_root().map(Path::to_path_buf) else {
+            return self.put_file(path).await;
+        };
+        let temp = self.temp_path(&root);
+        let source = path.to_path_buf();
+        let owned_root = owned_root.to_path_buf();
+        let verified = self.inner.verified_stamps();
+        let linked = tokio::task::spawn_blocking(move || -> Result<Option<(BlobDigest, u64)>> {
+            let Some((digest, size)) = link_and_hash(&source, &owned_root, &temp)? else {
+                return Ok(None);
+            };
+            install_or_drop(&root, &temp, digest, &verified)?;
+            Ok(Some((digest, size)))
+        })
+        .await
+        .expect("blob link task does not panic")?;
+        // Not marked verified: the blob shares its inode with the output file, so the first
+        // read in this process hashes it again and catches a writer that outlived its node.
+        match linked {
+            Some(found) => Ok(found),
+            None => self.put_file(path).await,
+        }
     }
 
     pub(crate) fn install_local(&self, root: &Path, temp: &Path, digest: BlobDigest) -> Result<()> {
@@ -229,4 +252,142 @@ impl Store {
             size,
         }
     }
+}
+
+/// Installs a synced, hashed temp file as blob `digest`, or drops it when the store already
+/// has that blob as this process verified it. Returns whether it installed.
+fn install_or_drop(
+    root: &Path,
+    temp: &Path,
+    digest: BlobDigest,
+    verified: &Mutex<VerifiedBlobs>,
+) -> Result<bool> {
+    let known = verified
+        .lock()
+        .expect("verified set lock")
+        .get(&digest)
+        .copied()
+        .flatten();
+    let store_path = root.join(blob_location(&digest));
+    // An existing blob is kept only if this process hashed it and it has not changed since;
+    // otherwise the verified file replaces it (a same-size blob may still be corrupt,
+    // docs/architecture.md §5). Nodes holding links to the old file keep it.
+    let current = FileStamp::of_path(&store_path).ok();
+    if current.is_some() && current == known {
+        let _ = fs::remove_file(temp);
+        Ok(false)
+    } else {
+        install_file(temp, &store_path)?;
+        Ok(true)
+    }
+}
+
+/// What tells that a file changed: its identity, size, modification and change times.
+fn stamp(metadata: &fs::Metadata) -> (u64, u64, u64, i64, i64, i64, i64) {
+    (
+        metadata.dev(),
+        metadata.ino(),
+        metadata.size(),
+        metadata.mtime(),
+        metadata.mtime_nsec(),
+        metadata.ctime(),
+        metadata.ctime_nsec(),
+    )
+}
+
+/// Hard-links the owned file `source` to `temp` (read-only, synced) and hashes it there.
+/// `None`, with nothing left at `temp`, when the file must be copied instead: it lies
+/// outside `owned_root` (through a symbolic link), has other names, is on another file
+/// system, or changed while it was hashed.
+fn link_and_hash(
+    source: &Path,
+    owned_root: &Path,
+    temp: &Path,
+) -> Result<Option<(BlobDigest, u64)>> {
+    let Ok(real) = fs::canonicalize(source) else {
+        return Ok(None);
+    };
+    let Ok(metadata) = fs::symlink_metadata(&real) else {
+        return Ok(None);
+    };
+    if !real.starts_with(owned_root) || !metadata.is_file() || metadata.nlink() != 1 {
+        return Ok(None);
+    }
+    let file = fs::File::open(&real).map_err(|error| Error::io(&real, error))?;
+    // gc judges a blob's age by its modification time, and the node may have written the
+    // file long ago: make it young before it enters `tmp/` or `cas/`, so neither sweep
+    // takes it before its action record exists (docs/architecture.md §8).
+    if file.set_modified(std::time::SystemTime::now()).is_err()
+        || fs::hard_link(&real, temp).is_err()
+    {
+        return Ok(None);
+    }
+    let hashed = (|| -> Result<Option<(BlobDigest, u64)>> {
+        set_mode(temp, 0o444)?;
+        let before = fs::metadata(temp).map_err(|error| Error::io(temp, error))?;
+        file.sync_all().map_err(|error| Error::io(&real, error))?;
+        let (digest, size) = hash_file(temp)?;
+        let after = fs::metadata(temp).map_err(|error| Error::io(temp, error))?;
+        Ok((stamp(&before) == stamp(&after) && size == after.len()).then_some((digest, size)))
+    })();
+    if !matches!(hashed, Ok(Some(_))) {
+        let _ = fs::remove_file(temp);
+    }
+    hashed
+}
+
+/// Copies `source` to `dest` keeping holes: only the ranges `SEEK_DATA` finds are copied
+/// (through `copy_file_range` where the kernel has it), the rest stays unallocated. A file
+/// system without `SEEK_DATA` gets a plain copy.
+fn copy_sparse(source: &Path, dest: &Path) -> Result<()> {
+    use std::io::{Seek, SeekFrom};
+    use std::os::unix::io::AsRawFd;
+
+    let input = fs::File::open(source).map_err(|error| Error::io(source, error))?;
+    let length = input
+        .metadata()
+        .map_err(|error| Error::io(source, error))?
+        .len();
+    let mut output = fs::File::create(dest).map_err(|error| Error::io(dest, error))?;
+    output
+        .set_len(length)
+        .map_err(|error| Error::io(dest, error))?;
+    let descriptor = input.as_raw_fd();
+    let mut offset: u64 = 0;
+    while offset < length {
+        // SAFETY: `lseek` on a descriptor this function owns for the call's duration.
+        let data = unsafe { libc::lseek(descriptor, offset as libc::off_t, libc::SEEK_DATA) };
+        if data < 0 {
+            let error = std::io::Error::last_os_error();
+            if error.raw_os_error() == Some(libc::ENXIO) {
+                break; // only a hole from `offset` to the end
+            }
+            if offset == 0 {
+                drop(output);
+                fs::copy(source, dest).map_err(|error| Error::io(source, error))?;
+                return Ok(());
+            }
+            return Err(Error::io(source, error));
+        }
+        // SAFETY: as above.
+        let hole = unsafe { libc::lseek(descriptor, data, libc::SEEK_HOLE) };
+        if hole < 0 {
+            return Err(Error::io(source, std::io::Error::last_os_error()));
+        }
+        let (data, hole) = (data as u64, (hole as u64).max(data as u64));
+        let mut reader = &input;
+        reader
+            .seek(SeekFrom::Start(data))
+            .map_err(|error| Error::io(source, error))?;
+        output
+            .seek(SeekFrom::Start(data))
+            .map_err(|error| Error::io(dest, error))?;
+        let copied = std::io::copy(&mut reader.take(hole - data), &mut output)
+            .map_err(|error| Error::io(dest, error))?;
+        if copied < hole - data {
+            break; // the file shrank while it was copied; what was read is what is kept
+        }
+        offset = hole;
+    }
+    Ok(())
 }

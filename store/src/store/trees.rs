@@ -40,13 +40,30 @@ impl Store {
         })
     }
 
-    /// Stores every file under `dir` and then the tree naming them.
+    /// Stores every file under `dir` (copied: the folder stays the caller's to change) and
+    /// then the tree naming them.
     pub async fn publish_dir(&self, dir: &Path) -> Result<(TreeDigest, Tree)> {
+        self.publish(dir, None).await
+    }
+
+    /// Stores every file under `dir`, a folder the caller owns and nothing writes any more
+    /// (a node's output folder), and then the tree naming them. Local files are hard-linked
+    /// into the store where they can be ([`Store::put_owned_file`]), so they share their
+    /// blobs' inodes afterwards: the caller removes or leaves the folder, never edits it.
+    pub async fn publish_owned_dir(&self, dir: &Path) -> Result<(TreeDigest, Tree)> {
+        let owned = fs::canonicalize(dir).map_err(|error| Error::io(dir, error))?;
+        self.publish(dir, Some(&owned)).await
+    }
+
+    async fn publish(&self, dir: &Path, owned: Option<&Path>) -> Result<(TreeDigest, Tree)> {
         let files = walk_files(dir)?;
         let results: Vec<(String, TreeEntry)> = futures::stream::iter(files)
             .map(|(name, path)| async move {
                 let executable = file_is_executable(&path)?;
-                let (digest, size) = self.put_file(&path).await?;
+                let (digest, size) = match owned {
+                    Some(owned) => self.put_owned_file(&path, owned).await?,
+                    None => self.put_file(&path).await?,
+                };
                 Ok::<_, Error>((
                     name,
                     TreeEntry {
