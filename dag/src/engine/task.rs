@@ -509,10 +509,10 @@ async fn execute(
     }
     drop(grant);
 
-    // Publish: blobs (linked, not copied, from the output folder the engine owns), then the
-    // tree, then the log, and the action record last (docs/architecture.md §4).
+    // Publish: blobs (copied, holes kept), then the tree, then the log, and the action record
+    // last (docs/architecture.md §4).
     let (output, _) = store
-        .publish_owned_dir(&output_dir)
+        .publish_dir(&output_dir)
         .await
         .map_err(|error| Failure::Node(output_error(error)))?;
     let log = match std::fs::metadata(&log_path) {
