@@ -428,7 +428,7 @@ impl Sandbox {
     }
 
     /// [`Sandbox::store_problems`] without a process per blob, for suites that check a store
-    /// hundreds of times (tests/faults.rs): every file under `ac/` decodes and names its own
+    /// hundreds of times (tests/faults.rs): every record under `ac/` decodes and names its own
     /// key, and its tree, every blob the tree names and its log are present and hash to their
     /// names (docs/architecture.md §4, §5). Reads behind peirce's back, so it quarantines
     /// nothing. Empty when the store is sound.
@@ -437,7 +437,16 @@ impl Sandbox {
         let Ok(reader) = std::fs::read_dir(self.store().join("ac")) else {
             return problems;
         };
-        let mut files: Vec<PathBuf> = reader.flatten().map(|item| item.path()).collect();
+        // Only names that are keys are records, as `Store::list_actions` reads `ac/`: a writer
+        // killed mid-write leaves its staging file (`<hex>#<n>`), which no lookup reads.
+        let mut files: Vec<PathBuf> = reader
+            .flatten()
+            .map(|item| item.path())
+            .filter(|path| {
+                let name = path.file_name().unwrap_or_default().to_string_lossy();
+                name.len() == 64 && name.bytes().all(|byte| byte.is_ascii_hexdigit())
+            })
+            .collect();
         files.sort();
         for path in files {
             let name = path.file_name().unwrap_or_default().to_string_lossy();
