@@ -103,10 +103,20 @@ impl Store {
             }
             Err(error) => return Err(error),
         };
-        match self.check_tree(record.output).await? {
-            Ok(_) => Ok(Lookup::Hit(Box::new(record))),
-            Err(reason) => Ok(Lookup::Broken { reason }),
+        if let Err(reason) = self.check_tree(record.output).await? {
+            return Ok(Lookup::Broken { reason });
         }
+        // The log too, as `put_action` requires and the remote lookup checks: a log
+        // quarantined as corrupt would otherwise leave a hit naming a missing blob for good
+        // (docs/architecture.md §4, §5; found by tests/faults.rs).
+        if let Some(log) = record.log {
+            if self.available_size(log).await?.is_none() {
+                return Ok(Lookup::Broken {
+                    reason: format!("log blob `{log}` is missing"),
+                });
+            }
+        }
+        Ok(Lookup::Hit(Box::new(record)))
     }
 
     /// The action key that produced `tree`, from the reverse index.

@@ -135,6 +135,12 @@ pub async fn missing_outputs_break_a_record(store: &Store, backdoor: &Backdoor) 
         store.producer_of(tree_digest).await.unwrap(),
         Some(complete.key)
     );
+
+    // A lost log (say, quarantined as corrupt) breaks the record as a lost file does.
+    backdoor.remove(&blob_location(log)).await;
+    expect_broken(store.lookup(complete.key).await.unwrap(), &log.to_string());
+    store.put_bytes(Bytes::from_static(b"log")).await.unwrap();
+    expect_hit(store.lookup(complete.key).await.unwrap(), &complete);
 }
 
 pub async fn corrupt_outputs_break_a_record(store: &Store, backdoor: &Backdoor) {
