@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use peirce_dag::spec::{load_workflow, Override, Workflow};
-use peirce_store::Store;
+use peirce_store::{SigningKey, Store};
 
 /// Exit code for invalid workflows and flags.
 pub const EXIT_INVALID: u8 = 2;
@@ -330,6 +330,10 @@ impl Globals {
         // Every record read, by any command, is bound to its key (docs/architecture.md §15);
         // `with_remote` carries the check to the remote.
         store.set_key_check(peirce_dag::key::check_components);
+        // With a team key, records are signed, and the remote's must be (§15).
+        if let Some(key) = signing_key()? {
+            store.set_signing_key(key);
+        }
         Ok(store)
     }
 
@@ -348,6 +352,50 @@ impl Globals {
             return Ok(Some((url.to_string(), RemoteSource::Workflow)));
         }
         Ok(user_config_remote()?.map(|url| (url, RemoteSource::UserConfig)))
+    }
+}
+
+/// The environment variable holding the team signing key, as 64 hex digits.
+const SIGNING_KEY: &str = "PEIRCE_SIGNING_KEY";
+/// The environment variable naming a file that holds the team signing key.
+const SIGNING_KEY_FILE: &str = "PEIRCE_SIGNING_KEY_FILE";
+
+/// The team signing key from `PEIRCE_SIGNING_KEY` or the file `PEIRCE_SIGNING_KEY_FILE`
+/// names (docs/architecture.md §15); `None` when neither is set (or both are empty). Errors
+/// say where the key came from, never what it is.
+fn signing_key() -> anyhow::Result<Option<SigningKey>> {
+    let set = |name: &str| std::env::var_os(name).filter(|value| !value.is_empty());
+    match (set(SIGNING_KEY), set(SIGNING_KEY_FILE)) {
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => {
+            anyhow::bail!("both {SIGNING_KEY} and {SIGNING_KEY_FILE} are set: set one of them")
+        }
+        (Some(value), None) => value
+            .to_str()
+            .and_then(SigningKey::from_hex)
+            .map(Some)
+            .ok_or_else(|| {
+                anyhow::anyhow!("the signing key in {SIGNING_KEY} is not 64 hex digits")
+            }),
+        (None, Some(path)) => {
+            let path = PathBuf::from(path);
+            let text = std::fs::read(&path).with_context(|| {
+                format!(
+                    "cannot read the signing key file `{}` ({SIGNING_KEY_FILE})",
+                    path.display()
+                )
+            })?;
+            std::str::from_utf8(&text)
+                .ok()
+                .and_then(SigningKey::from_hex)
+                .map(Some)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "the signing key in `{}` ({SIGNING_KEY_FILE}) is not 64 hex digits",
+                        path.display()
+                    )
+                })
+        }
     }
 }
 

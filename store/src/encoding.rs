@@ -13,6 +13,9 @@
 //! their serde form for JSON (`--json` output, `peirce show`), where digests are text, while
 //! the wire form holds digests as raw 32 bytes. Changing a wire struct changes the schema:
 //! bump [`SCHEMA`] with it (tree digests, and so action keys, change with the tree's bytes).
+//! An action record may end with a signature trailer (`PCSG`, the key id, a keyed blake3 of
+//! the bytes before it; see [`encode_signed_record`] and `signing.rs`): an unsigned record is
+//! the same document without it.
 //! Run records and refs stay JSON documents (see `store/documents.rs`): people and scripts
 //! read them. The layout is described in `docs/architecture.md`.
 
@@ -24,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::digest::{ActionKey, BlobDigest, Digest, DigestKind, TreeDigest};
 use crate::record::{ActionRecord, KeyComponents};
+use crate::signing::{KeyId, RecordSignature, SigningKey, KEY_ID_LEN};
 use crate::tree::TreeEntry;
 
 /// The store schema this build reads and writes. Schema 1 was JSON throughout, without a
@@ -117,18 +121,27 @@ fn decode<T: DeserializeOwned, const LIMIT: usize>(
     kind: DocumentKind,
     bytes: &[u8],
 ) -> Result<T, String> {
+    let (value, rest) = decode_prefix::<T, LIMIT>(kind, bytes)?;
+    if !rest.is_empty() {
+        return Err(left_over(kind, rest.len()));
+    }
+    Ok(value)
+}
+
+/// [`decode`], returning the bytes after the document instead of refusing them.
+fn decode_prefix<T: DeserializeOwned, const LIMIT: usize>(
+    kind: DocumentKind,
+    bytes: &[u8],
+) -> Result<(T, &[u8]), String> {
     check_header(kind, bytes)?;
     let body = &bytes[HEADER_LEN..];
     let (value, read) = bincode::serde::decode_from_slice::<T, _>(body, config::<LIMIT>())
         .map_err(|error| format!("cannot decode the {}: {error}", kind.name()))?;
-    if read != body.len() {
-        return Err(format!(
-            "{} bytes left over after the {}",
-            body.len() - read,
-            kind.name()
-        ));
-    }
-    Ok(value)
+    Ok((value, &body[read..]))
+}
+
+fn left_over(kind: DocumentKind, count: usize) -> String {
+    format!("{count} bytes left over after the {}", kind.name())
 }
 
 fn check_header(kind: DocumentKind, bytes: &[u8]) -> Result<(), String> {
@@ -273,9 +286,73 @@ pub fn encode_record(record: &ActionRecord) -> Vec<u8> {
     encode(DocumentKind::ActionRecord, &wire)
 }
 
-/// Decodes a stored action record (the caller checks it names the key it is stored under).
+/// The magic that starts a record's signature trailer.
+const SIGNATURE_MAGIC: [u8; 4] = *b"PCSG";
+
+/// The length of a signature trailer: magic, key id, MAC.
+pub const SIGNATURE_LEN: usize = 4 + KEY_ID_LEN + 32;
+
+/// The stored form of an action record signed with `key`: [`encode_record`]'s bytes, then a
+/// trailer of [`SIGNATURE_LEN`] bytes (`PCSG`, the key's id, the keyed blake3 of everything
+/// before the trailer). An unsigned record is the same bytes without the trailer, so signing
+/// adds to the schema-2 record without changing it, and the signed bytes are exactly what
+/// an unsigned reader decodes.
+pub fn encode_signed_record(record: &ActionRecord, key: &SigningKey) -> Vec<u8> {
+    let mut bytes = encode_record(record);
+    let signature = key.sign(&bytes);
+    bytes.extend_from_slice(&SIGNATURE_MAGIC);
+    bytes.extend_from_slice(signature.key_id.as_bytes());
+    bytes.extend_from_slice(&signature.mac);
+    bytes
+}
+
+/// A decoded action record with its signature, if it carries one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRecord {
+    /// The record.
+    pub record: ActionRecord,
+    /// Its signature trailer, if any.
+    pub signature: Option<RecordSignature>,
+    /// How many leading bytes of the stored form the signature covers (all but the trailer).
+    pub signed_len: usize,
+}
+
+/// Decodes a stored action record (the caller checks it names the key it is stored under),
+/// ignoring its signature.
 pub fn decode_record(bytes: &[u8]) -> Result<ActionRecord, String> {
-    let wire: ActionRecordWire = decode::<_, RECORD_LIMIT>(DocumentKind::ActionRecord, bytes)?;
+    decode_stored_record(bytes).map(|stored| stored.record)
+}
+
+/// Decodes a stored action record and its signature trailer, if any (unverified: see
+/// [`SigningKey::verify`]). The record's own encoding says where it ends, so a trailer is
+/// never mistaken for part of the record; anything after the record that is not one whole
+/// trailer is an error.
+pub fn decode_stored_record(bytes: &[u8]) -> Result<StoredRecord, String> {
+    let kind = DocumentKind::ActionRecord;
+    let (wire, rest): (ActionRecordWire, _) = decode_prefix::<_, RECORD_LIMIT>(kind, bytes)?;
+    let signed_len = bytes.len() - rest.len();
+    let signature = match rest {
+        [] => None,
+        _ if rest.len() == SIGNATURE_LEN && rest[..4] == SIGNATURE_MAGIC => {
+            let mut key_id = [0; KEY_ID_LEN];
+            key_id.copy_from_slice(&rest[4..4 + KEY_ID_LEN]);
+            let mut mac = [0; 32];
+            mac.copy_from_slice(&rest[4 + KEY_ID_LEN..]);
+            Some(RecordSignature {
+                key_id: KeyId::from_bytes(key_id),
+                mac,
+            })
+        }
+        _ => return Err(left_over(kind, rest.len())),
+    };
+    Ok(StoredRecord {
+        record: record_from_wire(wire)?,
+        signature,
+        signed_len,
+    })
+}
+
+fn record_from_wire(wire: ActionRecordWire) -> Result<ActionRecord, String> {
     let params = serde_json::from_str(&wire.params)
         .map_err(|error| format!("its parameters are not JSON: {error}"))?;
     Ok(ActionRecord {
@@ -394,6 +471,48 @@ mod tests {
             "{} bytes",
             bytes.len()
         );
+    }
+
+    #[test]
+    fn a_signed_record_carries_its_signature_after_the_unsigned_bytes() {
+        let record = sample_record();
+        let key = SigningKey::from_bytes([3; 32]);
+        let unsigned = encode_record(&record);
+        let signed = encode_signed_record(&record, &key);
+        assert_eq!(signed.len(), unsigned.len() + SIGNATURE_LEN);
+        assert_eq!(&signed[..unsigned.len()], &unsigned[..]);
+        let stored = decode_stored_record(&signed).unwrap();
+        assert_eq!(stored.record, record);
+        assert_eq!(stored.signed_len, unsigned.len());
+        let signature = stored.signature.expect("a signature");
+        assert_eq!(
+            key.verify(&signed[..stored.signed_len], Some(&signature)),
+            Ok(())
+        );
+        assert_eq!(decode_record(&signed).unwrap(), record);
+
+        let plain = decode_stored_record(&unsigned).unwrap();
+        assert_eq!(plain.signature, None);
+        assert_eq!(plain.signed_len, unsigned.len());
+
+        // Another output under the same signature: the MAC no longer matches.
+        let mut forged = record.clone();
+        forged.output = TreeDigest::of(b"another tree");
+        let mut bytes = encode_record(&forged);
+        bytes.extend_from_slice(&signed[unsigned.len()..]);
+        let stored = decode_stored_record(&bytes).unwrap();
+        assert_eq!(
+            key.verify(&bytes[..stored.signed_len], stored.signature.as_ref()),
+            Err(crate::signing::Refusal::BadMac)
+        );
+        // A damaged trailer is malformed, never a signature.
+        for end in unsigned.len() + 1..signed.len() {
+            let error = decode_stored_record(&signed[..end]).unwrap_err();
+            assert!(error.contains("bytes left over"), "cut at {end}: {error}");
+        }
+        let mut wrong_magic = signed.clone();
+        wrong_magic[unsigned.len()] = b'X';
+        assert!(decode_stored_record(&wrong_magic).is_err());
     }
 
     #[test]

@@ -48,6 +48,21 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// An action record read from a remote is not validly signed with the team's key.
+    #[error(
+        "Action record `{key}` from `{location}` is not signed with this team's key \
+         `{team_key}`: {refusal}"
+    )]
+    UnsignedRecord {
+        /// The key the record is stored under.
+        key: ActionKey,
+        /// Where it is stored.
+        location: String,
+        /// The id of this team's key.
+        team_key: crate::signing::KeyId,
+        /// What is wrong: unsigned, another key, or a MAC that does not match.
+        refusal: crate::signing::Refusal,
+    },
     /// Refusing to publish an action record whose outputs are not all stored.
     #[error(
         "Refusing to record action `{key}`: its output tree `{tree}` is incomplete ({reason})"

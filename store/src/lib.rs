@@ -25,6 +25,9 @@
 //! its tree and every blob in it are present, so a visible record never points at missing
 //! bytes; writes are idempotent, so any number of runners may share one store.
 //!
+//! With a team signing key ([`Store::set_signing_key`]), every action record written carries
+//! a MAC, and records read from the remote tier must carry a valid one ([`signing`]).
+//!
 //! It knows nothing of workflows, nodes or machine learning.
 
 pub mod digest;
@@ -34,6 +37,7 @@ pub mod hashing;
 mod lease;
 pub mod location;
 pub mod record;
+pub mod signing;
 pub mod store;
 mod tier;
 pub mod transfer;
@@ -44,6 +48,7 @@ pub use error::{Error, Result};
 pub use hashing::{FileStamp, StatCache};
 pub use location::{open as open_store, redact_url, validate as validate_store_location};
 pub use record::{ActionRecord, KeyComponents};
+pub use signing::{KeyId, SigningKey};
 pub use store::{ChangedInput, GcReport, KeyCheck, Lease, Lookup, MaterializedInput, Store};
 pub use tier::SyncReport;
 pub use transfer::TransferSnapshot;

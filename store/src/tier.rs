@@ -60,6 +60,9 @@ impl Store {
         if let Some(check) = self.inner().key_check.get() {
             store.set_key_check(*check);
         }
+        if let Some(signing) = self.inner().signing.get() {
+            store.set_signing(signing.clone());
+        }
         store
     }
 
@@ -203,10 +206,11 @@ impl Store {
         let record = match remote.get_action(key).await {
             Ok(Some(record)) => record,
             Ok(None) => return Ok(Lookup::Miss),
-            Err(error @ Error::MalformedRecord { .. }) => {
+            Err(error @ (Error::MalformedRecord { .. } | Error::UnsignedRecord { .. })) => {
+                tracing::warn!("{error}");
                 return Ok(Lookup::Broken {
                     reason: error.to_string(),
-                })
+                });
             }
             Err(error) => return Err(error),
         };
@@ -430,4 +434,149 @@ async fn lock_file(path: &Path) -> Result<std::fs::File> {
     })
     .await
     .expect("locking does not panic")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use object_store::memory::InMemory;
+    use object_store::ObjectStore;
+
+    use super::*;
+    use crate::digest::TreeDigest;
+    use crate::encoding;
+    use crate::record::KeyComponents;
+    use crate::signing::SigningKey;
+    use crate::tree::{Tree, TreeEntry};
+
+    const KEY: &str = "action";
+
+    fn record(output: TreeDigest) -> ActionRecord {
+        ActionRecord {
+            key: ActionKey::of(KEY.as_bytes()),
+            output,
+            components: KeyComponents {
+                schema: 1,
+                kind: "exec".into(),
+                kind_version: 1,
+                params: serde_json::json!({ "command": "echo" }),
+                inputs: BTreeMap::new(),
+                salt: String::new(),
+            },
+            node: "node".into(),
+            workflow: "signing".into(),
+            log: None,
+            started_at: 1_700_000_000.0,
+            duration_s: 0.5,
+            host: "host".into(),
+            engine_version: "0.0.0-test".into(),
+            input_sources: BTreeMap::new(),
+        }
+    }
+
+    /// A workspace: a local memory store over the shared bucket, with `key` if any.
+    fn workspace(bucket: &Arc<InMemory>, key: Option<&SigningKey>) -> Store {
+        let remote = Store::from_object_store(bucket.clone(), "memory://team");
+        let store = Store::in_memory().with_remote(remote);
+        if let Some(key) = key {
+            store.set_signing_key(key.clone());
+        }
+        store
+    }
+
+    /// Stores a one-file tree holding `text` here and records it under the test key.
+    async fn record_output(store: &Store, text: &'static str) -> ActionRecord {
+        let digest = store
+            .put_bytes(Bytes::from_static(text.as_bytes()))
+            .await
+            .unwrap();
+        let mut tree = Tree::new();
+        let entry = TreeEntry {
+            digest,
+            size: text.len() as u64,
+            executable: false,
+        };
+        tree.insert("out.txt", entry).unwrap();
+        let record = record(store.put_tree(&tree).await.unwrap());
+        store.put_action(&record).await.unwrap();
+        record
+    }
+
+    async fn lookup(store: &Store) -> Lookup {
+        store.lookup(ActionKey::of(KEY.as_bytes())).await.unwrap()
+    }
+
+    fn reason(lookup: Lookup) -> String {
+        match lookup {
+            Lookup::Broken { reason } => reason,
+            other => panic!("expected a refused record, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn remote_records_must_carry_the_team_signature() {
+        let team = SigningKey::from_bytes([1; 32]);
+        let bucket = Arc::new(InMemory::new());
+
+        // A colleague with the team key computes and pushes: a hit for a teammate.
+        let colleague = workspace(&bucket, Some(&team));
+        let genuine = record_output(&colleague, "genuine\n").await;
+        colleague.push_action(genuine.key).await.unwrap();
+        match lookup(&workspace(&bucket, Some(&team))).await {
+            Lookup::Hit(found) => assert_eq!(*found, genuine),
+            other => panic!("a signed record was refused: {other:?}"),
+        }
+
+        // A writer without the key replaces it: true components, another complete tree.
+        let forger = workspace(&bucket, None);
+        let forged = record_output(&forger, "forged\n").await;
+        forger.push_action(forged.key).await.unwrap();
+        let refused = reason(lookup(&workspace(&bucket, Some(&team))).await);
+        assert!(
+            refused.contains("is not signed with this team's key"),
+            "{refused}"
+        );
+        assert!(refused.contains(&team.id().to_string()), "{refused}");
+        assert!(refused.contains("it is unsigned"), "{refused}");
+        assert!(refused.contains("memory://team/ac/"), "{refused}");
+        // Without a key nothing is verified: the forged record is served, as before.
+        match lookup(&workspace(&bucket, None)).await {
+            Lookup::Hit(found) => assert_eq!(found.output, forged.output),
+            other => panic!("without a key nothing changes, got {other:?}"),
+        }
+
+        // Signed with another team's key.
+        let other = SigningKey::from_bytes([2; 32]);
+        let outsider = workspace(&bucket, Some(&other));
+        record_output(&outsider, "outsider\n").await;
+        outsider.push_action(forged.key).await.unwrap();
+        let refused = reason(lookup(&workspace(&bucket, Some(&team))).await);
+        assert!(
+            refused.contains(&format!("it is signed with key `{}`", other.id())),
+            "{refused}"
+        );
+
+        // The genuine signature moved onto the forged record: the MAC does not match.
+        let location = ObjectPath::from(format!("ac/{}", genuine.key.hex()));
+        let signed = encoding::encode_signed_record(&genuine, &team);
+        let mut bytes = encoding::encode_record(&forged);
+        bytes.extend_from_slice(&signed[signed.len() - encoding::SIGNATURE_LEN..]);
+        bucket.put(&location, bytes.into()).await.unwrap();
+        let refused = reason(lookup(&workspace(&bucket, Some(&team))).await);
+        assert!(refused.contains("does not match its contents"), "{refused}");
+
+        // The colleague pushes again: the remote's record is refused, so it is rewritten.
+        colleague.push_action(genuine.key).await.unwrap();
+        let teammate = workspace(&bucket, Some(&team));
+        match lookup(&teammate).await {
+            Lookup::Hit(found) => assert_eq!(*found, genuine),
+            other => panic!("the healed record was refused: {other:?}"),
+        }
+        // Records copied here are signed too, and the local store is trusted.
+        let here = teammate.get_raw(&format!("ac/{}", genuine.key.hex())).await;
+        let stored = encoding::decode_stored_record(&here.unwrap().unwrap()).unwrap();
+        assert_eq!(stored.signature.map(|s| s.key_id), Some(team.id()));
+    }
 }

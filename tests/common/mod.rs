@@ -262,6 +262,9 @@ impl Sandbox {
             // No remote unless a test names one: the user's config and environment stay out.
             .env_remove("PEIRCE_REMOTE")
             .env_remove("PEIRCE_CONFIG")
+            // Unsigned records unless a test sets a team key.
+            .env_remove("PEIRCE_SIGNING_KEY")
+            .env_remove("PEIRCE_SIGNING_KEY_FILE")
             .env("XDG_CONFIG_HOME", self.path("config"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -29,7 +29,11 @@ impl Store {
                 });
             }
         }
-        let bytes = encoding::encode_record(record);
+        // With a team key, every record written is signed (docs/architecture.md §15).
+        let bytes = match self.inner().signing.get() {
+            Some(signing) => encoding::encode_signed_record(record, &signing.key),
+            None => encoding::encode_record(record),
+        };
         self.put_raw(
             &format!("ac/{}", record.key.hex()),
             Bytes::from(bytes),
@@ -58,7 +62,8 @@ impl Store {
             location: self.describe_location(&location),
             reason,
         };
-        let record = encoding::decode_record(&bytes).map_err(malformed)?;
+        let stored = encoding::decode_stored_record(&bytes).map_err(malformed)?;
+        let record = stored.record;
         if record.key != key {
             return Err(malformed(format!("it names key `{}`", record.key)));
         }
@@ -66,6 +71,19 @@ impl Store {
         // under, so a record copied from another action is refused (docs/architecture.md §15).
         if let Some(check) = self.inner().key_check.get() {
             check(key, &record.components).map_err(malformed)?;
+        }
+        // A remote tier's records must carry the team's signature: anyone who can write its
+        // `ac/` could otherwise serve another output under a key's true components (§15).
+        if let Some(signing) = self.inner().signing.get().filter(|signing| signing.verify) {
+            let signed = &bytes[..stored.signed_len];
+            if let Err(refusal) = signing.key.verify(signed, stored.signature.as_ref()) {
+                return Err(Error::UnsignedRecord {
+                    key,
+                    location: self.describe_location(&location),
+                    team_key: signing.key.id(),
+                    refusal,
+                });
+            }
         }
         Ok(Some(record))
     }
@@ -96,7 +114,7 @@ impl Store {
         let record = match self.get_action(key).await {
             Ok(Some(record)) => record,
             Ok(None) => return Ok(Lookup::Miss),
-            Err(error @ Error::MalformedRecord { .. }) => {
+            Err(error @ (Error::MalformedRecord { .. } | Error::UnsignedRecord { .. })) => {
                 return Ok(Lookup::Broken {
                     reason: error.to_string(),
                 })

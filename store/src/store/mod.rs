@@ -25,6 +25,7 @@ use crate::encoding::SCHEMA;
 use crate::error::{Error, Result};
 use crate::hashing::FileStamp;
 use crate::record::KeyComponents;
+use crate::signing::SigningKey;
 use crate::transfer::{TransferSnapshot, TransferStats};
 
 mod actions;
@@ -44,6 +45,14 @@ pub use inputs::{ChangedInput, MaterializedInput};
 /// belongs to the engine (`peirce_dag::key::check_components`); the store only holds it, so
 /// that every record read, here or from a remote, is bound to its key.
 pub type KeyCheck = fn(ActionKey, &KeyComponents) -> std::result::Result<(), String>;
+
+/// A store's team key: every record written is signed with it; when `verify` is set (a remote
+/// tier), every record read must carry its valid signature.
+#[derive(Debug, Clone)]
+pub(crate) struct Signing {
+    pub(crate) key: SigningKey,
+    pub(crate) verify: bool,
+}
 
 /// How many blob operations run at once when publishing or checking a tree.
 pub(crate) const CONCURRENCY: usize = 16;
@@ -69,6 +78,9 @@ pub(crate) struct Inner {
     verified: Arc<Mutex<VerifiedBlobs>>,
     /// Checks each action record read against the key it is stored under (§15).
     pub(crate) key_check: OnceLock<KeyCheck>,
+    /// The team key records are signed with, and whether records read here are verified
+    /// (a remote tier) or trusted (the local store). See `signing.rs`.
+    pub(crate) signing: OnceLock<Signing>,
     temp_counter: AtomicU64,
     /// The second tier (see `tier.rs`): lookups and reads fall through to it, leases live on it.
     pub(crate) remote: Option<Store>,
@@ -170,6 +182,7 @@ impl Store {
                 url,
                 verified: Arc::new(Mutex::new(Default::default())),
                 key_check: OnceLock::new(),
+                signing: OnceLock::new(),
                 temp_counter: AtomicU64::new(0),
                 remote,
                 remote_sizes: Mutex::new(Default::default()),
@@ -239,6 +252,33 @@ impl Store {
         if let Some(remote) = &self.inner.remote {
             remote.set_key_check(check);
         }
+    }
+
+    /// Signs every action record written from now on with the team key `key`, here and on
+    /// the remote, and refuses records read from the remote unless they carry this key's
+    /// valid signature (docs/architecture.md §15). Records read from this store itself are
+    /// trusted: it is the local store, written by this user's own runs. Set once; later
+    /// calls are ignored.
+    pub fn set_signing_key(&self, key: SigningKey) {
+        self.set_signing(Signing { key, verify: false });
+    }
+
+    /// Signs and verifies with `key` on this store itself: for a store that is read as a
+    /// remote (which [`Store::with_remote`] and [`Store::set_signing_key`] arrange).
+    pub fn set_verifying_key(&self, key: SigningKey) {
+        self.set_signing(Signing { key, verify: true });
+    }
+
+    pub(crate) fn set_signing(&self, signing: Signing) {
+        if let Some(remote) = &self.inner.remote {
+            remote.set_verifying_key(signing.key.clone());
+        }
+        let _ = self.inner.signing.set(signing);
+    }
+
+    /// The id of the key records are signed with, if any.
+    pub fn signing_key_id(&self) -> Option<crate::signing::KeyId> {
+        self.inner.signing.get().map(|signing| signing.key.id())
     }
 
     /// Remembers that `digest` was verified: for a local store, with the stamp its `cas/` file
