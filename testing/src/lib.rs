@@ -20,7 +20,13 @@ pub fn external(var: &str, test: &str, how: &str) -> Option<String> {
              dependency required"
         ),
         _ => {
-            eprintln!("skipping `{test}`: {var} is not set ({how})");
+            // Straight to the process's stderr, not through `eprintln!`, which the test
+            // harness captures and hides for a passing test: a skip must always be seen.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr().lock(),
+                "skipping `{test}`: {var} is not set ({how})"
+            );
             None
         }
     }
