@@ -25,7 +25,7 @@ use super::{blob_location, set_mode, Store, CONCURRENCY};
 use crate::digest::{BlobDigest, TreeDigest};
 use crate::error::{Error, Result};
 use crate::hashing::{hash_file, FileStamp};
-use crate::tree::{Tree, TreeEntry};
+use crate::tree::Tree;
 
 /// How long after its last change a stamp is trusted to show the next one on a file system
 /// with sub-second times: above the kernel's coarse clock tick (at most 10 ms).
@@ -97,12 +97,7 @@ impl Store {
         digest: TreeDigest,
         dest: &Path,
     ) -> Result<MaterializedInput> {
-        let tree = self.get_tree(digest).await?;
-        fs::create_dir_all(dest).map_err(|error| Error::io(dest, error))?;
-        let entries: Vec<(String, TreeEntry)> = tree
-            .iter()
-            .map(|(name, entry)| (name.to_string(), *entry))
-            .collect();
+        let (tree, entries) = self.tree_for(digest, dest).await?;
         let files: Vec<InputFile> = futures::stream::iter(entries)
             .map(|(name, entry)| async move {
                 let path = dest.join(&name);
@@ -270,6 +265,8 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use bytes::Bytes;
+
+    use crate::tree::TreeEntry;
 
     use super::*;
 

@@ -84,14 +84,24 @@ impl Store {
         Ok((digest, tree))
     }
 
-    /// Writes a tree's files under `dest` (verified). Existing files are replaced.
-    pub async fn materialize(&self, digest: TreeDigest, dest: &Path) -> Result<Tree> {
+    /// Tree `digest` and its entries, with `dest` created to receive its files.
+    pub(super) async fn tree_for(
+        &self,
+        digest: TreeDigest,
+        dest: &Path,
+    ) -> Result<(Tree, Vec<(String, TreeEntry)>)> {
         let tree = self.get_tree(digest).await?;
         fs::create_dir_all(dest).map_err(|error| Error::io(dest, error))?;
-        let entries: Vec<(String, TreeEntry)> = tree
+        let entries = tree
             .iter()
             .map(|(name, entry)| (name.to_string(), *entry))
             .collect();
+        Ok((tree, entries))
+    }
+
+    /// Writes a tree's files under `dest` (verified). Existing files are replaced.
+    pub async fn materialize(&self, digest: TreeDigest, dest: &Path) -> Result<Tree> {
+        let (tree, entries) = self.tree_for(digest, dest).await?;
         futures::stream::iter(entries)
             .map(|(name, entry)| async move {
                 let path = dest.join(&name);
