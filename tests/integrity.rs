@@ -119,9 +119,8 @@ command = "sleep 0.3; cp {{inputs.p}}/data.txt out/copy.txt"
     assert_eq!(sandbox.count("producer"), 2);
 }
 
-#[test]
-fn a_node_that_chmods_and_writes_its_input_fails_and_its_producer_reruns() {
-    let sandbox = Sandbox::new();
+/// A counted `producer` writing `data.txt`, and `writer` running `command` on it (input `p`).
+fn producer_and_writer(sandbox: &Sandbox, command: &str) {
     sandbox.workflow(&format!(
         r#"[producer]
 kind = "exec"
@@ -130,13 +129,20 @@ command = {producer}
 [writer]
 kind = "exec"
 inputs = {{ p = "producer" }}
-command = "chmod u+w {{inputs.p}}/data.txt && echo EVIL >> {{inputs.p}}/data.txt && cp {{inputs.p}}/data.txt out/copy.txt"
+command = {command}
 "#,
         producer = toml_string(&format!(
             "{}; echo 'good data' > out/data.txt",
             sandbox.counter("producer")
         )),
+        command = toml_string(command),
     ));
+}
+
+#[test]
+fn a_node_that_chmods_and_writes_its_input_fails_and_its_producer_reruns() {
+    let sandbox = Sandbox::new();
+    producer_and_writer(&sandbox, "chmod u+w {inputs.p}/data.txt && echo EVIL >> {inputs.p}/data.txt && cp {inputs.p}/data.txt out/copy.txt");
     let (outcome, record) = sandbox.run(&[]);
     let outcome = outcome.expect_code(1);
     assert_eq!(record["nodes"]["writer"]["status"], "failed", "{record:#}");
@@ -150,21 +156,10 @@ command = "chmod u+w {{inputs.p}}/data.txt && echo EVIL >> {{inputs.p}}/data.txt
     // The producer's blob is gone from `cas/`, so its record is broken and it reruns.
     let plan = sandbox.plan(&[]);
     assert_eq!(planned(&plan, "producer")["state"], "runs", "{plan:#}");
-    sandbox.workflow(&format!(
-        r#"[producer]
-kind = "exec"
-command = {producer}
-
-[writer]
-kind = "exec"
-inputs = {{ p = "producer" }}
-command = "cp {{inputs.p}}/data.txt out/copy.txt && echo fine >> out/copy.txt"
-"#,
-        producer = toml_string(&format!(
-            "{}; echo 'good data' > out/data.txt",
-            sandbox.counter("producer")
-        )),
-    ));
+    producer_and_writer(
+        &sandbox,
+        "cp {inputs.p}/data.txt out/copy.txt && echo fine >> out/copy.txt",
+    );
     let record = sandbox.run_ok(&[]);
     assert_eq!(record["nodes"]["producer"]["status"], "ran", "{record:#}");
     assert_eq!(sandbox.count("producer"), 2);
