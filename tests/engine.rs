@@ -277,6 +277,39 @@ command = "echo other > out/o.txt"
     assert!(!sandbox.has_record_for("latin1"));
 }
 
+/// Issue 12: a node's output files are moved into the store by hard link, not copied, so a
+/// large output never needs twice its size on disk (the store's blob is the very file the
+/// node wrote: same inode), and the result reads back whole.
+#[test]
+fn outputs_enter_the_store_without_a_copy() {
+    use std::os::unix::fs::MetadataExt;
+    let sandbox = Sandbox::new();
+    sandbox.workflow(
+        r#"[big]
+kind = "exec"
+command = "head -c 33554432 /dev/urandom > out/big.bin; stat -c %i out/big.bin > out/inode.txt"
+"#,
+    );
+    let record = sandbox.run_ok(&[]);
+    expect_statuses(&record, &[("big", "ran")]);
+    let listing = sandbox.listing("big");
+    let (size, digest) = &listing["big.bin"];
+    assert_eq!(*size, 33_554_432);
+    let blob = sandbox.blob_path(digest);
+    let written: u64 = sandbox.cat("big", "inode.txt").trim().parse().unwrap();
+    assert_eq!(
+        std::fs::metadata(&blob).unwrap().ino(),
+        written,
+        "the output was copied into the store"
+    );
+    assert_eq!(
+        std::fs::metadata(&blob).unwrap().nlink(),
+        1,
+        "scratch name left"
+    );
+    sandbox.assert_store_sound();
+}
+
 #[test]
 fn failures_are_not_cached_and_skip_dependents() {
     let sandbox = Sandbox::new();

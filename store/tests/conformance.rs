@@ -383,6 +383,45 @@ mod local_only {
         fs::metadata(path).unwrap().blocks() * 512
     }
 
+    /// Other processes linking a blob into their nodes' inputs, or removing a published
+    /// output's name, change only the blob file's change time. A reader hashing the blob
+    /// meanwhile must not take that for tampering: the blob is never quarantined, every
+    /// reader gets the right bytes.
+    #[tokio::test]
+    async fn links_made_and_removed_while_a_blob_is_read_are_not_tampering() {
+        let fixture = Fixture::local();
+        let bytes = Bytes::from(vec![7u8; 8 << 20]);
+        let digest = fixture.store.put_bytes(bytes.clone()).await.unwrap();
+        let blob = root(&fixture).join(blob_location(digest));
+        let churn_dir = tempfile::tempdir().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let churn = {
+            let (blob, stop) = (blob.clone(), stop.clone());
+            let link = churn_dir.path().join("link");
+            std::thread::spawn(move || {
+                let mut changes = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    fs::hard_link(&blob, &link).unwrap();
+                    fs::remove_file(&link).unwrap();
+                    changes += 1;
+                }
+                changes
+            })
+        };
+        let dest = tempfile::tempdir().unwrap();
+        for reader in 0..20 {
+            // A fresh process's view: nothing remembered as verified.
+            let store = Store::open_local(&root(&fixture)).unwrap();
+            let path = dest.path().join(format!("copy-{reader}"));
+            store.get_to_file(digest, &path, false).await.unwrap();
+            assert_eq!(fs::read(&path).unwrap(), bytes);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(churn.join().unwrap() > 0);
+        assert!(blob.exists(), "the blob was quarantined");
+        assert!(names_in(&root(&fixture).join("quarantine")).is_empty());
+    }
+
     /// A node's output folder is published without copying: a 1 GiB sparse file becomes the
     /// blob itself (one inode), holes and all, so publishing takes no extra disk. A file with
     /// another name outside the folder is copied, and the copy keeps its holes too.

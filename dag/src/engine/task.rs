@@ -509,12 +509,12 @@ async fn execute(
     }
     drop(grant);
 
-    // Publish: blobs (copied, holes kept), then the tree, then the log, and the action record
-    // last (docs/architecture.md §4).
-    let (output, _) = store
-        .publish_dir(&output_dir)
-        .await
-        .map_err(|error| Failure::Node(output_error(error)))?;
+    // Publish: blobs (the output files hard-linked into the store, no copy), then the tree,
+    // then the log, and the action record last (docs/architecture.md §4). The output folder's
+    // names go at once, so the blobs' metadata holds still for other readers.
+    let published = store.publish_owned_dir(&output_dir).await;
+    let _ = std::fs::remove_dir_all(&output_dir);
+    let (output, _) = published.map_err(|error| Failure::Node(output_error(error)))?;
     let log = match std::fs::metadata(&log_path) {
         Ok(meta) if meta.len() > 0 => Some(
             store

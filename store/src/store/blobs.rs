@@ -195,16 +195,18 @@ impl Store {
                 // Lazily, from the remote: verified before it is installed.
                 self.fetch_blob(digest).await?;
             }
-            let before = stamp_of(&source)?;
+            let mut before = stamp_of(&source)?;
             if self.verified_stamp(&digest) != Some(before) {
-                let (actual, size) = hash_file(&source)?;
-                let after = stamp_of(&source)?;
-                if actual != digest || after != before {
-                    // Written to while being read: `cas/` files never change, so it is not
-                    // a blob that can be trusted.
-                    return Err(self.quarantine(digest, actual, size).await);
+                match self.verify_local_blob(digest, &source).await? {
+                    Some(stable) => before = stable,
+                    None => {
+                        // Its metadata kept changing under other processes' links: give
+                        // this reader a private copy, verified on its own.
+                        return self
+                            .private_verified_copy(digest, &source, dest, executable)
+                            .await;
+                    }
                 }
-                self.remember_verified(digest, Some(before));
             }
             if executable {
                 // Hard links share permissions; executables get their own copy.
@@ -222,6 +224,54 @@ impl Store {
         fs::write(dest, &bytes).map_err(|error| Error::io(dest, error))?;
         set_mode(dest, if executable { 0o555 } else { 0o444 })?;
         Ok((stamp_of(dest)?, false))
+    }
+
+    /// Hashes the local blob file `source`. The stamp it was verified at, remembered, when
+    /// its bytes hash to `digest` and its stamp held still across the hash; `None` when the
+    /// bytes matched every time but the stamp kept moving. Another process linking the blob
+    /// into a node's inputs, or removing a published output's name, changes only the file's
+    /// change time: that is retried, never taken for tampering. Bytes that do not match are:
+    /// `cas/` files never change, so the blob is quarantined.
+    async fn verify_local_blob(
+        &self,
+        digest: BlobDigest,
+        source: &Path,
+    ) -> Result<Option<FileStamp>> {
+        const ATTEMPTS: usize = 4;
+        let stamp_of =
+            |path: &Path| FileStamp::of_path(path).map_err(|error| Error::io(path, error));
+        for _ in 0..ATTEMPTS {
+            let before = stamp_of(source)?;
+            let (actual, size) = hash_file(source)?;
+            if actual != digest {
+                return Err(self.quarantine(digest, actual, size).await);
+            }
+            if stamp_of(source)? == before {
+                self.remember_verified(digest, Some(before));
+                return Ok(Some(before));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Copies blob file `source` to `dest` and verifies the copy, which is the reader's alone.
+    async fn private_verified_copy(
+        &self,
+        digest: BlobDigest,
+        source: &Path,
+        dest: &Path,
+        executable: bool,
+    ) -> Result<(FileStamp, bool)> {
+        let _ = fs::remove_file(dest);
+        copy_sparse(source, dest)?;
+        let (actual, size) = hash_file(dest)?;
+        if actual != digest {
+            let _ = fs::remove_file(dest);
+            return Err(self.quarantine(digest, actual, size).await);
+        }
+        set_mode(dest, if executable { 0o555 } else { 0o444 })?;
+        let stamp = FileStamp::of_path(dest).map_err(|error| Error::io(dest, error))?;
+        Ok((stamp, false))
     }
 
     pub(crate) async fn quarantine(
