@@ -239,10 +239,16 @@ kind_params! {
         pub eval_count: u32 = 64,
         /// Seeds data order and sampling
         pub seed: u64 = 0,
-        /// Training dtype: float32 or bfloat16 (bf16 is for GPUs)
+        /// Compute dtype: float32 or bfloat16 (bf16 is for GPUs; master weights and AdamW state stay float32)
         pub dtype: Dtype = Dtype::Float32,
         /// `reinforce++` (align's default) or `grpo` (domain-rl's default)
         pub algorithm: Algorithm = Algorithm::ReinforcePlusPlus,
+        /// Dtype of the saved weights: float32 (the master weights) or bfloat16 (a half-size copy)
+        pub save_dtype: Dtype = Dtype::Float32,
+        /// Keep the fp32 master weights and AdamW moments in host memory and update them on the CPU
+        pub optimizer_offload: bool = false,
+        /// Recompute each decoder layer in the backward instead of keeping its activations
+        pub gradient_checkpointing: bool = false,
     }
 }
 

@@ -17,9 +17,11 @@ use std::time::Instant;
 
 use peirce_tasks::reward::{AnswerStatus, Score};
 use serde_json::json;
+use tch::nn::OptimizerConfig;
 use tch::{nn, Device, Kind};
 
 use crate::error::{read_json, Result, TorchError};
+use crate::optim::{Optimizer, StatePlacement};
 use crate::pretrained::{self, parse_dtype, CONFIG};
 use crate::qwen2::{Config, Qwen2};
 use crate::sampler::{generate, Finish, SamplingParams};
@@ -27,11 +29,12 @@ use crate::train::{self, Algorithm, Rollout, TrainConfig};
 
 /// The usage line printed on bad arguments.
 pub const USAGE: &str =
-    "usage: peirce-worker bench [--preset qwen2-0.5b|tiny] [--config FILE_OR_DIR] \
+    "usage: peirce-worker bench [--preset qwen2-0.5b|qwen2.5-1.5b|qwen2.5-7b|tiny] [--config FILE_OR_DIR] \
 [--device cuda|cpu] [--dtype bf16|fp32|fp16] [--batch N] [--prompt-tokens N] [--new-tokens N] \
 [--temperature T] [--warmup-tokens N] [--sample-iterations N] [--train-rows N] \
 [--train-prompt-tokens N] [--response-tokens N] [--micro-batch N] [--train-warmup N] \
-[--train-iterations N] [--seed N] [--threads N] [--skip-sample] [--skip-train]";
+[--train-iterations N] [--optimizer master|offload|pure] [--gradient-checkpointing] [--seed N] \
+[--threads N] [--skip-sample] [--skip-train]";
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -66,6 +69,10 @@ pub struct BenchOptions {
     pub train_warmup: usize,
     /// Timed training steps.
     pub train_iterations: usize,
+    /// The training step's optimizer.
+    pub optimizer: BenchOptimizer,
+    /// Recompute each decoder layer in the backward.
+    pub gradient_checkpointing: bool,
     /// Seeds the weights, the prompts and the rewards.
     pub seed: u64,
     /// CPU threads for libtorch (0: its default).
@@ -74,6 +81,39 @@ pub struct BenchOptions {
     pub skip_sample: bool,
     /// Leave out the training figure.
     pub skip_train: bool,
+}
+
+/// The optimizer of the bench's training step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchOptimizer {
+    /// [`crate::optim::MasterAdamW`], fp32 state with the model (the trainers' default).
+    Master,
+    /// The same with its state in host memory (`optimizer_offload`).
+    Offload,
+    /// libtorch's AdamW with its state in the weights' dtype: pure bf16 for a bf16 model,
+    /// which rounds away updates far below a weight's resolution (the reference figure).
+    Pure,
+}
+
+impl BenchOptimizer {
+    fn parse(name: &str) -> Result<Self> {
+        match name {
+            "master" => Ok(Self::Master),
+            "offload" => Ok(Self::Offload),
+            "pure" => Ok(Self::Pure),
+            other => Err(TorchError::Invalid(format!(
+                "unknown optimizer `{other}` (master, offload, pure)"
+            ))),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Master => "master",
+            Self::Offload => "offload",
+            Self::Pure => "pure",
+        }
+    }
 }
 
 /// Where the model's shape comes from.
@@ -103,6 +143,8 @@ impl Default for BenchOptions {
             micro_batch: 8,
             train_warmup: 1,
             train_iterations: 3,
+            optimizer: BenchOptimizer::Master,
+            gradient_checkpointing: false,
             seed: 0,
             threads: 0,
             skip_sample: false,
@@ -140,6 +182,8 @@ impl BenchOptions {
                 "--micro-batch" => options.micro_batch = number(flag, value()?)?,
                 "--train-warmup" => options.train_warmup = number(flag, value()?)?,
                 "--train-iterations" => options.train_iterations = number(flag, value()?)?,
+                "--optimizer" => options.optimizer = BenchOptimizer::parse(value()?)?,
+                "--gradient-checkpointing" => options.gradient_checkpointing = true,
                 "--seed" => options.seed = number(flag, value()?)?,
                 "--threads" => options.threads = number(flag, value()?)?,
                 "--skip-sample" => options.skip_sample = true,
@@ -194,6 +238,28 @@ pub fn qwen2_0_5b() -> Config {
     }))
 }
 
+/// Qwen2.5-1.5B's shape (Hugging Face `Qwen/Qwen2.5-1.5B-Instruct` `config.json`).
+pub fn qwen2_5_1_5b() -> Config {
+    preset_config(json!({
+        "vocab_size": 151936, "hidden_size": 1536, "intermediate_size": 8960,
+        "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
+        "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+        "tie_word_embeddings": true, "hidden_act": "silu", "initializer_range": 0.02,
+        "use_sliding_window": false,
+    }))
+}
+
+/// Qwen2.5-7B's shape (Hugging Face `Qwen/Qwen2.5-7B-Instruct` `config.json`).
+pub fn qwen2_5_7b() -> Config {
+    preset_config(json!({
+        "vocab_size": 152064, "hidden_size": 3584, "intermediate_size": 18944,
+        "num_hidden_layers": 28, "num_attention_heads": 28, "num_key_value_heads": 4,
+        "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0,
+        "tie_word_embeddings": false, "hidden_act": "silu", "initializer_range": 0.02,
+        "use_sliding_window": false,
+    }))
+}
+
 /// A shape small enough for a CPU smoke test.
 pub fn tiny() -> Config {
     preset_config(json!({
@@ -211,9 +277,11 @@ fn config(source: &ModelSource) -> Result<Config> {
     match source {
         ModelSource::Preset(name) => match name.as_str() {
             "qwen2-0.5b" => Ok(qwen2_0_5b()),
+            "qwen2.5-1.5b" => Ok(qwen2_5_1_5b()),
+            "qwen2.5-7b" => Ok(qwen2_5_7b()),
             "tiny" => Ok(tiny()),
             other => Err(TorchError::Invalid(format!(
-                "unknown preset `{other}` (qwen2-0.5b, tiny)"
+                "unknown preset `{other}` (qwen2-0.5b, qwen2.5-1.5b, qwen2.5-7b, tiny)"
             ))),
         },
         ModelSource::Config(path) if path.is_dir() => read_json(&path.join(CONFIG)),
@@ -404,14 +472,22 @@ fn train(
         .collect();
     let config = TrainConfig {
         micro_batch: options.micro_batch.max(1),
+        gradient_checkpointing: options.gradient_checkpointing,
+        optimizer_state: match options.optimizer {
+            BenchOptimizer::Offload => StatePlacement::Host,
+            _ => StatePlacement::WithModel,
+        },
         ..TrainConfig::default()
     };
-    let mut optimizer = train::adamw(policy_vs, &config)?;
-    let step = |optimizer: &mut nn::Optimizer| {
+    let mut optimizer: Box<dyn Optimizer> = match options.optimizer {
+        BenchOptimizer::Pure => Box::new(nn::AdamW::default().build(policy_vs, config.lr)?),
+        _ => Box::new(train::adamw(policy_vs, &config, 0, 1)?),
+    };
+    let mut step = || {
         train::policy_step(
             policy,
             policy_vs,
-            optimizer,
+            &mut *optimizer,
             &reference,
             &rollouts,
             Algorithm::ReinforcePlusPlus,
@@ -420,13 +496,13 @@ fn train(
         )
     };
     for _ in 0..options.train_warmup {
-        step(&mut optimizer)?;
+        step()?;
     }
     synchronize(device);
     let started = Instant::now();
     let mut stats = None;
     for _ in 0..options.train_iterations {
-        stats = Some(step(&mut optimizer)?);
+        stats = Some(step()?);
     }
     synchronize(device);
     let seconds = started.elapsed().as_secs_f64() / options.train_iterations as f64;
@@ -438,6 +514,8 @@ fn train(
         "prompt_tokens": options.train_prompt_tokens,
         "response_tokens": options.response_tokens,
         "micro_batch": config.micro_batch,
+        "optimizer": options.optimizer.name(),
+        "gradient_checkpointing": options.gradient_checkpointing,
         "iterations": options.train_iterations,
         "seconds_per_step": seconds,
         "tokens_per_second": sequence_tokens / seconds,

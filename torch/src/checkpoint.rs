@@ -228,13 +228,27 @@ pub fn save(
     dtype: Kind,
     max_shard_bytes: Option<u64>,
 ) -> Result<Vec<String>> {
+    save_tensors(
+        &vs.variables().into_iter().collect(),
+        dir,
+        dtype,
+        max_shard_bytes,
+    )
+}
+
+/// [`save`] for named tensors (Hugging Face names), such as an optimizer's fp32 masters.
+pub fn save_tensors(
+    variables: &BTreeMap<String, Tensor>,
+    dir: &Path,
+    dtype: Kind,
+    max_shard_bytes: Option<u64>,
+) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     remove_previous(dir)?;
-    let variables: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
     let mut shards: Vec<Vec<(String, Owned)>> = vec![Vec::new()];
     let mut shard_bytes = 0u64;
     let mut total = 0u64;
-    for (name, tensor) in &variables {
+    for (name, tensor) in variables {
         let owned = Owned::new(name, tensor, dtype)?;
         let bytes = owned.data.len() as u64;
         if let Some(limit) = max_shard_bytes {

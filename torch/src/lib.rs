@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod optim;
 pub mod pretrained;
 pub mod qwen2;
 pub mod rl;

@@ -6,12 +6,13 @@
 //! `AutoTokenizer`) and in any tool that reads Qwen2 checkpoints; a Qwen2 folder from
 //! elsewhere loads here.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use peirce_protocol::hf::Dtype;
 use peirce_protocol::params::ModelParams;
 use serde_json::json;
-use tch::{nn, Device, Kind};
+use tch::{nn, Device, Kind, Tensor};
 
 use crate::checkpoint;
 use crate::error::{io, read_json, write_json, Result, TorchError};
@@ -132,6 +133,18 @@ impl Model {
     /// `config.json` with `torch_dtype` set to match, and the tokenizer and generation
     /// configs.
     pub fn save(&self, dir: &Path, dtype: Kind, max_shard_bytes: Option<u64>) -> Result<()> {
+        self.save_with(dir, dtype, max_shard_bytes, &BTreeMap::new())
+    }
+
+    /// [`Model::save`], writing `replacements` (by Hugging Face name) instead of the model's own
+    /// variables of those names: a trainer's fp32 master weights, say.
+    pub fn save_with(
+        &self,
+        dir: &Path,
+        dtype: Kind,
+        max_shard_bytes: Option<u64>,
+        replacements: &BTreeMap<String, Tensor>,
+    ) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut config = self.net.config.clone();
         config
@@ -139,7 +152,18 @@ impl Model {
             .insert("torch_dtype".into(), json!(dtype_name(dtype)?));
         config.extra.remove("dtype");
         write_json(&dir.join(CONFIG), &config)?;
-        checkpoint::save(&self.vs, dir, dtype, max_shard_bytes)?;
+        let mut weights: BTreeMap<String, Tensor> = self.vs.variables().into_iter().collect();
+        for (name, tensor) in replacements {
+            if weights
+                .insert(name.clone(), tensor.shallow_clone())
+                .is_none()
+            {
+                return Err(TorchError::Invalid(format!(
+                    "`{name}` is not a weight of this model"
+                )));
+            }
+        }
+        checkpoint::save_tensors(&weights, dir, dtype, max_shard_bytes)?;
         tokenizer::save(&self.tokenizer, dir)?;
         write_json(&dir.join(TOKENIZER_CONFIG), &self.tokenizer_config)?;
         write_json(&dir.join(GENERATION_CONFIG), &self.generation_config)?;

@@ -606,6 +606,32 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    /// The layer's output for `x` (its input), appending to `cache` when given.
+    fn forward(
+        &self,
+        x: &Tensor,
+        rotation: (&Tensor, &Tensor),
+        mask: &Mask,
+        mut cache: Option<(&mut LayerCache, i64)>,
+    ) -> Result<Tensor> {
+        let normed = self.input_layernorm.forward(x)?;
+        let attended = self.self_attn.forward(
+            &normed,
+            rotation,
+            mask,
+            cache.as_mut().map(|(c, p)| (&mut **c, *p)),
+        )?;
+        let x = x.f_add(&attended)?;
+        let normed = self.post_attention_layernorm.forward(&x)?;
+        let mlp = match &cache {
+            Some((cache, _)) => self
+                .mlp
+                .forward_fused(&normed, &cache.fused.gate_up_weight)?,
+            None => self.mlp.forward(&normed)?,
+        };
+        Ok(x.f_add(&mlp)?)
+    }
+
     fn new(path: nn::Path, cfg: &Config) -> Result<Self> {
         Ok(Self {
             self_attn: SelfAttention::new(&path / "self_attn", cfg)?,
@@ -735,26 +761,11 @@ impl Qwen2 {
         let (cos, sin) = rotary(positions, self.config.head_dim(), self.theta, self.kind())?;
         let mut x = Tensor::f_embedding(&self.embed_tokens, input_ids, -1, false, false)?;
         for (index, layer) in self.layers.iter().enumerate() {
-            let mut layer_cache = match cache.as_deref_mut() {
+            let layer_cache = match cache.as_deref_mut() {
                 Some(cache) => Some((&mut cache.layers[index], past)),
                 None => None,
             };
-            let normed = layer.input_layernorm.forward(&x)?;
-            let attended = layer.self_attn.forward(
-                &normed,
-                (&cos, &sin),
-                &mask,
-                layer_cache.as_mut().map(|(c, p)| (&mut **c, *p)),
-            )?;
-            x = x.f_add(&attended)?;
-            let normed = layer.post_attention_layernorm.forward(&x)?;
-            let mlp = match &layer_cache {
-                Some((cache, _)) => layer
-                    .mlp
-                    .forward_fused(&normed, &cache.fused.gate_up_weight)?,
-                None => layer.mlp.forward(&normed)?,
-            };
-            x = x.f_add(&mlp)?;
+            x = layer.forward(&x, (&cos, &sin), &mask, layer_cache)?;
         }
         if let Some(cache) = cache {
             cache.len += new;
@@ -762,9 +773,103 @@ impl Qwen2 {
         self.norm.forward(&x)
     }
 
+    /// [`Qwen2::forward`] for training with activation checkpointing: the layers run without
+    /// building a graph, keeping only each layer's input; the returned hidden states carry a
+    /// graph through `model.norm` only. After `backward` of a loss computed from them, call
+    /// [`Checkpoints::backward`], which recomputes each layer from its saved input (last
+    /// first) and back-propagates through it: the same gradients, with one layer's
+    /// activations alive at a time instead of all of them (one extra forward of the layers).
+    /// Right-padded rows only (no key mask, no cache), as training uses.
+    pub fn forward_checkpointed(
+        &self,
+        input_ids: &Tensor,
+        positions: &Tensor,
+    ) -> Result<(Tensor, Checkpoints<'_>)> {
+        let size = input_ids.size();
+        if size.len() != 2 || positions.size() != size {
+            return Err(TorchError::Invalid(format!(
+                "`input_ids` {size:?} and `positions` {:?} must both be [batch, seq]",
+                positions.size()
+            )));
+        }
+        let mask = Mask::new(None, 0, size[1], self.device())?;
+        let (cos, sin) = rotary(positions, self.config.head_dim(), self.theta, self.kind())?;
+        let mut inputs = Vec::with_capacity(self.layers.len());
+        let last = tch::no_grad(|| -> Result<Tensor> {
+            let mut x = Tensor::f_embedding(&self.embed_tokens, input_ids, -1, false, false)?;
+            for layer in &self.layers {
+                let next = layer.forward(&x, (&cos, &sin), &mask, None)?;
+                inputs.push(x);
+                x = next;
+            }
+            Ok(x)
+        })?;
+        let last = last.f_detach()?.f_requires_grad_(true)?;
+        let hidden = self.norm.forward(&last)?;
+        Ok((
+            hidden,
+            Checkpoints {
+                model: self,
+                input_ids: input_ids.shallow_clone(),
+                inputs,
+                last,
+                cos,
+                sin,
+                mask,
+            },
+        ))
+    }
+
     /// Logits over the vocabulary for hidden states.
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(hidden.f_linear::<Tensor>(&self.lm_head, None)?)
+    }
+}
+
+/// What [`Qwen2::forward_checkpointed`] kept: each layer's input, and the last layer's output
+/// as the leaf the loss's gradient arrives at.
+#[derive(Debug)]
+pub struct Checkpoints<'a> {
+    model: &'a Qwen2,
+    input_ids: Tensor,
+    inputs: Vec<Tensor>,
+    last: Tensor,
+    cos: Tensor,
+    sin: Tensor,
+    mask: Mask,
+}
+
+impl Checkpoints<'_> {
+    /// Back-propagates the gradient that reached the last layer's output through every layer
+    /// (recomputed) and the embedding, accumulating into the weights' gradients. The
+    /// gradient of a recomputed layer's inputs and weights is that of
+    /// `sum(output * upstream_gradient)`. Call once, after `backward` of the loss.
+    pub fn backward(self) -> Result<()> {
+        let mut upstream = self.last.grad();
+        if !upstream.defined() {
+            return Err(TorchError::Invalid(
+                "no gradient reached the checkpointed layers: call `backward` on the loss first"
+                    .into(),
+            ));
+        }
+        for (layer, input) in self.model.layers.iter().zip(&self.inputs).rev() {
+            let input = input.f_detach()?.f_requires_grad_(true)?;
+            let output = layer.forward(&input, (&self.cos, &self.sin), &self.mask, None)?;
+            output
+                .f_mul(&upstream)?
+                .f_sum(output.kind())?
+                .f_backward()?;
+            upstream = input.grad();
+        }
+        let embedded =
+            Tensor::f_embedding(&self.model.embed_tokens, &self.input_ids, -1, false, false)?;
+        if embedded.requires_grad() {
+            embedded
+                .f_mul(&upstream)?
+                .f_sum(embedded.kind())?
+                .f_backward()?;
+        }
+        Ok(())
     }
 }
 

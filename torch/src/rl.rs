@@ -13,7 +13,7 @@
 use tch::{Kind, Tensor};
 
 use crate::error::{Result, TorchError};
-use crate::qwen2::Qwen2;
+use crate::qwen2::{Checkpoints, Qwen2};
 
 /// Right-padded sequences (prompt then response) for a forward pass with targets.
 #[derive(Debug)]
@@ -79,13 +79,43 @@ pub fn token_logprobs(
     chunk: i64,
     with_entropy: bool,
 ) -> Result<(Tensor, Option<Tensor>)> {
+    // Right padding needs no mask: causality already hides later padding from real tokens.
+    let hidden = model.forward(ids, &positions(ids)?, None, None)?;
+    head_logprobs(model, &hidden, ids, chunk, with_entropy)
+}
+
+/// [`token_logprobs`] with activation checkpointing ([`Qwen2::forward_checkpointed`]): after
+/// `backward` of a loss computed from them, call [`Checkpoints::backward`].
+pub fn token_logprobs_checkpointed<'a>(
+    model: &'a Qwen2,
+    ids: &Tensor,
+    chunk: i64,
+    with_entropy: bool,
+) -> Result<(Tensor, Option<Tensor>, Checkpoints<'a>)> {
+    let (hidden, checkpoints) = model.forward_checkpointed(ids, &positions(ids)?)?;
+    let (logprobs, entropy) = head_logprobs(model, &hidden, ids, chunk, with_entropy)?;
+    Ok((logprobs, entropy, checkpoints))
+}
+
+/// `0..length` for every row of `ids` (`[batch, length]`).
+fn positions(ids: &Tensor) -> Result<Tensor> {
     let size = ids.size();
     let (batch, length) = (size[0], size[1]);
-    let positions = Tensor::f_arange(length, (Kind::Int64, ids.device()))?
+    Ok(Tensor::f_arange(length, (Kind::Int64, ids.device()))?
         .f_unsqueeze(0)?
-        .f_expand([batch, length], false)?;
-    // Right padding needs no mask: causality already hides later padding from real tokens.
-    let hidden = model.forward(ids, &positions, None, None)?;
+        .f_expand([batch, length], false)?)
+}
+
+/// The head, fp32 log-softmax and (optionally) entropy over `hidden`, `chunk` positions at a
+/// time.
+fn head_logprobs(
+    model: &Qwen2,
+    hidden: &Tensor,
+    ids: &Tensor,
+    chunk: i64,
+    with_entropy: bool,
+) -> Result<(Tensor, Option<Tensor>)> {
+    let length = ids.size()[1];
     let targets = ids.f_narrow(1, 1, length - 1)?;
     let chunk = chunk.max(1);
     let mut logprobs = Vec::new();

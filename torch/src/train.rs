@@ -13,8 +13,11 @@ use peirce_tasks::AnswerKind;
 use tch::{nn, Kind, Tensor};
 
 use crate::error::{Result, TorchError};
-use crate::qwen2::Qwen2;
-use crate::rl::{reinforce_pp_loss, token_logprobs, LossConfig, Sequences};
+use crate::optim::{AdamWConfig, MasterAdamW, Optimizer, StatePlacement};
+use crate::qwen2::{Checkpoints, Qwen2};
+use crate::rl::{
+    reinforce_pp_loss, token_logprobs, token_logprobs_checkpointed, LossConfig, Sequences,
+};
 use crate::sampler::{generate, Finish, SamplingParams};
 use crate::tokenizer::Tokenizer;
 
@@ -35,6 +38,10 @@ pub struct TrainConfig {
     pub logprob_chunk: i64,
     /// REINFORCE++'s coefficients.
     pub loss: LossConfig,
+    /// Recompute each decoder layer in the backward instead of keeping its activations.
+    pub gradient_checkpointing: bool,
+    /// Where the fp32 master weights and AdamW moments live.
+    pub optimizer_state: StatePlacement,
 }
 
 impl Default for TrainConfig {
@@ -47,21 +54,59 @@ impl Default for TrainConfig {
             micro_batch: 8,
             logprob_chunk: 256,
             loss: LossConfig::default(),
+            gradient_checkpointing: false,
+            optimizer_state: StatePlacement::WithModel,
         }
     }
 }
 
-/// AdamW over `vs`'s trainable variables.
-pub fn adamw(vs: &nn::VarStore, config: &TrainConfig) -> Result<nn::Optimizer> {
-    use nn::OptimizerConfig;
-    Ok(nn::AdamW {
-        beta1: config.betas.0,
-        beta2: config.betas.1,
-        wd: config.weight_decay,
-        eps: 1e-8,
-        amsgrad: false,
+/// AdamW with fp32 master weights over `vs`'s trainable variables ([`MasterAdamW`]), for
+/// rank `rank` of `ranks` (its share of the optimizer state).
+pub fn adamw(
+    vs: &nn::VarStore,
+    config: &TrainConfig,
+    rank: usize,
+    ranks: usize,
+) -> Result<MasterAdamW> {
+    MasterAdamW::new(
+        vs,
+        AdamWConfig {
+            lr: config.lr,
+            betas: config.betas,
+            eps: 1e-8,
+            weight_decay: config.weight_decay,
+        },
+        config.optimizer_state,
+        rank,
+        ranks,
+    )
+}
+
+/// Log-probabilities (and entropies) of `ids` under `model` with a graph for the backward;
+/// with `config.gradient_checkpointing`, also the layers to recompute in [`backward`].
+fn trained_logprobs<'a>(
+    model: &'a Qwen2,
+    ids: &Tensor,
+    config: &TrainConfig,
+    with_entropy: bool,
+) -> Result<(Tensor, Option<Tensor>, Option<Checkpoints<'a>>)> {
+    if config.gradient_checkpointing {
+        let (logprobs, entropy, checkpoints) =
+            token_logprobs_checkpointed(model, ids, config.logprob_chunk, with_entropy)?;
+        Ok((logprobs, entropy, Some(checkpoints)))
+    } else {
+        let (logprobs, entropy) = token_logprobs(model, ids, config.logprob_chunk, with_entropy)?;
+        Ok((logprobs, entropy, None))
     }
-    .build(vs, config.lr)?)
+}
+
+/// Back-propagates `loss`, through the recomputed layers when checkpointed.
+fn backward(loss: &Tensor, checkpoints: Option<Checkpoints<'_>>) -> Result<()> {
+    loss.f_backward()?;
+    if let Some(checkpoints) = checkpoints {
+        checkpoints.backward()?;
+    }
+    Ok(())
 }
 
 /// Scales all gradients so their global norm is at most `max`; returns the norm before.
@@ -102,7 +147,7 @@ pub fn clip_grad_norm(vs: &nn::VarStore, max: f64) -> Result<f64> {
 pub fn sft_step(
     model: &Qwen2,
     vs: &nn::VarStore,
-    optimizer: &mut nn::Optimizer,
+    optimizer: &mut (impl Optimizer + ?Sized),
     pairs: &[(Vec<i64>, Vec<i64>)],
     pad: i64,
     config: &TrainConfig,
@@ -116,17 +161,17 @@ pub fn sft_step(
             .map(|(p, t)| (p.as_slice(), t.as_slice()))
             .collect();
         let seqs = Sequences::new(&views, pad, model.device())?;
-        let (logprobs, _) = token_logprobs(model, &seqs.ids, config.logprob_chunk, false)?;
+        let (logprobs, _, checkpoints) = trained_logprobs(model, &seqs.ids, config, false)?;
         let loss = logprobs
             .f_mul(&seqs.target_mask)?
             .f_sum(Kind::Float)?
             .f_neg()?
             .f_div_scalar(tokens.max(1) as f64)?;
-        loss.f_backward()?;
+        backward(&loss, checkpoints)?;
         total += loss.f_double_value(&[])?;
     }
     clip_grad_norm(vs, config.grad_clip)?;
-    optimizer.step();
+    optimizer.step()?;
     optimizer.zero_grad();
     Ok(total)
 }
@@ -297,7 +342,7 @@ impl Algorithm {
 pub fn policy_step(
     policy: &Qwen2,
     vs: &nn::VarStore,
-    optimizer: &mut nn::Optimizer,
+    optimizer: &mut (impl Optimizer + ?Sized),
     reference: &Qwen2,
     rollouts: &[Rollout],
     algorithm: Algorithm,
@@ -340,7 +385,7 @@ pub fn policy_step(
             .f_mul(&seqs.target_mask)?;
         let (reference_logprobs, _) =
             tch::no_grad(|| token_logprobs(reference, &seqs.ids, config.logprob_chunk, false))?;
-        let (logprobs, entropy) = token_logprobs(policy, &seqs.ids, config.logprob_chunk, true)?;
+        let (logprobs, entropy, checkpoints) = trained_logprobs(policy, &seqs.ids, config, true)?;
         let entropy = entropy.ok_or_else(|| TorchError::Invalid("entropy missing".into()))?;
         let loss = reinforce_pp_loss(
             &logprobs,
@@ -352,13 +397,13 @@ pub fn policy_step(
             tokens as f64,
             &config.loss,
         )?;
-        loss.total.f_backward()?;
+        backward(&loss.total, checkpoints)?;
         stats.kl += loss.kl.f_double_value(&[])?;
         stats.entropy += loss.entropy.f_double_value(&[])?;
         stats.clipped += loss.clipped.f_double_value(&[])?;
     }
     stats.grad_norm = clip_grad_norm(vs, config.grad_clip)?;
-    optimizer.step();
+    optimizer.step()?;
     optimizer.zero_grad();
     Ok(stats)
 }

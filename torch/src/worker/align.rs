@@ -23,6 +23,7 @@ use peirce_protocol::params::{self, Algorithm as Estimator, TorchKind, TrainPara
 use peirce_protocol::{WorkerError, WorkerSpec};
 
 use crate::data;
+use crate::optim::StatePlacement;
 use crate::pretrained::Model;
 use crate::sampler::SamplingParams;
 use crate::train::{self, Algorithm, Example, TrainConfig};
@@ -67,6 +68,10 @@ pub fn run(spec: &WorkerSpec, kind: TorchKind, device: Device) -> Result<(), Wor
         micro_batch: params.micro_batch.get() as usize,
         ..TrainConfig::default()
     };
+    config.gradient_checkpointing = params.gradient_checkpointing;
+    if params.optimizer_offload {
+        config.optimizer_state = StatePlacement::Host;
+    }
     config.loss.kl_coef = params.kl_coef;
     config.loss.entropy_coef = params.entropy_coef;
     config.loss.clip = params.clip;
@@ -131,7 +136,7 @@ pub fn run(spec: &WorkerSpec, kind: TorchKind, device: Device) -> Result<(), Wor
         WorkerError::failed(format!("cannot create `{}`: {e}", metrics_path.display()))
     })?;
     let mut rows = Vec::new();
-    let mut optimizer = train::adamw(&policy.vs, &config)?;
+    let mut optimizer = train::adamw(&policy.vs, &config, 0, 1)?;
     let total_steps = (steps * curriculum.len()) as u64;
     let mut global = 0u64;
     for level in &curriculum {
@@ -216,7 +221,15 @@ pub fn run(spec: &WorkerSpec, kind: TorchKind, device: Device) -> Result<(), Wor
     std::fs::write(out.join("eval.json"), format!("{eval:#}\n"))
         .map_err(|e| WorkerError::failed(format!("cannot write eval.json: {e}")))?;
     plot_curves(&rows, &out.join("curves.png"))?;
-    policy.save(out, dtype, None)?;
+    // The fp32 masters, not the model's compute-dtype copy: at lr 5e-7 a whole stage moves a
+    // weight by about one bf16 step, which rounding would throw away.
+    let masters = optimizer.masters().into_iter().collect();
+    policy.save_with(
+        out,
+        crate::pretrained::kind_of(params.save_dtype),
+        None,
+        &masters,
+    )?;
     Ok(())
 }
 

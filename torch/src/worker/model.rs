@@ -122,7 +122,7 @@ impl Warmup {
             weight_decay: 0.01,
             ..TrainConfig::default()
         };
-        let mut optimizer = train::adamw(&model.vs, &config)?;
+        let mut optimizer = train::adamw(&model.vs, &config, 0, 1)?;
         tch::manual_seed(self.seed as i64);
         let mut order: Vec<usize> = Vec::new();
         let mut rows = Vec::with_capacity(self.steps);

@@ -1,0 +1,333 @@
+//! AdamW with fp32 master weights, as mixed-precision training does it (verl's FSDP, DeepSpeed's
+//! bf16 optimizer): the model computes in its own dtype (bfloat16 on GPUs), while a float32
+//! copy of every weight and AdamW's two moments, also float32, take the update. After each
+//! step the model's weights are refreshed from the masters.
+//!
+//! Why: at the paper's learning rate (5e-7, arXiv 2505.10554) an update is far below a bf16
+//! weight's resolution (8 bits of mantissa: a weight of 0.02 moves in steps of 1.2e-4), so
+//! pure-bf16 AdamW rounds almost every update away. The master weights keep them.
+//!
+//! Where the state lives ([`StatePlacement`]): with the model (16 bytes per parameter for a
+//! bf16 model, 12 of them the state), or in host memory (`optimizer_offload`), where the
+//! update runs on the CPU and only the gradients go down and the refreshed weights go up.
+//! A model trained in float32 on its own device keeps no second copy: its weights are the
+//! masters and are updated in place.
+//!
+//! Sharding (ZeRO stage 1 at tensor granularity): given the rank and the number of ranks, each
+//! tensor's master and moments are kept by one rank only (a balanced split by size,
+//! [`shard_owners`]), which updates it; the trainer then broadcasts the refreshed weights from
+//! their owners ([`crate::parallel`]). N ranks each hold about 1/N of the optimizer state.
+
+use std::collections::BTreeMap;
+
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::error::{Result, TorchError};
+
+/// What the trainers need of an optimizer: [`MasterAdamW`], or libtorch's own optimizers
+/// (the benches' pure-bf16 reference: AdamW with its state in the weights' dtype).
+pub trait Optimizer {
+    /// Applies one update from the current gradients.
+    fn step(&mut self) -> Result<()>;
+    /// Zeroes the gradients.
+    fn zero_grad(&mut self);
+}
+
+impl Optimizer for nn::Optimizer {
+    fn step(&mut self) -> Result<()> {
+        nn::Optimizer::step(self);
+        Ok(())
+    }
+
+    fn zero_grad(&mut self) {
+        nn::Optimizer::zero_grad(self);
+    }
+}
+
+impl Optimizer for MasterAdamW {
+    fn step(&mut self) -> Result<()> {
+        MasterAdamW::step(self)
+    }
+
+    fn zero_grad(&mut self) {
+        MasterAdamW::zero_grad(self);
+    }
+}
+
+/// Where the fp32 master weights and AdamW moments live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatePlacement {
+    /// On the model's device.
+    WithModel,
+    /// In host memory; the update runs on the CPU (`optimizer_offload = true`).
+    Host,
+}
+
+/// AdamW's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct AdamWConfig {
+    /// Learning rate (constant).
+    pub lr: f64,
+    /// The moments' decay rates.
+    pub betas: (f64, f64),
+    /// Added to the second moment's root.
+    pub eps: f64,
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+}
+
+/// One weight this rank updates.
+#[derive(Debug)]
+struct Entry {
+    /// The model's variable (its compute dtype, on its device).
+    param: Tensor,
+    /// The fp32 master, or `None` when `param` itself is the master (fp32, with the model).
+    master: Option<Tensor>,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+}
+
+impl Entry {
+    fn master(&self) -> &Tensor {
+        self.master.as_ref().unwrap_or(&self.param)
+    }
+}
+
+/// AdamW over a model's trainable variables with fp32 masters (see the module docs).
+#[derive(Debug)]
+pub struct MasterAdamW {
+    config: AdamWConfig,
+    placement: StatePlacement,
+    /// Every trainable variable, by name (sorted), with the rank that owns its state.
+    names: Vec<String>,
+    owners: Vec<usize>,
+    /// This rank's entries, by index into `names`.
+    entries: BTreeMap<usize, Entry>,
+    /// All trainable variables (also those other ranks own), in `names` order.
+    params: Vec<Tensor>,
+    steps: i64,
+}
+
+/// Assigns each of `sizes` (element counts) to one of `ranks` ranks, largest first onto the
+/// least loaded rank (ties: the lowest rank), so every rank holds about `1/ranks` of the total.
+pub fn shard_owners(sizes: &[i64], ranks: usize) -> Vec<usize> {
+    let ranks = ranks.max(1);
+    let mut order: Vec<usize> = (0..sizes.len()).collect();
+    order.sort_by_key(|&index| (std::cmp::Reverse(sizes[index]), index));
+    let mut load = vec![0i64; ranks];
+    let mut owners = vec![0usize; sizes.len()];
+    for index in order {
+        let rank = (0..ranks)
+            .min_by_key(|&rank| (load[rank], rank))
+            .expect("at least one rank");
+        owners[index] = rank;
+        load[rank] += sizes[index];
+    }
+    owners
+}
+
+impl MasterAdamW {
+    /// The optimizer of `vs`'s trainable variables for rank `rank` of `ranks` (1 for no
+    /// sharding), its state placed as `placement`.
+    pub fn new(
+        vs: &nn::VarStore,
+        config: AdamWConfig,
+        placement: StatePlacement,
+        rank: usize,
+        ranks: usize,
+    ) -> Result<Self> {
+        if rank >= ranks.max(1) {
+            return Err(TorchError::Invalid(format!(
+                "rank {rank} of {ranks} ranks does not exist"
+            )));
+        }
+        let trainable: Vec<(String, Tensor)> = {
+            let mut all: Vec<(String, Tensor)> = vs
+                .variables()
+                .into_iter()
+                .filter(|(_, tensor)| tensor.requires_grad())
+                .collect();
+            all.sort_by(|a, b| a.0.cmp(&b.0));
+            all
+        };
+        let sizes: Vec<i64> = trainable.iter().map(|(_, t)| t.numel() as i64).collect();
+        let owners = shard_owners(&sizes, ranks);
+        let state_device = match placement {
+            StatePlacement::WithModel => vs.device(),
+            StatePlacement::Host => Device::Cpu,
+        };
+        let mut entries = BTreeMap::new();
+        tch::no_grad(|| -> Result<()> {
+            for (index, (_, param)) in trainable.iter().enumerate() {
+                if owners[index] != rank {
+                    continue;
+                }
+                let in_place = param.kind() == Kind::Float && param.device() == state_device;
+                let master = if in_place {
+                    None
+                } else {
+                    Some(
+                        param
+                            .f_to_device(state_device)?
+                            .f_to_kind(Kind::Float)?
+                            .f_detach()?
+                            .f_contiguous()?,
+                    )
+                };
+                let zeros = || Tensor::f_zeros(param.size(), (Kind::Float, state_device));
+                entries.insert(
+                    index,
+                    Entry {
+                        param: param.shallow_clone(),
+                        master,
+                        exp_avg: zeros()?,
+                        exp_avg_sq: zeros()?,
+                    },
+                );
+            }
+            Ok(())
+        })?;
+        Ok(Self {
+            config,
+            placement,
+            names: trainable.iter().map(|(name, _)| name.clone()).collect(),
+            owners,
+            entries,
+            params: trainable.into_iter().map(|(_, tensor)| tensor).collect(),
+            steps: 0,
+        })
+    }
+
+    /// The trainable variables, sorted by name, each with the rank that owns its state.
+    pub fn layout(&self) -> impl Iterator<Item = (&str, &Tensor, usize)> {
+        self.names
+            .iter()
+            .zip(&self.params)
+            .zip(&self.owners)
+            .map(|((name, param), owner)| (name.as_str(), param, *owner))
+    }
+
+    /// Where the state lives.
+    pub fn placement(&self) -> StatePlacement {
+        self.placement
+    }
+
+    /// Bytes of optimizer state (masters kept apart from the model, and moments) on this rank.
+    pub fn state_bytes(&self) -> u64 {
+        self.entries
+            .values()
+            .map(|entry| {
+                let elements = entry.exp_avg.numel() as u64;
+                let masters = if entry.master.is_some() { elements } else { 0 };
+                4 * (2 * elements + masters)
+            })
+            .sum()
+    }
+
+    /// Elements of the trainable variables this rank keeps state for, and of all of them.
+    pub fn share(&self) -> (u64, u64) {
+        let mine = self
+            .entries
+            .values()
+            .map(|entry| entry.exp_avg.numel() as u64)
+            .sum();
+        let all = self.params.iter().map(|p| p.numel() as u64).sum();
+        (mine, all)
+    }
+
+    /// Updates this rank's weights from their gradients (already summed over ranks and
+    /// clipped), then refreshes the model's copies of them. Weights without a gradient are left
+    /// alone. Other ranks' weights are theirs to update and broadcast.
+    pub fn step(&mut self) -> Result<()> {
+        self.steps += 1;
+        let AdamWConfig {
+            lr,
+            betas: (beta1, beta2),
+            eps,
+            weight_decay,
+        } = self.config;
+        let correction1 = 1.0 - beta1.powi(self.steps as i32);
+        let correction2_root = (1.0 - beta2.powi(self.steps as i32)).sqrt();
+        tch::no_grad(|| -> Result<()> {
+            for entry in self.entries.values_mut() {
+                let grad = entry.param.grad();
+                if !grad.defined() {
+                    continue;
+                }
+                let master = entry.master().shallow_clone();
+                let master = &master;
+                // Down to the state's device in the compute dtype (half the bytes), then fp32.
+                let grad = grad.f_to_device(master.device())?.f_to_kind(Kind::Float)?;
+                if weight_decay != 0.0 {
+                    let _ = master
+                        .shallow_clone()
+                        .f_mul_scalar_(1.0 - lr * weight_decay)?;
+                }
+                let _ = entry.exp_avg.f_lerp_(&grad, 1.0 - beta1)?;
+                let _ = entry
+                    .exp_avg_sq
+                    .f_mul_scalar_(beta2)?
+                    .f_addcmul_(&grad, &grad.f_mul_scalar(1.0 - beta2)?)?;
+                let denominator = entry
+                    .exp_avg_sq
+                    .f_sqrt()?
+                    .f_div_scalar_(correction2_root)?
+                    .f_add_scalar_(eps)?;
+                let _ = master.shallow_clone().f_addcdiv_(
+                    &entry.exp_avg.f_mul_scalar(-lr / correction1)?,
+                    &denominator,
+                )?;
+                if entry.master.is_some() {
+                    entry.param.shallow_clone().f_copy_(master)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Zeroes every trainable variable's gradient.
+    pub fn zero_grad(&self) {
+        for param in &self.params {
+            let mut grad = param.grad();
+            if grad.defined() {
+                let _ = grad.zero_();
+            }
+        }
+    }
+
+    /// The fp32 master of every weight this rank owns, by name (the model's own variable where
+    /// it is its master).
+    pub fn masters(&self) -> Vec<(String, Tensor)> {
+        self.entries
+            .iter()
+            .map(|(index, entry)| (self.names[*index].clone(), entry.master().shallow_clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_balanced_by_size_and_cover_every_tensor() {
+        let sizes = [100, 10, 60, 40, 30, 30, 5];
+        let owners = shard_owners(&sizes, 2);
+        let load = |rank| -> i64 {
+            sizes
+                .iter()
+                .zip(&owners)
+                .filter(|(_, owner)| **owner == rank)
+                .map(|(size, _)| size)
+                .sum()
+        };
+        assert_eq!(load(0) + load(1), 275);
+        assert!((load(0) - load(1)).abs() <= 10, "{owners:?}");
+        assert_eq!(shard_owners(&sizes, 1), vec![0; 7]);
+        // More ranks than tensors: each tensor on its own rank.
+        let mut alone = shard_owners(&[3, 2, 1], 5);
+        alone.sort_unstable();
+        alone.dedup();
+        assert_eq!(alone.len(), 3);
+    }
+}
