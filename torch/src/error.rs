@@ -76,6 +76,10 @@ pub enum TorchError {
     /// Bad arguments to generation or training.
     #[error("Invalid argument: {0}")]
     Invalid(String),
+    /// A process group ([`crate::dist`]) failed: its rendezvous, or a collective operation
+    /// (a peer died, timed out or disagreed). The message names the rank and the operation.
+    #[error("Distributed: {0}")]
+    Dist(String),
     /// An error reported by libtorch.
     #[error("libtorch: {0}")]
     Torch(#[from] tch::TchError),

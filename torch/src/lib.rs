@@ -2,8 +2,9 @@
 //!
 //! The Qwen2 decoder ([`qwen2`]), Hugging Face safetensors checkpoints ([`checkpoint`]),
 //! tokenizers ([`tokenizer`]), complete model folders and tiny models for tests and the
-//! CPU workflow ([`pretrained`]), the batched KV-cache sampler ([`sampler`]), and the node kinds
-//! that run in the `peirce-worker` process ([`worker`]).
+//! CPU workflow ([`pretrained`]), the batched KV-cache sampler ([`sampler`]), data-parallel
+//! communication between worker processes ([`dist`]), and the node kinds that run in the
+//! `peirce-worker` process ([`worker`]).
 //!
 //! It is the only crate of peirce that links libtorch (docs/architecture.md §2): the `peirce` CLI and
 //! engine start the worker as a separate process per node, so they stay fast to start and
@@ -14,6 +15,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod device;
+pub mod dist;
 pub mod error;
 pub mod optim;
 pub mod pretrained;

@@ -1,0 +1,3 @@
+// peirce: declaration stand-in for Gloo's <gloo/algorithm.h> (see ../README.md).
+// ProcessGroupGloo.hpp includes it but names nothing from it.
+#pragma once
