@@ -249,6 +249,10 @@ kind_params! {
         pub optimizer_offload: bool = false,
         /// Recompute each decoder layer in the backward instead of keeping its activations
         pub gradient_checkpointing: bool = false,
+        /// Data-parallel ranks on the CPU (default: one per granted GPU, else 1)
+        pub ranks: Option<NonZeroU32> = None,
+        /// With several ranks, each keeps the fp32 masters and AdamW state of 1/N of the weights (ZeRO stage 1)
+        pub shard_optimizer: bool = true,
     }
 }
 
@@ -277,6 +281,8 @@ kind_params! {
         pub seed: u64 = 0,
         /// Evaluation dtype: float32 or bfloat16
         pub dtype: Dtype = Dtype::Float32,
+        /// Ranks on the CPU, each grading a share of the prompts (default: one per granted GPU, else 1)
+        pub ranks: Option<NonZeroU32> = None,
     }
 }
 

@@ -10,7 +10,8 @@
 //! tokens, random logic-task rewards).
 //!
 //! It measures wall-clock time around whole calls, after warm-up, with the device
-//! synchronized on both sides of each timing; it does not profile kernels or report memory.
+//! synchronized on both sides of each timing, and the training step's peak GPU memory as the
+//! driver reports it; it does not profile kernels.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -22,6 +23,7 @@ use tch::{nn, Device, Kind};
 
 use crate::error::{read_json, Result, TorchError};
 use crate::optim::{Optimizer, StatePlacement};
+use crate::parallel::Ranks;
 use crate::pretrained::{self, parse_dtype, CONFIG};
 use crate::qwen2::{Config, Qwen2};
 use crate::sampler::{generate, Finish, SamplingParams};
@@ -329,6 +331,57 @@ fn synchronize(device: Device) {
     }
 }
 
+/// The most GPU memory this process held while it ran, as the driver counts it (the CUDA
+/// context plus everything libtorch's caching allocator reserved), sampled every 100 ms from
+/// `nvidia-smi --query-compute-apps`. The allocator keeps what it reserved, so its peak is
+/// still there at the next sample.
+struct GpuMemoryProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Option<u64>>>,
+}
+
+impl GpuMemoryProbe {
+    fn start(device: Device) -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let thread = device.is_cuda().then(|| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let pid = std::process::id().to_string();
+                let mut peak: Option<u64> = None;
+                loop {
+                    let last = stop.load(std::sync::atomic::Ordering::SeqCst);
+                    let output = std::process::Command::new("nvidia-smi")
+                        .args([
+                            "--query-compute-apps=pid,used_memory",
+                            "--format=csv,noheader,nounits",
+                        ])
+                        .output()
+                        .ok()?;
+                    for line in String::from_utf8_lossy(&output.stdout).lines() {
+                        let mut fields = line.split(',').map(str::trim);
+                        if fields.next() == Some(pid.as_str()) {
+                            if let Some(mib) = fields.next().and_then(|f| f.parse::<u64>().ok()) {
+                                peak = Some(peak.map_or(mib, |p| p.max(mib)));
+                            }
+                        }
+                    }
+                    if last {
+                        return peak;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+            })
+        });
+        Self { stop, thread }
+    }
+
+    /// The peak in MiB (`None` on the CPU, or without `nvidia-smi`).
+    fn stop(self) -> Option<u64> {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.and_then(|thread| thread.join().ok().flatten())
+    }
+}
+
 /// Runs the benchmark; the result is the JSON line `peirce-worker bench` prints.
 pub fn run(options: &BenchOptions) -> Result<serde_json::Value> {
     if options.threads > 0 {
@@ -483,6 +536,7 @@ fn train(
         BenchOptimizer::Pure => Box::new(nn::AdamW::default().build(policy_vs, config.lr)?),
         _ => Box::new(train::adamw(policy_vs, &config, 0, 1)?),
     };
+    let ranks = Ranks::single(device);
     let mut step = || {
         train::policy_step(
             policy,
@@ -493,8 +547,10 @@ fn train(
             Algorithm::ReinforcePlusPlus,
             0,
             &config,
+            &ranks,
         )
     };
+    let memory = GpuMemoryProbe::start(device);
     for _ in 0..options.train_warmup {
         step()?;
     }
@@ -522,6 +578,8 @@ fn train(
         "response_tokens_per_second": stats.tokens as f64 / seconds,
         "kl": stats.kl,
         "grad_norm": stats.grad_norm,
+        "peak_gpu_memory_mib": memory.stop(),
+        "optimizer_state_on_host": options.optimizer == BenchOptimizer::Offload,
     }))
 }
 

@@ -18,6 +18,7 @@ pub mod device;
 pub mod dist;
 pub mod error;
 pub mod optim;
+pub mod parallel;
 pub mod pretrained;
 pub mod qwen2;
 pub mod rl;

@@ -23,6 +23,7 @@ use std::collections::BTreeMap;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::error::{Result, TorchError};
+use crate::parallel::Ranks;
 
 /// What the trainers need of an optimizer: [`MasterAdamW`], or libtorch's own optimizers
 /// (the benches' pure-bf16 reference: AdamW with its state in the weights' dtype).
@@ -31,6 +32,12 @@ pub trait Optimizer {
     fn step(&mut self) -> Result<()>;
     /// Zeroes the gradients.
     fn zero_grad(&mut self);
+    /// After [`Optimizer::step`] on every rank: makes the ranks' weights equal again where
+    /// each rank updated only its own share (sharded state). Nothing to do otherwise.
+    fn share_update(&self, ranks: &Ranks) -> Result<()> {
+        let _ = ranks;
+        Ok(())
+    }
 }
 
 impl Optimizer for nn::Optimizer {
@@ -51,6 +58,13 @@ impl Optimizer for MasterAdamW {
 
     fn zero_grad(&mut self) {
         MasterAdamW::zero_grad(self);
+    }
+
+    fn share_update(&self, ranks: &Ranks) -> Result<()> {
+        if self.is_sharded() {
+            ranks.broadcast_weights(self)?;
+        }
+        Ok(())
     }
 }
 
@@ -105,6 +119,8 @@ pub struct MasterAdamW {
     entries: BTreeMap<usize, Entry>,
     /// All trainable variables (also those other ranks own), in `names` order.
     params: Vec<Tensor>,
+    /// How many ranks share the state (1: this rank keeps all of it).
+    shards: usize,
     steps: i64,
 }
 
@@ -194,6 +210,7 @@ impl MasterAdamW {
             owners,
             entries,
             params: trainable.into_iter().map(|(_, tensor)| tensor).collect(),
+            shards: ranks.max(1),
             steps: 0,
         })
     }
@@ -205,6 +222,11 @@ impl MasterAdamW {
             .zip(&self.params)
             .zip(&self.owners)
             .map(|((name, param), owner)| (name.as_str(), param, *owner))
+    }
+
+    /// Whether other ranks keep (and update) part of the state.
+    pub fn is_sharded(&self) -> bool {
+        self.shards > 1
     }
 
     /// Where the state lives.
@@ -278,7 +300,13 @@ impl MasterAdamW {
                     &denominator,
                 )?;
                 if entry.master.is_some() {
-                    entry.param.shallow_clone().f_copy_(master)?;
+                    let mut param = entry.param.shallow_clone();
+                    if master.device() == param.device() {
+                        param.f_copy_(master)?;
+                    } else {
+                        // Rounded where the master lives, so half the bytes cross the bus.
+                        param.f_copy_(&master.f_to_kind(param.kind())?)?;
+                    }
                 }
             }
             Ok(())

@@ -14,6 +14,7 @@ use tch::{nn, Kind, Tensor};
 
 use crate::error::{Result, TorchError};
 use crate::optim::{AdamWConfig, MasterAdamW, Optimizer, StatePlacement};
+use crate::parallel::Ranks;
 use crate::qwen2::{Checkpoints, Qwen2};
 use crate::rl::{
     reinforce_pp_loss, token_logprobs, token_logprobs_checkpointed, LossConfig, Sequences,
@@ -246,24 +247,32 @@ pub fn rollouts(
 /// response token of row `i` carries return `rewards[i]` (gamma 1), so the token mean and
 /// variance are weighted by response lengths.
 pub fn whitened_advantages(rewards: &[f64], lengths: &[usize]) -> Vec<f64> {
-    let tokens: f64 = lengths.iter().map(|&n| n as f64).sum();
-    if tokens == 0.0 {
-        return vec![0.0; rewards.len()];
-    }
-    let mean = rewards
+    whitened_over(rewards, lengths, &Ranks::single(tch::Device::Cpu))
+        .expect("one rank needs no collective")
+}
+
+/// [`whitened_advantages`] with the token mean and variance taken over every rank's rows.
+fn whitened_over(rewards: &[f64], lengths: &[usize], ranks: &Ranks) -> Result<Vec<f64>> {
+    let weighted: f64 = rewards
         .iter()
         .zip(lengths)
         .map(|(r, &n)| r * n as f64)
-        .sum::<f64>()
-        / tokens;
-    let variance = rewards
+        .sum();
+    let local_tokens: f64 = lengths.iter().map(|&n| n as f64).sum();
+    let totals = ranks.sum(&[weighted, local_tokens])?;
+    let tokens = totals[1];
+    if tokens == 0.0 {
+        return Ok(vec![0.0; rewards.len()]);
+    }
+    let mean = totals[0] / tokens;
+    let squares: f64 = rewards
         .iter()
         .zip(lengths)
         .map(|(r, &n)| (r - mean).powi(2) * n as f64)
-        .sum::<f64>()
-        / tokens;
+        .sum();
+    let variance = ranks.sum(&[squares])?[0] / tokens;
     let scale = 1.0 / (variance + 1e-8).sqrt();
-    rewards.iter().map(|r| (r - mean) * scale).collect()
+    Ok(rewards.iter().map(|r| (r - mean) * scale).collect())
 }
 
 /// What one REINFORCE++ update saw and did.
@@ -322,22 +331,25 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
-    /// Per-row advantages for `rollouts`.
-    pub fn advantages(&self, rollouts: &[Rollout]) -> Vec<f64> {
+    /// Per-row advantages for `rollouts`, this rank's share of the batch: REINFORCE++ whitens
+    /// over every rank's tokens; GRPO's groups (one prompt's samples) never span ranks.
+    pub fn advantages(&self, rollouts: &[Rollout], ranks: &Ranks) -> Result<Vec<f64>> {
         let rewards: Vec<f64> = rollouts.iter().map(|r| r.score.total).collect();
         match self {
             Algorithm::ReinforcePlusPlus => {
                 let lengths: Vec<usize> = rollouts.iter().map(|r| r.response.len()).collect();
-                whitened_advantages(&rewards, &lengths)
+                whitened_over(&rewards, &lengths, ranks)
             }
-            Algorithm::Grpo { group } => group_advantages(&rewards, *group),
+            Algorithm::Grpo { group } => Ok(group_advantages(&rewards, *group)),
         }
     }
 }
 
 /// One policy-gradient update of `policy` on `rollouts` (REINFORCE++ or GRPO advantages,
 /// the same clipped, KL-regularized loss), with the KL measured against `reference` (the
-/// frozen starting model).
+/// frozen starting model). With several `ranks`, `rollouts` is this rank's share of the
+/// batch: the loss is normalized by the whole batch's token count, gradients are summed over
+/// ranks before clipping, and the returned statistics are the whole batch's.
 #[allow(clippy::too_many_arguments)]
 pub fn policy_step(
     policy: &Qwen2,
@@ -348,25 +360,28 @@ pub fn policy_step(
     algorithm: Algorithm,
     pad: i64,
     config: &TrainConfig,
+    ranks: &Ranks,
 ) -> Result<StepStats> {
     if rollouts.is_empty() {
-        return Err(TorchError::Invalid("no rollouts to train on".into()));
+        return Err(TorchError::Invalid(format!(
+            "no rollouts to train on (rank {} of {})",
+            ranks.rank(),
+            ranks.world()
+        )));
     }
-    let lengths: Vec<usize> = rollouts.iter().map(|r| r.response.len()).collect();
-    let rewards: Vec<f64> = rollouts.iter().map(|r| r.score.total).collect();
-    let advantages = algorithm.advantages(rollouts);
-    let tokens: usize = lengths.iter().sum();
-    let count = rollouts.len() as f64;
-    let mut stats = StepStats {
-        reward: rewards.iter().sum::<f64>() / count,
-        accuracy: rollouts.iter().filter(|r| r.score.is_correct()).count() as f64 / count,
-        format: rollouts.iter().filter(|r| r.score.format_ok).count() as f64 / count,
-        response_length: tokens as f64 / count,
-        tokens,
-        ..StepStats::default()
-    };
+    let advantages = algorithm.advantages(rollouts, ranks)?;
+    let local_tokens: usize = rollouts.iter().map(|r| r.response.len()).sum();
+    let totals = ranks.sum(&[
+        rollouts.len() as f64,
+        local_tokens as f64,
+        rollouts.iter().map(|r| r.score.total).sum(),
+        rollouts.iter().filter(|r| r.score.is_correct()).count() as f64,
+        rollouts.iter().filter(|r| r.score.format_ok).count() as f64,
+    ])?;
+    let (count, tokens) = (totals[0], totals[1]);
     optimizer.zero_grad();
     let micro = config.micro_batch.max(1);
+    let mut parts = [0.0f64; 3];
     for (index, chunk) in rollouts.chunks(micro).enumerate() {
         // An empty response has no token to train; give it the pad so shapes stay valid
         // (its mask is zero).
@@ -394,27 +409,42 @@ pub fn policy_step(
             &advantages,
             &entropy,
             &seqs.target_mask,
-            tokens as f64,
+            tokens,
             &config.loss,
         )?;
         backward(&loss.total, checkpoints)?;
-        stats.kl += loss.kl.f_double_value(&[])?;
-        stats.entropy += loss.entropy.f_double_value(&[])?;
-        stats.clipped += loss.clipped.f_double_value(&[])?;
+        parts[0] += loss.kl.f_double_value(&[])?;
+        parts[1] += loss.entropy.f_double_value(&[])?;
+        parts[2] += loss.clipped.f_double_value(&[])?;
     }
-    stats.grad_norm = clip_grad_norm(vs, config.grad_clip)?;
+    // Each rank's parts are its tokens' sums over the whole batch's count: they add up.
+    let parts = ranks.sum(&parts)?;
+    ranks.sync_gradients(vs)?;
+    let grad_norm = clip_grad_norm(vs, config.grad_clip)?;
     optimizer.step()?;
+    optimizer.share_update(ranks)?;
     optimizer.zero_grad();
-    Ok(stats)
+    Ok(StepStats {
+        reward: totals[2] / count,
+        accuracy: totals[3] / count,
+        format: totals[4] / count,
+        kl: parts[0],
+        entropy: parts[1],
+        response_length: tokens / count,
+        clipped: parts[2],
+        grad_norm,
+        tokens: tokens as usize,
+    })
 }
 
-/// Greedy accuracy and mean reward on `examples`.
+/// Greedy accuracy and mean reward on `examples` (split across `ranks`).
 pub fn evaluate(
     model: &Qwen2,
     tokenizer: &Tokenizer,
     examples: &[Example],
     batch: usize,
     sampling: &SamplingParams,
+    ranks: &Ranks,
 ) -> Result<(f64, f64)> {
     if examples.is_empty() {
         return Ok((0.0, 0.0));
@@ -423,11 +453,15 @@ pub fn evaluate(
         temperature: 0.0,
         ..sampling.clone()
     };
-    let graded = rollouts(model, tokenizer, examples, 1, batch, &greedy)?;
-    let count = graded.len() as f64;
-    let accuracy = graded.iter().filter(|r| r.score.is_correct()).count() as f64 / count;
-    let reward = graded.iter().map(|r| r.score.total).sum::<f64>() / count;
-    Ok((accuracy, reward))
+    // Each rank grades its share of the prompts; the counts are summed.
+    let graded = rollouts(model, tokenizer, ranks.split(examples), 1, batch, &greedy)?;
+    let totals = ranks.sum(&[
+        graded.len() as f64,
+        graded.iter().filter(|r| r.score.is_correct()).count() as f64,
+        graded.iter().map(|r| r.score.total).sum::<f64>(),
+    ])?;
+    let count = totals[0].max(1.0);
+    Ok((totals[1] / count, totals[2] / count))
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! docs are there and in the README).
 
 use std::io::Write;
+use std::path::Path;
 use std::time::Instant;
 
 use tch::Device;
@@ -24,9 +25,12 @@ use peirce_protocol::{WorkerError, WorkerSpec};
 
 use crate::data;
 use crate::optim::StatePlacement;
+use crate::parallel::Ranks;
 use crate::pretrained::Model;
 use crate::sampler::SamplingParams;
 use crate::train::{self, Algorithm, Example, TrainConfig};
+
+use super::ranks;
 
 /// A seeded permutation of `0..n` (splitmix64-driven Fisher-Yates).
 pub(crate) fn permutation(n: usize, seed: u64) -> Vec<usize> {
@@ -47,8 +51,29 @@ pub(crate) fn permutation(n: usize, seed: u64) -> Vec<usize> {
 }
 
 /// Runs an `align` or `domain-rl` node.
-pub fn run(spec: &WorkerSpec, kind: TorchKind, device: Device) -> Result<(), WorkerError> {
+pub fn run(
+    spec: &WorkerSpec,
+    spec_path: &Path,
+    kind: TorchKind,
+    device: Device,
+) -> Result<(), WorkerError> {
     let params = TrainParams::parse(kind, &spec.params)?;
+    let world = ranks::world_size(spec, params.ranks.map(|r| r.get()))?;
+    let launch = ranks::launch(spec, spec_path, world, device)?;
+    match train_node(spec, &params, &launch.ranks, launch.device) {
+        Ok(()) => launch.finish(),
+        // A collective that failed because another rank died: say which one.
+        Err(error) => Err(launch.explain(error)),
+    }
+}
+
+/// The node's work on one rank (rank 0 also writes the outputs).
+fn train_node(
+    spec: &WorkerSpec,
+    params: &TrainParams,
+    ranks: &Ranks,
+    device: Device,
+) -> Result<(), WorkerError> {
     let model_dir = spec.input("model")?;
     let data_dir = spec.input("data")?;
     let steps = params.steps.get() as usize;
@@ -84,6 +109,7 @@ pub fn run(spec: &WorkerSpec, kind: TorchKind, device: Device) -> Result<(), Wor
         Estimator::Grpo => Algorithm::Grpo { group: rollouts },
     };
 
+    // Every rank draws the same initial random state: the same weights, batches and seeds.
     tch::manual_seed(seed as i64);
     let policy = Model::load(model_dir, device, dtype)?;
     let mut reference = Model::load(model_dir, device, dtype)?;
@@ -123,12 +149,16 @@ pub fn run(spec: &WorkerSpec, kind: TorchKind, device: Device) -> Result<(), Wor
         &test_examples,
         rollout_batch,
         &sampling,
+        ranks,
     )?;
     metric(serde_json::json!({
         "phase": "eval", "when": "before", "accuracy": accuracy_before, "reward": reward_before,
     }));
 
+    // Rank 0 writes the outputs; the others' output folder stays empty (it is not published).
     let out = &spec.output_dir;
+    let scratch_out = spec.scratch_dir.join(format!("rank-{}", ranks.rank()));
+    let out = if ranks.is_first() { out } else { &scratch_out };
     std::fs::create_dir_all(out)
         .map_err(|e| WorkerError::failed(format!("cannot create `{}`: {e}", out.display())))?;
     let metrics_path = out.join("metrics.jsonl");
@@ -136,7 +166,20 @@ pub fn run(spec: &WorkerSpec, kind: TorchKind, device: Device) -> Result<(), Wor
         WorkerError::failed(format!("cannot create `{}`: {e}", metrics_path.display()))
     })?;
     let mut rows = Vec::new();
-    let mut optimizer = train::adamw(&policy.vs, &config, 0, 1)?;
+    let mut optimizer = if params.shard_optimizer {
+        train::adamw(&policy.vs, &config, ranks.rank(), ranks.world())?
+    } else {
+        train::adamw(&policy.vs, &config, 0, 1)?
+    };
+    if ranks.world() > 1 {
+        let (mine, all) = optimizer.share();
+        message(&format!(
+            "rank {} of {}: optimizer state for {mine} of {all} weights ({:.1} MiB)",
+            ranks.rank(),
+            ranks.world(),
+            optimizer.state_bytes() as f64 / (1u64 << 20) as f64
+        ));
+    }
     let total_steps = (steps * curriculum.len()) as u64;
     let mut global = 0u64;
     for level in &curriculum {
@@ -162,10 +205,11 @@ pub fn run(spec: &WorkerSpec, kind: TorchKind, device: Device) -> Result<(), Wor
                 ..sampling.clone()
             };
             let rollouts_started = Instant::now();
+            // This rank's share of the prompts (all samples of a prompt stay together).
             let sampled = train::rollouts(
                 &policy.net,
                 &policy.tokenizer,
-                &batch,
+                ranks.split(&batch),
                 rollouts,
                 rollout_batch,
                 &step_sampling,
@@ -180,6 +224,7 @@ pub fn run(spec: &WorkerSpec, kind: TorchKind, device: Device) -> Result<(), Wor
                 algorithm,
                 policy.special.pad,
                 &config,
+                ranks,
             )?;
             let seconds = started.elapsed().as_secs_f64();
             global += 1;
@@ -208,6 +253,7 @@ pub fn run(spec: &WorkerSpec, kind: TorchKind, device: Device) -> Result<(), Wor
         &test_examples,
         rollout_batch,
         &sampling,
+        ranks,
     )?;
     let eval = serde_json::json!({
         "task": task,
@@ -218,12 +264,16 @@ pub fn run(spec: &WorkerSpec, kind: TorchKind, device: Device) -> Result<(), Wor
     metric(serde_json::json!({
         "phase": "eval", "when": "after", "accuracy": accuracy_after, "reward": reward_after,
     }));
+    // The fp32 masters, not the model's compute-dtype copy: at lr 5e-7 a whole stage moves a
+    // weight by about one bf16 step, which rounding would throw away. Every rank takes part
+    // in gathering them (each sends the ones it owns).
+    let masters = ranks.gather_masters(&optimizer)?;
+    if !ranks.is_first() {
+        return Ok(());
+    }
     std::fs::write(out.join("eval.json"), format!("{eval:#}\n"))
         .map_err(|e| WorkerError::failed(format!("cannot write eval.json: {e}")))?;
     plot_curves(&rows, &out.join("curves.png"))?;
-    // The fp32 masters, not the model's compute-dtype copy: at lr 5e-7 a whole stage moves a
-    // weight by about one bf16 step, which rounding would throw away.
-    let masters = optimizer.masters().into_iter().collect();
     policy.save_with(
         out,
         crate::pretrained::kind_of(params.save_dtype),

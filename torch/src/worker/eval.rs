@@ -16,6 +16,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::Path;
 
 use serde_json::json;
 use tch::Device;
@@ -25,9 +26,12 @@ use peirce_protocol::params::{self, EvalParams};
 use peirce_protocol::{WorkerError, WorkerSpec};
 
 use crate::data;
+use crate::parallel::Ranks;
 use crate::pretrained::Model;
 use crate::sampler::SamplingParams;
 use crate::train::{self, Rollout};
+
+use super::ranks;
 
 /// The reasoning tasks of the paper; every other dataset is a domain set.
 const TASKS: [&str; 3] = ["deduction", "induction", "abduction"];
@@ -54,9 +58,54 @@ impl Tally {
     }
 }
 
-/// Runs an `eval` node.
-pub fn run(spec: &WorkerSpec, device: Device) -> Result<(), WorkerError> {
+impl Tally {
+    fn values(&self) -> [f64; 4] {
+        [
+            self.correct as f64,
+            self.count as f64,
+            self.reward,
+            self.tokens as f64,
+        ]
+    }
+
+    fn from_values(values: &[f64]) -> Self {
+        Self {
+            correct: values[0] as usize,
+            count: values[1] as usize,
+            reward: values[2],
+            tokens: values[3] as usize,
+        }
+    }
+}
+
+/// Sums tallies over ranks (in one collective).
+fn sum_tallies(ranks: &Ranks, tallies: &[Tally]) -> Result<Vec<Tally>, WorkerError> {
+    let flat: Vec<f64> = tallies.iter().flat_map(Tally::values).collect();
+    Ok(ranks
+        .sum(&flat)?
+        .chunks(4)
+        .map(Tally::from_values)
+        .collect())
+}
+
+/// Runs an `eval` node: on one device, or split across the node's ranks (one per granted
+/// GPU, see [`super::ranks`]), each grading its share of every dataset's prompts.
+pub fn run(spec: &WorkerSpec, spec_path: &Path, device: Device) -> Result<(), WorkerError> {
     let params = EvalParams::parse(&spec.params)?;
+    let world = ranks::world_size(spec, params.ranks.map(|r| r.get()))?;
+    let launch = ranks::launch(spec, spec_path, world, device)?;
+    match evaluate(spec, &params, &launch.ranks, launch.device) {
+        Ok(()) => launch.finish(),
+        Err(error) => Err(launch.explain(error)),
+    }
+}
+
+fn evaluate(
+    spec: &WorkerSpec,
+    params: &EvalParams,
+    ranks: &Ranks,
+    device: Device,
+) -> Result<(), WorkerError> {
     let label = params.label.clone().unwrap_or_else(|| spec.node.clone());
     let count = params.count.map(|c| c.get() as usize);
     let levels = params::levels(&params.levels);
@@ -120,33 +169,69 @@ pub fn run(spec: &WorkerSpec, device: Device) -> Result<(), WorkerError> {
 
     let mut rows = Vec::new();
     let mut responses = String::new();
-    for (name, task, examples) in &sets {
+    for (index, (name, task, examples)) in sets.iter().enumerate() {
         let greedy = SamplingParams {
             temperature: 0.0,
             ..sampling.clone()
         };
-        let graded = train::rollouts(&model.net, &model.tokenizer, examples, 1, batch, &greedy)?;
-        let mut overall = Tally::default();
-        let mut by_level: BTreeMap<u32, Tally> = BTreeMap::new();
-        for (example, rollout) in examples.iter().zip(&graded) {
-            overall.add(rollout);
-            by_level.entry(example.level).or_default().add(rollout);
+        // This rank's contiguous share: rank order is the dataset's order.
+        let mine = ranks.split(examples);
+        let graded = train::rollouts(&model.net, &model.tokenizer, mine, 1, batch, &greedy)?;
+        let levels: Vec<u32> = {
+            let mut levels: Vec<u32> = examples.iter().map(|e| e.level).collect();
+            levels.sort_unstable();
+            levels.dedup();
+            levels
+        };
+        // [overall, each level..., avg@k samples]
+        let mut tallies = vec![Tally::default(); levels.len() + 2];
+        let mut lines = String::new();
+        for (example, rollout) in mine.iter().zip(&graded) {
+            tallies[0].add(rollout);
+            let at = levels
+                .binary_search(&example.level)
+                .expect("a level of the set");
+            tallies[1 + at].add(rollout);
             let line = json!({
                 "dataset": name, "id": example.id, "level": example.level,
                 "reward": rollout.score.total, "correct": rollout.score.is_correct(),
                 "answer": example.answer, "response": rollout.text,
             });
-            let _ = writeln!(responses, "{line}");
+            let _ = writeln!(lines, "{line}");
         }
-        let avg_at_k = if k > 1 {
-            let sampled =
-                train::rollouts(&model.net, &model.tokenizer, examples, k, batch, &sampling)?;
-            let mut tally = Tally::default();
-            sampled.iter().for_each(|r| tally.add(r));
-            Some(tally.accuracy())
-        } else {
-            None
-        };
+        if k > 1 {
+            let sampled = train::rollouts(&model.net, &model.tokenizer, mine, k, batch, &sampling)?;
+            sampled
+                .iter()
+                .for_each(|r| tallies[levels.len() + 1].add(r));
+        }
+        // The other ranks' responses reach rank 0 through the scratch folder: each writes
+        // its share before the sum below, which rank 0 cannot leave before they all enter.
+        let share = spec
+            .scratch_dir
+            .join(format!("responses-{index}-rank{}.jsonl", ranks.rank()));
+        if !ranks.is_first() {
+            write_file(&share, &lines)?;
+        }
+        let tallies = sum_tallies(ranks, &tallies)?;
+        if ranks.is_first() {
+            responses.push_str(&lines);
+            for rank in 1..ranks.world() {
+                let path = spec
+                    .scratch_dir
+                    .join(format!("responses-{index}-rank{rank}.jsonl"));
+                responses.push_str(&std::fs::read_to_string(&path).map_err(|e| {
+                    WorkerError::failed(format!("cannot read `{}`: {e}", path.display()))
+                })?);
+            }
+        }
+        let overall = tallies[0];
+        let by_level: BTreeMap<u32, Tally> = levels
+            .iter()
+            .zip(&tallies[1..=levels.len()])
+            .map(|(level, tally)| (*level, *tally))
+            .collect();
+        let avg_at_k = (k > 1).then(|| tallies[levels.len() + 1].accuracy());
         done += examples.len();
         progress(
             done as u64,
@@ -190,6 +275,9 @@ pub fn run(spec: &WorkerSpec, device: Device) -> Result<(), WorkerError> {
         "average": average,
     });
     metric(json!({"phase": "eval", "label": label, "average": average}));
+    if !ranks.is_first() {
+        return Ok(());
+    }
     let out = &spec.output_dir;
     std::fs::create_dir_all(out)
         .map_err(|e| WorkerError::failed(format!("cannot create `{}`: {e}", out.display())))?;
@@ -201,7 +289,7 @@ pub fn run(spec: &WorkerSpec, device: Device) -> Result<(), WorkerError> {
 
 /// The model tree's digest when the engine put it in the path (store paths end in the
 /// tree digest's hex), else nothing.
-fn model_digest(dir: &std::path::Path) -> serde_json::Value {
+fn model_digest(dir: &Path) -> serde_json::Value {
     let name = dir
         .file_name()
         .map(|n| n.to_string_lossy().to_string())
@@ -213,9 +301,12 @@ fn model_digest(dir: &std::path::Path) -> serde_json::Value {
     }
 }
 
-fn write(out: &std::path::Path, name: &str, text: &str) -> Result<(), WorkerError> {
-    let path = out.join(name);
-    std::fs::write(&path, text)
+fn write(out: &Path, name: &str, text: &str) -> Result<(), WorkerError> {
+    write_file(&out.join(name), text)
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), WorkerError> {
+    std::fs::write(path, text)
         .map_err(|e| WorkerError::failed(format!("cannot write `{}`: {e}", path.display())))
 }
 

@@ -9,6 +9,7 @@
 pub mod align;
 pub mod eval;
 pub mod model;
+pub mod ranks;
 
 use std::path::Path;
 
@@ -32,7 +33,7 @@ pub fn run(path: &Path) -> Result<(), WorkerError> {
     ));
     match kind {
         TorchKind::Model => model::run(&spec, device),
-        TorchKind::Align | TorchKind::DomainRl => align::run(&spec, kind, device),
-        TorchKind::Eval => eval::run(&spec, device),
+        TorchKind::Align | TorchKind::DomainRl => align::run(&spec, path, kind, device),
+        TorchKind::Eval => eval::run(&spec, path, device),
     }
 }
