@@ -1,4 +1,5 @@
-//! Link fixes for libtorch, and the C++ shim of [`dist`](src/dist.rs).
+//! Link fixes for libtorch, and the C++ shim of [`dist`](src/dist.rs) and the fused AdamW of
+//! [`optim`](src/optim.rs).
 //!
 //! rustc links with `--as-needed`, so `libtorch_cuda.so`, which nothing references by
 //! symbol (CUDA kernels register themselves from static initializers), would be dropped
@@ -13,6 +14,7 @@
 //! compiler-internal CUDA headers (`csrc/cuda-decl`). The NCCL half is built when the lib
 //! folder has `libtorch_cuda.so` and the wheel's CUDA runtime and NCCL headers are found
 //! next to torch (`site-packages/nvidia/*/include`); `PEIRCE_DIST_NCCL=0` leaves it out.
+//! `csrc/optim.cpp` binds libtorch's fused AdamW kernel (`_fused_adamw_`), which tch does not.
 
 use std::path::{Path, PathBuf};
 
@@ -31,10 +33,11 @@ fn main() {
     build_dist_shim(&lib, cuda);
 }
 
-/// Compiles `csrc/dist*.cpp` into the static library `peirce_dist`.
+/// Compiles `csrc/dist*.cpp` and `csrc/optim.cpp` into the static library `peirce_dist`.
 fn build_dist_shim(lib: &Path, cuda: bool) {
     for path in [
         "csrc/dist.cpp",
+        "csrc/optim.cpp",
         "csrc/dist_nccl.cpp",
         "csrc/gloo-decl",
         "csrc/cuda-decl",
@@ -64,7 +67,8 @@ fn build_dist_shim(lib: &Path, cuda: bool) {
         .include("csrc/gloo-decl")
         .warnings(true)
         .extra_warnings(true)
-        .file("csrc/dist.cpp");
+        .file("csrc/dist.cpp")
+        .file("csrc/optim.cpp");
 
     let nccl = if cuda && std::env::var("PEIRCE_DIST_NCCL").as_deref() != Ok("0") {
         nccl_headers(torch)

@@ -413,7 +413,7 @@ fn c_string(bytes: &[u8], what: &str) -> Result<CString> {
     CString::new(bytes).map_err(|_| TorchError::Invalid(format!("dist: {what} contains a NUL")))
 }
 
-fn tensor_ptr(tensor: &Tensor) -> *mut ffi::AtTensor {
+pub(crate) fn tensor_ptr(tensor: &Tensor) -> *mut ffi::AtTensor {
     tensor.as_ptr() as *mut ffi::AtTensor
 }
 
@@ -421,7 +421,7 @@ fn tensor_ptr(tensor: &Tensor) -> *mut ffi::AtTensor {
 ///
 /// # Safety
 /// `error` is null or a message of the shim not yet freed.
-unsafe fn take_error(error: *mut c_char) -> Option<String> {
+pub(crate) unsafe fn take_error(error: *mut c_char) -> Option<String> {
     if error.is_null() {
         return None;
     }
@@ -432,7 +432,7 @@ unsafe fn take_error(error: *mut c_char) -> Option<String> {
 
 /// The shim's C ABI (torch/csrc/dist.cpp). Each function returning `*mut c_char` returns
 /// null on success, else an error message to free with `peirce_dist_free_error`.
-mod ffi {
+pub(crate) mod ffi {
     use std::ffi::{c_char, c_int};
 
     /// `peirce_dist_group`: the store and the c10d backend.

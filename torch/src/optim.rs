@@ -99,6 +99,8 @@ struct Entry {
     master: Option<Tensor>,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
+    /// The step count as the fused kernel reads it (float32 scalar beside the state).
+    step: Tensor,
 }
 
 impl Entry {
@@ -121,7 +123,6 @@ pub struct MasterAdamW {
     params: Vec<Tensor>,
     /// How many ranks share the state (1: this rank keeps all of it).
     shards: usize,
-    steps: i64,
 }
 
 /// Assigns each of `sizes` (element counts) to one of `ranks` ranks, largest first onto the
@@ -198,6 +199,7 @@ impl MasterAdamW {
                         master,
                         exp_avg: zeros()?,
                         exp_avg_sq: zeros()?,
+                        step: Tensor::f_zeros([], (Kind::Float, state_device))?,
                     },
                 );
             }
@@ -211,7 +213,6 @@ impl MasterAdamW {
             entries,
             params: trainable.into_iter().map(|(_, tensor)| tensor).collect(),
             shards: ranks.max(1),
-            steps: 0,
         })
     }
 
@@ -260,16 +261,25 @@ impl MasterAdamW {
     /// Updates this rank's weights from their gradients (already summed over ranks and
     /// clipped), then refreshes the model's copies of them. Weights without a gradient are left
     /// alone. Other ranks' weights are theirs to update and broadcast.
+    ///
+    /// Each weight takes one call of libtorch's fused AdamW kernel (`_fused_adamw_`, CPU or
+    /// CUDA: one pass over weight, gradient and moments). Offloaded state gets its gradient
+    /// through one host buffer reused for every weight (no allocation per step), and sends the
+    /// weight back rounded to the model's dtype (half the bytes of fp32).
     pub fn step(&mut self) -> Result<()> {
-        self.steps += 1;
-        let AdamWConfig {
-            lr,
-            betas: (beta1, beta2),
-            eps,
-            weight_decay,
-        } = self.config;
-        let correction1 = 1.0 - beta1.powi(self.steps as i32);
-        let correction2_root = (1.0 - beta2.powi(self.steps as i32)).sqrt();
+        let largest = self
+            .entries
+            .values()
+            .map(|entry| entry.exp_avg.numel() as i64)
+            .max()
+            .unwrap_or(0);
+        let host_buffers = match self.placement {
+            StatePlacement::Host => Some((
+                Tensor::f_empty([largest], (Kind::Float, Device::Cpu))?,
+                Tensor::f_empty([largest], (Kind::BFloat16, Device::Cpu))?,
+            )),
+            StatePlacement::WithModel => None,
+        };
         tch::no_grad(|| -> Result<()> {
             for entry in self.entries.values_mut() {
                 let grad = entry.param.grad();
@@ -277,35 +287,43 @@ impl MasterAdamW {
                     continue;
                 }
                 let master = entry.master().shallow_clone();
-                let master = &master;
-                // Down to the state's device in the compute dtype (half the bytes), then fp32.
-                let grad = grad.f_to_device(master.device())?.f_to_kind(Kind::Float)?;
-                if weight_decay != 0.0 {
-                    let _ = master
-                        .shallow_clone()
-                        .f_mul_scalar_(1.0 - lr * weight_decay)?;
-                }
-                let _ = entry.exp_avg.f_lerp_(&grad, 1.0 - beta1)?;
-                let _ = entry
-                    .exp_avg_sq
-                    .f_mul_scalar_(beta2)?
-                    .f_addcmul_(&grad, &grad.f_mul_scalar(1.0 - beta2)?)?;
-                let denominator = entry
-                    .exp_avg_sq
-                    .f_sqrt()?
-                    .f_div_scalar_(correction2_root)?
-                    .f_add_scalar_(eps)?;
-                let _ = master.shallow_clone().f_addcdiv_(
-                    &entry.exp_avg.f_mul_scalar(-lr / correction1)?,
-                    &denominator,
+                let size = master.size();
+                let count = master.numel() as i64;
+                let grad = match &host_buffers {
+                    // Down in the compute dtype, widened on the host into the shared buffer.
+                    Some((fp32, narrow)) => {
+                        let mut view = fp32.f_narrow(0, 0, count)?.f_view(size.as_slice())?;
+                        if grad.kind() == Kind::BFloat16 {
+                            let mut down = narrow.f_narrow(0, 0, count)?.f_view(size.as_slice())?;
+                            down.f_copy_(&grad)?;
+                            view.f_copy_(&down)?;
+                        } else {
+                            view.f_copy_(&grad)?;
+                        }
+                        view
+                    }
+                    None => grad.f_to_kind(Kind::Float)?,
+                };
+                let _ = entry.step.f_add_scalar_(1.0)?;
+                fused_adamw(
+                    &master,
+                    &grad,
+                    &entry.exp_avg,
+                    &entry.exp_avg_sq,
+                    &entry.step,
+                    self.config,
                 )?;
                 if entry.master.is_some() {
                     let mut param = entry.param.shallow_clone();
-                    if master.device() == param.device() {
-                        param.f_copy_(master)?;
-                    } else {
-                        // Rounded where the master lives, so half the bytes cross the bus.
-                        param.f_copy_(&master.f_to_kind(param.kind())?)?;
+                    match &host_buffers {
+                        Some((_, rounded)) if param.kind() == Kind::BFloat16 => {
+                            // Rounded on the host, so half the bytes cross the bus.
+                            let mut view =
+                                rounded.f_narrow(0, 0, count)?.f_view(size.as_slice())?;
+                            view.f_copy_(&master)?;
+                            param.f_copy_(&view)?;
+                        }
+                        _ => param.f_copy_(&master)?,
                     }
                 }
             }
@@ -357,5 +375,52 @@ mod tests {
         alone.sort_unstable();
         alone.dedup();
         assert_eq!(alone.len(), 3);
+    }
+}
+
+/// One fused AdamW update of `param` (fp32) from `grad` (fp32) with moments `exp_avg`,
+/// `exp_avg_sq` and the step count `step`, already incremented (`torch/csrc/optim.cpp`).
+fn fused_adamw(
+    param: &Tensor,
+    grad: &Tensor,
+    exp_avg: &Tensor,
+    exp_avg_sq: &Tensor,
+    step: &Tensor,
+    config: AdamWConfig,
+) -> Result<()> {
+    use crate::dist::{ffi::AtTensor, take_error, tensor_ptr};
+    extern "C" {
+        fn peirce_fused_adamw(
+            param: *mut AtTensor,
+            grad: *mut AtTensor,
+            exp_avg: *mut AtTensor,
+            exp_avg_sq: *mut AtTensor,
+            step: *mut AtTensor,
+            lr: f64,
+            beta1: f64,
+            beta2: f64,
+            weight_decay: f64,
+            eps: f64,
+        ) -> *mut std::ffi::c_char;
+    }
+    // SAFETY: live tensors, borrowed for the call; the shim catches every C++ exception and
+    // returns its message, which `take_error` frees.
+    let error = unsafe {
+        take_error(peirce_fused_adamw(
+            tensor_ptr(param),
+            tensor_ptr(grad),
+            tensor_ptr(exp_avg),
+            tensor_ptr(exp_avg_sq),
+            tensor_ptr(step),
+            config.lr,
+            config.betas.0,
+            config.betas.1,
+            config.weight_decay,
+            config.eps,
+        ))
+    };
+    match error {
+        None => Ok(()),
+        Some(message) => Err(TorchError::Invalid(format!("fused AdamW: {message}"))),
     }
 }

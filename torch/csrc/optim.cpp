@@ -1,0 +1,53 @@
+// AdamW in one pass: libtorch's fused `_fused_adamw_` kernel (CPU and CUDA) behind a C ABI
+// for torch/src/optim.rs. One call updates one weight, its two moments and its step count
+// from its gradient, reading and writing each once, where the same update written with
+// separate tensor ops makes a dozen passes and allocates temporaries.
+//
+// Same rules as dist.cpp: every C++ exception is caught and returned as a malloc'd message
+// (NULL: success), freed by Rust with `peirce_dist_free_error`; tensors arrive as
+// `at::Tensor*` (tch's `C_tensor*`).
+
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <ATen/ops/_fused_adamw.h>
+
+namespace {
+char* copy_message(const char* text) {
+  char* message = static_cast<char*>(std::malloc(std::strlen(text) + 1));
+  if (message != nullptr) {
+    std::strcpy(message, text);
+  }
+  return message;
+}
+}  // namespace
+
+extern "C" {
+
+// Updates `param` (float32) from `grad` (float32, same device and shape) with AdamW's moments
+// `exp_avg`, `exp_avg_sq` (float32) and `step` (a float32 scalar on the same device, already
+// incremented for this step: the kernel reads it for the bias corrections).
+char* peirce_fused_adamw(at::Tensor* param, at::Tensor* grad, at::Tensor* exp_avg,
+                         at::Tensor* exp_avg_sq, at::Tensor* step, double lr, double beta1,
+                         double beta2, double weight_decay, double eps) {
+  try {
+    std::vector<at::Tensor> params{*param};
+    std::vector<at::Tensor> grads{*grad};
+    std::vector<at::Tensor> exp_avgs{*exp_avg};
+    std::vector<at::Tensor> exp_avg_sqs{*exp_avg_sq};
+    std::vector<at::Tensor> max_exp_avg_sqs;
+    std::vector<at::Tensor> steps{*step};
+    at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1,
+                      beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
+    return nullptr;
+  } catch (const std::exception& error) {
+    return copy_message(error.what());
+  } catch (...) {
+    return copy_message("unknown C++ exception in _fused_adamw_");
+  }
+}
+
+}  // extern "C"
