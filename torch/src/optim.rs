@@ -351,33 +351,6 @@ impl MasterAdamW {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shards_are_balanced_by_size_and_cover_every_tensor() {
-        let sizes = [100, 10, 60, 40, 30, 30, 5];
-        let owners = shard_owners(&sizes, 2);
-        let load = |rank| -> i64 {
-            sizes
-                .iter()
-                .zip(&owners)
-                .filter(|(_, owner)| **owner == rank)
-                .map(|(size, _)| size)
-                .sum()
-        };
-        assert_eq!(load(0) + load(1), 275);
-        assert!((load(0) - load(1)).abs() <= 10, "{owners:?}");
-        assert_eq!(shard_owners(&sizes, 1), vec![0; 7]);
-        // More ranks than tensors: each tensor on its own rank.
-        let mut alone = shard_owners(&[3, 2, 1], 5);
-        alone.sort_unstable();
-        alone.dedup();
-        assert_eq!(alone.len(), 3);
-    }
-}
-
 /// One fused AdamW update of `param` (fp32) from `grad` (fp32) with moments `exp_avg`,
 /// `exp_avg_sq` and the step count `step`, already incremented (`torch/csrc/optim.cpp`).
 fn fused_adamw(
@@ -422,5 +395,32 @@ fn fused_adamw(
     match error {
         None => Ok(()),
         Some(message) => Err(TorchError::Invalid(format!("fused AdamW: {message}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_balanced_by_size_and_cover_every_tensor() {
+        let sizes = [100, 10, 60, 40, 30, 30, 5];
+        let owners = shard_owners(&sizes, 2);
+        let load = |rank| -> i64 {
+            sizes
+                .iter()
+                .zip(&owners)
+                .filter(|(_, owner)| **owner == rank)
+                .map(|(size, _)| size)
+                .sum()
+        };
+        assert_eq!(load(0) + load(1), 275);
+        assert!((load(0) - load(1)).abs() <= 10, "{owners:?}");
+        assert_eq!(shard_owners(&sizes, 1), vec![0; 7]);
+        // More ranks than tensors: each tensor on its own rank.
+        let mut alone = shard_owners(&[3, 2, 1], 5);
+        alone.sort_unstable();
+        alone.dedup();
+        assert_eq!(alone.len(), 3);
     }
 }
