@@ -123,6 +123,11 @@ pub struct MasterAdamW {
     params: Vec<Tensor>,
     /// How many ranks share the state (1: this rank keeps all of it).
     shards: usize,
+    /// Offloaded state only: host buffers the size of the largest weight, reused by every
+    /// weight's update: fp32 for the gradient the CPU update reads, and one in the compute
+    /// dtype (page-locked when a GPU is there) through which gradients come down and weights
+    /// go up.
+    host_buffers: Option<(Tensor, Tensor)>,
 }
 
 /// Assigns each of `sizes` (element counts) to one of `ranks` ranks, largest first onto the
@@ -205,7 +210,29 @@ impl MasterAdamW {
             }
             Ok(())
         })?;
+        let largest = entries
+            .values()
+            .map(|entry| entry.exp_avg.numel() as i64)
+            .max()
+            .unwrap_or(0);
+        let host_buffers = match placement {
+            StatePlacement::Host if !entries.is_empty() => {
+                let compute = trainable
+                    .first()
+                    .map_or(Kind::BFloat16, |(_, tensor)| tensor.kind());
+                let mut staging = Tensor::f_empty([largest], (compute, Device::Cpu))?;
+                if vs.device().is_cuda() {
+                    staging = staging.f_pin_memory(vs.device())?;
+                }
+                Some((
+                    Tensor::f_zeros([largest], (Kind::Float, Device::Cpu))?,
+                    staging,
+                ))
+            }
+            _ => None,
+        };
         Ok(Self {
+            host_buffers,
             config,
             placement,
             names: trainable.iter().map(|(name, _)| name.clone()).collect(),
@@ -267,19 +294,7 @@ impl MasterAdamW {
     /// through one host buffer reused for every weight (no allocation per step), and sends the
     /// weight back rounded to the model's dtype (half the bytes of fp32).
     pub fn step(&mut self) -> Result<()> {
-        let largest = self
-            .entries
-            .values()
-            .map(|entry| entry.exp_avg.numel() as i64)
-            .max()
-            .unwrap_or(0);
-        let host_buffers = match self.placement {
-            StatePlacement::Host => Some((
-                Tensor::f_empty([largest], (Kind::Float, Device::Cpu))?,
-                Tensor::f_empty([largest], (Kind::BFloat16, Device::Cpu))?,
-            )),
-            StatePlacement::WithModel => None,
-        };
+        let host_buffers = &self.host_buffers;
         tch::no_grad(|| -> Result<()> {
             for entry in self.entries.values_mut() {
                 let grad = entry.param.grad();
@@ -289,12 +304,13 @@ impl MasterAdamW {
                 let master = entry.master().shallow_clone();
                 let size = master.size();
                 let count = master.numel() as i64;
-                let grad = match &host_buffers {
+                let grad = match host_buffers {
                     // Down in the compute dtype, widened on the host into the shared buffer.
-                    Some((fp32, narrow)) => {
+                    Some((fp32, staging)) => {
                         let mut view = fp32.f_narrow(0, 0, count)?.f_view(size.as_slice())?;
-                        if grad.kind() == Kind::BFloat16 {
-                            let mut down = narrow.f_narrow(0, 0, count)?.f_view(size.as_slice())?;
+                        if grad.kind() == staging.kind() {
+                            let mut down =
+                                staging.f_narrow(0, 0, count)?.f_view(size.as_slice())?;
                             down.f_copy_(&grad)?;
                             view.f_copy_(&down)?;
                         } else {
@@ -315,8 +331,8 @@ impl MasterAdamW {
                 )?;
                 if entry.master.is_some() {
                     let mut param = entry.param.shallow_clone();
-                    match &host_buffers {
-                        Some((_, rounded)) if param.kind() == Kind::BFloat16 => {
+                    match host_buffers {
+                        Some((_, rounded)) if param.kind() == rounded.kind() => {
                             // Rounded on the host, so half the bytes cross the bus.
                             let mut view =
                                 rounded.f_narrow(0, 0, count)?.f_view(size.as_slice())?;
