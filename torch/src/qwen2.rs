@@ -380,6 +380,18 @@ struct LayerCache {
     fused: FusedLayer,
 }
 
+/// Where a forward pass writes its new keys and values in a [`KvCache`].
+#[derive(Debug, Clone, Copy)]
+enum CacheWrite<'a> {
+    /// After `past` cached tokens, the same for every row (attention over all of them).
+    Append(i64),
+    /// A prompt into row `slot`, from position 0 (attention over that row's new keys only).
+    Slot(i64),
+    /// One token per row, each at its own position: the `[batch, kv_heads, 1, head_dim]`
+    /// index of it (attention over the whole capacity, under the mask given).
+    Rows(&'a Tensor),
+}
+
 /// One layer's projection weights concatenated, so a decoding step runs one matrix product
 /// for q, k and v (and rotates q and k together) and one for the MLP's gate and up: half
 /// the kernel launches of the separate projections, and decoding small batches is bound by
@@ -464,6 +476,11 @@ impl KvCache {
     pub fn capacity(&self) -> i64 {
         self.capacity
     }
+
+    /// Rows (sequences) the cache holds.
+    pub fn rows(&self) -> i64 {
+        self.layers.first().map_or(0, |layer| layer.keys.size()[0])
+    }
 }
 
 /// Self-attention with biased q/k/v projections and an unbiased output projection.
@@ -503,7 +520,7 @@ impl SelfAttention {
         x: &Tensor,
         (cos, sin): (&Tensor, &Tensor),
         mask: &Mask,
-        cache: Option<(&mut LayerCache, i64)>,
+        cache: Option<(&mut LayerCache, CacheWrite<'_>)>,
     ) -> Result<Tensor> {
         let size = x.size();
         let (batch, new) = (size[0], size[1]);
@@ -534,12 +551,23 @@ impl SelfAttention {
             }
         };
         let y = match cache {
-            Some((cache, past)) => {
+            Some((cache, CacheWrite::Append(past))) => {
                 cache.keys.f_narrow(2, past, new)?.f_copy_(&k)?;
                 cache.values.f_narrow(2, past, new)?.f_copy_(&v)?;
                 let keys = cache.keys.f_narrow(2, 0, past + new)?;
                 let values = cache.values.f_narrow(2, 0, past + new)?;
                 attention(&q, &keys, &values, mask)?
+            }
+            Some((cache, CacheWrite::Slot(slot))) => {
+                let row = |t: &Tensor| t.f_narrow(0, slot, 1)?.f_narrow(2, 0, new);
+                row(&cache.keys)?.f_copy_(&k)?;
+                row(&cache.values)?.f_copy_(&v)?;
+                attention(&q, &k, &v, mask)?
+            }
+            Some((cache, CacheWrite::Rows(index))) => {
+                let _ = cache.keys.f_scatter_(2, index, &k)?;
+                let _ = cache.values.f_scatter_(2, index, &v)?;
+                attention(&q, &cache.keys, &cache.values, mask)?
             }
             None => attention(&q, &k, &v, mask)?,
         };
@@ -612,7 +640,7 @@ impl DecoderLayer {
         x: &Tensor,
         rotation: (&Tensor, &Tensor),
         mask: &Mask,
-        mut cache: Option<(&mut LayerCache, i64)>,
+        mut cache: Option<(&mut LayerCache, CacheWrite<'_>)>,
     ) -> Result<Tensor> {
         let normed = self.input_layernorm.forward(x)?;
         let attended = self.self_attn.forward(
@@ -762,13 +790,66 @@ impl Qwen2 {
         let mut x = Tensor::f_embedding(&self.embed_tokens, input_ids, -1, false, false)?;
         for (index, layer) in self.layers.iter().enumerate() {
             let layer_cache = match cache.as_deref_mut() {
-                Some(cache) => Some((&mut cache.layers[index], past)),
+                Some(cache) => Some((&mut cache.layers[index], CacheWrite::Append(past))),
                 None => None,
             };
             x = layer.forward(&x, (&cos, &sin), &mask, layer_cache)?;
         }
         if let Some(cache) = cache {
             cache.len += new;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Continuous batching, prefill: runs `prompt` (`[1, len]`, no padding) and writes its
+    /// keys and values into row `slot` of `cache` at positions `0..len`, whatever that row
+    /// held before. Returns the final hidden states, `[1, len, hidden]`.
+    pub fn prefill_slot(&self, prompt: &Tensor, slot: i64, cache: &mut KvCache) -> Result<Tensor> {
+        let new = prompt.size()[1];
+        if new > cache.capacity || slot >= cache.rows() {
+            return Err(TorchError::Invalid(format!(
+                "a prompt of {new} tokens into slot {slot} of a cache of {} rows of {} tokens",
+                cache.rows(),
+                cache.capacity
+            )));
+        }
+        let positions = Tensor::f_arange(new, (Kind::Int64, self.device()))?.f_unsqueeze(0)?;
+        let (cos, sin) = rotary(&positions, self.config.head_dim(), self.theta, self.kind())?;
+        let mut x = Tensor::f_embedding(&self.embed_tokens, prompt, -1, false, false)?;
+        for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let write = Some((layer_cache, CacheWrite::Slot(slot)));
+            x = layer.forward(&x, (&cos, &sin), &Mask::Causal, write)?;
+        }
+        self.norm.forward(&x)
+    }
+
+    /// Continuous batching, decode: one new token per row of `cache` (`tokens`, `[rows, 1]`),
+    /// each at its own position (`positions`, `[rows, 1]`: the row's length so far), written
+    /// there; each row attends to its own positions `0..=position` only, so rows at any point
+    /// of their request share the step. Returns `[rows, 1, hidden]`.
+    pub fn decode_slots(
+        &self,
+        tokens: &Tensor,
+        positions: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let rows = tokens.size()[0];
+        let device = self.device();
+        let keys = Tensor::f_arange(cache.capacity, (Kind::Int64, device))?.f_unsqueeze(0)?;
+        let mask = keys
+            .f_le_tensor(positions)?
+            .f_unsqueeze(1)?
+            .f_unsqueeze(1)?;
+        let mask = Mask::Explicit(mask);
+        let cfg = &self.config;
+        let index = positions
+            .f_view([rows, 1, 1, 1])?
+            .f_expand([rows, cfg.num_key_value_heads, 1, cfg.head_dim()], false)?;
+        let (cos, sin) = rotary(positions, cfg.head_dim(), self.theta, self.kind())?;
+        let mut x = Tensor::f_embedding(&self.embed_tokens, tokens, -1, false, false)?;
+        for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            let write = Some((layer_cache, CacheWrite::Rows(&index)));
+            x = layer.forward(&x, (&cos, &sin), &mask, write)?;
         }
         self.norm.forward(&x)
     }

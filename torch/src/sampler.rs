@@ -98,26 +98,37 @@ pub fn sample(logits: &Tensor, temperature: f64, top_p: f64) -> Result<Tensor> {
     Ok(scaled.f_add(&gumbel)?.f_argmax(-1, false)?)
 }
 
+/// Refuses an empty prompt; the (empty) completions when there is nothing to generate (no
+/// prompts, or no new tokens allowed); `None` when there is work.
+fn nothing_to_generate(
+    prompts: &[Vec<i64>],
+    params: &SamplingParams,
+) -> Result<Option<Vec<Completion>>> {
+    if let Some(row) = prompts.iter().position(Vec::is_empty) {
+        return Err(TorchError::Invalid(format!("prompt {row} is empty")));
+    }
+    if prompts.is_empty() || params.max_new_tokens <= 0 {
+        return Ok(Some(
+            prompts
+                .iter()
+                .map(|_| Completion {
+                    tokens: Vec::new(),
+                    finish: Finish::Length,
+                })
+                .collect(),
+        ));
+    }
+    Ok(None)
+}
+
 /// Generates a completion for each prompt (token ids; rows may differ in length).
 pub fn generate(
     model: &Qwen2,
     prompts: &[Vec<i64>],
     params: &SamplingParams,
 ) -> Result<Vec<Completion>> {
-    if prompts.is_empty() {
-        return Ok(Vec::new());
-    }
-    if let Some(row) = prompts.iter().position(Vec::is_empty) {
-        return Err(TorchError::Invalid(format!("prompt {row} is empty")));
-    }
-    if params.max_new_tokens <= 0 {
-        return Ok(prompts
-            .iter()
-            .map(|_| Completion {
-                tokens: Vec::new(),
-                finish: Finish::Length,
-            })
-            .collect());
+    if let Some(nothing) = nothing_to_generate(prompts, params)? {
+        return Ok(nothing);
     }
     tch::manual_seed(params.seed as i64);
     let raw = tch::no_grad(|| generate_tokens(model, prompts, params))?;
@@ -225,6 +236,138 @@ fn generate_tokens(
     let out = out.f_to(tch::Device::Cpu)?;
     let flat = Vec::<i64>::try_from(out.f_flatten(0, -1)?)?;
     Ok(flat.chunks(max_new as usize).map(<[i64]>::to_vec).collect())
+}
+
+/// Generates a completion for each prompt with continuous batching: `slots` rows decode
+/// together, and when a row ends (an end-of-sequence id, a stop sequence, `max_new_tokens`)
+/// its slot takes the next waiting prompt at once, its prefill written into that slot of the
+/// KV cache ([`Qwen2::prefill_slot`]), so every decoding step ([`Qwen2::decode_slots`]) runs
+/// on live rows only instead of waiting for the longest row of a static batch. Results are in
+/// request order. Greedy output equals [`generate`]'s (each row attends to its own tokens
+/// only, at the positions a static batch gives them); sampled output is reproducible for the
+/// same prompts, parameters and `slots`, though not equal to [`generate`]'s (the random
+/// stream is drawn in another order).
+///
+/// Each step checks its rows on the host (one device sync per token); the KV cache holds
+/// `slots` rows of the longest prompt plus `max_new_tokens`.
+pub fn generate_continuous(
+    model: &Qwen2,
+    prompts: &[Vec<i64>],
+    params: &SamplingParams,
+    slots: usize,
+) -> Result<Vec<Completion>> {
+    if let Some(nothing) = nothing_to_generate(prompts, params)? {
+        return Ok(nothing);
+    }
+    tch::manual_seed(params.seed as i64);
+    tch::no_grad(|| continuous(model, prompts, params, slots.clamp(1, prompts.len())))
+}
+
+/// A request decoding in a slot.
+struct Active {
+    request: usize,
+    tokens: Vec<i64>,
+    /// Where its next token's key and value go: its length so far.
+    position: i64,
+}
+
+fn continuous(
+    model: &Qwen2,
+    prompts: &[Vec<i64>],
+    params: &SamplingParams,
+    slots: usize,
+) -> Result<Vec<Completion>> {
+    let device = model.device();
+    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
+    let mut cache = KvCache::new(model, slots as i64, longest + params.max_new_tokens)?;
+    let vocab = model.config.vocab_size;
+    let mut logits = Tensor::f_zeros([slots as i64, vocab], (Kind::Float, device))?;
+    let mut results: Vec<Option<Completion>> = vec![None; prompts.len()];
+    let mut active: Vec<Option<Active>> = (0..slots).map(|_| None).collect();
+    let mut waiting = 0..prompts.len();
+    loop {
+        // Free slots take the next prompts.
+        for (slot, entry) in active.iter_mut().enumerate() {
+            if entry.is_some() {
+                continue;
+            }
+            let Some(request) = waiting.next() else {
+                break;
+            };
+            let prompt = &prompts[request];
+            let length = prompt.len() as i64;
+            let input = Tensor::from_slice(prompt)
+                .f_view([1, length])?
+                .f_to(device)?;
+            let hidden = model.prefill_slot(&input, slot as i64, &mut cache)?;
+            let last = model
+                .logits(&hidden.f_narrow(1, length - 1, 1)?.f_squeeze_dim(1)?)?
+                .f_to_kind(Kind::Float)?;
+            logits.f_narrow(0, slot as i64, 1)?.f_copy_(&last)?;
+            *entry = Some(Active {
+                request,
+                tokens: Vec::new(),
+                position: length,
+            });
+        }
+        if active.iter().all(Option::is_none) {
+            break;
+        }
+        let next = sample(&logits, params.temperature, params.top_p)?;
+        let next = Vec::<i64>::try_from(next.f_to(tch::Device::Cpu)?)?;
+        let mut tokens = vec![params.pad; slots];
+        let mut positions = vec![0i64; slots];
+        for (slot, entry) in active.iter_mut().enumerate() {
+            let Some(row) = entry else { continue };
+            row.tokens.push(next[slot]);
+            let finish = if params.eos.contains(&next[slot]) {
+                Some(Finish::Eos)
+            } else if params
+                .stop_sequences
+                .iter()
+                .any(|stop| !stop.is_empty() && row.tokens.ends_with(stop))
+            {
+                Some(Finish::Stop)
+            } else if row.tokens.len() as i64 == params.max_new_tokens {
+                Some(Finish::Length)
+            } else {
+                None
+            };
+            match finish {
+                Some(finish) => {
+                    let row = entry.take().expect("an active slot");
+                    results[row.request] = Some(Completion {
+                        tokens: row.tokens,
+                        finish,
+                    });
+                }
+                None => {
+                    tokens[slot] = next[slot];
+                    positions[slot] = row.position;
+                    row.position += 1;
+                }
+            }
+        }
+        if active.iter().all(Option::is_none) && waiting.is_empty() {
+            break;
+        }
+        // Every slot decodes (a free one writes padding at its position 0, which the next
+        // prompt's prefill overwrites).
+        let tokens = Tensor::from_slice(&tokens)
+            .f_view([slots as i64, 1])?
+            .f_to(device)?;
+        let positions = Tensor::from_slice(&positions)
+            .f_view([slots as i64, 1])?
+            .f_to(device)?;
+        let hidden = model.decode_slots(&tokens, &positions, &mut cache)?;
+        logits = model
+            .logits(&hidden.f_squeeze_dim(1)?)?
+            .f_to_kind(Kind::Float)?;
+    }
+    Ok(results
+        .into_iter()
+        .map(|result| result.expect("every request finishes"))
+        .collect())
 }
 
 /// Cuts a row after its first end-of-sequence id or stop sequence.

@@ -19,7 +19,7 @@ use crate::qwen2::{Checkpoints, Qwen2};
 use crate::rl::{
     reinforce_pp_loss, token_logprobs, token_logprobs_checkpointed, LossConfig, Sequences,
 };
-use crate::sampler::{generate, Finish, SamplingParams};
+use crate::sampler::{generate_continuous, Finish, SamplingParams};
 use crate::tokenizer::Tokenizer;
 
 /// Optimizer and batching settings.
@@ -207,8 +207,10 @@ pub struct Rollout {
     pub finish: Finish,
 }
 
-/// Samples `per_prompt` responses for each example (`batch` rows at a time) and scores
-/// them with the task reward.
+/// Samples `per_prompt` responses for each example and scores them with the task reward.
+/// Generation is continuously batched over `batch` slots
+/// ([`crate::sampler::generate_continuous`]): a finished row's slot takes the next waiting
+/// one, so short responses do not wait for the longest of their batch.
 pub fn rollouts(
     model: &Qwen2,
     tokenizer: &Tokenizer,
@@ -221,24 +223,18 @@ pub fn rollouts(
         .iter()
         .flat_map(|e| std::iter::repeat_n(e, per_prompt))
         .collect();
+    let prompts: Vec<Vec<i64>> = rows.iter().map(|e| e.prompt.clone()).collect();
+    let completions = generate_continuous(model, &prompts, sampling, batch.max(1))?;
     let mut out = Vec::with_capacity(rows.len());
-    for (index, chunk) in rows.chunks(batch.max(1)).enumerate() {
-        let prompts: Vec<Vec<i64>> = chunk.iter().map(|e| e.prompt.clone()).collect();
-        let params = SamplingParams {
-            seed: sampling.seed.wrapping_add(index as u64),
-            ..sampling.clone()
-        };
-        let completions = tch::no_grad(|| generate(model, &prompts, &params))?;
-        for (example, completion) in chunk.iter().zip(completions) {
-            let text = tokenizer.decode(&completion.tokens)?;
-            out.push(Rollout {
-                prompt: example.prompt.clone(),
-                score: reward::score(example.kind, &text, &example.answer),
-                response: completion.tokens,
-                text,
-                finish: completion.finish,
-            });
-        }
+    for (example, completion) in rows.into_iter().zip(completions) {
+        let text = tokenizer.decode(&completion.tokens)?;
+        out.push(Rollout {
+            prompt: example.prompt.clone(),
+            score: reward::score(example.kind, &text, &example.answer),
+            response: completion.tokens,
+            text,
+            finish: completion.finish,
+        });
     }
     Ok(out)
 }

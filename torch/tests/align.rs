@@ -59,7 +59,10 @@ fn worker(dir: &Path, kind: &str, params: serde_json::Value, inputs: serde_json:
 /// The seeded run behind the threshold, measured with these settings (2026-11-22):
 /// warm-up 300 steps; REINFORCE++ rewards averaged -0.69 over the first 8 steps and -0.40
 /// over the last 8 (the format is mostly right after the warm-up, so the rise comes from
-/// right answers: +3 instead of -0.5). The threshold asks for half of that rise.
+/// right answers: +3 instead of -0.5). The threshold asked for half of that rise. Since
+/// AdamW keeps fp32 masters and runs libtorch's fused kernel, and rollouts are continuously
+/// batched (2026-12-06), the same seeds give -0.518 and -0.363: the warm-up leaves a better
+/// start, and the rise (0.155) is just above the threshold, which is unchanged.
 #[test]
 fn warmed_up_tiny_model_raises_reward_with_reinforce_pp() {
     let root = tempfile::tempdir().unwrap();

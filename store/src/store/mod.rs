@@ -336,19 +336,35 @@ fn schema_text(schema: u16) -> String {
 /// peirce before the file existed (schema 1, JSON). A store of another schema is refused and
 /// left untouched: nothing here rewrites or deletes what an older or newer peirce wrote.
 fn check_schema(root: &Path) -> Result<()> {
+    check_schema_racing(root, || {})
+}
+
+/// [`check_schema`], running `meanwhile` right after a first look that found no schema file
+/// (where another opener may create the store; tests use it to be that opener).
+fn check_schema_racing(root: &Path, meanwhile: impl FnOnce()) -> Result<()> {
     let path = root.join(SCHEMA_FILE);
-    let found = match fs::read_to_string(&path) {
-        Ok(text) => text
-            .trim()
+    let parse = |text: String| {
+        text.trim()
             .strip_prefix("peirce-store ")
             .and_then(|number| number.parse::<u16>().ok())
             .ok_or_else(|| Error::UnknownSchema {
                 path: path.clone(),
                 text: text.chars().take(80).collect(),
-            })?,
+            })
+    };
+    let found = match fs::read_to_string(&path) {
+        Ok(text) => parse(text)?,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            meanwhile();
             if holds_data(root)? {
-                1
+                // Another peirce opening this new store at the same time writes the schema
+                // file before any data: data with no schema file on the first look may be
+                // its, so look again. Only a store that never had the file is schema 1.
+                match fs::read_to_string(&path) {
+                    Ok(text) => parse(text)?,
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => 1,
+                    Err(error) => return Err(Error::io(path, error)),
+                }
             } else {
                 let temp = root.join("tmp").join(format!(
                     "schema-{}-{}",
@@ -409,3 +425,37 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 
 /// Sizes of blobs by digest, for reports.
 pub type BlobSizes = BTreeMap<BlobDigest, u64>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by tests/faults.rs (3 runners on a fresh store): an opener that looked for the
+    /// schema file before another opener wrote it, and for data after that one wrote some,
+    /// took the new store for one of schema 1 and refused it.
+    #[test]
+    fn a_store_created_by_another_opener_meanwhile_is_not_taken_for_an_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["cas", "ac", "out", "runs", "refs", "tmp"] {
+            fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        check_schema_racing(root, || {
+            // The other opener: its schema file, then its first data.
+            fs::write(root.join(SCHEMA_FILE), schema_text(SCHEMA)).unwrap();
+            fs::write(root.join("runs").join("run-1"), b"{}").unwrap();
+        })
+        .expect("the store the other opener made is this schema's");
+
+        // A store with data that never had the file is still schema 1, refused.
+        let old = tempfile::tempdir().unwrap();
+        for sub in ["cas", "ac", "out", "runs", "refs", "tmp"] {
+            fs::create_dir_all(old.path().join(sub)).unwrap();
+        }
+        fs::write(old.path().join("runs").join("run-1"), b"{}").unwrap();
+        assert!(matches!(
+            check_schema(old.path()),
+            Err(Error::SchemaMismatch { found: 1, .. })
+        ));
+    }
+}
