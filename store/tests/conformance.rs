@@ -323,6 +323,41 @@ mod local_only {
         assert_eq!(names_in(&tmp), ["busy-writer"]);
     }
 
+    /// A writer killed in the middle of an object_store put leaves its staging file
+    /// (`<name>#<n>`) beside the name it was writing (found in `ac/` by tests/faults.rs).
+    /// Nothing reads it as a record; gc removes it once it is older than the grace period.
+    #[tokio::test]
+    async fn gc_sweeps_old_staging_files_of_killed_writers() {
+        let fixture = Fixture::local();
+        let ac = root(&fixture).join("ac");
+        let refs = root(&fixture).join("refs");
+        let old_staging = ac.join(format!("{}#1", "ab".repeat(32)));
+        fs::write(&old_staging, b"").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&old_staging)
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(7200))
+            .unwrap();
+        fs::write(refs.join("workflow-x#3"), b"").unwrap();
+        fs::File::options()
+            .write(true)
+            .open(refs.join("workflow-x#3"))
+            .unwrap()
+            .set_modified(SystemTime::now() - Duration::from_secs(7200))
+            .unwrap();
+        let young_staging = ac.join(format!("{}#2", "cd".repeat(32)));
+        fs::write(&young_staging, b"").unwrap();
+
+        let grace = Duration::from_secs(3600);
+        fixture.store.gc(&[], grace, true).await.unwrap();
+        assert!(old_staging.exists(), "a dry run removes nothing");
+        fixture.store.gc(&[], grace, false).await.unwrap();
+        assert!(!old_staging.exists());
+        assert!(!refs.join("workflow-x#3").exists());
+        assert!(young_staging.exists(), "a writer may still be at work");
+    }
+
     #[tokio::test]
     async fn writes_leave_no_temporaries_and_blobs_are_read_only() {
         let fixture = Fixture::local();

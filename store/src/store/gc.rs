@@ -137,22 +137,28 @@ impl Store {
         Ok(())
     }
 
-    /// Removes abandoned temporary files of local stores (killed writers) older than `grace`.
+    /// Removes abandoned temporary files of local stores (killed writers) older than `grace`:
+    /// everything in `tmp/` and `quarantine/`, and the staging files object_store's local
+    /// backend writes beside a name while putting it (`<name>#<n>`, never a store name: keys,
+    /// digests and ref names have no `#`) in the folders written through it.
     fn sweep_temporaries(&self, grace: Duration) -> Result<()> {
         let Some(root) = self.local_root() else {
             return Ok(());
         };
-        for dir in ["tmp", "quarantine"] {
+        let old = |item: &fs::DirEntry| {
+            item.metadata()
+                .and_then(|m| m.modified())
+                .map(|modified| modified.elapsed().unwrap_or_default() >= grace)
+                .unwrap_or(false)
+        };
+        for dir in ["tmp", "quarantine", "ac", "out", "refs", "runs", "leases"] {
+            let whole = matches!(dir, "tmp" | "quarantine");
             let Ok(reader) = fs::read_dir(root.join(dir)) else {
                 continue;
             };
             for item in reader.flatten() {
-                let old = item
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .map(|modified| modified.elapsed().unwrap_or_default() >= grace)
-                    .unwrap_or(false);
-                if old {
+                let staging = item.file_name().to_string_lossy().contains('#');
+                if (whole || staging) && old(&item) {
                     let _ = fs::remove_file(item.path());
                 }
             }
