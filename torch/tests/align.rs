@@ -2,48 +2,14 @@
 //! warmed up by supervised fine-tuning on worked solutions, then REINFORCE++ on level-1
 //! deduction. Seeded; asserts directions ("reward rises"), never exact values.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use peirce_tasks::dataset::{write_jsonl, Record};
-use peirce_tasks::{family, Options, TaskRng};
-
-fn dataset(dir: &Path, task: &str, level: u32, train: u64, test: u64) {
-    let family = family(task).unwrap();
-    let options = Options {
-        layout: None,
-        with_solution: true,
-    };
-    let records = |split: &str, range: std::ops::Range<u64>| -> Vec<Record> {
-        range
-            .map(|i| {
-                let mut rng = TaskRng::for_instance(7, task, level, i);
-                Record::from_instance(family.generate(level, &mut rng, &options), family, split)
-            })
-            .collect()
-    };
-    std::fs::create_dir_all(dir).unwrap();
-    write_jsonl(&dir.join("train.jsonl"), &records("train", 0..train)).unwrap();
-    write_jsonl(
-        &dir.join("test.jsonl"),
-        &records("test", train..train + test),
-    )
-    .unwrap();
-}
+use common::dataset;
 
 fn worker(dir: &Path, kind: &str, params: serde_json::Value, inputs: serde_json::Value) -> PathBuf {
-    let out = dir.join("out");
-    let scratch = dir.join("scratch");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::create_dir_all(&scratch).unwrap();
-    let spec = serde_json::json!({
-        "protocol": 1, "kind": kind, "node": kind, "workflow": "test", "params": params,
-        "inputs": inputs, "output_dir": out, "scratch_dir": scratch, "cpus": 2, "gpus": [],
-    });
-    std::fs::write(scratch.join("node.json"), spec.to_string()).unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_peirce-worker"))
-        .arg(scratch.join("node.json"))
-        .env_remove("CUDA_VISIBLE_DEVICES")
+    let output = common::worker_command(dir, kind, params, inputs)
         .output()
         .unwrap();
     let log = format!(
@@ -53,7 +19,7 @@ fn worker(dir: &Path, kind: &str, params: serde_json::Value, inputs: serde_json:
     );
     assert!(output.status.success(), "{kind} failed:\n{log}");
     std::fs::write(dir.join("log.txt"), log).unwrap();
-    out
+    dir.join("out")
 }
 
 /// The seeded run behind the threshold, measured with these settings (2026-11-22):

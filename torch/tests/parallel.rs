@@ -7,6 +7,8 @@
 //! `PEIRCE_PARALLEL_CHILD`); the node-level tests start the real `peirce-worker`, which starts
 //! its own ranks.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -258,43 +260,14 @@ fn sharded_optimizer_state_trains_as_one_rank() {
 // Through the worker: an `align` node with 2 CPU ranks.
 
 fn dataset(dir: &Path) {
-    use peirce_tasks::dataset::{write_jsonl, Record};
-    use peirce_tasks::{family, Options, TaskRng};
-    let family = family("deduction").unwrap();
-    let options = Options {
-        layout: None,
-        with_solution: true,
-    };
-    let records = |split: &str, range: std::ops::Range<u64>| -> Vec<Record> {
-        range
-            .map(|i| {
-                let mut rng = TaskRng::for_instance(7, "deduction", 1, i);
-                Record::from_instance(family.generate(1, &mut rng, &options), family, split)
-            })
-            .collect()
-    };
-    std::fs::create_dir_all(dir).unwrap();
-    write_jsonl(&dir.join("train.jsonl"), &records("train", 0..16)).unwrap();
-    write_jsonl(&dir.join("test.jsonl"), &records("test", 16..24)).unwrap();
+    common::dataset(dir, "deduction", 1, 16, 8);
 }
 
-/// A worker process for `kind` with `params` and `inputs`, in `dir`.
+/// A worker process for `kind` with `params` and `inputs`, in `dir`, whose collectives time
+/// out after 20 s.
 fn worker(dir: &Path, kind: &str, params: serde_json::Value, inputs: serde_json::Value) -> Command {
-    let out = dir.join("out");
-    let scratch = dir.join("scratch");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::create_dir_all(&scratch).unwrap();
-    let spec = serde_json::json!({
-        "protocol": peirce_protocol::PROTOCOL, "kind": kind, "node": kind, "workflow": "test",
-        "params": params, "inputs": inputs, "output_dir": out, "scratch_dir": scratch,
-        "cpus": 2, "gpus": [],
-    });
-    std::fs::write(scratch.join("node.json"), spec.to_string()).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_peirce-worker"));
-    command
-        .arg(scratch.join("node.json"))
-        .env_remove("CUDA_VISIBLE_DEVICES")
-        .env("PEIRCE_DIST_TIMEOUT_S", "20");
+    let mut command = common::worker_command(dir, kind, params, inputs);
+    command.env("PEIRCE_DIST_TIMEOUT_S", "20");
     command
 }
 
