@@ -15,6 +15,9 @@
 //! folder has `libtorch_cuda.so` and the wheel's CUDA runtime and NCCL headers are found
 //! next to torch (`site-packages/nvidia/*/include`); `PEIRCE_DIST_NCCL=0` leaves it out.
 //! `csrc/optim.cpp` binds libtorch's fused AdamW kernel (`_fused_adamw_`), which tch does not.
+//! `csrc/graph.cpp` binds libtorch's CUDA graphs (`at::cuda::CUDAGraph`), also missing from
+//! tch; it needs the CUDA runtime headers only, and without them (or with
+//! `PEIRCE_CUDA_GRAPHS=0`) it builds as stubs that say graphs are unavailable.
 
 use std::path::{Path, PathBuf};
 
@@ -38,6 +41,7 @@ fn build_dist_shim(lib: &Path, cuda: bool) {
     for path in [
         "csrc/dist.cpp",
         "csrc/optim.cpp",
+        "csrc/graph.cpp",
         "csrc/dist_nccl.cpp",
         "csrc/gloo-decl",
         "csrc/cuda-decl",
@@ -45,6 +49,7 @@ fn build_dist_shim(lib: &Path, cuda: bool) {
         println!("cargo:rerun-if-changed={path}");
     }
     println!("cargo:rerun-if-env-changed=PEIRCE_DIST_NCCL");
+    println!("cargo:rerun-if-env-changed=PEIRCE_CUDA_GRAPHS");
     println!("cargo:rerun-if-env-changed=LIBTORCH_CXX11_ABI");
     let torch = lib.parent().expect("torch's lib folder has a parent");
     let include = torch.join("include");
@@ -68,24 +73,34 @@ fn build_dist_shim(lib: &Path, cuda: bool) {
         .warnings(true)
         .extra_warnings(true)
         .file("csrc/dist.cpp")
-        .file("csrc/optim.cpp");
+        .file("csrc/optim.cpp")
+        .file("csrc/graph.cpp");
 
-    let nccl = if cuda && std::env::var("PEIRCE_DIST_NCCL").as_deref() != Ok("0") {
-        nccl_headers(torch)
-    } else {
-        None
+    let cuda_include = if cuda { cuda_headers(torch) } else { None };
+    if let Some(cuda_include) = &cuda_include {
+        build
+            .flag("-isystem")
+            .flag(cuda_include.display().to_string())
+            // After every other folder: a complete CUDA include folder wins over ours.
+            .flag("-idirafter")
+            .flag(Path::new("csrc/cuda-decl").display().to_string());
+        if std::env::var("PEIRCE_CUDA_GRAPHS").as_deref() != Ok("0") {
+            build.define("PEIRCE_CUDA_GRAPHS", None);
+            // `c10::cuda`'s streams live in libc10_cuda.so, which tch does not link.
+            println!("cargo:rustc-link-lib=dylib=c10_cuda");
+        }
+    }
+
+    let nccl = match &cuda_include {
+        Some(_) if std::env::var("PEIRCE_DIST_NCCL").as_deref() != Ok("0") => nccl_headers(torch),
+        _ => None,
     };
-    if let Some((cuda_include, nccl_include)) = &nccl {
+    if let Some(nccl_include) = &nccl {
         build
             .define("USE_C10D_NCCL", None)
             .define("PEIRCE_DIST_NCCL", None)
             .flag("-isystem")
-            .flag(cuda_include.display().to_string())
-            .flag("-isystem")
             .flag(nccl_include.display().to_string())
-            // After every other folder: a complete CUDA include folder wins over ours.
-            .flag("-idirafter")
-            .flag(Path::new("csrc/cuda-decl").display().to_string())
             .file("csrc/dist_nccl.cpp");
     } else if cuda {
         println!(
@@ -96,20 +111,22 @@ fn build_dist_shim(lib: &Path, cuda: bool) {
     build.compile("peirce_dist");
 }
 
-/// The CUDA runtime and NCCL include folders of PyTorch's wheel, found beside torch in
+/// The NCCL include folder of PyTorch's wheel, beside torch in `site-packages/nvidia/`.
+fn nccl_headers(torch: &Path) -> Option<PathBuf> {
+    let nccl = torch.parent()?.join("nvidia/nccl/include");
+    nccl.join("nccl.h").exists().then_some(nccl)
+}
+
+/// The CUDA runtime include folder of PyTorch's wheel, found beside torch in
 /// `site-packages/nvidia/`: the folder with `cuda_runtime_api.h` (`cu13/include`,
-/// `cuda_runtime/include`, ...) and the one with `nccl.h`.
-fn nccl_headers(torch: &Path) -> Option<(PathBuf, PathBuf)> {
+/// `cuda_runtime/include`, ...).
+fn cuda_headers(torch: &Path) -> Option<PathBuf> {
     let nvidia = torch.parent()?.join("nvidia");
-    let nccl = nvidia.join("nccl/include");
-    if !nccl.join("nccl.h").exists() {
-        return None;
-    }
     let mut folders: Vec<PathBuf> = std::fs::read_dir(&nvidia)
         .ok()?
         .filter_map(|entry| Some(entry.ok()?.path().join("include")))
         .filter(|include| include.join("cuda_runtime_api.h").exists())
         .collect();
     folders.sort();
-    Some((folders.into_iter().next()?, nccl))
+    folders.into_iter().next()
 }

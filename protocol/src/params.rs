@@ -215,6 +215,8 @@ kind_params! {
         pub temperature: f64 = 0.7,
         /// Rollout nucleus sampling
         pub top_p: f64 = 1.0,
+        /// Rollout top-k sampling (0: all tokens)
+        pub top_k: u32 = 0,
         /// Longest response, in tokens
         pub max_new_tokens: NonZeroU32 = positive(512),
         /// AdamW learning rate (constant)
@@ -273,6 +275,8 @@ kind_params! {
         pub temperature: f64 = 0.7,
         /// Nucleus sampling of the avg@k samples
         pub top_p: f64 = 1.0,
+        /// Top-k sampling of the avg@k samples (0: all tokens)
+        pub top_k: u32 = 0,
         /// Longest response, in tokens
         pub max_new_tokens: NonZeroU32 = positive(512),
         /// Rows per generation batch

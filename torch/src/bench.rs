@@ -26,7 +26,10 @@ use crate::optim::{Optimizer, StatePlacement};
 use crate::parallel::Ranks;
 use crate::pretrained::{self, parse_dtype, CONFIG};
 use crate::qwen2::{Config, Qwen2};
-use crate::sampler::{generate, Finish, SamplingParams};
+use crate::sampler::{
+    self, generate, generate_requests, Batching, Completion, Finish, Request, SamplingParams,
+    Schedule,
+};
 use crate::train::{self, Algorithm, Rollout, TrainConfig};
 
 /// The usage line printed on bad arguments.
@@ -36,7 +39,8 @@ pub const USAGE: &str =
 [--temperature T] [--warmup-tokens N] [--sample-iterations N] [--train-rows N] \
 [--train-prompt-tokens N] [--response-tokens N] [--micro-batch N] [--train-warmup N] \
 [--train-iterations N] [--optimizer master|offload|pure] [--gradient-checkpointing] [--seed N] \
-[--threads N] [--skip-sample] [--skip-train]";
+[--threads N] [--skip-sample] [--skip-train] [--sampler continuous|static] [--cuda-graphs on|off] \
+[--skewed-requests N] [--skewed-max-tokens N]";
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -83,6 +87,26 @@ pub struct BenchOptions {
     pub skip_sample: bool,
     /// Leave out the training figure.
     pub skip_train: bool,
+    /// The generation figure's sampler: continuous batching (`batch` slots) or the static
+    /// batch ([`sampler::generate`]).
+    pub sampler: BenchSampler,
+    /// Continuous batching on CUDA: replay decoding steps as CUDA graphs.
+    pub cuda_graphs: bool,
+    /// When above 0: the skewed rollout instead of the fixed-length figure: this many
+    /// requests with response lengths drawn from a skewed distribution, decoded in `batch`
+    /// slots by static and by continuous batching.
+    pub skewed_requests: usize,
+    /// The skewed rollout's longest response.
+    pub skewed_max_tokens: i64,
+}
+
+/// The sampler of the bench's generation figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchSampler {
+    /// [`sampler::generate_requests`] with `batch` slots.
+    Continuous,
+    /// [`sampler::generate`], one static batch.
+    Static,
 }
 
 /// The optimizer of the bench's training step.
@@ -151,6 +175,10 @@ impl Default for BenchOptions {
             threads: 0,
             skip_sample: false,
             skip_train: false,
+            sampler: BenchSampler::Continuous,
+            cuda_graphs: true,
+            skewed_requests: 0,
+            skewed_max_tokens: 8192,
         }
     }
 }
@@ -190,6 +218,30 @@ impl BenchOptions {
                 "--threads" => options.threads = number(flag, value()?)?,
                 "--skip-sample" => options.skip_sample = true,
                 "--skip-train" => options.skip_train = true,
+                "--sampler" => {
+                    options.sampler = match value()?.as_str() {
+                        "continuous" => BenchSampler::Continuous,
+                        "static" => BenchSampler::Static,
+                        other => {
+                            return Err(TorchError::Invalid(format!(
+                                "unknown sampler `{other}` (continuous, static)"
+                            )))
+                        }
+                    }
+                }
+                "--cuda-graphs" => {
+                    options.cuda_graphs = match value()?.as_str() {
+                        "on" => true,
+                        "off" => false,
+                        other => {
+                            return Err(TorchError::Invalid(format!(
+                                "`--cuda-graphs` is on or off, not `{other}`"
+                            )))
+                        }
+                    }
+                }
+                "--skewed-requests" => options.skewed_requests = number(flag, value()?)?,
+                "--skewed-max-tokens" => options.skewed_max_tokens = number(flag, value()?)?,
                 other => {
                     return Err(TorchError::Invalid(format!(
                         "unknown bench argument `{other}`"
@@ -415,7 +467,9 @@ pub fn run(options: &BenchOptions) -> Result<serde_json::Value> {
             "parameters": parameters,
         },
     });
-    if !options.skip_sample {
+    if options.skewed_requests > 0 {
+        result["skewed"] = skewed(&policy, options, &mut rng)?;
+    } else if !options.skip_sample {
         result["sample"] = sample(&policy, options, &mut rng)?;
     }
     if !options.skip_train {
@@ -437,48 +491,80 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
         eos: Vec::new(),
         stop_sequences: Vec::new(),
         pad: 0,
+        cuda_graphs: options.cuda_graphs,
         ..SamplingParams::default()
     };
     let device = model.device();
+    let bandwidth = copy_bandwidth(device)?;
+    let run = |params: &SamplingParams| -> Result<(Vec<Completion>, sampler::DecodeStats)> {
+        match options.sampler {
+            BenchSampler::Static => Ok((generate(model, &prompts, params)?, Default::default())),
+            BenchSampler::Continuous => {
+                let requests: Vec<Request<'_>> = prompts
+                    .iter()
+                    .map(|prompt| Request {
+                        prompt,
+                        max_new_tokens: params.max_new_tokens,
+                    })
+                    .collect();
+                let batching = Batching {
+                    slots: options.batch,
+                    schedule: Schedule::Continuous,
+                };
+                generate_requests(model, &requests, params, &batching)
+            }
+        }
+    };
     if options.warmup_tokens > 0 {
-        generate(
-            model,
-            &prompts,
-            &params(options.warmup_tokens, options.seed),
-        )?;
+        run(&params(options.warmup_tokens, options.seed))?;
     }
     // The prompt's forward pass and the first token alone, to split the figure into prefill
     // and per-step decode cost.
     synchronize(device);
     let started = Instant::now();
-    generate(model, &prompts, &params(1, options.seed))?;
+    run(&params(1, options.seed))?;
     synchronize(device);
     let prefill = started.elapsed().as_secs_f64();
     let mut seconds = 0.0;
+    let mut stats = sampler::DecodeStats::default();
+    let mut completions = Vec::new();
     for iteration in 0..options.sample_iterations {
         synchronize(device);
         let started = Instant::now();
-        let completions = generate(
-            model,
-            &prompts,
-            &params(options.new_tokens, options.seed + 1 + iteration as u64),
-        )?;
+        let (done, call) = run(&params(
+            options.new_tokens,
+            options.seed + 1 + iteration as u64,
+        ))?;
         synchronize(device);
         seconds += started.elapsed().as_secs_f64();
-        if let Some(row) = completions
+        if let Some(row) = done
             .iter()
             .position(|c| c.tokens.len() as i64 != options.new_tokens)
         {
             return Err(TorchError::Invalid(format!(
                 "row {row} stopped after {} tokens, expected {}",
-                completions[row].tokens.len(),
+                done[row].tokens.len(),
                 options.new_tokens
             )));
         }
+        stats = call;
+        completions = done;
     }
     let seconds = seconds / options.sample_iterations as f64;
     let tokens = options.batch as f64 * options.new_tokens as f64;
-    Ok(json!({
+    let ms_per_step = 1e3 * (seconds - prefill) / (options.new_tokens - 1).max(1) as f64;
+    // The floor: every weight and every row's cached keys and values read once per step, at
+    // the measured copy rate (the mean context over the generation).
+    let context = options.prompt_tokens as f64 + options.new_tokens as f64 / 2.0;
+    let bytes = step_bytes(&model.config, options.dtype, options.batch as f64 * context);
+    let floor_ms = 1e3 * bytes / bandwidth;
+    let mut result = json!({
+        "sampler": match options.sampler {
+            BenchSampler::Continuous => "continuous",
+            BenchSampler::Static => "static",
+        },
+        "cuda_graphs": stats.graph_replays > 0,
+        "graphs_captured": stats.graphs_captured,
         "batch": options.batch,
         "prompt_tokens": options.prompt_tokens,
         "new_tokens": options.new_tokens,
@@ -487,8 +573,154 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
         "seconds": seconds,
         "tokens_per_second": tokens / seconds,
         "prefill_seconds": prefill,
-        "decode_ms_per_step": 1e3 * (seconds - prefill) / (options.new_tokens - 1).max(1) as f64,
-    }))
+        "decode_ms_per_step": ms_per_step,
+        "copy_bandwidth_gb_per_s": bandwidth / 1e9,
+        "floor_bytes_per_step": bytes,
+        "floor_ms_per_step": floor_ms,
+        "fraction_of_floor": floor_ms / ms_per_step,
+    });
+    // With CUDA graphs, the same generation without them must give the same tokens (the
+    // graphs replay the same kernels on the same shapes); and the static batch's, where the
+    // kernels differ, row by row.
+    if stats.graph_replays > 0 {
+        let check = params(options.new_tokens.min(128), options.seed + 1);
+        let eager = SamplingParams {
+            cuda_graphs: false,
+            ..check.clone()
+        };
+        let (graphs, _) = run(&check)?;
+        let (eager, _) = run(&eager)?;
+        let fixed = generate(model, &prompts, &check)?;
+        let same = |a: &[Completion], b: &[Completion]| {
+            a.iter()
+                .zip(b)
+                .filter(|(a, b)| a.tokens == b.tokens)
+                .count()
+        };
+        result["check_tokens"] = json!(check.max_new_tokens);
+        result["rows_equal_graphs_vs_eager"] = json!(same(&graphs, &eager));
+        result["rows_equal_continuous_vs_static"] = json!(same(&graphs, &fixed));
+        result["rows"] = json!(prompts.len());
+    }
+    drop(completions);
+    Ok(result)
+}
+
+/// Bytes a decoding step must read at least: every weight once (the input embedding only
+/// where it doubles as the output projection), and `cached_tokens` tokens' keys and values
+/// in every layer.
+pub fn step_bytes(cfg: &Config, dtype: Kind, cached_tokens: f64) -> f64 {
+    let hidden = cfg.hidden_size as f64;
+    let head_dim = cfg.head_dim() as f64;
+    let (heads, kv_heads) = (
+        cfg.num_attention_heads as f64,
+        cfg.num_key_value_heads as f64,
+    );
+    let attention = hidden * head_dim * (heads + 2.0 * kv_heads) + heads * head_dim * hidden;
+    let mlp = 3.0 * hidden * cfg.intermediate_size as f64;
+    let layers = cfg.num_hidden_layers as f64;
+    let output = cfg.vocab_size as f64 * hidden;
+    let element = dtype.elt_size_in_bytes() as f64;
+    let weights = layers * (attention + mlp) + output;
+    let kv = cached_tokens * layers * 2.0 * kv_heads * head_dim;
+    (weights + kv) * element
+}
+
+/// The device's copy rate in bytes per second: a 1 GiB device-to-device copy (read and
+/// written once: 2 GiB moved), best of 5.
+fn copy_bandwidth(device: Device) -> Result<f64> {
+    let elements = 1i64 << 28;
+    let source = tch::Tensor::f_ones([elements], (Kind::Float, device))?;
+    let mut target = tch::Tensor::f_zeros([elements], (Kind::Float, device))?;
+    let mut best = f64::INFINITY;
+    for _ in 0..5 {
+        synchronize(device);
+        let started = Instant::now();
+        target.f_copy_(&source)?;
+        synchronize(device);
+        best = best.min(started.elapsed().as_secs_f64());
+    }
+    Ok(2.0 * (elements * 4) as f64 / best)
+}
+
+/// The skewed rollout: `skewed_requests` prompts whose responses are cut at lengths drawn
+/// from a log-normal distribution (median 256 tokens, sigma 1.2, clipped to 16 and
+/// `skewed_max_tokens`: most short, a tail to the maximum), decoded in `batch` slots by
+/// static batching (a batch waits for its longest row) and by continuous batching, on the
+/// same decoding code. Wall time of each.
+fn skewed(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<serde_json::Value> {
+    let count = options.skewed_requests;
+    let prompts: Vec<Vec<i64>> = (0..count)
+        .map(|_| rng.tokens(options.prompt_tokens, model.config.vocab_size))
+        .collect();
+    let lengths: Vec<i64> = (0..count)
+        .map(|_| {
+            // Box-Muller from two uniforms.
+            let u1 = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+            let u2 = (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+            let normal = (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+            ((256.0 * (1.2 * normal).exp()).round() as i64).clamp(16, options.skewed_max_tokens)
+        })
+        .collect();
+    let requests: Vec<Request<'_>> = prompts
+        .iter()
+        .zip(&lengths)
+        .map(|(prompt, &max_new_tokens)| Request {
+            prompt,
+            max_new_tokens,
+        })
+        .collect();
+    let params = SamplingParams {
+        max_new_tokens: options.skewed_max_tokens,
+        temperature: options.temperature,
+        seed: options.seed,
+        cuda_graphs: options.cuda_graphs,
+        ..SamplingParams::default()
+    };
+    let device = model.device();
+    let mut sorted = lengths.clone();
+    sorted.sort_unstable();
+    let mut result = json!({
+        "requests": count,
+        "slots": options.batch,
+        "prompt_tokens": options.prompt_tokens,
+        "response_tokens": lengths.iter().sum::<i64>(),
+        "longest": lengths.iter().max(),
+        "median": sorted[count / 2],
+    });
+    let mut outputs = Vec::new();
+    for (name, schedule) in [
+        ("static", Schedule::Static),
+        ("continuous", Schedule::Continuous),
+    ] {
+        let batching = Batching {
+            slots: options.batch,
+            schedule,
+        };
+        synchronize(device);
+        let started = Instant::now();
+        let (completions, stats) = generate_requests(model, &requests, &params, &batching)?;
+        synchronize(device);
+        let seconds = started.elapsed().as_secs_f64();
+        result[name] = json!({
+            "seconds": seconds,
+            "steps": stats.steps,
+            "tokens_per_second": stats.tokens as f64 / seconds,
+            "slot_occupancy": stats.live_slot_steps as f64 / (stats.steps.max(1) * options.batch as u64) as f64,
+            "graphs_captured": stats.graphs_captured,
+        });
+        outputs.push(completions);
+    }
+    result["speedup"] = json!(
+        result["static"]["seconds"].as_f64().unwrap_or(0.0)
+            / result["continuous"]["seconds"].as_f64().unwrap_or(1.0)
+    );
+    result["rows_equal_static_vs_continuous"] = json!(outputs[0]
+        .iter()
+        .zip(&outputs[1])
+        .filter(|(a, b)| a == b)
+        .count());
+    Ok(result)
 }
 
 fn train(

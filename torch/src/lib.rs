@@ -17,6 +17,7 @@ pub mod data;
 pub mod device;
 pub mod dist;
 pub mod error;
+pub mod graph;
 pub mod optim;
 pub mod parallel;
 pub mod pretrained;

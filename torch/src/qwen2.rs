@@ -360,6 +360,29 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask) -> Result<Tens
     })
 }
 
+/// Attention of one new token per row (`q`: `[rows, heads, 1, dim]`) over `k`, `v`
+/// (`[rows, kv_heads, keys, dim]`) under a `[rows, 1, 1, keys]` mask, without repeating the
+/// key/value heads: the `heads / kv_heads` query heads that share a key/value head are laid
+/// out as that head's queries (`[rows, kv_heads, groups, dim]`), which is the same
+/// arithmetic as grouped-query attention and reads each cached key and value once.
+fn grouped_decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let size = q.size();
+    let (rows, heads, dim) = (size[0], size[1], size[3]);
+    let kv_heads = k.size()[1];
+    let grouped = q.f_reshape([rows, kv_heads, heads / kv_heads, dim])?;
+    let y = Tensor::f_scaled_dot_product_attention(
+        &grouped,
+        k,
+        v,
+        Some(mask),
+        0.0,
+        false,
+        None,
+        false,
+    )?;
+    Ok(y.f_reshape([rows, heads, 1, dim])?)
+}
+
 fn repeat_kv(x: &Tensor, groups: i64) -> Result<Tensor> {
     if groups == 1 {
         return Ok(x.shallow_clone());
@@ -388,8 +411,9 @@ enum CacheWrite<'a> {
     /// A prompt into row `slot`, from position 0 (attention over that row's new keys only).
     Slot(i64),
     /// One token per row, each at its own position: the `[batch, kv_heads, 1, head_dim]`
-    /// index of it (attention over the whole capacity, under the mask given).
-    Rows(&'a Tensor),
+    /// index of it, and attention over the first `attend` cached positions of every row,
+    /// under the mask given.
+    Rows(&'a Tensor, i64),
 }
 
 /// One layer's projection weights concatenated, so a decoding step runs one matrix product
@@ -564,10 +588,15 @@ impl SelfAttention {
                 row(&cache.values)?.f_copy_(&v)?;
                 attention(&q, &k, &v, mask)?
             }
-            Some((cache, CacheWrite::Rows(index))) => {
+            Some((cache, CacheWrite::Rows(index, attend))) => {
                 let _ = cache.keys.f_scatter_(2, index, &k)?;
                 let _ = cache.values.f_scatter_(2, index, &v)?;
-                attention(&q, &cache.keys, &cache.values, mask)?
+                let Mask::Explicit(mask) = mask else {
+                    return Err(TorchError::Invalid("decoding rows needs their mask".into()));
+                };
+                let keys = cache.keys.f_narrow(2, 0, attend)?;
+                let values = cache.values.f_narrow(2, 0, attend)?;
+                grouped_decode_attention(&q, &keys, &values, mask)?
             }
             None => attention(&q, &k, &v, mask)?,
         };
@@ -826,16 +855,26 @@ impl Qwen2 {
     /// Continuous batching, decode: one new token per row of `cache` (`tokens`, `[rows, 1]`),
     /// each at its own position (`positions`, `[rows, 1]`: the row's length so far), written
     /// there; each row attends to its own positions `0..=position` only, so rows at any point
-    /// of their request share the step. Returns `[rows, 1, hidden]`.
+    /// of their request share the step. Attention reads the first `attend` positions of
+    /// every row (at least the longest row's `position + 1`, at most the capacity). Nothing
+    /// here waits for the device, so the step can be captured as a CUDA graph. Returns
+    /// `[rows, 1, hidden]`.
     pub fn decode_slots(
         &self,
         tokens: &Tensor,
         positions: &Tensor,
         cache: &mut KvCache,
+        attend: i64,
     ) -> Result<Tensor> {
+        if attend < 1 || attend > cache.capacity {
+            return Err(TorchError::Invalid(format!(
+                "attending over {attend} positions of a cache of {}",
+                cache.capacity
+            )));
+        }
         let rows = tokens.size()[0];
         let device = self.device();
-        let keys = Tensor::f_arange(cache.capacity, (Kind::Int64, device))?.f_unsqueeze(0)?;
+        let keys = Tensor::f_arange(attend, (Kind::Int64, device))?.f_unsqueeze(0)?;
         let mask = keys
             .f_le_tensor(positions)?
             .f_unsqueeze(1)?
@@ -848,7 +887,7 @@ impl Qwen2 {
         let (cos, sin) = rotary(positions, cfg.head_dim(), self.theta, self.kind())?;
         let mut x = Tensor::f_embedding(&self.embed_tokens, tokens, -1, false, false)?;
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let write = Some((layer_cache, CacheWrite::Rows(&index)));
+            let write = Some((layer_cache, CacheWrite::Rows(&index, attend)));
             x = layer.forward(&x, (&cos, &sin), &mask, write)?;
         }
         self.norm.forward(&x)

@@ -1,18 +1,33 @@
-//! Batched generation with a KV cache: greedy, temperature and top-p sampling, stopping at
-//! end-of-sequence ids or stop sequences (`</answer>`), seeded.
+//! Batched generation with a KV cache: greedy, temperature, top-k and top-p sampling,
+//! stopping at end-of-sequence ids or stop sequences (`</answer>`), each request with its own
+//! random stream.
 //!
-//! Prompts of different lengths are left-padded: a key mask hides the padding from every
-//! real query, and positions count real tokens only, so a row's tokens do not depend on
-//! what it was batched with. The loop stays on the device: sampling uses the Gumbel-max
-//! trick (no host round trip), finished rows keep emitting padding, and the host checks
-//! for "all rows finished" only every few steps. Rows are cut at their first stop on the
-//! host afterwards.
+//! Two schedulers share the model's decoding code:
+//! - [`generate`], the static batch: prompts of different lengths are left-padded, a key
+//!   mask hides the padding from every real query, and positions count real tokens only, so
+//!   a row's tokens do not depend on what it was batched with. The loop stays on the device
+//!   (finished rows keep emitting padding; the host checks for "all rows finished" only
+//!   every few steps). It is the reference the other is tested against.
+//! - [`generate_continuous`] / [`generate_requests`], continuous batching: a fixed number of
+//!   KV-cache slots decode together, and a finished row's slot takes the next waiting prompt
+//!   at once. On a CUDA device each decoding step is a replayed CUDA graph ([`crate::graph`]),
+//!   one per KV-length bucket.
+//!
+//! Random numbers: request `i`'s Gumbel noise at its `t`-th new token is a hash of
+//! (`seed`, `i`, `t`, token id) ([`gumbel`]), computed on the device; libtorch's global
+//! generator is not used. So a sampled response depends on its request, the seed and the
+//! model only: not on the batch it decoded in, the number of slots, the scheduler or the
+//! process's other random draws (up to the last bits of the logits, which batched kernels
+//! may round differently).
 //!
 //! It does not do beam search, repetition penalties or speculative decoding.
 
-use tch::{Kind, Tensor};
+use std::collections::HashMap;
+
+use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, TorchError};
+use crate::graph::{self, Graph, Pool};
 use crate::qwen2::{positions_from_mask, KvCache, Qwen2};
 
 /// How to generate.
@@ -25,9 +40,10 @@ pub struct SamplingParams {
     /// Nucleus sampling: keep the smallest set of tokens whose probability reaches this
     /// (1.0: all).
     pub top_p: f64,
-    /// Seeds libtorch's generator before the first token. That generator is global to the
-    /// process: the same seed gives the same tokens when nothing else in the process draws
-    /// random numbers meanwhile (true in `peirce-worker`, one node per process).
+    /// Keep the `top_k` most likely tokens only (0: all).
+    pub top_k: i64,
+    /// Seeds every request's random stream (request `i` of a call draws from the stream of
+    /// (`seed`, `i`)).
     pub seed: u64,
     /// Token ids that end a row (included in its output).
     pub eos: Vec<i64>,
@@ -38,6 +54,9 @@ pub struct SamplingParams {
     /// How many decode steps between checks that every row has finished (each check waits
     /// for the device).
     pub check_every: i64,
+    /// Continuous batching on a CUDA device: replay each decoding step as a CUDA graph
+    /// (false: launch its kernels one by one, as on the CPU).
+    pub cuda_graphs: bool,
 }
 
 impl Default for SamplingParams {
@@ -46,11 +65,13 @@ impl Default for SamplingParams {
             max_new_tokens: 256,
             temperature: 0.0,
             top_p: 1.0,
+            top_k: 0,
             seed: 0,
             eos: Vec::new(),
             stop_sequences: Vec::new(),
             pad: 0,
             check_every: 8,
+            cuda_graphs: true,
         }
     }
 }
@@ -76,12 +97,118 @@ pub struct Completion {
     pub finish: Finish,
 }
 
-/// Samples one token per row from `logits` (`[batch, vocab]`, fp32).
-pub fn sample(logits: &Tensor, temperature: f64, top_p: f64) -> Result<Tensor> {
+/// The random keys of every request of a call: `[requests, 2]` 32-bit halves (as int32).
+fn request_keys(seed: u64, requests: usize) -> Vec<[u32; 2]> {
+    (0..requests as u64)
+        .map(|request| {
+            let key = splitmix64(seed ^ splitmix64(request.wrapping_add(0x5851_F42D_4C95_7F2D)));
+            [key as u32, (key >> 32) as u32]
+        })
+        .collect()
+}
+
+/// A request's two 32-bit noise keys at its `step`-th new token: its keys, each XORed with a
+/// hash of the step (what [`gumbel`] takes).
+fn step_keys(keys: [u32; 2], step: i64) -> [i32; 2] {
+    let [a, b] = step_salts(step);
+    [(keys[0] ^ a) as i32, (keys[1] ^ b) as i32]
+}
+
+fn step_salts(step: i64) -> [u32; 2] {
+    let step = step as u32;
+    [
+        fmix32(step.wrapping_mul(2)),
+        fmix32(step.wrapping_mul(2) | 1),
+    ]
+}
+
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// MurmurHash3's 32-bit finalizer: a bijection whose every output bit depends on every input
+/// bit.
+fn fmix32(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85EB_CA6B);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xC2B2_AE35);
+    h ^ (h >> 16)
+}
+
+const TOKEN_MULTIPLIER: u32 = 0x9E37_79B1;
+
+/// [`fmix32`] on int32 tensors holding the bits of u32s (multiplications wrap; right shifts
+/// are made logical with a mask).
+fn fmix32_tensor(h: &Tensor) -> Result<Tensor> {
+    let shift = |h: &Tensor, by: i64| -> Result<Tensor> {
+        let shifted = h
+            .f_bitwise_right_shift_tensor_scalar(by)?
+            .f_bitwise_and((1i64 << (32 - by)) - 1)?;
+        Ok(h.f_bitwise_xor_tensor(&shifted)?)
+    };
+    let h = shift(h, 16)?.f_mul_scalar(i64::from(0x85EB_CA6Bu32 as i32))?;
+    let h = shift(&h, 13)?.f_mul_scalar(i64::from(0xC2B2_AE35u32 as i32))?;
+    shift(&h, 16)
+}
+
+/// Gumbel noise, `[rows, vocab]` fp32: for row `r` with keys `keys[r] = (k1, k2)`
+/// (`[rows, 2]` int32) and token `v`, `-ln(-ln(u))` with `u` from the top 23 bits of
+/// `fmix32((v * 0x9E3779B1 + k1) ^ k2)`, strictly inside (0, 1).
+pub fn gumbel(keys: &Tensor, vocab: i64) -> Result<Tensor> {
+    let tokens = Tensor::f_arange(vocab, (Kind::Int, keys.device()))?
+        .f_mul_scalar(i64::from(TOKEN_MULTIPLIER as i32))?
+        .f_unsqueeze(0)?;
+    let h = tokens
+        .f_add(&keys.f_narrow(1, 0, 1)?)?
+        .f_bitwise_xor_tensor(&keys.f_narrow(1, 1, 1)?)?;
+    let bits = fmix32_tensor(&h)?
+        .f_bitwise_right_shift_tensor_scalar(9)?
+        .f_bitwise_and(0x7F_FFFF)?;
+    let uniform = bits
+        .f_to_kind(Kind::Float)?
+        .f_add_scalar(0.5)?
+        .f_mul_scalar(1.0 / f64::from(1u32 << 23))?;
+    Ok(uniform.f_log()?.f_neg()?.f_log()?.f_neg()?)
+}
+
+/// The value [`gumbel`] gives token `token` under keys `(k1, k2)`, computed on the host (the
+/// reference its tests check the device's against).
+pub fn gumbel_reference(keys: [i32; 2], token: u32) -> f32 {
+    let h = fmix32(
+        token
+            .wrapping_mul(TOKEN_MULTIPLIER)
+            .wrapping_add(keys[0] as u32)
+            ^ keys[1] as u32,
+    );
+    let uniform = (((h >> 9) & 0x7F_FFFF) as f32 + 0.5) * (1.0 / (1u32 << 23) as f32);
+    -(-uniform.ln()).ln()
+}
+
+/// Samples one token per row from `logits` (`[batch, vocab]`, fp32): greedy when
+/// `temperature <= 0`, else softmax(logits / temperature) restricted to the `top_k` most
+/// likely tokens (0: all) and to the top-p nucleus, with the Gumbel-max trick, the noise
+/// drawn from `keys` (`[batch, 2]` int32, see [`gumbel`]).
+pub fn sample(
+    logits: &Tensor,
+    temperature: f64,
+    top_p: f64,
+    top_k: i64,
+    keys: &Tensor,
+) -> Result<Tensor> {
     if temperature <= 0.0 {
         return Ok(logits.f_argmax(-1, false)?);
     }
+    let vocab = logits.size()[1];
     let mut scaled = logits.f_div_scalar(temperature)?;
+    if top_k > 0 && top_k < vocab {
+        let (values, _) = scaled.f_topk(top_k, -1, true, false)?;
+        let kth = values.f_narrow(1, top_k - 1, 1)?;
+        scaled = scaled.f_masked_fill(&scaled.f_lt_tensor(&kth)?, f64::NEG_INFINITY)?;
+    }
     if top_p < 1.0 {
         let (sorted, order) = scaled.f_sort(-1, true)?;
         let probs = sorted.f_softmax(-1, Kind::Float)?;
@@ -93,9 +220,7 @@ pub fn sample(logits: &Tensor, temperature: f64, top_p: f64) -> Result<Tensor> {
         scaled = scaled.f_masked_fill(&drop, f64::NEG_INFINITY)?;
     }
     // Gumbel-max: argmax(logits + Gumbel noise) is a sample of softmax(logits).
-    let uniform = scaled.f_rand_like()?.f_clamp_min(1e-20)?;
-    let gumbel = uniform.f_log()?.f_neg()?.f_log()?.f_neg()?;
-    Ok(scaled.f_add(&gumbel)?.f_argmax(-1, false)?)
+    Ok(scaled.f_add(&gumbel(keys, vocab)?)?.f_argmax(-1, false)?)
 }
 
 /// Refuses an empty prompt; the (empty) completions when there is nothing to generate (no
@@ -130,7 +255,6 @@ pub fn generate(
     if let Some(nothing) = nothing_to_generate(prompts, params)? {
         return Ok(nothing);
     }
-    tch::manual_seed(params.seed as i64);
     let raw = tch::no_grad(|| generate_tokens(model, prompts, params))?;
     Ok(raw.into_iter().map(|row| cut(row, params)).collect())
 }
@@ -198,9 +322,28 @@ fn generate_tokens(
         .collect::<Result<_>>()?;
     let pad = Tensor::f_full([batch], params.pad, options)?;
     let check_every = params.check_every.max(1);
+    let keys: Vec<i32> = request_keys(params.seed, prompts.len())
+        .into_iter()
+        .flat_map(|[a, b]| [a as i32, b as i32])
+        .collect();
+    let keys = Tensor::from_slice(&keys).f_view([batch, 2])?.f_to(device)?;
 
     for step in 0..max_new {
-        let next = sample(&logits, params.temperature, params.top_p)?;
+        let [a, b] = step_salts(step);
+        let step_keys = Tensor::f_cat(
+            &[
+                keys.f_narrow(1, 0, 1)?.f_bitwise_xor(i64::from(a as i32))?,
+                keys.f_narrow(1, 1, 1)?.f_bitwise_xor(i64::from(b as i32))?,
+            ],
+            1,
+        )?;
+        let next = sample(
+            &logits,
+            params.temperature,
+            params.top_p,
+            params.top_k,
+            &step_keys,
+        )?;
         let next = pad.f_where_self(&finished, &next)?;
         out.f_narrow(1, step, 1)?.f_copy_(&next.f_unsqueeze(1)?)?;
         let mut stopped = next
@@ -238,29 +381,218 @@ fn generate_tokens(
     Ok(flat.chunks(max_new as usize).map(<[i64]>::to_vec).collect())
 }
 
-/// Generates a completion for each prompt with continuous batching: `slots` rows decode
-/// together, and when a row ends (an end-of-sequence id, a stop sequence, `max_new_tokens`)
-/// its slot takes the next waiting prompt at once, its prefill written into that slot of the
-/// KV cache ([`Qwen2::prefill_slot`]), so every decoding step ([`Qwen2::decode_slots`]) runs
-/// on live rows only instead of waiting for the longest row of a static batch. Results are in
-/// request order. Greedy output equals [`generate`]'s (each row attends to its own tokens
-/// only, at the positions a static batch gives them); sampled output is reproducible for the
-/// same prompts, parameters and `slots`, though not equal to [`generate`]'s (the random
-/// stream is drawn in another order).
-///
-/// Each step checks its rows on the host (one device sync per token); the KV cache holds
-/// `slots` rows of the longest prompt plus `max_new_tokens`.
+/// Generates a completion for each prompt with continuous batching over `slots` KV-cache
+/// rows ([`generate_requests`] with every request's limit `params.max_new_tokens`). Results
+/// are in request order. Greedy output equals [`generate`]'s token for token (each row
+/// attends to its own tokens only, at the positions a static batch gives them), and so does
+/// sampled output (each request draws from its own random stream), up to the last bits of
+/// the logits.
 pub fn generate_continuous(
     model: &Qwen2,
     prompts: &[Vec<i64>],
     params: &SamplingParams,
     slots: usize,
 ) -> Result<Vec<Completion>> {
-    if let Some(nothing) = nothing_to_generate(prompts, params)? {
-        return Ok(nothing);
+    let requests: Vec<Request<'_>> = prompts
+        .iter()
+        .map(|prompt| Request {
+            prompt,
+            max_new_tokens: params.max_new_tokens,
+        })
+        .collect();
+    let batching = Batching {
+        slots,
+        schedule: Schedule::Continuous,
+    };
+    Ok(generate_requests(model, &requests, params, &batching)?.0)
+}
+
+/// One prompt to complete.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// Its token ids (not empty).
+    pub prompt: &'a [i64],
+    /// At most this many new tokens (at most the call's `max_new_tokens`).
+    pub max_new_tokens: i64,
+}
+
+/// How requests share the decoding batch.
+#[derive(Debug, Clone)]
+pub struct Batching {
+    /// KV-cache rows decoding together.
+    pub slots: usize,
+    /// When a finished row's slot takes the next request.
+    pub schedule: Schedule,
+}
+
+/// When waiting requests enter the batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schedule {
+    /// As soon as any slot is free.
+    Continuous,
+    /// Only when every slot is free: static batches of `slots` requests in order, each
+    /// decoding until its longest row is done (the baseline continuous batching replaces,
+    /// on the same decoding code).
+    Static,
+}
+
+/// What a [`generate_requests`] call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DecodeStats {
+    /// Decoding steps (each advances every live slot by one token).
+    pub steps: u64,
+    /// Tokens generated (prefill's first tokens included).
+    pub tokens: u64,
+    /// Slot-steps spent on live rows: `tokens` less the first token of each request.
+    pub live_slot_steps: u64,
+    /// Steps run by replaying a CUDA graph.
+    pub graph_replays: u64,
+    /// CUDA graphs captured (one per KV-length bucket reached).
+    pub graphs_captured: u64,
+}
+
+/// Generates a completion for each request, `batching.slots` rows at a time, and says what
+/// it did. Results are in request order.
+///
+/// Each decoding step ([`Qwen2::decode_slots`]) writes every slot's new key and value at that
+/// slot's own position and attends over the first `L` cached positions of every slot, masked
+/// to the slot's own, where `L` is the longest live row rounded up to a bucket
+/// ([`attention_bucket`]). On a CUDA device (unless `params.cuda_graphs` is false) each
+/// bucket's step is captured as a CUDA graph the first time it runs eagerly and replayed
+/// afterwards. The host checks every row after each step (one device sync per token).
+pub fn generate_requests(
+    model: &Qwen2,
+    requests: &[Request<'_>],
+    params: &SamplingParams,
+    batching: &Batching,
+) -> Result<(Vec<Completion>, DecodeStats)> {
+    if let Some(row) = requests.iter().position(|r| r.prompt.is_empty()) {
+        return Err(TorchError::Invalid(format!("prompt {row} is empty")));
     }
-    tch::manual_seed(params.seed as i64);
-    tch::no_grad(|| continuous(model, prompts, params, slots.clamp(1, prompts.len())))
+    let limit = |request: &Request<'_>| request.max_new_tokens.min(params.max_new_tokens);
+    let empty = Completion {
+        tokens: Vec::new(),
+        finish: Finish::Length,
+    };
+    let mut results: Vec<Option<Completion>> = requests
+        .iter()
+        .map(|request| (limit(request) <= 0).then(|| empty.clone()))
+        .collect();
+    let waiting: Vec<usize> = (0..requests.len())
+        .filter(|&i| results[i].is_none())
+        .collect();
+    if waiting.is_empty() {
+        return Ok((
+            results.into_iter().flatten().collect(),
+            DecodeStats::default(),
+        ));
+    }
+    let slots = batching.slots.clamp(1, waiting.len());
+    let longest = waiting
+        .iter()
+        .map(|&i| requests[i].prompt.len() as i64 + limit(&requests[i]))
+        .max()
+        .unwrap_or(1);
+    let keys = request_keys(params.seed, requests.len());
+    let stats = tch::no_grad(|| -> Result<DecodeStats> {
+        let mut decoder = Decoder::new(model, slots, longest, params.cuda_graphs)?;
+        let mut active: Vec<Option<Active>> = (0..slots).map(|_| None).collect();
+        let mut waiting = waiting.into_iter();
+        // Per slot, per step: token and position.
+        let mut inputs = vec![0i64; slots * 2];
+        loop {
+            let admit = match batching.schedule {
+                Schedule::Continuous => true,
+                Schedule::Static => active.iter().all(Option::is_none),
+            };
+            if admit {
+                for (slot, entry) in active.iter_mut().enumerate() {
+                    if entry.is_some() {
+                        continue;
+                    }
+                    let Some(request) = waiting.next() else {
+                        break;
+                    };
+                    decoder.prefill(requests[request].prompt, slot)?;
+                    *entry = Some(Active {
+                        request,
+                        tokens: Vec::new(),
+                        position: requests[request].prompt.len() as i64,
+                        limit: limit(&requests[request]),
+                    });
+                }
+            }
+            if active.iter().all(Option::is_none) {
+                break;
+            }
+            let mut row_keys = vec![0i32; slots * 2];
+            for (slot, entry) in active.iter().enumerate() {
+                if let Some(row) = entry {
+                    let step = step_keys(keys[row.request], row.tokens.len() as i64);
+                    row_keys[2 * slot..2 * slot + 2].copy_from_slice(&step);
+                }
+            }
+            let next = decoder.sample(params, &row_keys)?;
+            decoder.stats.tokens += active.iter().flatten().count() as u64;
+            inputs.fill(0);
+            for (slot, entry) in active.iter_mut().enumerate() {
+                let Some(row) = entry else {
+                    inputs[2 * slot] = params.pad;
+                    continue;
+                };
+                row.tokens.push(next[slot]);
+                let finish = if params.eos.contains(&next[slot]) {
+                    Some(Finish::Eos)
+                } else if params
+                    .stop_sequences
+                    .iter()
+                    .any(|stop| !stop.is_empty() && row.tokens.ends_with(stop))
+                {
+                    Some(Finish::Stop)
+                } else if row.tokens.len() as i64 >= row.limit {
+                    Some(Finish::Length)
+                } else {
+                    None
+                };
+                match finish {
+                    Some(finish) => {
+                        let row = entry.take().expect("an active slot");
+                        results[row.request] = Some(Completion {
+                            tokens: row.tokens,
+                            finish,
+                        });
+                        inputs[2 * slot] = params.pad;
+                    }
+                    None => {
+                        inputs[2 * slot] = next[slot];
+                        inputs[2 * slot + 1] = row.position;
+                        row.position += 1;
+                    }
+                }
+            }
+            if active.iter().all(Option::is_none) {
+                // Nothing to decode: admit the next requests, or stop.
+                continue;
+            }
+            // Every slot decodes (a free one writes padding at its position 0, which the
+            // next prompt's prefill overwrites).
+            let live = active.iter().flatten().count() as u64;
+            let longest_live = active
+                .iter()
+                .flatten()
+                .map(|row| row.position)
+                .max()
+                .unwrap_or(1);
+            decoder.decode(&inputs, longest_live)?;
+            decoder.stats.live_slot_steps += live;
+        }
+        Ok(decoder.stats)
+    })?;
+    let results = results
+        .into_iter()
+        .map(|result| result.ok_or_else(|| TorchError::Invalid("a request never finished".into())))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((results, stats))
 }
 
 /// A request decoding in a slot.
@@ -269,105 +601,142 @@ struct Active {
     tokens: Vec<i64>,
     /// Where its next token's key and value go: its length so far.
     position: i64,
+    /// Its token limit.
+    limit: i64,
 }
 
-fn continuous(
-    model: &Qwen2,
-    prompts: &[Vec<i64>],
-    params: &SamplingParams,
-    slots: usize,
-) -> Result<Vec<Completion>> {
-    let device = model.device();
-    let longest = prompts.iter().map(Vec::len).max().unwrap_or(0) as i64;
-    let mut cache = KvCache::new(model, slots as i64, longest + params.max_new_tokens)?;
-    let vocab = model.config.vocab_size;
-    let mut logits = Tensor::f_zeros([slots as i64, vocab], (Kind::Float, device))?;
-    let mut results: Vec<Option<Completion>> = vec![None; prompts.len()];
-    let mut active: Vec<Option<Active>> = (0..slots).map(|_| None).collect();
-    let mut waiting = 0..prompts.len();
-    loop {
-        // Free slots take the next prompts.
-        for (slot, entry) in active.iter_mut().enumerate() {
-            if entry.is_some() {
-                continue;
-            }
-            let Some(request) = waiting.next() else {
-                break;
-            };
-            let prompt = &prompts[request];
-            let length = prompt.len() as i64;
-            let input = Tensor::from_slice(prompt)
-                .f_view([1, length])?
-                .f_to(device)?;
-            let hidden = model.prefill_slot(&input, slot as i64, &mut cache)?;
-            let last = model
-                .logits(&hidden.f_narrow(1, length - 1, 1)?.f_squeeze_dim(1)?)?
-                .f_to_kind(Kind::Float)?;
-            logits.f_narrow(0, slot as i64, 1)?.f_copy_(&last)?;
-            *entry = Some(Active {
-                request,
-                tokens: Vec::new(),
-                position: length,
-            });
-        }
-        if active.iter().all(Option::is_none) {
-            break;
-        }
-        let next = sample(&logits, params.temperature, params.top_p)?;
-        let next = Vec::<i64>::try_from(next.f_to(tch::Device::Cpu)?)?;
-        let mut tokens = vec![params.pad; slots];
-        let mut positions = vec![0i64; slots];
-        for (slot, entry) in active.iter_mut().enumerate() {
-            let Some(row) = entry else { continue };
-            row.tokens.push(next[slot]);
-            let finish = if params.eos.contains(&next[slot]) {
-                Some(Finish::Eos)
-            } else if params
-                .stop_sequences
-                .iter()
-                .any(|stop| !stop.is_empty() && row.tokens.ends_with(stop))
-            {
-                Some(Finish::Stop)
-            } else if row.tokens.len() as i64 == params.max_new_tokens {
-                Some(Finish::Length)
-            } else {
-                None
-            };
-            match finish {
-                Some(finish) => {
-                    let row = entry.take().expect("an active slot");
-                    results[row.request] = Some(Completion {
-                        tokens: row.tokens,
-                        finish,
-                    });
+/// The KV positions a decoding step attends over when its longest live row holds `length`
+/// tokens: `length` rounded up to a multiple of a quarter of the power of two at or below it
+/// (at least 128), at most `capacity`: four buckets per doubling (21 up to 8,256 tokens, so
+/// 21 CUDA graphs at most), and at most a quarter more keys read than needed past 512.
+pub fn attention_bucket(length: i64, capacity: i64) -> i64 {
+    let length = length.max(1);
+    let power = 1i64 << (63 - length.leading_zeros());
+    let step = (power / 4).max(128);
+    (((length + step - 1) / step) * step).min(capacity)
+}
+
+/// The continuous batch's device state: the KV cache, the step's static input and output
+/// buffers, and the CUDA graphs of the buckets seen so far.
+struct Decoder<'m> {
+    model: &'m Qwen2,
+    cache: KvCache,
+    /// `[slots, 2]` int64: each slot's token and position, written by one copy from the
+    /// host per step.
+    inputs: Tensor,
+    /// `[slots, vocab]` fp32: the step's output.
+    logits: Tensor,
+    graphs: Option<(Pool, HashMap<i64, Graph>)>,
+    stats: DecodeStats,
+}
+
+impl<'m> Decoder<'m> {
+    fn new(model: &'m Qwen2, slots: usize, capacity: i64, cuda_graphs: bool) -> Result<Self> {
+        let device = model.device();
+        let slots = slots as i64;
+        let graphs = if cuda_graphs && graph::usable_on(device) {
+            Some((Pool::new()?, HashMap::new()))
+        } else {
+            None
+        };
+        Ok(Self {
+            model,
+            cache: KvCache::new(model, slots, capacity)?,
+            inputs: Tensor::f_zeros([slots, 2], (Kind::Int64, device))?,
+            logits: Tensor::f_zeros([slots, model.config.vocab_size], (Kind::Float, device))?,
+            graphs,
+            stats: DecodeStats::default(),
+        })
+    }
+
+    /// Writes `prompt`'s keys and values into `slot` and its next-token logits into that row
+    /// of the output.
+    fn prefill(&mut self, prompt: &[i64], slot: usize) -> Result<()> {
+        let length = prompt.len() as i64;
+        let input = Tensor::from_slice(prompt)
+            .f_view([1, length])?
+            .f_to(self.model.device())?;
+        let hidden = self
+            .model
+            .prefill_slot(&input, slot as i64, &mut self.cache)?;
+        let last = self
+            .model
+            .logits(&hidden.f_narrow(1, length - 1, 1)?.f_squeeze_dim(1)?)?
+            .f_to_kind(Kind::Float)?;
+        self.logits.f_narrow(0, slot as i64, 1)?.f_copy_(&last)?;
+        Ok(())
+    }
+
+    /// Samples every slot's next token from the current logits (free slots' are ignored).
+    fn sample(&mut self, params: &SamplingParams, keys: &[i32]) -> Result<Vec<i64>> {
+        let slots = self.logits.size()[0];
+        let keys = if params.temperature > 0.0 {
+            Tensor::from_slice(keys)
+                .f_view([slots, 2])?
+                .f_to(self.model.device())?
+        } else {
+            Tensor::f_zeros([slots, 2], (Kind::Int, self.model.device()))?
+        };
+        let next = sample(
+            &self.logits,
+            params.temperature,
+            params.top_p,
+            params.top_k,
+            &keys,
+        )?;
+        Ok(Vec::<i64>::try_from(next.f_to(Device::Cpu)?)?)
+    }
+
+    /// One decoding step for every slot (`inputs`: `[slots, 2]` as [`Decoder::inputs`]), the
+    /// longest live row being `longest` tokens long after it.
+    fn decode(&mut self, inputs: &[i64], longest: i64) -> Result<()> {
+        let slots = self.logits.size()[0];
+        let host = Tensor::from_slice(inputs).f_view([slots, 2])?;
+        self.inputs.f_copy_(&host)?;
+        let attend = attention_bucket(longest + 1, self.cache.capacity());
+        self.stats.steps += 1;
+        let replayed = match &self.graphs {
+            Some((_, graphs)) => match graphs.get(&attend) {
+                Some(graph) => {
+                    graph.replay()?;
+                    true
                 }
-                None => {
-                    tokens[slot] = next[slot];
-                    positions[slot] = row.position;
-                    row.position += 1;
-                }
+                None => false,
+            },
+            None => false,
+        };
+        if replayed {
+            self.stats.graph_replays += 1;
+            return Ok(());
+        }
+        // Eagerly (the first step of a bucket warms it up for its capture).
+        self.step(attend)?;
+        if let Some((pool, _)) = &self.graphs {
+            let pool = *pool;
+            let device = self.model.device();
+            let (graph, ()) = Graph::capture(device, &pool, || self.step(attend))?;
+            if let Some((_, graphs)) = &mut self.graphs {
+                graphs.insert(attend, graph);
             }
+            self.stats.graphs_captured += 1;
         }
-        if active.iter().all(Option::is_none) && waiting.is_empty() {
-            break;
-        }
-        // Every slot decodes (a free one writes padding at its position 0, which the next
-        // prompt's prefill overwrites).
-        let tokens = Tensor::from_slice(&tokens)
-            .f_view([slots as i64, 1])?
-            .f_to(device)?;
-        let positions = Tensor::from_slice(&positions)
-            .f_view([slots as i64, 1])?
-            .f_to(device)?;
-        let hidden = model.decode_slots(&tokens, &positions, &mut cache)?;
-        logits = model
+        Ok(())
+    }
+
+    /// The step's work, from the static inputs to the static logits.
+    fn step(&mut self, attend: i64) -> Result<()> {
+        let tokens = self.inputs.f_narrow(1, 0, 1)?;
+        let positions = self.inputs.f_narrow(1, 1, 1)?;
+        let hidden = self
+            .model
+            .decode_slots(&tokens, &positions, &mut self.cache, attend)?;
+        let logits = self
+            .model
             .logits(&hidden.f_squeeze_dim(1)?)?
             .f_to_kind(Kind::Float)?;
+        self.logits.f_copy_(&logits)?;
+        Ok(())
     }
-    Ok(results
-        .into_iter()
-        .map(|result| result.expect("every request finishes"))
-        .collect())
 }
 
 /// Cuts a row after its first end-of-sequence id or stop sequence.
@@ -404,22 +773,94 @@ mod tests {
     #[test]
     fn greedy_takes_the_argmax_and_top_p_keeps_the_nucleus() {
         let logits = Tensor::from_slice(&[0.0f32, 3.0, 1.0, 2.9]).view([1, 4]);
-        assert_eq!(sample(&logits, 0.0, 1.0).unwrap().int64_value(&[0]), 1);
+        // Each draw a step of request 3's stream.
+        let keys = |step: i64| {
+            let [a, b] = step_keys(request_keys(5, 4)[3], step);
+            Tensor::from_slice(&[a, b]).view([1, 2])
+        };
+        let draw = |top_p: f64, top_k: i64, step: i64| {
+            sample(&logits, 1.0, top_p, top_k, &keys(step))
+                .unwrap()
+                .int64_value(&[0])
+        };
+        assert_eq!(
+            sample(&logits, 0.0, 1.0, 0, &keys(0))
+                .unwrap()
+                .int64_value(&[0]),
+            1
+        );
         // softmax ≈ [0.02, 0.46, 0.06, 0.42]: top-p 0.5 keeps tokens 1 and 3 only.
-        tch::manual_seed(3);
         let mut seen = [0u32; 4];
-        for _ in 0..400 {
-            let token = sample(&logits, 1.0, 0.5).unwrap().int64_value(&[0]);
-            seen[token as usize] += 1;
+        for step in 0..400 {
+            seen[draw(0.5, 0, step) as usize] += 1;
         }
         assert_eq!(seen[0] + seen[2], 0, "{seen:?}");
         assert!(seen[1] > 120 && seen[3] > 120, "{seen:?}");
-        // Without top-p every token shows up.
+        // Top-k 2 keeps the same two.
         let mut seen = [0u32; 4];
-        for _ in 0..2000 {
-            seen[sample(&logits, 1.0, 1.0).unwrap().int64_value(&[0]) as usize] += 1;
+        for step in 0..400 {
+            seen[draw(1.0, 2, step) as usize] += 1;
         }
-        assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+        assert_eq!(seen[0] + seen[2], 0, "{seen:?}");
+        assert!(seen[1] > 120 && seen[3] > 120, "{seen:?}");
+        // Without top-p every token shows up, about as often as its probability says.
+        let mut seen = [0u32; 4];
+        for step in 0..4000 {
+            seen[draw(1.0, 0, step) as usize] += 1;
+        }
+        let expected = [0.0198, 0.4632, 0.0537, 0.4191];
+        for (token, p) in expected.iter().enumerate() {
+            let frequency = f64::from(seen[token]) / 4000.0;
+            assert!((frequency - p).abs() < 0.03, "{seen:?}");
+        }
+        // The same keys draw the same token; the draw is a function of the keys alone.
+        assert_eq!(draw(1.0, 0, 7), draw(1.0, 0, 7));
+    }
+
+    #[test]
+    fn device_noise_equals_the_host_reference() {
+        let keys: Vec<[i32; 2]> = request_keys(9, 3)
+            .into_iter()
+            .enumerate()
+            .map(|(request, key)| step_keys(key, request as i64 * 1000 + 17))
+            .collect();
+        let flat: Vec<i32> = keys.iter().flatten().copied().collect();
+        let noise = gumbel(&Tensor::from_slice(&flat).view([3, 2]), 5000).unwrap();
+        for (row, key) in keys.iter().enumerate() {
+            for token in [0u32, 1, 2, 999, 4999] {
+                let device = noise.double_value(&[row as i64, i64::from(token)]) as f32;
+                let host = gumbel_reference(*key, token);
+                assert!(
+                    (device - host).abs() <= 1e-5 * host.abs().max(1.0),
+                    "{device} {host}"
+                );
+            }
+        }
+        // Uniform bits: the mean of Gumbel noise is the Euler-Mascheroni constant.
+        let mean = noise.mean(Kind::Double).double_value(&[]);
+        assert!((mean - 0.5772).abs() < 0.03, "{mean}");
+    }
+
+    #[test]
+    fn buckets_round_up_and_stay_few() {
+        assert_eq!(attention_bucket(1, 10_000), 128);
+        assert_eq!(attention_bucket(128, 10_000), 128);
+        assert_eq!(attention_bucket(129, 10_000), 256);
+        assert_eq!(attention_bucket(600, 10_000), 640);
+        assert_eq!(attention_bucket(5000, 10_000), 5120);
+        assert_eq!(attention_bucket(5000, 5100), 5100);
+        let buckets: std::collections::BTreeSet<i64> = (1..=8256)
+            .map(|length| attention_bucket(length, 8256))
+            .collect();
+        assert_eq!(buckets.len(), 21, "{buckets:?}");
+        for length in 1..=8256 {
+            let bucket = attention_bucket(length, 8256);
+            assert!(bucket >= length, "{length}");
+            assert!(
+                bucket - length < (length / 4).max(128),
+                "{length}: {bucket}"
+            );
+        }
     }
 
     #[test]

@@ -2,10 +2,15 @@
 //! (`sampler::generate`), on a tiny seeded model (CPU): greedy tokens equal token for token
 //! with any number of slots, a reused slot never sees its previous request's keys, stops and
 //! token limits are honoured, results come back in request order, and sampling is
-//! reproducible for a fixed configuration.
+//! reproducible for a fixed configuration; each request draws from its own random stream, so
+//! sampled output does not depend on the batch (static or continuous, any number of slots);
+//! per-request token limits and the static schedule of the same decoder.
 
 use peirce_torch::qwen2::{Config, Qwen2};
-use peirce_torch::sampler::{generate, generate_continuous, Completion, Finish, SamplingParams};
+use peirce_torch::sampler::{
+    generate, generate_continuous, generate_requests, Batching, Completion, Finish, Request,
+    SamplingParams, Schedule,
+};
 use tch::{nn, Device};
 
 /// libtorch's random generator is global to the process and tests run on threads: every
@@ -146,4 +151,76 @@ fn sampling_is_reproducible_for_a_fixed_configuration() {
     assert!(first
         .iter()
         .all(|c: &Completion| c.tokens.iter().all(|&t| (0..53).contains(&t))));
+}
+
+#[test]
+fn sampled_output_does_not_depend_on_the_batch() {
+    let _rng = exclusive_rng();
+    let model = model();
+    let params = SamplingParams {
+        temperature: 1.0,
+        top_p: 0.95,
+        top_k: 30,
+        seed: 7,
+        ..greedy(12)
+    };
+    let expected = generate(&model, &prompts(), &params).unwrap();
+    for slots in [1, 3, 9] {
+        let actual = generate_continuous(&model, &prompts(), &params, slots).unwrap();
+        assert_eq!(actual, expected, "{slots} slots");
+    }
+    // A request's stream is its own: alone, request 4 samples what it sampled in the batch
+    // when it is request 4 of its call...
+    let rows = prompts();
+    let alone = generate_continuous(&model, &rows[..5], &params, 2).unwrap();
+    assert_eq!(alone[4], expected[4]);
+    // ...and the draws differ between requests: the same prompt twice gives two samples.
+    let twice = vec![rows[8].clone(), rows[8].clone()];
+    let samples = generate_continuous(&model, &twice, &params, 2).unwrap();
+    assert_ne!(samples[0], samples[1]);
+}
+
+#[test]
+fn per_request_limits_and_the_static_schedule() {
+    let _rng = exclusive_rng();
+    let model = model();
+    let rows = prompts();
+    let limits = [3i64, 11, 1, 7, 2, 9, 5, 4, 6];
+    let requests: Vec<Request<'_>> = rows
+        .iter()
+        .zip(limits)
+        .map(|(prompt, max_new_tokens)| Request {
+            prompt,
+            max_new_tokens,
+        })
+        .collect();
+    let params = greedy(10);
+    let full = generate(&model, &rows, &params).unwrap();
+    let run = |schedule| {
+        let batching = Batching { slots: 3, schedule };
+        generate_requests(&model, &requests, &params, &batching).unwrap()
+    };
+    let (continuous, continuous_stats) = run(Schedule::Continuous);
+    let (fixed, fixed_stats) = run(Schedule::Static);
+    assert_eq!(continuous, fixed);
+    for ((completion, limit), reference) in continuous.iter().zip(limits).zip(&full) {
+        // Each stops at its own limit (capped by the call's), a prefix of its full greedy run.
+        let limit = limit.min(10) as usize;
+        assert_eq!(completion.tokens, reference.tokens[..limit]);
+        assert_eq!(completion.finish, Finish::Length);
+    }
+    let tokens: u64 = limits.iter().map(|&l| l.min(10) as u64).sum();
+    assert_eq!(continuous_stats.tokens, tokens);
+    assert_eq!(fixed_stats.tokens, tokens);
+    // Static batches of 3 wait for their longest row (10, 9, 6 tokens: 25 tokens, 22
+    // decoding steps); continuous batching keeps its 3 slots busy: fewer steps.
+    assert_eq!(fixed_stats.steps, 22);
+    assert!(
+        continuous_stats.steps < fixed_stats.steps,
+        "{continuous_stats:?}"
+    );
+    assert_eq!(
+        continuous_stats.graph_replays, 0,
+        "no CUDA graphs on the CPU"
+    );
 }

@@ -114,6 +114,7 @@ fn evaluate(
     let mut sampling = SamplingParams {
         temperature: params.temperature,
         top_p: params.top_p,
+        top_k: i64::from(params.top_k),
         max_new_tokens: i64::from(params.max_new_tokens.get()),
         seed: params.seed,
         ..SamplingParams::default()
