@@ -34,15 +34,27 @@ def qwen2_config(preset):
             num_hidden_layers=24, num_attention_heads=14, num_key_value_heads=2,
             max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1e6,
         )
+    elif preset == "qwen2.5-1.5b":
+        shape = dict(
+            vocab_size=151936, hidden_size=1536, intermediate_size=8960,
+            num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+            max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1e6,
+        )
+    elif preset == "qwen2.5-7b":
+        shape = dict(
+            vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+            num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+            max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1e6,
+        )
     elif preset == "tiny":
         shape = dict(
             vocab_size=512, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, rope_theta=1e4, rms_norm_eps=1e-6,
         )
     else:
-        raise SystemExit(f"unknown preset `{preset}` (qwen2-0.5b, tiny)")
+        raise SystemExit(f"unknown preset `{preset}` (qwen2-0.5b, qwen2.5-1.5b, qwen2.5-7b, tiny)")
     return Qwen2Config(
-        **shape, tie_word_embeddings=True, hidden_act="silu", initializer_range=0.02,
+        **shape, tie_word_embeddings=preset != "qwen2.5-7b", hidden_act="silu", initializer_range=0.02,
         use_sliding_window=False, attention_dropout=0.0, use_cache=True,
     )
 

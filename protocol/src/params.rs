@@ -237,6 +237,8 @@ kind_params! {
         pub micro_batch: NonZeroU32 = positive(8),
         /// Rows per generation batch
         pub rollout_batch: NonZeroU32 = positive(64),
+        /// On a GPU, replay each decoding step as a CUDA graph (false: launch its kernels one by one)
+        pub cuda_graphs: bool = true,
         /// Held-out prompts evaluated before and after
         pub eval_count: u32 = 64,
         /// Seeds data order and sampling
@@ -281,6 +283,8 @@ kind_params! {
         pub max_new_tokens: NonZeroU32 = positive(512),
         /// Rows per generation batch
         pub batch: NonZeroU32 = positive(64),
+        /// On a GPU, replay each decoding step as a CUDA graph (false: launch its kernels one by one)
+        pub cuda_graphs: bool = true,
         /// Seeds the avg@k samples
         pub seed: u64 = 0,
         /// Evaluation dtype: float32 or bfloat16

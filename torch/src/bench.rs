@@ -600,6 +600,22 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
         result["check_tokens"] = json!(check.max_new_tokens);
         result["rows_equal_graphs_vs_eager"] = json!(same(&graphs, &eager));
         result["rows_equal_continuous_vs_static"] = json!(same(&graphs, &fixed));
+        // Where they differ (bf16 kernels of other shapes round differently, and a random
+        // model's next-token scores are close): the tokens they agree on before the first
+        // difference, on average.
+        let prefix: usize = graphs
+            .iter()
+            .zip(&fixed)
+            .map(|(a, b)| {
+                a.tokens
+                    .iter()
+                    .zip(&b.tokens)
+                    .take_while(|(x, y)| x == y)
+                    .count()
+            })
+            .sum();
+        result["mean_common_prefix_continuous_vs_static"] =
+            json!(prefix as f64 / prompts.len() as f64);
         result["rows"] = json!(prompts.len());
     }
     drop(completions);

@@ -255,6 +255,56 @@ pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     Ok(x.f_mul(cos)?.f_add(&rotate_half(x)?.f_mul(sin)?)?)
 }
 
+/// The rotary embedding of one forward pass, in one of two equal forms.
+#[derive(Debug, Clone, Copy)]
+enum Rotary<'a> {
+    /// `cos` and `sin` per position ([`rotary`]), applied elementwise ([`apply_rotary`]).
+    Pairs(&'a Tensor, &'a Tensor),
+    /// One new token per row: each row's rotation as a `[rows, dim, dim]` matrix
+    /// ([`rotation_matrices`]), applied to all of the row's heads by one batched matrix
+    /// product. A decoding step is bound by kernel launches, and this is one kernel per layer
+    /// where the elementwise form takes five.
+    Matrix(&'a Tensor),
+}
+
+impl Rotary<'_> {
+    /// Rotates `x` (`[batch, heads, new, dim]`).
+    fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Pairs(cos, sin) => apply_rotary(x, cos, sin),
+            Self::Matrix(rotation) => {
+                let size = x.size();
+                let (rows, heads, dim) = (size[0], size[1], size[3]);
+                Ok(x.f_reshape([rows, heads, dim])?
+                    .f_bmm(rotation)?
+                    .f_reshape([rows, heads, 1, dim])?)
+            }
+        }
+    }
+}
+
+/// Each row's rotary embedding as a matrix: for `positions` `[rows, 1]`, `R` `[rows, dim,
+/// dim]` with `x @ R == apply_rotary(x, cos, sin)` for a row vector `x`: `R[j][j] = cos_j`,
+/// and for `j < dim/2`, `R[j + dim/2][j] = -sin_j` and `R[j][j + dim/2] = sin_j`.
+fn rotation_matrices(positions: &Tensor, head_dim: i64, theta: f64, kind: Kind) -> Result<Tensor> {
+    let (cos, sin) = rotary(positions, head_dim, theta, Kind::Float)?;
+    let rows = positions.size()[0];
+    let half = head_dim / 2;
+    let cos = cos.f_reshape([rows, head_dim])?;
+    let sin = sin.f_reshape([rows, head_dim])?.f_narrow(1, 0, half)?;
+    let rotation = cos.f_diag_embed(0, -2, -1)?;
+    let sines = sin.f_diag_embed(0, -2, -1)?;
+    rotation
+        .f_narrow(1, half, half)?
+        .f_narrow(2, 0, half)?
+        .f_copy_(&sines.f_neg()?)?;
+    rotation
+        .f_narrow(1, 0, half)?
+        .f_narrow(2, half, half)?
+        .f_copy_(&sines)?;
+    Ok(rotation.f_to_kind(kind)?)
+}
+
 /// How the attention of one forward pass is masked.
 #[derive(Debug)]
 pub enum Mask {
@@ -262,7 +312,8 @@ pub enum Mask {
     Causal,
     /// Every new token sees every key (one new token per row over a cache without padding).
     All,
-    /// An explicit boolean mask, `[batch, 1, new, keys]`, true where attention is allowed.
+    /// An explicit mask, `[batch, 1, new, keys]`: boolean, true where attention is allowed,
+    /// or an additive bias (0 or -inf) in the queries' dtype.
     Explicit(Tensor),
 }
 
@@ -408,8 +459,9 @@ struct LayerCache {
 enum CacheWrite<'a> {
     /// After `past` cached tokens, the same for every row (attention over all of them).
     Append(i64),
-    /// A prompt into row `slot`, from position 0 (attention over that row's new keys only).
-    Slot(i64),
+    /// Right-padded prompts into the rows `slots` names (`[n]` int64), from position 0
+    /// (causal attention over each prompt's own new keys only).
+    Slots(&'a Tensor),
     /// One token per row, each at its own position: the `[batch, kv_heads, 1, head_dim]`
     /// index of it, and attention over the first `attend` cached positions of every row,
     /// under the mask given.
@@ -542,7 +594,7 @@ impl SelfAttention {
     fn forward(
         &self,
         x: &Tensor,
-        (cos, sin): (&Tensor, &Tensor),
+        rotary: Rotary<'_>,
         mask: &Mask,
         cache: Option<(&mut LayerCache, CacheWrite<'_>)>,
     ) -> Result<Tensor> {
@@ -560,7 +612,7 @@ impl SelfAttention {
                     x.f_linear(&fused.qkv_weight, fused.qkv_bias.as_ref())?,
                     self.heads + 2 * self.kv_heads,
                 )?;
-                let qk = apply_rotary(&qkv.f_narrow(1, 0, self.heads + self.kv_heads)?, cos, sin)?;
+                let qk = rotary.apply(&qkv.f_narrow(1, 0, self.heads + self.kv_heads)?)?;
                 (
                     qk.f_narrow(1, 0, self.heads)?,
                     qk.f_narrow(1, self.heads, self.kv_heads)?,
@@ -571,7 +623,7 @@ impl SelfAttention {
                 let q = split(self.q_proj.forward(x)?, self.heads)?;
                 let k = split(self.k_proj.forward(x)?, self.kv_heads)?;
                 let v = split(self.v_proj.forward(x)?, self.kv_heads)?;
-                (apply_rotary(&q, cos, sin)?, apply_rotary(&k, cos, sin)?, v)
+                (rotary.apply(&q)?, rotary.apply(&k)?, v)
             }
         };
         let y = match cache {
@@ -582,10 +634,15 @@ impl SelfAttention {
                 let values = cache.values.f_narrow(2, 0, past + new)?;
                 attention(&q, &keys, &values, mask)?
             }
-            Some((cache, CacheWrite::Slot(slot))) => {
-                let row = |t: &Tensor| t.f_narrow(0, slot, 1)?.f_narrow(2, 0, new);
-                row(&cache.keys)?.f_copy_(&k)?;
-                row(&cache.values)?.f_copy_(&v)?;
+            Some((cache, CacheWrite::Slots(slots))) => {
+                let _ = cache
+                    .keys
+                    .f_narrow(2, 0, new)?
+                    .f_index_copy_(0, slots, &k)?;
+                let _ = cache
+                    .values
+                    .f_narrow(2, 0, new)?
+                    .f_index_copy_(0, slots, &v)?;
                 attention(&q, &k, &v, mask)?
             }
             Some((cache, CacheWrite::Rows(index, attend))) => {
@@ -667,7 +724,7 @@ impl DecoderLayer {
     fn forward(
         &self,
         x: &Tensor,
-        rotation: (&Tensor, &Tensor),
+        rotation: Rotary<'_>,
         mask: &Mask,
         mut cache: Option<(&mut LayerCache, CacheWrite<'_>)>,
     ) -> Result<Tensor> {
@@ -822,7 +879,7 @@ impl Qwen2 {
                 Some(cache) => Some((&mut cache.layers[index], CacheWrite::Append(past))),
                 None => None,
             };
-            x = layer.forward(&x, (&cos, &sin), &mask, layer_cache)?;
+            x = layer.forward(&x, Rotary::Pairs(&cos, &sin), &mask, layer_cache)?;
         }
         if let Some(cache) = cache {
             cache.len += new;
@@ -830,24 +887,36 @@ impl Qwen2 {
         self.norm.forward(&x)
     }
 
-    /// Continuous batching, prefill: runs `prompt` (`[1, len]`, no padding) and writes its
-    /// keys and values into row `slot` of `cache` at positions `0..len`, whatever that row
-    /// held before. Returns the final hidden states, `[1, len, hidden]`.
-    pub fn prefill_slot(&self, prompt: &Tensor, slot: i64, cache: &mut KvCache) -> Result<Tensor> {
-        let new = prompt.size()[1];
-        if new > cache.capacity || slot >= cache.rows() {
+    /// Continuous batching, prefill: runs `prompts` (`[n, len]`, right-padded) and writes
+    /// their keys and values into the rows `slots` (`[n]` int64, distinct) of `cache` at
+    /// positions `0..len`, whatever those rows held before. Padding's keys and values land
+    /// past each prompt's end, where decoding overwrites them before any query can see them
+    /// (a row attends to its positions up to its own). Returns the final hidden states,
+    /// `[n, len, hidden]`.
+    pub fn prefill_slots(
+        &self,
+        prompts: &Tensor,
+        slots: &Tensor,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
+        let size = prompts.size();
+        let (rows, new) = (size[0], size[1]);
+        if new > cache.capacity || slots.size() != [rows] {
             return Err(TorchError::Invalid(format!(
-                "a prompt of {new} tokens into slot {slot} of a cache of {} rows of {} tokens",
+                "prompts {size:?} into slots {:?} of a cache of {} rows of {} tokens",
+                slots.size(),
                 cache.rows(),
                 cache.capacity
             )));
         }
-        let positions = Tensor::f_arange(new, (Kind::Int64, self.device()))?.f_unsqueeze(0)?;
+        let positions = Tensor::f_arange(new, (Kind::Int64, self.device()))?
+            .f_unsqueeze(0)?
+            .f_expand([rows, new], false)?;
         let (cos, sin) = rotary(&positions, self.config.head_dim(), self.theta, self.kind())?;
-        let mut x = Tensor::f_embedding(&self.embed_tokens, prompt, -1, false, false)?;
+        let mut x = Tensor::f_embedding(&self.embed_tokens, prompts, -1, false, false)?;
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let write = Some((layer_cache, CacheWrite::Slot(slot)));
-            x = layer.forward(&x, (&cos, &sin), &Mask::Causal, write)?;
+            let write = Some((layer_cache, CacheWrite::Slots(slots)));
+            x = layer.forward(&x, Rotary::Pairs(&cos, &sin), &Mask::Causal, write)?;
         }
         self.norm.forward(&x)
     }
@@ -874,21 +943,25 @@ impl Qwen2 {
         }
         let rows = tokens.size()[0];
         let device = self.device();
+        // Once per step, not per layer: the mask as an additive bias in the model's dtype
+        // (what the attention kernels take), and the rotations as matrices.
         let keys = Tensor::f_arange(attend, (Kind::Int64, device))?.f_unsqueeze(0)?;
-        let mask = keys
-            .f_le_tensor(positions)?
+        let hidden = keys
+            .f_gt_tensor(positions)?
             .f_unsqueeze(1)?
             .f_unsqueeze(1)?;
+        let mask = Tensor::f_zeros([rows, 1, 1, attend], (self.kind(), device))?
+            .f_masked_fill(&hidden, f64::NEG_INFINITY)?;
         let mask = Mask::Explicit(mask);
         let cfg = &self.config;
         let index = positions
             .f_view([rows, 1, 1, 1])?
             .f_expand([rows, cfg.num_key_value_heads, 1, cfg.head_dim()], false)?;
-        let (cos, sin) = rotary(positions, cfg.head_dim(), self.theta, self.kind())?;
+        let rotation = rotation_matrices(positions, cfg.head_dim(), self.theta, self.kind())?;
         let mut x = Tensor::f_embedding(&self.embed_tokens, tokens, -1, false, false)?;
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let write = Some((layer_cache, CacheWrite::Rows(&index, attend)));
-            x = layer.forward(&x, (&cos, &sin), &mask, write)?;
+            x = layer.forward(&x, Rotary::Matrix(&rotation), &mask, write)?;
         }
         self.norm.forward(&x)
     }
@@ -918,7 +991,7 @@ impl Qwen2 {
         let last = tch::no_grad(|| -> Result<Tensor> {
             let mut x = Tensor::f_embedding(&self.embed_tokens, input_ids, -1, false, false)?;
             for layer in &self.layers {
-                let next = layer.forward(&x, (&cos, &sin), &mask, None)?;
+                let next = layer.forward(&x, Rotary::Pairs(&cos, &sin), &mask, None)?;
                 inputs.push(x);
                 x = next;
             }
@@ -974,7 +1047,12 @@ impl Checkpoints<'_> {
         }
         for (layer, input) in self.model.layers.iter().zip(&self.inputs).rev() {
             let input = input.f_detach()?.f_requires_grad_(true)?;
-            let output = layer.forward(&input, (&self.cos, &self.sin), &self.mask, None)?;
+            let output = layer.forward(
+                &input,
+                Rotary::Pairs(&self.cos, &self.sin),
+                &self.mask,
+                None,
+            )?;
             output
                 .f_mul(&upstream)?
                 .f_sum(output.kind())?
@@ -1041,6 +1119,22 @@ mod tests {
             &[0.5, -1.0, 2.0, 3.0],
             1e-7,
         );
+    }
+
+    #[test]
+    fn rotation_matrices_rotate_as_the_pairs_do() {
+        // Three rows at different positions, 5 heads of dim 8, one new token each.
+        let positions = Tensor::from_slice(&[0i64, 7, 300]).view([3, 1]);
+        let x = Tensor::randn([3, 5, 1, 8], (Kind::Float, tch::Device::Cpu));
+        let (cos, sin) = rotary(&positions, 8, 1e4, Kind::Float).unwrap();
+        let pairs = Rotary::Pairs(&cos, &sin).apply(&x).unwrap();
+        let matrices = rotation_matrices(&positions, 8, 1e4, Kind::Float).unwrap();
+        let matrix = Rotary::Matrix(&matrices).apply(&x).unwrap();
+        let difference = (&pairs - &matrix).abs().max().double_value(&[]);
+        assert!(difference < 1e-6, "{difference}");
+        // Position 0's matrix is the identity.
+        let identity = Tensor::eye(8, (Kind::Float, tch::Device::Cpu));
+        assert!(matrices.get(0).allclose(&identity, 0.0, 1e-7, false));
     }
 
     #[test]

@@ -506,6 +506,7 @@ pub fn generate_requests(
                 Schedule::Static => active.iter().all(Option::is_none),
             };
             if admit {
+                let mut admitted = Vec::new();
                 for (slot, entry) in active.iter_mut().enumerate() {
                     if entry.is_some() {
                         continue;
@@ -513,7 +514,7 @@ pub fn generate_requests(
                     let Some(request) = waiting.next() else {
                         break;
                     };
-                    decoder.prefill(requests[request].prompt, slot)?;
+                    admitted.push((slot, requests[request].prompt));
                     *entry = Some(Active {
                         request,
                         tokens: Vec::new(),
@@ -521,6 +522,7 @@ pub fn generate_requests(
                         limit: limit(&requests[request]),
                     });
                 }
+                decoder.prefill(&admitted, params.pad)?;
             }
             if active.iter().all(Option::is_none) {
                 break;
@@ -616,6 +618,9 @@ pub fn attention_bucket(length: i64, capacity: i64) -> i64 {
     (((length + step - 1) / step) * step).min(capacity)
 }
 
+/// The most prompt tokens (padding included) one prefill pass takes.
+const PREFILL_TOKENS: usize = 16_384;
+
 /// The continuous batch's device state: the KV cache, the step's static input and output
 /// buffers, and the CUDA graphs of the buckets seen so far.
 struct Decoder<'m> {
@@ -649,21 +654,47 @@ impl<'m> Decoder<'m> {
         })
     }
 
-    /// Writes `prompt`'s keys and values into `slot` and its next-token logits into that row
-    /// of the output.
-    fn prefill(&mut self, prompt: &[i64], slot: usize) -> Result<()> {
-        let length = prompt.len() as i64;
-        let input = Tensor::from_slice(prompt)
-            .f_view([1, length])?
-            .f_to(self.model.device())?;
-        let hidden = self
-            .model
-            .prefill_slot(&input, slot as i64, &mut self.cache)?;
-        let last = self
-            .model
-            .logits(&hidden.f_narrow(1, length - 1, 1)?.f_squeeze_dim(1)?)?
-            .f_to_kind(Kind::Float)?;
-        self.logits.f_narrow(0, slot as i64, 1)?.f_copy_(&last)?;
+    /// Writes each admitted prompt's keys and values into its slot and its next-token logits
+    /// into that row of the output: prompts batched (right-padded with `pad`) up to about
+    /// [`PREFILL_TOKENS`] padded tokens per forward pass.
+    fn prefill(&mut self, admitted: &[(usize, &[i64])], pad: i64) -> Result<()> {
+        let device = self.model.device();
+        let mut start = 0;
+        while start < admitted.len() {
+            // Take prompts while the padded batch stays within the budget (at least one).
+            let mut end = start + 1;
+            let mut width = admitted[start].1.len();
+            while end < admitted.len() {
+                let wider = width.max(admitted[end].1.len());
+                if wider * (end + 1 - start) > PREFILL_TOKENS {
+                    break;
+                }
+                width = wider;
+                end += 1;
+            }
+            let chunk = &admitted[start..end];
+            let rows = chunk.len() as i64;
+            let mut ids = vec![pad; chunk.len() * width];
+            for (row, (_, prompt)) in chunk.iter().enumerate() {
+                ids[row * width..row * width + prompt.len()].copy_from_slice(prompt);
+            }
+            let slots: Vec<i64> = chunk.iter().map(|(slot, _)| *slot as i64).collect();
+            let lasts: Vec<i64> = chunk.iter().map(|(_, p)| p.len() as i64 - 1).collect();
+            let input = Tensor::from_slice(&ids)
+                .f_view([rows, width as i64])?
+                .f_to(device)?;
+            let slots = Tensor::from_slice(&slots).f_to(device)?;
+            let hidden = self.model.prefill_slots(&input, &slots, &mut self.cache)?;
+            let hidden_size = hidden.size()[2];
+            let index = Tensor::from_slice(&lasts)
+                .f_to(device)?
+                .f_view([rows, 1, 1])?
+                .f_expand([rows, 1, hidden_size], false)?;
+            let last = hidden.f_gather(1, &index, false)?.f_squeeze_dim(1)?;
+            let logits = self.model.logits(&last)?.f_to_kind(Kind::Float)?;
+            let _ = self.logits.f_index_copy_(0, &slots, &logits)?;
+            start = end;
+        }
         Ok(())
     }
 

@@ -83,6 +83,7 @@ fn train_node(
         temperature: params.temperature,
         top_p: params.top_p,
         top_k: i64::from(params.top_k),
+        cuda_graphs: params.cuda_graphs,
         max_new_tokens: i64::from(params.max_new_tokens.get()),
         ..SamplingParams::default()
     };
