@@ -1,5 +1,6 @@
 //! Command-line arguments and their dispatch.
 
+mod diff;
 mod display;
 mod inspect;
 mod maintain;
@@ -80,8 +81,10 @@ enum Command {
     Pull(share::PullArgs),
     /// List runs, newest first
     Runs(maintain::RunsArgs),
-    /// Delete results no workflow's latest run (or pinned run) uses
+    /// Delete results no workflow's latest run, recent experiment or pinned run uses
     Gc(maintain::GcArgs),
+    /// What differs between two runs: workflow file, overrides, parameters, metrics
+    Diff(diff::DiffArgs),
     /// Merge model folders (weighted average, sum or task arithmetic) into a new folder
     Merge(merge::MergeArgs),
     /// The accuracy table across a workflow's eval nodes, and its bar chart (PNG)
@@ -208,6 +211,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(args) => share::pull(&globals, args).await,
         Command::Runs(args) => maintain::runs(&globals, args).await,
         Command::Gc(args) => maintain::gc(&globals, args).await,
+        Command::Diff(args) => diff::diff(&globals, args).await,
         Command::Merge(args) => merge::merge(args),
         Command::Report(args) => report::report(&globals, args).await,
         Command::Tasks(args) => tasks::tasks(args),

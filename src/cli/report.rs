@@ -1,8 +1,9 @@
 //! `report`: the paper-style accuracy table across a workflow's evaluation nodes, printed,
 //! and drawn as a grouped bar chart (PNG).
 //!
-//! A row is a node whose result holds a top-level `metrics.json` (the `eval` kind's output;
-//! any other kind that writes the same file counts too), in the order the workflow file
+//! A row is a node whose result holds a top-level `metrics.json` in the evaluation schema
+//! (the `eval` kind's output; any other kind that writes `sets` counts too; other metrics
+//! are for `peirce diff`), in the order the workflow file
 //! declares the nodes. Results come from the store as `peirce status` sees them: a node's
 //! current result, else (marked out of date) its latest earlier one. Nothing runs here: a
 //! node without a result is named with the command that makes it.
@@ -19,10 +20,9 @@ use peirce_dag::spec::{NodeSpec, Workflow};
 use peirce_store::{Store, TreeDigest};
 use serde_json::{json, Value};
 
+use super::diff::METRICS_FILE;
 use super::{load, run::engine, Globals, WorkflowArgs};
 
-/// The file an evaluation writes at the top of its output tree.
-const METRICS_FILE: &str = "metrics.json";
 /// The kind whose nodes are rows even before they have a result.
 const EVAL_KIND: &str = "eval";
 
@@ -405,6 +405,14 @@ async fn read_metrics(
             node.name, entry.digest
         )
     })?;
+    // Any node may write metrics for `peirce diff`; only the evaluation schema (`sets`)
+    // makes a row, and an `eval` node must write it.
+    let evaluation = serde_json::from_slice::<Value>(&bytes)
+        .map(|document| document.get("sets").is_some())
+        .unwrap_or(true);
+    if node.kind != EVAL_KIND && !evaluation {
+        return Ok(None);
+    }
     parse_metrics(&bytes).map(Some).map_err(|problem| {
         anyhow!(
             "Node `{}`: its `{METRICS_FILE}` ({}) {problem}",

@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// Print nothing but errors while running
     #[arg(short, long)]
     quiet: bool,
+    /// With `--set`: make this run the workflow's latest (what `cat`, `show`, `status` and
+    /// `gc` go by), instead of an experiment beside it
+    #[arg(long)]
+    as_latest: bool,
 }
 
 #[derive(Debug, Args)]
@@ -143,6 +147,7 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut options = EngineOptions::new(root.join("scratch"));
     options.force = args.force.iter().cloned().collect::<BTreeSet<_>>();
     options.force_all = args.force_all;
+    options.as_latest = args.as_latest;
     if let Some(jobs) = args.jobs {
         options.cpus = jobs.max(1);
     }
@@ -190,6 +195,12 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.quiet || record.status != RunStatus::Succeeded {
         eprintln!("{}", summary(&record, started.elapsed().as_secs_f64()));
+    }
+    if record.experiment && !args.quiet {
+        eprintln!(
+            "experiment (--set {}): the workflow's latest results stay as written; `peirce diff` compares runs, `--as-latest` would have replaced them",
+            record.overrides.join(" --set ")
+        );
     }
     if let Some(remote) = &record.remote {
         if !args.quiet || !remote.push_failures.is_empty() {

@@ -59,6 +59,9 @@ pub struct EngineOptions {
     pub scratch_root: PathBuf,
     /// Keep failed nodes' scratch folders for inspection.
     pub keep_failed_scratch: bool,
+    /// A run with `--set` overrides becomes the workflow's latest too (`--as-latest`);
+    /// otherwise it is an experiment and the latest stays the workflow as written.
+    pub as_latest: bool,
 }
 
 impl EngineOptions {
@@ -74,6 +77,7 @@ impl EngineOptions {
             lease_ttl: Duration::from_secs(30),
             scratch_root,
             keep_failed_scratch: true,
+            as_latest: false,
         }
     }
 }
@@ -391,6 +395,9 @@ impl Engine {
             pinned: false,
             nodes: BTreeMap::new(),
             remote: None,
+            workflow_digest: Some(workflow.digest.clone()),
+            overrides: workflow.overrides.clone(),
+            experiment: !workflow.overrides.is_empty() && !self.options.as_latest,
         };
         let transfers_before = self.store.transfer_stats();
         self.store
@@ -528,7 +535,11 @@ impl Engine {
                 tracing::warn!(%error, "could not push the run record");
             }
         }
-        self.update_ref(workflow, &record).await?;
+        // An experiment leaves the workflow's latest results as written (§17): its own
+        // record is its ref, which gc keeps while it is recent or pinned.
+        if !record.experiment {
+            self.update_ref(workflow, &record).await?;
+        }
         Ok(record)
     }
 
@@ -560,11 +571,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Keys `gc` must keep: the latest key of every node of every workflow, and every key of
-    /// pinned runs. Fails closed: a workflow ref or run record that exists but cannot be
-    /// read is an error (naming it), since the keys it would keep are unknown; unlike
-    /// [`WorkflowRef::all`] and [`RunRecord::all`], which skip such documents for display.
-    pub async fn live_keys(store: &Store) -> Result<Vec<ActionKey>, EngineError> {
+    /// Keys `gc` must keep: the latest key of every node of every workflow, every key of
+    /// pinned runs, and every key of experiments younger than `keep_experiments`
+    /// (docs/architecture.md §17). Fails closed: a workflow ref or run record that exists
+    /// but cannot be read is an error (naming it), since the keys it would keep are
+    /// unknown; unlike [`WorkflowRef::all`] and [`RunRecord::all`], which skip such
+    /// documents for display.
+    pub async fn live_keys(
+        store: &Store,
+        keep_experiments: Duration,
+    ) -> Result<Vec<ActionKey>, EngineError> {
+        let now = now_seconds();
         let mut live: BTreeSet<ActionKey> = BTreeSet::new();
         for location in WorkflowRef::locations(store).await? {
             if let Some(found) = store.get_document::<WorkflowRef>(&location).await? {
@@ -574,7 +591,7 @@ impl Engine {
         for (id, _, _) in store.list_prefix("runs").await? {
             let location = RunRecord::location(&id);
             if let Some(run) = store.get_document::<RunRecord>(&location).await? {
-                if run.pinned {
+                if run.kept_by_gc(now, keep_experiments) {
                     live.extend(run.nodes.values().filter_map(|n| n.key));
                 }
             }

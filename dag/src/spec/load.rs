@@ -130,7 +130,9 @@ pub fn parse_workflow(
             return Err(SpecErrors(loader.reporter.finish()));
         }
     };
-    let workflow = loader.load(document.as_table(), overrides);
+    let mut workflow = loader.load(document.as_table(), overrides);
+    workflow.digest = format!("blake3:{}", blake3::hash(text.as_bytes()).to_hex());
+    workflow.overrides = overrides.iter().map(Override::text).collect();
     if loader.reporter.has_errors() {
         Err(SpecErrors(loader.reporter.finish()))
     } else {
@@ -257,6 +259,8 @@ impl Loader<'_> {
             remote,
             nodes,
             omitted: Default::default(),
+            digest: String::new(),
+            overrides: Vec::new(),
         }
     }
 

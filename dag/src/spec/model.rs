@@ -25,6 +25,12 @@ pub struct Workflow {
     /// Nodes of the file that [`Workflow::select`] left out: not planned or run, but
     /// their latest results stay recorded.
     pub omitted: BTreeSet<String>,
+    /// `blake3:<hex>` of the workflow file's text as read: run records keep it, so two
+    /// runs tell whether the file changed between them.
+    pub digest: String,
+    /// The `--set` overrides applied, as typed (`top.env.TOP=3`); a run with any is an
+    /// experiment (docs/architecture.md §17).
+    pub overrides: Vec<String>,
 }
 
 impl Workflow {
@@ -75,6 +81,8 @@ impl Workflow {
             remote: self.remote,
             nodes,
             omitted,
+            digest: self.digest,
+            overrides: self.overrides,
         })
     }
 }
