@@ -106,8 +106,18 @@ pub(super) fn engine(
     let store = globals.open_store_with(Some(&args.workflow), workflow.remote.as_deref())?;
     let root = store.local_root().expect("local store").to_path_buf();
     let mut options = EngineOptions::new(root.join("scratch"));
-    options.force = force.iter().cloned().collect();
+    options.force = forced(workflow, force);
     Ok(Engine::new(store, peirce_nodes::registry(), options))
+}
+
+/// The nodes `--force` names: each node, or every instance of a sweep named by its
+/// declaration (docs/architecture.md §18).
+fn forced(workflow: &peirce_dag::spec::Workflow, force: &[String]) -> BTreeSet<String> {
+    force
+        .iter()
+        .flat_map(|name| workflow.addressed(name))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The workflow, its forced nodes checked, cut down to `nodes` and their inputs.
@@ -118,7 +128,7 @@ fn load_selected(
 ) -> Result<peirce_dag::spec::Workflow, ExitCode> {
     let workflow = load(args)?;
     for name in force {
-        if workflow.node(name).is_none() {
+        if workflow.addressed(name).is_empty() {
             eprintln!("error: `--force {name}`: the workflow has no node `{name}`");
             return Err(ExitCode::from(EXIT_INVALID));
         }
@@ -127,7 +137,10 @@ fn load_selected(
         eprintln!("error: {message}");
         ExitCode::from(EXIT_INVALID)
     })?;
-    if let Some(name) = force.iter().find(|name| workflow.node(name).is_none()) {
+    if let Some(name) = force
+        .iter()
+        .find(|name| workflow.addressed(name).is_empty())
+    {
         eprintln!(
             "error: `--force {name}`: `{name}` is not among the selected nodes or their inputs"
         );
@@ -145,7 +158,7 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
         globals.open_store_with(Some(&args.workflow.workflow), workflow.remote.as_deref())?;
     let root = store.local_root().expect("local store").to_path_buf();
     let mut options = EngineOptions::new(root.join("scratch"));
-    options.force = args.force.iter().cloned().collect::<BTreeSet<_>>();
+    options.force = forced(&workflow, &args.force);
     options.force_all = args.force_all;
     options.as_latest = args.as_latest;
     if let Some(jobs) = args.jobs {

@@ -38,6 +38,20 @@ impl Workflow {
         self.nodes.iter().find(|node| node.name == name)
     }
 
+    /// The nodes `name` addresses: that node, or every instance of the sweep declared as
+    /// `name` (`train` for `train[seed=1]`, `train[seed=2]`, ...); empty when neither.
+    pub fn addressed(&self, name: &str) -> Vec<&str> {
+        match self.node(name) {
+            Some(node) => vec![node.name.as_str()],
+            None => self
+                .nodes
+                .iter()
+                .filter(|node| !node.bindings.is_empty() && super::base_name(&node.name) == name)
+                .map(|node| node.name.as_str())
+                .collect(),
+        }
+    }
+
     /// Only `targets` and the nodes they depend on, directly or not, in the same order;
     /// the whole workflow when `targets` is empty. A name the workflow lacks is an error
     /// naming it, with the closest node name as a hint.
@@ -46,7 +60,7 @@ impl Workflow {
             return Ok(self);
         }
         for target in targets {
-            if self.node(target).is_none() {
+            if self.addressed(target).is_empty() {
                 let hint =
                     super::error::closest(target, self.nodes.iter().map(|n| n.name.as_str()))
                         .map(|best| format!(" (did you mean `{best}`?)"))
@@ -57,7 +71,10 @@ impl Workflow {
                 ));
             }
         }
-        let mut keep: BTreeSet<&str> = targets.iter().map(String::as_str).collect();
+        let mut keep: BTreeSet<&str> = targets
+            .iter()
+            .flat_map(|target| self.addressed(target))
+            .collect();
         // Consumers come after their inputs, so one backward pass closes the set.
         for node in self.nodes.iter().rev() {
             if keep.contains(node.name.as_str()) {
@@ -101,6 +118,9 @@ pub struct NodeSpec {
     pub retries: u32,
     pub salt: String,
     pub timeout: Option<Duration>,
+    /// For an instance of a sweep, its labels and values in name order (`seed`, `1` for
+    /// `train[seed=1]`); empty otherwise (docs/architecture.md §18).
+    pub bindings: Vec<super::matrix::Binding>,
     /// 1-based line of the node's table header.
     pub line: usize,
 }
