@@ -248,9 +248,30 @@ pub fn render_bar_chart(
     series: &[(String, Vec<Option<f64>>)],
     y_label: &str,
 ) -> Result<Chart, PlotError> {
+    render_bar_chart_with_errors(title, groups, series, &[], y_label)
+}
+
+/// [`render_bar_chart`] with an error bar on each bar: `errors[s][g]` is the half-width of
+/// series `s`'s interval at group `g` (a 95% confidence interval, say), drawn as a
+/// whisker from `value - e` to `value + e`; `None`, or no entry for a series, draws none.
+pub fn render_bar_chart_with_errors(
+    title: &str,
+    groups: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+    errors: &[Vec<Option<f64>>],
+    y_label: &str,
+) -> Result<Chart, PlotError> {
     let (text, warning) = Text::from_font();
-    let png = draw_bar_chart(title, groups, series, y_label, text)?;
+    let png = draw_bar_chart(title, groups, series, errors, y_label, text)?;
     Ok(Chart { png, warning })
+}
+
+/// The half-width of series `index`'s error bar at `group`, when it has a finite one.
+fn error_at(errors: &[Vec<Option<f64>>], index: usize, group: usize) -> Option<f64> {
+    errors
+        .get(index)
+        .and_then(|list| list.get(group).copied().flatten())
+        .filter(|e| e.is_finite() && *e > 0.0)
 }
 
 fn check_bars(groups: &[String], series: &[(String, Vec<Option<f64>>)]) -> Result<(), PlotError> {
@@ -286,6 +307,7 @@ fn draw_bar_chart(
     title: &str,
     groups: &[String],
     series: &[(String, Vec<Option<f64>>)],
+    errors: &[Vec<Option<f64>>],
     y_label: &str,
     text: Text,
 ) -> Result<Vec<u8>, PlotError> {
@@ -300,7 +322,12 @@ fn draw_bar_chart(
     let (width, height) = (plot_width + legend_width, 480);
     let highest = series
         .iter()
-        .flat_map(|(_, values)| values.iter().flatten().copied())
+        .enumerate()
+        .flat_map(|(index, (_, values))| {
+            values.iter().enumerate().filter_map(move |(group, value)| {
+                Some((*value)? + error_at(errors, index, group).unwrap_or(0.0))
+            })
+        })
         .fold(0.0f64, f64::max);
     // Headroom for the value labels above the bars, in steps of 10, at most 100.
     let top = ((highest * 1.12 / 10.0).ceil() * 10.0)
@@ -360,14 +387,34 @@ fn draw_bar_chart(
                 ))
             });
             chart.draw_series(bars).map_err(draw_error)?;
+            // Whiskers: the interval, with caps a third of the bar wide.
+            let whiskers = values.iter().enumerate().filter_map(|(group, value)| {
+                let (value, error) = ((*value)?, error_at(errors, index, group)?);
+                let center = group as f64 + 0.1 + (index as f64 + 0.46) * slot;
+                let cap = slot * 0.15;
+                let (low, high) = (value - error, value + error);
+                Some(PathElement::new(
+                    vec![
+                        (center - cap, low),
+                        (center + cap, low),
+                        (center, low),
+                        (center, high),
+                        (center - cap, high),
+                        (center + cap, high),
+                    ],
+                    BLACK.stroke_width(1),
+                ))
+            });
+            chart.draw_series(whiskers).map_err(draw_error)?;
             if value_labels {
                 let style = text.style(11.0).pos(Pos::new(HPos::Center, VPos::Bottom));
                 let labels = values.iter().enumerate().filter_map(|(group, value)| {
                     let value = (*value)?;
                     let center = group as f64 + 0.1 + (index as f64 + 0.46) * slot;
+                    let above = value + error_at(errors, index, group).unwrap_or(0.0);
                     Some(plotters::element::Text::new(
                         format!("{value:.1}"),
-                        (center, value.max(0.0)),
+                        (center, above.max(0.0)),
                         style.clone(),
                     ))
                 });
@@ -639,8 +686,24 @@ mod tests {
     }
 
     #[test]
+    fn error_bars_are_drawn_where_given_and_nowhere_else() {
+        let black = |errors: &[Vec<Option<f64>>]| {
+            let png = draw_bar_chart("t", &groups(), &series(), errors, "%", Text::none()).unwrap();
+            let (_, _, pixels) = decode(&png);
+            count_color(&pixels, BLACK)
+        };
+        let none = black(&[]);
+        let one = black(&[vec![Some(5.0), None, None]]);
+        let all = black(&[vec![Some(5.0); 3], vec![Some(5.0); 3]]);
+        assert!(one > none, "{one} <= {none}");
+        assert!(all > one, "{all} <= {one}");
+        // A zero or non-finite half-width draws nothing.
+        assert_eq!(black(&[vec![Some(0.0), Some(f64::NAN), None]]), none);
+    }
+
+    #[test]
     fn bar_chart_draws_one_color_per_series() {
-        let png_bytes = draw_bar_chart("t", &groups(), &series(), "%", Text::none()).unwrap();
+        let png_bytes = draw_bar_chart("t", &groups(), &series(), &[], "%", Text::none()).unwrap();
         let (width, height, pixels) = decode(&png_bytes);
         assert!(width >= 560 && height == 480, "{width}x{height}");
         let first = count_color(&pixels, color(0));
@@ -654,22 +717,24 @@ mod tests {
     #[test]
     fn bar_chart_is_deterministic() {
         let (text, _) = Text::from_font();
-        let first = draw_bar_chart("Accuracy", &groups(), &series(), "%", text).unwrap();
-        let second = draw_bar_chart("Accuracy", &groups(), &series(), "%", text).unwrap();
+        let first = draw_bar_chart("Accuracy", &groups(), &series(), &[], "%", text).unwrap();
+        let second = draw_bar_chart("Accuracy", &groups(), &series(), &[], "%", text).unwrap();
         assert_eq!(first, second);
         let other = vec![(
             "start".into(),
             vec![Some(13.0), Some(30.0), Some(4.0), None],
         )];
-        let changed = draw_bar_chart("Accuracy", &groups(), &other, "%", text).unwrap();
+        let changed = draw_bar_chart("Accuracy", &groups(), &other, &[], "%", text).unwrap();
         assert_ne!(first, changed);
     }
 
     #[test]
     fn without_a_font_no_text_is_drawn() {
         // The no-font family is never registered: any text drawn would fail the render.
-        let titled = draw_bar_chart("One title", &groups(), &series(), "%", Text::none()).unwrap();
-        let other = draw_bar_chart("Another", &groups(), &series(), "acc", Text::none()).unwrap();
+        let titled =
+            draw_bar_chart("One title", &groups(), &series(), &[], "%", Text::none()).unwrap();
+        let other =
+            draw_bar_chart("Another", &groups(), &series(), &[], "acc", Text::none()).unwrap();
         assert_eq!(titled, other, "the title or axis label was drawn");
         let rows = [
             json!({"step": 0, "reward": 0.1}),
@@ -684,9 +749,17 @@ mod tests {
             eprintln!("skipped: no font on this machine ({:?})", font());
             return;
         }
-        let plain = draw_bar_chart("Accuracy", &groups(), &series(), "%", Text::none()).unwrap();
-        let texted =
-            draw_bar_chart("Accuracy", &groups(), &series(), "%", Text::with_font()).unwrap();
+        let plain =
+            draw_bar_chart("Accuracy", &groups(), &series(), &[], "%", Text::none()).unwrap();
+        let texted = draw_bar_chart(
+            "Accuracy",
+            &groups(),
+            &series(),
+            &[],
+            "%",
+            Text::with_font(),
+        )
+        .unwrap();
         let (_, _, plain) = decode(&plain);
         let (_, _, texted) = decode(&texted);
         // Labels, title, legend text and value labels add ink beyond axes and grid lines.
@@ -703,7 +776,7 @@ mod tests {
     #[test]
     fn bad_bar_data_is_rejected() {
         let short = vec![("start".to_string(), vec![Some(1.0)])];
-        let error = draw_bar_chart("t", &groups(), &short, "%", Text::none()).unwrap_err();
+        let error = draw_bar_chart("t", &groups(), &short, &[], "%", Text::none()).unwrap_err();
         assert!(
             error
                 .to_string()
@@ -711,12 +784,12 @@ mod tests {
             "{error}"
         );
         let nan = vec![("x".to_string(), vec![Some(f64::NAN), None, None, None])];
-        let error = draw_bar_chart("t", &groups(), &nan, "%", Text::none()).unwrap_err();
+        let error = draw_bar_chart("t", &groups(), &nan, &[], "%", Text::none()).unwrap_err();
         assert!(error.to_string().contains("`deduction`"), "{error}");
-        assert!(draw_bar_chart("t", &[], &[], "%", Text::none()).is_err());
+        assert!(draw_bar_chart("t", &[], &[], &[], "%", Text::none()).is_err());
         let empty: Vec<(String, Vec<Option<f64>>)> =
             vec![("none".into(), vec![None, None, None, None])];
-        draw_bar_chart("t", &groups(), &empty, "%", Text::none()).unwrap();
+        draw_bar_chart("t", &groups(), &empty, &[], "%", Text::none()).unwrap();
     }
 
     fn metrics_rows() -> Vec<serde_json::Value> {
