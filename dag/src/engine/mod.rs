@@ -109,6 +109,9 @@ pub struct PlannedNode {
     pub node: String,
     /// Its kind.
     pub kind: String,
+    /// Input name to the node it reads, for inputs from other nodes: the graph's edges
+    /// (external paths are not listed).
+    pub inputs: BTreeMap<String, String>,
     /// Cached or runs.
     #[serde(flatten)]
     pub state: PlanState,
@@ -340,6 +343,7 @@ impl Engine {
             planned.push(PlannedNode {
                 node: node.name.clone(),
                 kind: node.kind.clone(),
+                inputs: node_inputs(node),
                 state,
             });
         }
@@ -629,6 +633,17 @@ fn skip_downstream<'a>(
     for &next in dependents.get(node).map(Vec::as_slice).unwrap_or_default() {
         skip_downstream(next, node, dependents, index, record, events);
     }
+}
+
+/// Input name to the node it reads, for a node's inputs from other nodes.
+pub fn node_inputs(node: &NodeSpec) -> BTreeMap<String, String> {
+    node.inputs
+        .iter()
+        .filter_map(|(name, input)| match input {
+            InputRef::Node(upstream) => Some((name.clone(), upstream.clone())),
+            InputRef::Path(_) => None,
+        })
+        .collect()
 }
 
 /// Input name to digest; `None` where the producing node has no known output yet.
