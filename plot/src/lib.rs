@@ -411,7 +411,11 @@ fn draw_bar_chart(
                 let labels = values.iter().enumerate().filter_map(|(group, value)| {
                     let value = (*value)?;
                     let center = group as f64 + 0.1 + (index as f64 + 0.46) * slot;
-                    let above = value + error_at(errors, index, group).unwrap_or(0.0);
+                    // Above the whisker's cap, clear of its line.
+                    let above = match error_at(errors, index, group) {
+                        Some(error) => value + error + (top - bottom) * 0.012,
+                        None => value,
+                    };
                     Some(plotters::element::Text::new(
                         format!("{value:.1}"),
                         (center, above.max(0.0)),
