@@ -40,6 +40,16 @@ enum Source {
     Path(usize),
 }
 
+impl Source {
+    /// Its id in both formats: `n3` for a node, `p0` for an external path.
+    fn id(&self) -> String {
+        match self {
+            Source::Node(i) => format!("n{i}"),
+            Source::Path(i) => format!("p{i}"),
+        }
+    }
+}
+
 /// The graph in drawing order: nodes as the workflow orders them, external paths by
 /// first use.
 struct Graph {
@@ -115,10 +125,7 @@ fn dot(name: &str, graph: &Graph) -> String {
         let _ = writeln!(text, "  p{i} [label={}, shape=note];", dot_quoted(path));
     }
     for edge in &graph.edges {
-        let from = match edge.from {
-            Source::Node(i) => format!("n{i}"),
-            Source::Path(i) => format!("p{i}"),
-        };
+        let from = edge.from.id();
         let _ = writeln!(
             text,
             "  {from} -> n{} [label={}];",
@@ -148,10 +155,7 @@ fn mermaid(graph: &Graph) -> String {
         let _ = writeln!(text, "  p{i}[/{}/]", mermaid_quoted(path));
     }
     for edge in &graph.edges {
-        let from = match edge.from {
-            Source::Node(i) => format!("n{i}"),
-            Source::Path(i) => format!("p{i}"),
-        };
+        let from = edge.from.id();
         let _ = writeln!(
             text,
             "  {from} -->|{}| n{}",

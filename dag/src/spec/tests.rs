@@ -660,13 +660,18 @@ fn names(workflow: &Workflow) -> Vec<&str> {
     workflow.nodes.iter().map(|n| n.name.as_str()).collect()
 }
 
+/// The names of the instances of declaration `base`, in order.
+fn instances<'a>(workflow: &'a Workflow, base: &str) -> Vec<&'a str> {
+    names(workflow)
+        .into_iter()
+        .filter(|n| base_name(n) == base)
+        .collect()
+}
+
 #[test]
 fn a_three_by_two_matrix_expands_to_six_named_nodes_and_its_readers_follow() {
     let workflow = parse(SWEEP).unwrap();
-    let fits: Vec<&str> = names(&workflow)
-        .into_iter()
-        .filter(|n| n.starts_with("fit"))
-        .collect();
+    let fits = instances(&workflow, "fit");
     assert_eq!(
         fits,
         [
@@ -760,10 +765,7 @@ matrix = { "inputs.model" = ["fit", "more"] }
 command = "true"
 "#;
     let workflow = parse(text).unwrap();
-    let more: Vec<&str> = names(&workflow)
-        .into_iter()
-        .filter(|n| n.starts_with("more"))
-        .collect();
+    let more = instances(&workflow, "more");
     assert_eq!(
         more,
         // Paths in alphabetical order, the first varying slowest.
@@ -779,10 +781,7 @@ command = "true"
         InputRef::Node("fit[steps=2]".into())
     );
     // A swept input: one `pick` per model, each crossed with that model's own sweep.
-    let picks: Vec<&str> = names(&workflow)
-        .into_iter()
-        .filter(|n| n.starts_with("pick"))
-        .collect();
+    let picks = instances(&workflow, "pick");
     assert_eq!(picks.len(), 2 + 4, "{picks:?}");
     assert!(picks.contains(&"pick[model=fit,steps=1]"), "{picks:?}");
     assert!(
