@@ -186,3 +186,26 @@ fn diff_shows_the_changed_param_and_metric_of_two_runs() {
     assert_ne!(missing.code, 0, "{missing}");
     assert!(missing.stderr.contains("No run `nosuchrun`"), "{missing}");
 }
+
+/// `status` names, for a node the latest run left out, the latest run of the workflow as
+/// written that had it, never an experiment.
+#[test]
+fn status_never_takes_an_experiment_for_the_workflow_as_written() {
+    let sandbox = example();
+    let written = sandbox.run_ok(&[]);
+    let experiment = sandbox.run_ok(&["--set", "top.env.TOP=3"]);
+    sandbox.run_ok(&["--force", "counts", "counts"]);
+    let status = sandbox.peirce(&["status", "wf.toml"]).success().stdout;
+    let line = status
+        .lines()
+        .find(|line| line.contains(" report "))
+        .unwrap_or_else(|| panic!("no line for `report`:\n{status}"));
+    assert!(
+        line.contains(&format!("(run {})", written["id"].as_str().unwrap())),
+        "{status}"
+    );
+    assert!(
+        !status.contains(experiment["id"].as_str().unwrap()),
+        "{status}"
+    );
+}

@@ -443,7 +443,8 @@ fn last_run_text(run: &NodeRun) -> String {
 }
 
 /// For nodes the latest run left out (a run of selected nodes), the most recent earlier run
-/// of the workflow that has them: node name to (run id, its outcome there).
+/// of the workflow that has them, experiments aside (they are not the workflow as written):
+/// node name to (run id, its outcome there).
 async fn earlier_runs(
     store: &peirce_store::Store,
     workflow: &str,
@@ -462,7 +463,7 @@ async fn earlier_runs(
     let records = RunRecord::all(store).await?;
     for record in records
         .into_iter()
-        .filter(|record| record.workflow == workflow)
+        .filter(|record| record.workflow == workflow && !record.experiment)
     {
         for (name, run) in record.nodes {
             if missing.remove(name.as_str()) {
