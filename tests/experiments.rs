@@ -91,6 +91,16 @@ fn an_experiment_leaves_the_latest_results_as_written_and_gc_keeps_both() {
     assert!(line.contains("experiment"), "{line}");
     assert!(line.contains("--set top.env.TOP=3"), "{line}");
 
+    // One run named: compared with the workflow's latest as written.
+    let diff = sandbox
+        .peirce(&["diff", experiment["id"].as_str().unwrap(), "--json"])
+        .success()
+        .json();
+    assert_eq!(diff["a"]["id"], again["id"], "{diff:#}");
+    assert_eq!(diff["params"][0]["name"], "env.TOP", "{diff:#}");
+    assert_eq!(diff["params"][0]["a"], "5", "{diff:#}");
+    assert_eq!(diff["params"][0]["b"], "3", "{diff:#}");
+
     // Pinned, it outlives its keep window; unpinned, it goes; the latest stays.
     let id = experiment["id"].as_str().unwrap();
     sandbox.peirce(&["runs", "--pin", id]).success();

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::anyhow;
 use clap::Args;
-use peirce_dag::runs::RunRecord;
+use peirce_dag::runs::{RunRecord, WorkflowRef};
 use peirce_store::{Store, TreeDigest};
 use serde_json::{json, Value};
 
@@ -21,8 +21,9 @@ pub const METRICS_FILE: &str = "metrics.json";
 pub struct DiffArgs {
     /// The first run: its id, or a unique start or end of it (`peirce runs` lists them)
     run_a: String,
-    /// The second run
-    run_b: String,
+    /// The second run; without it, RUN_A is compared with the latest run of its workflow
+    /// as written (what an experiment changed)
+    run_b: Option<String>,
     /// Print as JSON
     #[arg(long)]
     json: bool,
@@ -148,12 +149,31 @@ pub async fn metrics(store: &Store, output: TreeDigest) -> anyhow::Result<BTreeM
 
 pub async fn diff(globals: &Globals, args: DiffArgs) -> anyhow::Result<ExitCode> {
     let store = globals.open_store(None)?;
-    let a = RunRecord::find(&store, &args.run_a)
-        .await
-        .map_err(|e| anyhow!(e))?;
-    let b = RunRecord::find(&store, &args.run_b)
-        .await
-        .map_err(|e| anyhow!(e))?;
+    let find = |wanted: &str| {
+        let (store, wanted) = (&store, wanted.to_owned());
+        async move {
+            RunRecord::find(store, &wanted)
+                .await
+                .map_err(|e| anyhow!(e))
+        }
+    };
+    let (a, b) = match &args.run_b {
+        Some(run_b) => (find(&args.run_a).await?, find(run_b).await?),
+        None => {
+            let b = find(&args.run_a).await?;
+            let latest = WorkflowRef::load(&store, &b.workflow)
+                .await
+                .map(|found| found.latest_run)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "Workflow `{}` has no latest run as written to compare run {} with: name two runs",
+                        b.workflow,
+                        b.id
+                    )
+                })?;
+            (find(&latest).await?, b)
+        }
+    };
     let nodes: BTreeSet<&String> = a.nodes.keys().chain(b.nodes.keys()).collect();
     let mut param_changes = Vec::new();
     let mut metric_changes = Vec::new();
