@@ -221,7 +221,7 @@ fn a_corrupt_input_is_recomputed_before_its_consumer_reads_it() {
     corrupt(&sandbox, &blob);
 
     // `last` must rerun and read `victim`'s output, which is corrupt.
-    let (outcome, record) = sandbox.run(&["--set", "last.salt=\"2\""]);
+    let (outcome, record) = sandbox.run(&["--set", "last.salt=\"2\"", "--as-latest"]);
     let outcome = outcome.success();
     assert_eq!(record["nodes"]["last"]["status"], "ran", "{record:#}");
     assert!(

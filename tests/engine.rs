@@ -53,7 +53,7 @@ fn diamond_runs_then_is_fully_cached() {
 fn changed_param_reruns_the_node_and_its_dependents_only() {
     let sandbox = diamond_sandbox(0.0);
     sandbox.run_ok(&[]);
-    let record = sandbox.run_ok(&["--set", FACTOR_3]);
+    let record = sandbox.run_ok(&["--set", FACTOR_3, "--as-latest"]);
     expect_statuses(
         &record,
         &[
@@ -543,7 +543,7 @@ fn gc_removes_old_results_and_keeps_the_latest() {
         .unwrap()
         .to_string();
     let (_, old_blob) = sandbox.listing(&old_right)["scaled.txt"].clone();
-    let new = sandbox.run_ok(&["--set", FACTOR_3]);
+    let new = sandbox.run_ok(&["--set", FACTOR_3, "--as-latest"]);
     assert_ne!(new["nodes"]["right"]["output"], old_right.as_str());
 
     let report = sandbox
@@ -575,7 +575,7 @@ fn gc_removes_old_results_and_keeps_the_latest() {
 fn gc_stops_on_an_unreadable_live_record_and_deletes_nothing() {
     let sandbox = diamond_sandbox(0.0);
     let old = sandbox.run_ok(&[]);
-    let live = sandbox.run_ok(&["--set", FACTOR_3]);
+    let live = sandbox.run_ok(&["--set", FACTOR_3, "--as-latest"]);
     assert_ne!(
         old["nodes"]["right"]["output"],
         live["nodes"]["right"]["output"]
@@ -693,7 +693,7 @@ fn named_nodes_run_with_their_inputs_and_the_others_keep_their_results() {
         ],
     );
     // A run of one node leaves the others' latest results recorded, so gc keeps them.
-    let record = sandbox.run_ok(&["--set", FACTOR_3, "right"]);
+    let record = sandbox.run_ok(&["--set", FACTOR_3, "--as-latest", "right"]);
     expect_statuses(&record, &[("gen", "cached"), ("right", "ran")]);
     // `status` finds the nodes this run left out in the run before it.
     let full_run = all["id"].as_str().unwrap();

@@ -136,7 +136,10 @@ impl Bench {
 
     /// `peirce run` with the current salts.
     fn run_args(&self) -> Vec<String> {
-        let mut args: Vec<String> = ["run", "wf.toml", "--json"].map(String::from).to_vec();
+        // Salted runs are the latest (not experiments), so refs are written as before.
+        let mut args: Vec<String> = ["run", "wf.toml", "--json", "--as-latest"]
+            .map(String::from)
+            .to_vec();
         for (node, salt) in NODES.iter().zip(self.salts) {
             args.push("--set".into());
             args.push(format!("{node}.salt=\"{salt}\""));

@@ -259,3 +259,52 @@ fn eval_nodes_without_results_are_named() {
         json!([{"node": "eval-later", "reason": "has never run"}])
     );
 }
+
+/// Rows that differ only by seed (a sweep over `SEED`) are one line: the mean, its 95%
+/// interval (Student t), the number of seeds and of prompts per seed; the chart draws them.
+#[test]
+fn report_aggregates_seeds_into_a_mean_with_its_interval() {
+    let sandbox = Sandbox::new();
+    let metrics = r#"{"label": "merged", "sets": [{"name": "deduction", "role": "task", "accuracy": 0.%d, "count": 50}]}"#;
+    let command = format!("printf '{metrics}' $((SEED + 1)) > out/metrics.json");
+    sandbox.workflow(&format!(
+        "[eval-merged]\nkind = \"exec\"\nmatrix = {{ \"env.SEED\" = [1, 2, 3] }}\ncommand = {}\n\n{}",
+        toml_string(&command),
+        metrics_node(
+            &sandbox,
+            "eval-start",
+            &json!({"label": "start", "sets": [set("deduction", "task", 0.1)]})
+        )
+    ));
+    sandbox.run_ok(&[]);
+    let outcome = sandbox.peirce(&["report", "wf.toml"]).success();
+    let lines: Vec<&str> = outcome.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "| model  |   deduction |     Average | seeds | prompts |",
+            "| ------ | ----------: | ----------: | ----: | ------: |",
+            "| merged | 30.0 ± 24.8 | 30.0 ± 24.8 |     3 |      50 |",
+            "| start  |        10.0 |        10.0 |     1 |      64 |",
+        ],
+        "{outcome}"
+    );
+    let json = sandbox
+        .peirce(&["report", "wf.toml", "--json"])
+        .success()
+        .json();
+    let merged = &json["rows"][0];
+    assert_eq!(merged["seeds"], 3, "{json:#}");
+    assert_eq!(
+        merged["nodes"],
+        json!([
+            "eval-merged[SEED=1]",
+            "eval-merged[SEED=2]",
+            "eval-merged[SEED=3]"
+        ])
+    );
+    assert!((merged["accuracy"][0].as_f64().unwrap() - 0.3).abs() < 1e-9);
+    assert!((merged["ci95"][0].as_f64().unwrap() - 0.248_434).abs() < 1e-5);
+    assert_eq!(json["rows"][1]["ci95"], json!([null]));
+    assert!(sandbox.path("report.png").is_file());
+}

@@ -131,7 +131,7 @@ fn worker_node_runs_logs_and_caches() {
     assert_eq!(sandbox.counts(&["numbers", "model", "side"]), [1, 1, 1]);
 
     // The worker's config is part of its key.
-    let record = sandbox.run_ok(&["--set", "model.config.prefix=\"lines\""]);
+    let record = sandbox.run_ok(&["--set", "model.config.prefix=\"lines\"", "--as-latest"]);
     assert_eq!(record["nodes"]["model"]["status"], "ran");
     assert_eq!(sandbox.cat("model", "sub/result.txt"), "lines:1,2,3,\n");
     sandbox.assert_store_sound();

@@ -93,6 +93,17 @@ pub struct RunRecord {
     /// What the run exchanged with its remote, when it had one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remote: Option<RemoteActivity>,
+    /// `blake3:<hex>` of the workflow file's text (absent in records of older peirces).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_digest: Option<String>,
+    /// The `--set` overrides it ran with, as typed.
+    #[serde(default)]
+    pub overrides: Vec<String>,
+    /// An experiment: a run with overrides that left the workflow's latest results as
+    /// they were (no `--as-latest`); gc keeps its results while it is recent or pinned
+    /// (docs/architecture.md §17).
+    #[serde(default)]
+    pub experiment: bool,
 }
 
 /// A run's traffic with its remote (`--remote`): never credentials, only the redacted URL.
@@ -109,6 +120,44 @@ pub struct RemoteActivity {
 }
 
 impl RunRecord {
+    /// Whether `gc` keeps this run's results: pinned, or an experiment started less than
+    /// `keep_experiments` before `now` (seconds since the epoch).
+    pub fn kept_by_gc(&self, now: f64, keep_experiments: std::time::Duration) -> bool {
+        self.pinned || (self.experiment && now - self.started_at < keep_experiments.as_secs_f64())
+    }
+
+    /// The run whose id is `wanted`, or ends or starts with it when exactly one run's
+    /// does (`peirce diff 3fa2 9c1e` names runs by their random suffix). The error lists
+    /// what matched, or says none did.
+    pub async fn find(store: &Store, wanted: &str) -> Result<RunRecord, String> {
+        let records = Self::all(store).await.map_err(|error| error.to_string())?;
+        if let Some(exact) = records.iter().find(|record| record.id == wanted) {
+            return Ok(exact.clone());
+        }
+        let mut matching: Vec<RunRecord> = records
+            .into_iter()
+            .filter(|record| {
+                !wanted.is_empty() && (record.id.ends_with(wanted) || record.id.starts_with(wanted))
+            })
+            .collect();
+        match matching.len() {
+            1 => Ok(matching.remove(0)),
+            0 => Err(format!(
+                "No run `{wanted}` in the store at `{}` (`peirce runs` lists them)",
+                store.url()
+            )),
+            _ => Err(format!(
+                "`{wanted}` names {} runs ({}); give more of the id",
+                matching.len(),
+                matching
+                    .iter()
+                    .map(|record| record.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+
     /// Removes anything credential-like from the record's free text: node errors (a store
     /// error quotes request URLs, with the endpoint's user info and query), push failures
     /// and the remote's URL, through `redact_url` (docs/architecture.md §10). The engine
@@ -380,6 +429,9 @@ mod tests {
                 )]),
                 ..RemoteActivity::default()
             }),
+            workflow_digest: None,
+            overrides: Vec::new(),
+            experiment: false,
         };
         record.redact();
         let text = serde_json::to_string(&record).unwrap();

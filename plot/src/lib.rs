@@ -248,9 +248,30 @@ pub fn render_bar_chart(
     series: &[(String, Vec<Option<f64>>)],
     y_label: &str,
 ) -> Result<Chart, PlotError> {
+    render_bar_chart_with_errors(title, groups, series, &[], y_label)
+}
+
+/// [`render_bar_chart`] with an error bar on each bar: `errors[s][g]` is the half-width of
+/// series `s`'s interval at group `g` (a 95% confidence interval, say), drawn as a
+/// whisker from `value - e` to `value + e`; `None`, or no entry for a series, draws none.
+pub fn render_bar_chart_with_errors(
+    title: &str,
+    groups: &[String],
+    series: &[(String, Vec<Option<f64>>)],
+    errors: &[Vec<Option<f64>>],
+    y_label: &str,
+) -> Result<Chart, PlotError> {
     let (text, warning) = Text::from_font();
-    let png = draw_bar_chart(title, groups, series, y_label, text)?;
+    let png = draw_bar_chart(title, groups, series, errors, y_label, text)?;
     Ok(Chart { png, warning })
+}
+
+/// The half-width of series `index`'s error bar at `group`, when it has a finite one.
+fn error_at(errors: &[Vec<Option<f64>>], index: usize, group: usize) -> Option<f64> {
+    errors
+        .get(index)
+        .and_then(|list| list.get(group).copied().flatten())
+        .filter(|e| e.is_finite() && *e > 0.0)
 }
 
 fn check_bars(groups: &[String], series: &[(String, Vec<Option<f64>>)]) -> Result<(), PlotError> {
@@ -286,6 +307,7 @@ fn draw_bar_chart(
     title: &str,
     groups: &[String],
     series: &[(String, Vec<Option<f64>>)],
+    errors: &[Vec<Option<f64>>],
     y_label: &str,
     text: Text,
 ) -> Result<Vec<u8>, PlotError> {
@@ -300,7 +322,12 @@ fn draw_bar_chart(
     let (width, height) = (plot_width + legend_width, 480);
     let highest = series
         .iter()
-        .flat_map(|(_, values)| values.iter().flatten().copied())
+        .enumerate()
+        .flat_map(|(index, (_, values))| {
+            values.iter().enumerate().filter_map(move |(group, value)| {
+                Some((*value)? + error_at(errors, index, group).unwrap_or(0.0))
+            })
+        })
         .fold(0.0f64, f64::max);
     // Headroom for the value labels above the bars, in steps of 10, at most 100.
     let top = ((highest * 1.12 / 10.0).ceil() * 10.0)
@@ -360,14 +387,38 @@ fn draw_bar_chart(
                 ))
             });
             chart.draw_series(bars).map_err(draw_error)?;
+            // Whiskers: the interval, with caps a third of the bar wide.
+            let whiskers = values.iter().enumerate().filter_map(|(group, value)| {
+                let (value, error) = ((*value)?, error_at(errors, index, group)?);
+                let center = group as f64 + 0.1 + (index as f64 + 0.46) * slot;
+                let cap = slot * 0.15;
+                let (low, high) = (value - error, value + error);
+                Some(PathElement::new(
+                    vec![
+                        (center - cap, low),
+                        (center + cap, low),
+                        (center, low),
+                        (center, high),
+                        (center - cap, high),
+                        (center + cap, high),
+                    ],
+                    BLACK.stroke_width(1),
+                ))
+            });
+            chart.draw_series(whiskers).map_err(draw_error)?;
             if value_labels {
                 let style = text.style(11.0).pos(Pos::new(HPos::Center, VPos::Bottom));
                 let labels = values.iter().enumerate().filter_map(|(group, value)| {
                     let value = (*value)?;
                     let center = group as f64 + 0.1 + (index as f64 + 0.46) * slot;
+                    // Above the whisker's cap, clear of its line.
+                    let above = match error_at(errors, index, group) {
+                        Some(error) => value + error + (top - bottom) * 0.012,
+                        None => value,
+                    };
                     Some(plotters::element::Text::new(
                         format!("{value:.1}"),
-                        (center, value.max(0.0)),
+                        (center, above.max(0.0)),
                         style.clone(),
                     ))
                 });
@@ -465,19 +516,85 @@ fn curves(rows: &[serde_json::Value]) -> Vec<(String, Vec<(f64, f64)>)> {
     ordered
 }
 
+/// How a metric is shown: the factor its values are multiplied by and the unit of the
+/// result, by field name: fractions (`accuracy`, `format`, `clipped`) in percent, as the
+/// report shows accuracy; `None` for a field of no known unit.
+fn unit(name: &str) -> (f64, Option<&'static str>) {
+    match name {
+        "accuracy" | "format" | "clipped" => (100.0, Some("%")),
+        "reward" => (1.0, Some("points")),
+        "kl" | "entropy" | "loss" => (1.0, Some("nats per token")),
+        "response_length" | "tokens" => (1.0, Some("tokens")),
+        "seconds" => (1.0, Some("s")),
+        "grad_norm" => (1.0, Some("L2 norm")),
+        _ if name.ends_with("tokens_per_second") => (1.0, Some("tokens/s")),
+        _ => (1.0, None),
+    }
+}
+
+/// The steps where the curriculum level changes, with the new level: `(x, level)` at the
+/// first row of each level after the first.
+fn level_changes(rows: &[serde_json::Value]) -> Vec<(f64, i64)> {
+    let mut changes = Vec::new();
+    let mut current = None;
+    for (index, row) in rows.iter().enumerate() {
+        let Some(level) = row.get("level").and_then(serde_json::Value::as_i64) else {
+            continue;
+        };
+        let x = row
+            .get("step")
+            .and_then(serde_json::Value::as_f64)
+            .unwrap_or(index as f64);
+        if current.is_some_and(|previous| previous != level) {
+            changes.push((x, level));
+        }
+        current = Some(level);
+    }
+    changes
+}
+
+/// The smoothing window for `count` points: a tenth of them, at least 2; `None` (no
+/// smoothed line) below 10 points, where every point is drawn anyway.
+fn smoothing_window(count: usize) -> Option<usize> {
+    (count >= 10).then(|| (count / 10).max(2))
+}
+
+/// A trailing moving average over `window` points (fewer at the start), so a smoothed
+/// value never uses a later step.
+fn moving_average(points: &[(f64, f64)], window: usize) -> Vec<(f64, f64)> {
+    let mut sum = 0.0;
+    points
+        .iter()
+        .enumerate()
+        .map(|(index, &(x, y))| {
+            sum += y;
+            if index >= window {
+                sum -= points[index - window].1;
+            }
+            (x, sum / (index + 1).min(window) as f64)
+        })
+        .collect()
+}
+
 /// A grid of small line charts, one per numeric field of the metrics rows (JSONL lines of a
-/// trainer: `step` and fields such as `reward`, `accuracy`, `kl`), x = step. Written to
-/// `path` as PNG.
-pub fn training_curves(rows: &[serde_json::Value], path: &Path) -> Result<Chart, PlotError> {
-    let chart = render_training_curves(rows)?;
+/// trainer: `step` and fields such as `reward`, `accuracy`, `kl`), x = step, under `title`
+/// (the node, say). Each panel has its unit (accuracy in percent), the raw series in a
+/// light line and, from 10 steps on, its trailing moving average in a bold one; a change of
+/// the rows' `level` is marked by a vertical line. Written to `path` as PNG.
+pub fn training_curves(
+    title: &str,
+    rows: &[serde_json::Value],
+    path: &Path,
+) -> Result<Chart, PlotError> {
+    let chart = render_training_curves(title, rows)?;
     chart.write(path)?;
     Ok(chart)
 }
 
 /// [`training_curves`] without writing: the PNG bytes.
-pub fn render_training_curves(rows: &[serde_json::Value]) -> Result<Chart, PlotError> {
+pub fn render_training_curves(title: &str, rows: &[serde_json::Value]) -> Result<Chart, PlotError> {
     let (text, warning) = Text::from_font();
-    let png = draw_training_curves(rows, text)?;
+    let png = draw_training_curves(title, rows, text)?;
     Ok(Chart { png, warning })
 }
 
@@ -492,7 +609,17 @@ fn padded(low: f64, high: f64) -> std::ops::Range<f64> {
     (low - span * 0.05)..(high + span * 0.05)
 }
 
-fn draw_training_curves(rows: &[serde_json::Value], text: Text) -> Result<Vec<u8>, PlotError> {
+/// A color halfway to white: the raw series beside its smoothed line.
+fn light(color: RGBColor) -> RGBColor {
+    let mix = |c: u8| ((u16::from(c) + 255) / 2) as u8;
+    RGBColor(mix(color.0), mix(color.1), mix(color.2))
+}
+
+fn draw_training_curves(
+    title: &str,
+    rows: &[serde_json::Value],
+    text: Text,
+) -> Result<Vec<u8>, PlotError> {
     let curves = curves(rows);
     if curves.is_empty() {
         return Err(PlotError::BadInput(format!(
@@ -500,16 +627,36 @@ fn draw_training_curves(rows: &[serde_json::Value], text: Text) -> Result<Vec<u8
             rows.len()
         )));
     }
+    let levels = level_changes(rows);
     let columns = curves.len().min(3);
     let grid_rows = curves.len().div_ceil(columns);
     let (panel_width, panel_height) = (420u32, 280u32);
+    let header = 36u32;
     let (width, height) = (
         panel_width * columns as u32,
-        panel_height * grid_rows as u32,
+        panel_height * grid_rows as u32 + header,
     );
+    let window = smoothing_window(curves.iter().map(|(_, p)| p.len()).max().unwrap_or(0));
     render(width, height, |root| {
-        let panels = root.split_evenly((grid_rows, columns));
+        let (top, body) = root.split_vertically(header);
+        if text.enabled {
+            let mut heading = title.to_string();
+            if let Some(window) = window {
+                heading.push_str(&format!(
+                    "  (light: each step; bold: mean of the last {window})"
+                ));
+            }
+            top.draw(&plotters::element::Text::new(
+                heading,
+                (12, header as i32 / 2),
+                text.style(16.0).pos(Pos::new(HPos::Left, VPos::Center)),
+            ))
+            .map_err(draw_error)?;
+        }
+        let panels = body.split_evenly((grid_rows, columns));
         for (index, ((name, points), panel)) in curves.iter().zip(&panels).enumerate() {
+            let (scale, unit) = unit(name);
+            let points: Vec<(f64, f64)> = points.iter().map(|&(x, y)| (x, y * scale)).collect();
             let (x_low, x_high) = points
                 .iter()
                 .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), (x, _)| {
@@ -520,18 +667,23 @@ fn draw_training_curves(rows: &[serde_json::Value], text: Text) -> Result<Vec<u8
                 .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), (_, y)| {
                     (low.min(*y), high.max(*y))
                 });
+            let caption = match unit {
+                Some(unit) => format!("{name} ({unit})"),
+                None => name.clone(),
+            };
             let mut builder = ChartBuilder::on(panel);
             builder.margin(10);
             if text.enabled {
                 builder
-                    .caption(name, text.style(16.0))
-                    .x_label_area_size(28)
+                    .caption(&caption, text.style(16.0))
+                    .x_label_area_size(34)
                     .y_label_area_size(60);
             } else {
                 builder.x_label_area_size(6).y_label_area_size(6);
             }
+            let y_range = padded(y_low, y_high);
             let mut chart = builder
-                .build_cartesian_2d(padded(x_low, x_high), padded(y_low, y_high))
+                .build_cartesian_2d(padded(x_low, x_high), y_range.clone())
                 .map_err(draw_error)?;
             let mut mesh = chart.configure_mesh();
             mesh.light_line_style(WHITE)
@@ -542,17 +694,50 @@ fn draw_training_curves(rows: &[serde_json::Value], text: Text) -> Result<Vec<u8
                 .y_label_formatter(&|y| format_tick(*y));
             if text.enabled {
                 mesh.x_labels(5).y_labels(5).x_desc("step");
+                if let Some(unit) = unit {
+                    mesh.y_desc(unit);
+                }
             } else {
                 mesh.x_labels(0).y_labels(0);
             }
             mesh.draw().map_err(draw_error)?;
+            // Level changes: a grey line where the curriculum moves on, named at its top.
+            for &(x, level) in &levels {
+                let grey = RGBColor(150, 150, 150);
+                chart
+                    .draw_series(LineSeries::new(
+                        [(x, y_range.start), (x, y_range.end)],
+                        grey.stroke_width(1),
+                    ))
+                    .map_err(draw_error)?;
+                if text.enabled {
+                    chart
+                        .draw_series(std::iter::once(plotters::element::Text::new(
+                            format!(" level {level}"),
+                            (x, y_range.end),
+                            text.style(10.0).pos(Pos::new(HPos::Left, VPos::Top)),
+                        )))
+                        .map_err(draw_error)?;
+                }
+            }
             let line = color(index);
+            let smoothed = window.filter(|_| points.len() >= 10);
+            let raw_style = if smoothed.is_some() {
+                light(line).stroke_width(1)
+            } else {
+                line.stroke_width(2)
+            };
             chart
-                .draw_series(LineSeries::new(
-                    points.iter().copied(),
-                    line.stroke_width(2),
-                ))
+                .draw_series(LineSeries::new(points.iter().copied(), raw_style))
                 .map_err(draw_error)?;
+            if let Some(window) = smoothed {
+                chart
+                    .draw_series(LineSeries::new(
+                        moving_average(&points, window),
+                        line.stroke_width(2),
+                    ))
+                    .map_err(draw_error)?;
+            }
             if points.len() <= 40 {
                 chart
                     .draw_series(
@@ -639,8 +824,24 @@ mod tests {
     }
 
     #[test]
+    fn error_bars_are_drawn_where_given_and_nowhere_else() {
+        let black = |errors: &[Vec<Option<f64>>]| {
+            let png = draw_bar_chart("t", &groups(), &series(), errors, "%", Text::none()).unwrap();
+            let (_, _, pixels) = decode(&png);
+            count_color(&pixels, BLACK)
+        };
+        let none = black(&[]);
+        let one = black(&[vec![Some(5.0), None, None]]);
+        let all = black(&[vec![Some(5.0); 3], vec![Some(5.0); 3]]);
+        assert!(one > none, "{one} <= {none}");
+        assert!(all > one, "{all} <= {one}");
+        // A zero or non-finite half-width draws nothing.
+        assert_eq!(black(&[vec![Some(0.0), Some(f64::NAN), None]]), none);
+    }
+
+    #[test]
     fn bar_chart_draws_one_color_per_series() {
-        let png_bytes = draw_bar_chart("t", &groups(), &series(), "%", Text::none()).unwrap();
+        let png_bytes = draw_bar_chart("t", &groups(), &series(), &[], "%", Text::none()).unwrap();
         let (width, height, pixels) = decode(&png_bytes);
         assert!(width >= 560 && height == 480, "{width}x{height}");
         let first = count_color(&pixels, color(0));
@@ -654,28 +855,30 @@ mod tests {
     #[test]
     fn bar_chart_is_deterministic() {
         let (text, _) = Text::from_font();
-        let first = draw_bar_chart("Accuracy", &groups(), &series(), "%", text).unwrap();
-        let second = draw_bar_chart("Accuracy", &groups(), &series(), "%", text).unwrap();
+        let first = draw_bar_chart("Accuracy", &groups(), &series(), &[], "%", text).unwrap();
+        let second = draw_bar_chart("Accuracy", &groups(), &series(), &[], "%", text).unwrap();
         assert_eq!(first, second);
         let other = vec![(
             "start".into(),
             vec![Some(13.0), Some(30.0), Some(4.0), None],
         )];
-        let changed = draw_bar_chart("Accuracy", &groups(), &other, "%", text).unwrap();
+        let changed = draw_bar_chart("Accuracy", &groups(), &other, &[], "%", text).unwrap();
         assert_ne!(first, changed);
     }
 
     #[test]
     fn without_a_font_no_text_is_drawn() {
         // The no-font family is never registered: any text drawn would fail the render.
-        let titled = draw_bar_chart("One title", &groups(), &series(), "%", Text::none()).unwrap();
-        let other = draw_bar_chart("Another", &groups(), &series(), "acc", Text::none()).unwrap();
+        let titled =
+            draw_bar_chart("One title", &groups(), &series(), &[], "%", Text::none()).unwrap();
+        let other =
+            draw_bar_chart("Another", &groups(), &series(), &[], "acc", Text::none()).unwrap();
         assert_eq!(titled, other, "the title or axis label was drawn");
         let rows = [
             json!({"step": 0, "reward": 0.1}),
             json!({"step": 1, "reward": 0.4}),
         ];
-        draw_training_curves(&rows, Text::none()).unwrap();
+        draw_training_curves("t", &rows, Text::none()).unwrap();
     }
 
     #[test]
@@ -684,9 +887,17 @@ mod tests {
             eprintln!("skipped: no font on this machine ({:?})", font());
             return;
         }
-        let plain = draw_bar_chart("Accuracy", &groups(), &series(), "%", Text::none()).unwrap();
-        let texted =
-            draw_bar_chart("Accuracy", &groups(), &series(), "%", Text::with_font()).unwrap();
+        let plain =
+            draw_bar_chart("Accuracy", &groups(), &series(), &[], "%", Text::none()).unwrap();
+        let texted = draw_bar_chart(
+            "Accuracy",
+            &groups(),
+            &series(),
+            &[],
+            "%",
+            Text::with_font(),
+        )
+        .unwrap();
         let (_, _, plain) = decode(&plain);
         let (_, _, texted) = decode(&texted);
         // Labels, title, legend text and value labels add ink beyond axes and grid lines.
@@ -703,7 +914,7 @@ mod tests {
     #[test]
     fn bad_bar_data_is_rejected() {
         let short = vec![("start".to_string(), vec![Some(1.0)])];
-        let error = draw_bar_chart("t", &groups(), &short, "%", Text::none()).unwrap_err();
+        let error = draw_bar_chart("t", &groups(), &short, &[], "%", Text::none()).unwrap_err();
         assert!(
             error
                 .to_string()
@@ -711,12 +922,12 @@ mod tests {
             "{error}"
         );
         let nan = vec![("x".to_string(), vec![Some(f64::NAN), None, None, None])];
-        let error = draw_bar_chart("t", &groups(), &nan, "%", Text::none()).unwrap_err();
+        let error = draw_bar_chart("t", &groups(), &nan, &[], "%", Text::none()).unwrap_err();
         assert!(error.to_string().contains("`deduction`"), "{error}");
-        assert!(draw_bar_chart("t", &[], &[], "%", Text::none()).is_err());
+        assert!(draw_bar_chart("t", &[], &[], &[], "%", Text::none()).is_err());
         let empty: Vec<(String, Vec<Option<f64>>)> =
             vec![("none".into(), vec![None, None, None, None])];
-        draw_bar_chart("t", &groups(), &empty, "%", Text::none()).unwrap();
+        draw_bar_chart("t", &groups(), &empty, &[], "%", Text::none()).unwrap();
     }
 
     fn metrics_rows() -> Vec<serde_json::Value> {
@@ -755,12 +966,12 @@ mod tests {
     #[test]
     fn training_curves_draw_a_grid_deterministically() {
         let (text, _) = Text::from_font();
-        let first = draw_training_curves(&metrics_rows(), text).unwrap();
-        let second = draw_training_curves(&metrics_rows(), text).unwrap();
+        let first = draw_training_curves("align-deduction", &metrics_rows(), text).unwrap();
+        let second = draw_training_curves("align-deduction", &metrics_rows(), text).unwrap();
         assert_eq!(first, second);
         let (width, height, pixels) = decode(&first);
-        // Six curves: a grid of 3 x 2 panels.
-        assert_eq!((width, height), (3 * 420, 2 * 280));
+        // Six curves: a grid of 3 x 2 panels under the title's strip.
+        assert_eq!((width, height), (3 * 420, 2 * 280 + 36));
         for index in 0..6 {
             assert!(
                 count_color(&pixels, color(index)) > 50,
@@ -768,14 +979,48 @@ mod tests {
             );
         }
         // A constant curve and a single point still draw.
-        draw_training_curves(&[json!({"step": 5, "reward": 1.0})], text).unwrap();
+        draw_training_curves("t", &[json!({"step": 5, "reward": 1.0})], text).unwrap();
+    }
+
+    #[test]
+    fn curves_show_units_levels_and_a_smoothed_line() {
+        assert_eq!(unit("accuracy"), (100.0, Some("%")));
+        assert_eq!(unit("rollout_tokens_per_second"), (1.0, Some("tokens/s")));
+        assert_eq!(unit("mystery"), (1.0, None));
+        // metrics_rows: level 1 for steps 0-9, 2 for 10-19, 3 for 20-29.
+        assert_eq!(level_changes(&metrics_rows()), [(10.0, 2), (20.0, 3)]);
+        assert!(level_changes(&[json!({"step": 1, "reward": 1})]).is_empty());
+        assert_eq!(smoothing_window(9), None);
+        assert_eq!(smoothing_window(30), Some(3));
+        assert_eq!(smoothing_window(400), Some(40));
+        let points = [(1.0, 1.0), (2.0, 3.0), (3.0, 5.0), (4.0, 7.0)];
+        assert_eq!(
+            moving_average(&points, 2),
+            [(1.0, 1.0), (2.0, 2.0), (3.0, 4.0), (4.0, 6.0)]
+        );
+        // The accuracy panel is in percent: the chart changes when only the scale would.
+        let grey = RGBColor(150, 150, 150);
+        let png = draw_training_curves("t", &metrics_rows(), Text::none()).unwrap();
+        let (_, _, pixels) = decode(&png);
+        assert!(count_color(&pixels, grey) > 100, "no level lines");
+        assert!(count_color(&pixels, light(color(0))) > 50, "no raw series");
+        let flat: Vec<_> = metrics_rows()
+            .into_iter()
+            .map(|mut row| {
+                row.as_object_mut().unwrap().remove("level");
+                row
+            })
+            .collect();
+        let png = draw_training_curves("t", &flat, Text::none()).unwrap();
+        let (_, _, pixels) = decode(&png);
+        assert_eq!(count_color(&pixels, grey), 0, "level lines without levels");
     }
 
     #[test]
     fn training_curves_need_a_numeric_field() {
-        let error = render_training_curves(&[json!({"step": 1, "phase": "x"})]).unwrap_err();
+        let error = render_training_curves("t", &[json!({"step": 1, "phase": "x"})]).unwrap_err();
         assert!(matches!(error, PlotError::BadInput(_)), "{error}");
-        assert!(render_training_curves(&[]).is_err());
+        assert!(render_training_curves("t", &[]).is_err());
     }
 
     #[test]
@@ -787,7 +1032,7 @@ mod tests {
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1, "a temporary file was left behind");
         let curves_path = dir.path().join("curves.png");
-        training_curves(&metrics_rows(), &curves_path).unwrap();
+        training_curves("t", &metrics_rows(), &curves_path).unwrap();
         assert!(std::fs::metadata(&curves_path).unwrap().len() > 1000);
         let missing = dir.path().join("no/such/folder/x.png");
         let error = bar_chart("t", &groups(), &series(), "%", &missing).unwrap_err();

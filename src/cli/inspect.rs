@@ -117,7 +117,7 @@ async fn node_ref(
     }
 }
 
-async fn record_of(
+pub(super) async fn record_of(
     store: &Store,
     node: &str,
     workflow: Option<&PathBuf>,
@@ -131,7 +131,7 @@ async fn record_of(
     })
 }
 
-fn store_for(globals: &Globals, workflow: Option<&PathBuf>) -> anyhow::Result<Store> {
+pub(super) fn store_for(globals: &Globals, workflow: Option<&PathBuf>) -> anyhow::Result<Store> {
     globals.open_store(workflow.map(PathBuf::as_path))
 }
 

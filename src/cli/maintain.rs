@@ -30,6 +30,10 @@ pub struct GcArgs {
     /// Spare anything younger than this (a concurrent run's fresh results), e.g. 30m, 2h
     #[arg(long, default_value = "1h", value_parser = parse_duration)]
     grace: std::time::Duration,
+    /// Keep the results of experiments (runs with `--set`) younger than this; older ones
+    /// go unless pinned
+    #[arg(long, default_value = "14d", value_parser = parse_duration, value_name = "AGE")]
+    keep_experiments: std::time::Duration,
     /// Report what would be removed without removing it
     #[arg(long)]
     dry_run: bool,
@@ -65,8 +69,13 @@ pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode>
             .finished_at
             .map(|end| format!("{:.1}s", end - record.started_at))
             .unwrap_or("-".into());
+        let overrides: String = record
+            .overrides
+            .iter()
+            .map(|set| format!("  --set {set}"))
+            .collect();
         println!(
-            "{}  {}  {:10} {:>8}  {:20} ran {} cached {} failed {}{}",
+            "{}  {}  {:10} {:>8}  {:20} ran {} cached {} failed {}{}{}{}",
             record.id,
             format_utc(record.started_at),
             format!("{:?}", record.status).to_lowercase(),
@@ -75,7 +84,13 @@ pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode>
             count(NodeStatus::Ran),
             count(NodeStatus::Cached),
             count(NodeStatus::Failed),
-            if record.pinned { "  (pinned)" } else { "" }
+            if record.experiment {
+                "  experiment"
+            } else {
+                ""
+            },
+            if record.pinned { "  (pinned)" } else { "" },
+            overrides
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -83,7 +98,9 @@ pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode>
 
 pub async fn gc(globals: &Globals, args: GcArgs) -> anyhow::Result<ExitCode> {
     let store = globals.open_store(None)?;
-    let live = Engine::live_keys(&store).await.context(
+    let live = Engine::live_keys(&store, args.keep_experiments)
+        .await
+        .context(
         "Garbage collection stopped before deleting anything: cannot tell which results are live",
     )?;
     let report = store.gc(&live, args.grace, args.dry_run).await?;

@@ -1,6 +1,9 @@
 //! Command-line arguments and their dispatch.
 
+mod diff;
 mod display;
+mod export;
+mod graph;
 mod inspect;
 mod maintain;
 mod merge;
@@ -27,10 +30,19 @@ pub const EXIT_TERMINATED: u8 = 143;
 /// SIGHUP: the terminal went away.
 pub const EXIT_HANGUP: u8 = 129;
 
+/// `peirce --version`: the package version and the commit it was built from (`build.rs`;
+/// `unknown` when built outside a git checkout).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PEIRCE_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "peirce",
-    version,
+    version = VERSION,
     about = "A workflow DAG engine with content-addressed artifacts"
 )]
 pub struct Cli {
@@ -80,14 +92,28 @@ enum Command {
     Pull(share::PullArgs),
     /// List runs, newest first
     Runs(maintain::RunsArgs),
-    /// Delete results no workflow's latest run (or pinned run) uses
+    /// Delete results no workflow's latest run, recent experiment or pinned run uses
     Gc(maintain::GcArgs),
+    /// What differs between two runs: workflow file, overrides, parameters, metrics
+    Diff(diff::DiffArgs),
+    /// Write a node's output files into a folder (hard links where possible, verified)
+    Export(export::ExportArgs),
+    /// The workflow's graph as Graphviz DOT or Mermaid
+    Dag(graph::DagArgs),
     /// Merge model folders (weighted average, sum or task arithmetic) into a new folder
     Merge(merge::MergeArgs),
     /// The accuracy table across a workflow's eval nodes, and its bar chart (PNG)
     Report(report::ReportArgs),
     /// The task suite: sample instances of a task family
     Tasks(tasks::TasksArgs),
+    /// Print a shell completion script: `peirce completions bash > /etc/bash_completion.d/peirce`
+    Completions(CompletionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    shell: clap_complete::Shell,
 }
 
 /// Workflow file plus `--set` overrides, shared by run, plan and status.
@@ -208,9 +234,18 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pull(args) => share::pull(&globals, args).await,
         Command::Runs(args) => maintain::runs(&globals, args).await,
         Command::Gc(args) => maintain::gc(&globals, args).await,
+        Command::Diff(args) => diff::diff(&globals, args).await,
+        Command::Export(args) => export::export(&globals, args).await,
+        Command::Dag(args) => graph::dag(args),
         Command::Merge(args) => merge::merge(args),
         Command::Report(args) => report::report(&globals, args).await,
         Command::Tasks(args) => tasks::tasks(args),
+        Command::Completions(args) => {
+            use clap::CommandFactory;
+            let mut command = Cli::command();
+            clap_complete::generate(args.shell, &mut command, "peirce", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -1,8 +1,9 @@
 //! `report`: the paper-style accuracy table across a workflow's evaluation nodes, printed,
 //! and drawn as a grouped bar chart (PNG).
 //!
-//! A row is a node whose result holds a top-level `metrics.json` (the `eval` kind's output;
-//! any other kind that writes the same file counts too), in the order the workflow file
+//! A row is a node whose result holds a top-level `metrics.json` in the evaluation schema
+//! (the `eval` kind's output; any other kind that writes `sets` counts too; other metrics
+//! are for `peirce diff`), in the order the workflow file
 //! declares the nodes. Results come from the store as `peirce status` sees them: a node's
 //! current result, else (marked out of date) its latest earlier one. Nothing runs here: a
 //! node without a result is named with the command that makes it.
@@ -15,14 +16,13 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use peirce_dag::engine::PlanState;
 use peirce_dag::runs::WorkflowRef;
-use peirce_dag::spec::{NodeSpec, Workflow};
+use peirce_dag::spec::{base_name, instance_name, Binding, NodeSpec, Workflow};
 use peirce_store::{Store, TreeDigest};
 use serde_json::{json, Value};
 
+use super::diff::METRICS_FILE;
 use super::{load, run::engine, Globals, WorkflowArgs};
 
-/// The file an evaluation writes at the top of its output tree.
-const METRICS_FILE: &str = "metrics.json";
 /// The kind whose nodes are rows even before they have a result.
 const EVAL_KIND: &str = "eval";
 
@@ -44,6 +44,8 @@ struct SetResult {
     name: String,
     role: String,
     accuracy: f64,
+    /// Prompts graded, when the file says.
+    count: Option<u64>,
 }
 
 /// What the report reads of a `metrics.json`, after checking the whole file.
@@ -211,6 +213,7 @@ fn parse_metrics(bytes: &[u8]) -> Result<Metrics, String> {
             name,
             role,
             accuracy,
+            count: object.get("count").and_then(Value::as_u64),
         });
     }
     Ok(Metrics {
@@ -232,6 +235,8 @@ struct Row {
     node: String,
     kind: String,
     label: String,
+    /// The node's sweep labels and values (docs/architecture.md §18).
+    bindings: Vec<Binding>,
     output: TreeDigest,
     /// Why the shown result is out of date (empty: it is current).
     stale: Vec<String>,
@@ -254,15 +259,6 @@ impl Row {
             .filter_map(|column| self.accuracy(&column.name))
             .collect();
         (!present.is_empty()).then(|| present.iter().sum::<f64>() / present.len() as f64)
-    }
-
-    /// The label as shown: marked when the result is out of date.
-    fn shown_label(&self) -> String {
-        if self.stale.is_empty() {
-            self.label.clone()
-        } else {
-            format!("{} *", self.label)
-        }
     }
 }
 
@@ -296,21 +292,181 @@ fn percent(value: Option<f64>) -> String {
     value.map_or("-".into(), |value| format!("{:.1}", value * 100.0))
 }
 
-/// The table as markdown, columns padded so it also reads well in a terminal.
-fn table(rows: &[Row], columns: &[Column]) -> String {
+/// A mean over seeds and the half-width of its 95% confidence interval (`None` for one
+/// seed).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Interval {
+    mean: f64,
+    half_width: Option<f64>,
+    n: usize,
+}
+
+/// The 0.975 quantile of Student's t distribution with `df` degrees of freedom: the table
+/// to 30, then the Cornish-Fisher expansion around the normal quantile (within 0.001 of
+/// the exact value from 30 on).
+fn t_975(df: usize) -> f64 {
+    const TABLE: [f64; 30] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
+    ];
+    if (1..=30).contains(&df) {
+        return TABLE[df - 1];
+    }
+    let (z, v): (f64, f64) = (1.959_963_985, df.max(1) as f64);
+    z + (z.powi(3) + z) / (4.0 * v)
+        + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * v * v)
+        + (3.0 * z.powi(7) + 19.0 * z.powi(5) + 17.0 * z.powi(3) - 15.0 * z) / (384.0 * v.powi(3))
+}
+
+/// The mean of `values` with its 95% confidence interval (Student t, sample standard
+/// deviation); `None` for no values, no interval for one.
+fn mean_ci95(values: &[f64]) -> Option<Interval> {
+    let n = values.len();
+    if n == 0 {
+        return None;
+    }
+    let mean = values.iter().sum::<f64>() / n as f64;
+    let half_width = (n >= 2).then(|| {
+        let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+        t_975(n - 1) * (variance / n as f64).sqrt()
+    });
+    Some(Interval {
+        mean,
+        half_width,
+        n,
+    })
+}
+
+/// Whether a sweep label is a seed: rows that differ only in it are one model.
+fn is_seed(label: &str) -> bool {
+    label.eq_ignore_ascii_case("seed")
+}
+
+/// A line of the table: one row, or the rows of one model that differ only by seed,
+/// aggregated.
+#[derive(Debug)]
+struct Line {
+    label: String,
+    /// Indices into the rows.
+    rows: Vec<usize>,
+    stale: bool,
+    cells: Vec<Option<Interval>>,
+    average: Option<Interval>,
+    /// Prompts per seed over the line's sets, when every set says how many.
+    prompts: Option<u64>,
+}
+
+impl Line {
+    fn shown_label(&self) -> String {
+        if self.stale {
+            format!("{} *", self.label)
+        } else {
+            self.label.clone()
+        }
+    }
+}
+
+/// The table's lines, in the rows' order: rows whose sweep values differ only by seed
+/// (`eval-merged[seed=1]`, `[seed=2]`, ...) are one line, its label without the seed.
+fn lines(rows: &[Row], columns: &[Column]) -> Vec<Line> {
+    // (label, whether it gathers seeds, rows)
+    let mut groups: Vec<(String, bool, Vec<usize>)> = Vec::new();
+    for (index, row) in rows.iter().enumerate() {
+        if !row.bindings.iter().any(|(label, _)| is_seed(label)) {
+            groups.push((row.label.clone(), false, vec![index]));
+            continue;
+        }
+        let others: Vec<Binding> = row
+            .bindings
+            .iter()
+            .filter(|(label, _)| !is_seed(label))
+            .cloned()
+            .collect();
+        let label = if row.label == row.node {
+            instance_name(base_name(&row.node), &others)
+        } else if others.is_empty() {
+            row.label.clone()
+        } else {
+            let inner: Vec<String> = others.iter().map(|(l, v)| format!("{l}={v}")).collect();
+            format!("{} [{}]", row.label, inner.join(","))
+        };
+        match groups
+            .iter_mut()
+            .find(|(key, seeds, _)| *seeds && *key == label)
+        {
+            Some((_, _, members)) => members.push(index),
+            None => groups.push((label, true, vec![index])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(label, _, members)| {
+            let cells = columns
+                .iter()
+                .map(|column| {
+                    let values: Vec<f64> = members
+                        .iter()
+                        .filter_map(|&m| rows[m].accuracy(&column.name))
+                        .collect();
+                    mean_ci95(&values)
+                })
+                .collect();
+            let averages: Vec<f64> = members
+                .iter()
+                .filter_map(|&m| rows[m].average(columns))
+                .collect();
+            let first = &rows[members[0]];
+            let prompts = first
+                .metrics
+                .sets
+                .iter()
+                .map(|set| set.count)
+                .sum::<Option<u64>>();
+            Line {
+                label,
+                stale: members.iter().any(|&m| !rows[m].stale.is_empty()),
+                cells,
+                average: mean_ci95(&averages),
+                prompts,
+                rows: members,
+            }
+        })
+        .collect()
+}
+
+/// A cell: the percentage, with its interval when there is one (`41.0 ± 3.2`).
+fn shown(interval: Option<Interval>) -> String {
+    match interval {
+        Some(Interval {
+            mean,
+            half_width: Some(half),
+            ..
+        }) => format!("{:.1} ± {:.1}", mean * 100.0, half * 100.0),
+        other => percent(other.map(|interval| interval.mean)),
+    }
+}
+
+/// The table as markdown, columns padded so it also reads well in a terminal; with seeds
+/// aggregated, two more columns: how many seeds, and the prompts per seed.
+fn render_table(lines: &[Line], columns: &[Column]) -> String {
+    let seeds = lines.iter().any(|line| line.rows.len() > 1);
     let mut header = vec!["model".to_string()];
     header.extend(columns.iter().map(|column| column.name.clone()));
     header.push("Average".into());
-    let body: Vec<Vec<String>> = rows
+    if seeds {
+        header.extend(["seeds".into(), "prompts".into()]);
+    }
+    let body: Vec<Vec<String>> = lines
         .iter()
-        .map(|row| {
-            let mut cells = vec![row.shown_label()];
-            cells.extend(
-                columns
-                    .iter()
-                    .map(|column| percent(row.accuracy(&column.name))),
-            );
-            cells.push(percent(row.average(columns)));
+        .map(|line| {
+            let mut cells = vec![line.shown_label()];
+            cells.extend(line.cells.iter().map(|cell| shown(*cell)));
+            cells.push(shown(line.average));
+            if seeds {
+                cells.push(line.rows.len().to_string());
+                cells.push(line.prompts.map_or("-".into(), |p| p.to_string()));
+            }
             cells
         })
         .collect();
@@ -405,6 +561,14 @@ async fn read_metrics(
             node.name, entry.digest
         )
     })?;
+    // Any node may write metrics for `peirce diff`; only the evaluation schema (`sets`)
+    // makes a row, and an `eval` node must write it.
+    let evaluation = serde_json::from_slice::<Value>(&bytes)
+        .map(|document| document.get("sets").is_some())
+        .unwrap_or(true);
+    if node.kind != EVAL_KIND && !evaluation {
+        return Ok(None);
+    }
     parse_metrics(&bytes).map(Some).map_err(|problem| {
         anyhow!(
             "Node `{}`: its `{METRICS_FILE}` ({}) {problem}",
@@ -462,6 +626,7 @@ async fn collect(
                 node: node.name.clone(),
                 kind: node.kind.clone(),
                 label: metrics.label.clone().unwrap_or_else(|| node.name.clone()),
+                bindings: node.bindings.clone(),
                 output,
                 stale,
                 metrics,
@@ -500,24 +665,38 @@ pub async fn report(globals: &Globals, args: ReportArgs) -> anyhow::Result<ExitC
         );
     }
     let columns = columns(&rows);
+    let lines = lines(&rows, &columns);
 
     let mut groups: Vec<String> = columns.iter().map(|column| column.name.clone()).collect();
     groups.push("Average".into());
-    let series: Vec<(String, Vec<Option<f64>>)> = rows
+    let cells = |line: &Line| -> Vec<Option<Interval>> {
+        line.cells.iter().copied().chain([line.average]).collect()
+    };
+    let series: Vec<(String, Vec<Option<f64>>)> = lines
         .iter()
-        .map(|row| {
-            let mut values: Vec<Option<f64>> = columns
+        .map(|line| {
+            let values = cells(line)
                 .iter()
-                .map(|column| row.accuracy(&column.name).map(|a| a * 100.0))
+                .map(|c| c.map(|c| c.mean * 100.0))
                 .collect();
-            values.push(row.average(&columns).map(|a| a * 100.0));
-            (row.shown_label(), values)
+            (line.shown_label(), values)
         })
         .collect();
-    let chart = peirce_plot::render_bar_chart(
+    // Error bars: the 95% interval over seeds.
+    let errors: Vec<Vec<Option<f64>>> = lines
+        .iter()
+        .map(|line| {
+            cells(line)
+                .iter()
+                .map(|c| c.and_then(|c| c.half_width).map(|h| h * 100.0))
+                .collect()
+        })
+        .collect();
+    let chart = peirce_plot::render_bar_chart_with_errors(
         &format!("{}: accuracy", workflow.name),
         &groups,
         &series,
+        &errors,
         "accuracy (%)",
     )?;
 
@@ -525,23 +704,32 @@ pub async fn report(globals: &Globals, args: ReportArgs) -> anyhow::Result<ExitC
         let json = json!({
             "workflow": workflow.name,
             "columns": columns.iter().map(|c| json!({"name": c.name, "role": c.role})).collect::<Vec<_>>(),
-            "rows": rows.iter().map(|row| json!({
-                "node": row.node,
-                "kind": row.kind,
-                "label": row.label,
-                "output": row.output.to_string(),
-                "up_to_date": row.stale.is_empty(),
-                "stale_reasons": row.stale,
-                "accuracy": columns.iter().map(|c| row.accuracy(&c.name)).collect::<Vec<_>>(),
-                "average": row.average(&columns),
-            })).collect::<Vec<_>>(),
+            "rows": lines.iter().map(|line| {
+                let first = &rows[line.rows[0]];
+                let members = line.rows.iter().map(|&m| &rows[m]);
+                json!({
+                    "node": first.node,
+                    "nodes": members.clone().map(|row| row.node.clone()).collect::<Vec<_>>(),
+                    "kind": first.kind,
+                    "label": line.label,
+                    "output": first.output.to_string(),
+                    "up_to_date": !line.stale,
+                    "stale_reasons": members.flat_map(|row| row.stale.clone()).collect::<Vec<_>>(),
+                    "accuracy": line.cells.iter().map(|c| c.map(|c| c.mean)).collect::<Vec<_>>(),
+                    "ci95": line.cells.iter().map(|c| c.and_then(|c| c.half_width)).collect::<Vec<_>>(),
+                    "average": line.average.map(|c| c.mean),
+                    "average_ci95": line.average.and_then(|c| c.half_width),
+                    "seeds": line.rows.len(),
+                    "prompts": line.prompts,
+                })
+            }).collect::<Vec<_>>(),
             "missing": missing.iter().map(|m| json!({"node": m.node, "reason": m.reason})).collect::<Vec<_>>(),
             "chart": args.out.display().to_string(),
             "chart_warning": chart.warning,
         });
         println!("{}", serde_json::to_string_pretty(&json)?);
     } else {
-        print!("{}", table(&rows, &columns));
+        print!("{}", render_table(&lines, &columns));
     }
     for row in rows.iter().filter(|row| !row.stale.is_empty()) {
         eprintln!(
@@ -576,6 +764,7 @@ mod tests {
             output: "blake3:0000000000000000000000000000000000000000000000000000000000000000"
                 .parse()
                 .unwrap(),
+            bindings: Vec::new(),
             stale: Vec::new(),
             metrics: Metrics {
                 label: Some(label.into()),
@@ -585,6 +774,7 @@ mod tests {
                         name: name.to_string(),
                         role: role.to_string(),
                         accuracy: *accuracy,
+                        count: Some(100),
                     })
                     .collect(),
             },
@@ -613,7 +803,8 @@ mod tests {
             ),
             row("merged", &[("deduction", "task", 0.41)]),
         ];
-        let text = table(&rows, &columns(&rows));
+        let columns = columns(&rows);
+        let text = render_table(&lines(&rows, &columns), &columns);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "| model  | deduction | induction | Average |");
         assert_eq!(lines[1], "| ------ | --------: | --------: | ------: |");
@@ -657,5 +848,81 @@ mod tests {
         assert!(parse_metrics(b"{not json")
             .unwrap_err()
             .starts_with("is not JSON"));
+    }
+
+    #[test]
+    fn student_t_quantiles_match_the_tables() {
+        for (df, expected) in [
+            (1, 12.706),
+            (2, 4.303),
+            (4, 2.776),
+            (10, 2.228),
+            (30, 2.042),
+            (40, 2.021),
+            (60, 2.000),
+            (120, 1.980),
+            (100_000, 1.960),
+        ] {
+            assert!(
+                (t_975(df) - expected).abs() < 1e-3,
+                "df {df}: {}",
+                t_975(df)
+            );
+        }
+    }
+
+    #[test]
+    fn mean_and_95_percent_interval_over_seeds() {
+        // Mean 0.3, sample sd 0.1, n 3: 4.303 x 0.1 / sqrt(3) = 0.24844.
+        let interval = mean_ci95(&[0.2, 0.3, 0.4]).unwrap();
+        assert!((interval.mean - 0.3).abs() < 1e-12);
+        assert!(
+            (interval.half_width.unwrap() - 0.248_434).abs() < 1e-5,
+            "{interval:?}"
+        );
+        assert_eq!(interval.n, 3);
+        // Identical values: a zero-width interval; one value: none; no values: nothing.
+        assert_eq!(mean_ci95(&[0.5, 0.5]).unwrap().half_width, Some(0.0));
+        assert_eq!(mean_ci95(&[0.5]).unwrap().half_width, None);
+        assert!(mean_ci95(&[]).is_none());
+    }
+
+    #[test]
+    fn rows_that_differ_only_by_seed_are_one_line_with_intervals() {
+        let seeded = |seed: &str, accuracy: f64| {
+            let mut row = row("Merged", &[("deduction", "task", accuracy)]);
+            row.node = format!("eval-merged[seed={seed}]");
+            row.bindings = vec![("seed".into(), seed.into())];
+            row
+        };
+        let mut other = row("eval-w[w=0.1,seed=1]", &[("deduction", "task", 0.9)]);
+        other.bindings = vec![("w".into(), "0.1".into()), ("seed".into(), "1".into())];
+        let rows = [
+            row("start", &[("deduction", "task", 0.1)]),
+            seeded("1", 0.2),
+            seeded("2", 0.3),
+            seeded("3", 0.4),
+            other,
+        ];
+        let columns = columns(&rows);
+        let found = lines(&rows, &columns);
+        let labels: Vec<&str> = found.iter().map(|line| line.label.as_str()).collect();
+        assert_eq!(labels, ["start", "Merged", "eval-w[w=0.1]"]);
+        assert_eq!(found[1].rows, [1, 2, 3]);
+        assert_eq!(found[1].prompts, Some(100));
+        let text = render_table(&lines(&rows, &columns), &columns);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "| model         |   deduction |     Average | seeds | prompts |"
+        );
+        assert_eq!(
+            lines[3],
+            "| Merged        | 30.0 ± 24.8 | 30.0 ± 24.8 |     3 |     100 |"
+        );
+        assert_eq!(
+            lines[2],
+            "| start         |        10.0 |        10.0 |     1 |     100 |"
+        );
     }
 }

@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// Print nothing but errors while running
     #[arg(short, long)]
     quiet: bool,
+    /// With `--set`: make this run the workflow's latest (what `cat`, `show`, `status` and
+    /// `gc` go by), instead of an experiment beside it
+    #[arg(long)]
+    as_latest: bool,
 }
 
 #[derive(Debug, Args)]
@@ -102,8 +106,18 @@ pub(super) fn engine(
     let store = globals.open_store_with(Some(&args.workflow), workflow.remote.as_deref())?;
     let root = store.local_root().expect("local store").to_path_buf();
     let mut options = EngineOptions::new(root.join("scratch"));
-    options.force = force.iter().cloned().collect();
+    options.force = forced(workflow, force);
     Ok(Engine::new(store, peirce_nodes::registry(), options))
+}
+
+/// The nodes `--force` names: each node, or every instance of a sweep named by its
+/// declaration (docs/architecture.md §18).
+fn forced(workflow: &peirce_dag::spec::Workflow, force: &[String]) -> BTreeSet<String> {
+    force
+        .iter()
+        .flat_map(|name| workflow.addressed(name))
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The workflow, its forced nodes checked, cut down to `nodes` and their inputs.
@@ -114,7 +128,7 @@ fn load_selected(
 ) -> Result<peirce_dag::spec::Workflow, ExitCode> {
     let workflow = load(args)?;
     for name in force {
-        if workflow.node(name).is_none() {
+        if workflow.addressed(name).is_empty() {
             eprintln!("error: `--force {name}`: the workflow has no node `{name}`");
             return Err(ExitCode::from(EXIT_INVALID));
         }
@@ -123,7 +137,10 @@ fn load_selected(
         eprintln!("error: {message}");
         ExitCode::from(EXIT_INVALID)
     })?;
-    if let Some(name) = force.iter().find(|name| workflow.node(name).is_none()) {
+    if let Some(name) = force
+        .iter()
+        .find(|name| workflow.addressed(name).is_empty())
+    {
         eprintln!(
             "error: `--force {name}`: `{name}` is not among the selected nodes or their inputs"
         );
@@ -141,8 +158,9 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
         globals.open_store_with(Some(&args.workflow.workflow), workflow.remote.as_deref())?;
     let root = store.local_root().expect("local store").to_path_buf();
     let mut options = EngineOptions::new(root.join("scratch"));
-    options.force = args.force.iter().cloned().collect::<BTreeSet<_>>();
+    options.force = forced(&workflow, &args.force);
     options.force_all = args.force_all;
+    options.as_latest = args.as_latest;
     if let Some(jobs) = args.jobs {
         options.cpus = jobs.max(1);
     }
@@ -190,6 +208,12 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.quiet || record.status != RunStatus::Succeeded {
         eprintln!("{}", summary(&record, started.elapsed().as_secs_f64()));
+    }
+    if record.experiment && !args.quiet {
+        eprintln!(
+            "experiment (--set {}): the workflow's latest results stay as written; `peirce diff` compares runs, `--as-latest` would have replaced them",
+            record.overrides.join(" --set ")
+        );
     }
     if let Some(remote) = &record.remote {
         if !args.quiet || !remote.push_failures.is_empty() {
@@ -419,7 +443,8 @@ fn last_run_text(run: &NodeRun) -> String {
 }
 
 /// For nodes the latest run left out (a run of selected nodes), the most recent earlier run
-/// of the workflow that has them: node name to (run id, its outcome there).
+/// of the workflow that has them, experiments aside (they are not the workflow as written):
+/// node name to (run id, its outcome there).
 async fn earlier_runs(
     store: &peirce_store::Store,
     workflow: &str,
@@ -438,7 +463,7 @@ async fn earlier_runs(
     let records = RunRecord::all(store).await?;
     for record in records
         .into_iter()
-        .filter(|record| record.workflow == workflow)
+        .filter(|record| record.workflow == workflow && !record.experiment)
     {
         for (name, run) in record.nodes {
             if missing.remove(name.as_str()) {

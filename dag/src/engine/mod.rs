@@ -59,6 +59,9 @@ pub struct EngineOptions {
     pub scratch_root: PathBuf,
     /// Keep failed nodes' scratch folders for inspection.
     pub keep_failed_scratch: bool,
+    /// A run with `--set` overrides becomes the workflow's latest too (`--as-latest`);
+    /// otherwise it is an experiment and the latest stays the workflow as written.
+    pub as_latest: bool,
 }
 
 impl EngineOptions {
@@ -74,6 +77,7 @@ impl EngineOptions {
             lease_ttl: Duration::from_secs(30),
             scratch_root,
             keep_failed_scratch: true,
+            as_latest: false,
         }
     }
 }
@@ -105,6 +109,9 @@ pub struct PlannedNode {
     pub node: String,
     /// Its kind.
     pub kind: String,
+    /// Input name to the node it reads, for inputs from other nodes: the graph's edges
+    /// (external paths are not listed).
+    pub inputs: BTreeMap<String, String>,
     /// Cached or runs.
     #[serde(flatten)]
     pub state: PlanState,
@@ -336,6 +343,7 @@ impl Engine {
             planned.push(PlannedNode {
                 node: node.name.clone(),
                 kind: node.kind.clone(),
+                inputs: node_inputs(node),
                 state,
             });
         }
@@ -391,6 +399,9 @@ impl Engine {
             pinned: false,
             nodes: BTreeMap::new(),
             remote: None,
+            workflow_digest: Some(workflow.digest.clone()),
+            overrides: workflow.overrides.clone(),
+            experiment: !workflow.overrides.is_empty() && !self.options.as_latest,
         };
         let transfers_before = self.store.transfer_stats();
         self.store
@@ -528,7 +539,11 @@ impl Engine {
                 tracing::warn!(%error, "could not push the run record");
             }
         }
-        self.update_ref(workflow, &record).await?;
+        // An experiment leaves the workflow's latest results as written (§17): its own
+        // record is its ref, which gc keeps while it is recent or pinned.
+        if !record.experiment {
+            self.update_ref(workflow, &record).await?;
+        }
         Ok(record)
     }
 
@@ -560,11 +575,17 @@ impl Engine {
         Ok(())
     }
 
-    /// Keys `gc` must keep: the latest key of every node of every workflow, and every key of
-    /// pinned runs. Fails closed: a workflow ref or run record that exists but cannot be
-    /// read is an error (naming it), since the keys it would keep are unknown; unlike
-    /// [`WorkflowRef::all`] and [`RunRecord::all`], which skip such documents for display.
-    pub async fn live_keys(store: &Store) -> Result<Vec<ActionKey>, EngineError> {
+    /// Keys `gc` must keep: the latest key of every node of every workflow, every key of
+    /// pinned runs, and every key of experiments younger than `keep_experiments`
+    /// (docs/architecture.md §17). Fails closed: a workflow ref or run record that exists
+    /// but cannot be read is an error (naming it), since the keys it would keep are
+    /// unknown; unlike [`WorkflowRef::all`] and [`RunRecord::all`], which skip such
+    /// documents for display.
+    pub async fn live_keys(
+        store: &Store,
+        keep_experiments: Duration,
+    ) -> Result<Vec<ActionKey>, EngineError> {
+        let now = now_seconds();
         let mut live: BTreeSet<ActionKey> = BTreeSet::new();
         for location in WorkflowRef::locations(store).await? {
             if let Some(found) = store.get_document::<WorkflowRef>(&location).await? {
@@ -574,7 +595,7 @@ impl Engine {
         for (id, _, _) in store.list_prefix("runs").await? {
             let location = RunRecord::location(&id);
             if let Some(run) = store.get_document::<RunRecord>(&location).await? {
-                if run.pinned {
+                if run.kept_by_gc(now, keep_experiments) {
                     live.extend(run.nodes.values().filter_map(|n| n.key));
                 }
             }
@@ -612,6 +633,17 @@ fn skip_downstream<'a>(
     for &next in dependents.get(node).map(Vec::as_slice).unwrap_or_default() {
         skip_downstream(next, node, dependents, index, record, events);
     }
+}
+
+/// Input name to the node it reads, for a node's inputs from other nodes.
+pub fn node_inputs(node: &NodeSpec) -> BTreeMap<String, String> {
+    node.inputs
+        .iter()
+        .filter_map(|(name, input)| match input {
+            InputRef::Node(upstream) => Some((name.clone(), upstream.clone())),
+            InputRef::Path(_) => None,
+        })
+        .collect()
 }
 
 /// Input name to digest; `None` where the producing node has no known output yet.

@@ -12,6 +12,7 @@ use crate::value::Value;
 use super::error::{backticked, did_you_mean, Origin, Reporter, SpecError, SpecErrors};
 use super::fields::{item_to_value, GENERIC_KEYS, RESOURCE_KEYS};
 use super::graph::topological_order;
+use super::matrix::MATRIX_KEY;
 use super::model::{KindCatalog, NodeNames, NodeSpec, Workflow};
 use super::overrides::Override;
 
@@ -27,6 +28,7 @@ pub(super) struct Entry {
 pub(super) type Layer = BTreeMap<String, Entry>;
 
 /// A node table as written, before defaults and checks.
+#[derive(Clone)]
 pub(super) struct RawNode {
     pub(super) name: String,
     pub(super) header: Origin,
@@ -130,7 +132,9 @@ pub fn parse_workflow(
             return Err(SpecErrors(loader.reporter.finish()));
         }
     };
-    let workflow = loader.load(document.as_table(), overrides);
+    let mut workflow = loader.load(document.as_table(), overrides);
+    workflow.digest = format!("blake3:{}", blake3::hash(text.as_bytes()).to_hex());
+    workflow.overrides = overrides.iter().map(Override::text).collect();
     if loader.reporter.has_errors() {
         Err(SpecErrors(loader.reporter.finish()))
     } else {
@@ -175,26 +179,93 @@ impl Loader<'_> {
             },
         };
 
-        let node_names = NodeNames::new(raw_nodes.iter().map(|node| node.name.clone()).collect());
-        let mut node_overrides: BTreeMap<&str, Vec<&Override>> = BTreeMap::new();
+        // `defaults.*` first, and each declaration's own `matrix`, then the sweeps are
+        // expanded; other overrides address the expanded nodes (docs/architecture.md §18).
+        let declared = NodeNames::new(raw_nodes.iter().map(|node| node.name.clone()).collect());
+        let mut pending: Vec<&Override> = Vec::new();
         for item in overrides {
             let segments = item.segments();
             if segments.first() == Some(&"defaults") {
                 self.apply_defaults_override(&mut defaults, item, &used_kinds);
-            } else if let Some(node) = segments
-                .first()
-                .and_then(|first| node_names.position(first))
-                .and_then(|index| node_names.get(index))
-            {
-                node_overrides.entry(node.as_str()).or_default().push(item);
+            } else if let (Some(index), Some(&MATRIX_KEY)) = (
+                segments.first().and_then(|first| declared.position(first)),
+                segments.get(1),
+            ) {
+                let node = &mut raw_nodes[index];
+                let existing = node
+                    .entries
+                    .get(MATRIX_KEY)
+                    .map(|entry| entry.value.clone());
+                // A matrix key is a whole dotted path: `train.matrix.env.SEED=[1, 2]`.
+                let path = segments[2..].join(".");
+                let path: Vec<&str> = [path.as_str()]
+                    .into_iter()
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                match super::overrides::set_path(existing, &path, item.value.clone()) {
+                    Ok(value) => {
+                        let origin = Origin::Set(item.text());
+                        node.entries
+                            .insert(MATRIX_KEY.to_owned(), Entry { value, origin });
+                    }
+                    Err(_) => self.reporter.error(
+                        &Origin::Set(item.text()),
+                        "Cannot apply override: `matrix` is not a table".to_owned(),
+                        None,
+                    ),
+                }
             } else {
-                let target = segments.first().copied().unwrap_or_default();
-                let candidates = node_names.iter().map(String::as_str).chain(["defaults"]);
+                pending.push(item);
+            }
+        }
+        let expansion = self.expand_sweeps(raw_nodes, &mut defaults);
+        let raw_nodes = expansion.nodes;
+        let node_names = NodeNames::new(raw_nodes.iter().map(|node| node.name.clone()).collect());
+        let mut node_overrides: BTreeMap<&str, Vec<(Origin, Override)>> = BTreeMap::new();
+        for (name, settings) in &expansion.settings {
+            node_overrides
+                .entry(name.as_str())
+                .or_default()
+                .extend(settings.iter().cloned());
+        }
+        for item in pending {
+            let segments = item.segments();
+            let first = segments.first().copied().unwrap_or_default();
+            let targets: Vec<&str> =
+                match (node_names.position(first), expansion.instances.get(first)) {
+                    (Some(index), _) => node_names
+                        .get(index)
+                        .map(String::as_str)
+                        .into_iter()
+                        .collect(),
+                    (None, Some(instances)) => instances.iter().map(String::as_str).collect(),
+                    (None, None) => Vec::new(),
+                };
+            if targets.is_empty() {
+                let candidates = node_names
+                    .iter()
+                    .map(String::as_str)
+                    .chain(expansion.instances.keys().map(String::as_str))
+                    .chain(["defaults"]);
                 self.reporter.error(
                     &Origin::Set(item.text()),
-                    format!("Unknown node `{target}` in override"),
-                    did_you_mean(target, candidates),
+                    format!("Unknown node `{first}` in override"),
+                    did_you_mean(first, candidates),
                 );
+            }
+            for target in targets {
+                let rest = &item.target[first.len()..];
+                let item = Override {
+                    target: format!("{target}{rest}"),
+                    value: item.value.clone(),
+                };
+                let origin = Origin::Set(item.text());
+                let name = node_names
+                    .position(target)
+                    .and_then(|index| node_names.get(index))
+                    .map(String::as_str)
+                    .unwrap_or_default();
+                node_overrides.entry(name).or_default().push((origin, item));
             }
         }
 
@@ -205,7 +276,13 @@ impl Loader<'_> {
                     .get(node.name.as_str())
                     .map(Vec::as_slice)
                     .unwrap_or_default();
-                self.resolve_node(node, &defaults, node_overrides, &node_names)
+                let mut spec = self.resolve_node(node, &defaults, node_overrides, &node_names);
+                spec.bindings = expansion
+                    .bindings
+                    .get(&node.name)
+                    .cloned()
+                    .unwrap_or_default();
+                spec
             })
             .collect();
 
@@ -257,6 +334,8 @@ impl Loader<'_> {
             remote,
             nodes,
             omitted: Default::default(),
+            digest: String::new(),
+            overrides: Vec::new(),
         }
     }
 
@@ -511,6 +590,7 @@ impl Loader<'_> {
             return false;
         }
         let accepted = GENERIC_KEYS.contains(&key)
+            || key == MATRIX_KEY
             || kinds
                 .clone()
                 .any(|kind| self.params_of(kind).iter().any(|spec| spec.name == key));

@@ -16,6 +16,7 @@ mod fields;
 mod graph;
 mod inputs;
 mod load;
+mod matrix;
 mod model;
 mod overrides;
 mod resolve;
@@ -25,5 +26,6 @@ mod tests;
 
 pub use error::{SpecError, SpecErrors};
 pub use load::{load_workflow, parse_workflow};
+pub use matrix::{base_name, instance_name, Binding};
 pub use model::{InputRef, KindCatalog, NodeSpec, Resources, Workflow};
 pub use overrides::Override;

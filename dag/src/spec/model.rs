@@ -25,11 +25,31 @@ pub struct Workflow {
     /// Nodes of the file that [`Workflow::select`] left out: not planned or run, but
     /// their latest results stay recorded.
     pub omitted: BTreeSet<String>,
+    /// `blake3:<hex>` of the workflow file's text as read: run records keep it, so two
+    /// runs tell whether the file changed between them.
+    pub digest: String,
+    /// The `--set` overrides applied, as typed (`top.env.TOP=3`); a run with any is an
+    /// experiment (docs/architecture.md §17).
+    pub overrides: Vec<String>,
 }
 
 impl Workflow {
     pub fn node(&self, name: &str) -> Option<&NodeSpec> {
         self.nodes.iter().find(|node| node.name == name)
+    }
+
+    /// The nodes `name` addresses: that node, or every instance of the sweep declared as
+    /// `name` (`train` for `train[seed=1]`, `train[seed=2]`, ...); empty when neither.
+    pub fn addressed(&self, name: &str) -> Vec<&str> {
+        match self.node(name) {
+            Some(node) => vec![node.name.as_str()],
+            None => self
+                .nodes
+                .iter()
+                .filter(|node| !node.bindings.is_empty() && super::base_name(&node.name) == name)
+                .map(|node| node.name.as_str())
+                .collect(),
+        }
     }
 
     /// Only `targets` and the nodes they depend on, directly or not, in the same order;
@@ -40,7 +60,7 @@ impl Workflow {
             return Ok(self);
         }
         for target in targets {
-            if self.node(target).is_none() {
+            if self.addressed(target).is_empty() {
                 let hint =
                     super::error::closest(target, self.nodes.iter().map(|n| n.name.as_str()))
                         .map(|best| format!(" (did you mean `{best}`?)"))
@@ -51,7 +71,10 @@ impl Workflow {
                 ));
             }
         }
-        let mut keep: BTreeSet<&str> = targets.iter().map(String::as_str).collect();
+        let mut keep: BTreeSet<&str> = targets
+            .iter()
+            .flat_map(|target| self.addressed(target))
+            .collect();
         // Consumers come after their inputs, so one backward pass closes the set.
         for node in self.nodes.iter().rev() {
             if keep.contains(node.name.as_str()) {
@@ -75,6 +98,8 @@ impl Workflow {
             remote: self.remote,
             nodes,
             omitted,
+            digest: self.digest,
+            overrides: self.overrides,
         })
     }
 }
@@ -93,6 +118,9 @@ pub struct NodeSpec {
     pub retries: u32,
     pub salt: String,
     pub timeout: Option<Duration>,
+    /// For an instance of a sweep, its labels and values in name order (`seed`, `1` for
+    /// `train[seed=1]`); empty otherwise (docs/architecture.md §18).
+    pub bindings: Vec<super::matrix::Binding>,
     /// 1-based line of the node's table header.
     pub line: usize,
 }

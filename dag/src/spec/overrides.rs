@@ -25,13 +25,22 @@ impl Override {
     /// (`0.3`, `true`, `[1, 2]`, `"text"`), and taken as a plain string otherwise.
     pub fn parse(text: &str) -> Result<Override, SpecError> {
         let error = |message: String| SpecError::new(format!("--set {text}"), 0, 0, message);
-        let Some((target, raw_value)) = text.split_once('=') else {
+        // An instance name holds `=` inside its brackets: `train[seed=1].lr=0.1`.
+        let after_brackets = match (text.find('['), text.find('='), text.find(']')) {
+            (Some(open), Some(equals), Some(close)) if open < equals && open < close => close,
+            _ => 0,
+        };
+        let split = text[after_brackets..]
+            .find('=')
+            .map(|at| text.split_at(after_brackets + at))
+            .map(|(target, rest)| (target, &rest[1..]));
+        let Some((target, raw_value)) = split else {
             return Err(error(format!(
                 "Invalid override `{text}`: expected `node.key=value`"
             )));
         };
         let target = target.trim();
-        let segments: Vec<&str> = target.split('.').collect();
+        let segments = split_target(target);
         if segments.len() < 2 || segments.iter().any(|segment| segment.trim().is_empty()) {
             return Err(error(format!(
                 "Invalid override target `{target}`: expected `node.key` or `defaults.key`"
@@ -60,7 +69,28 @@ impl Override {
     }
 
     pub(crate) fn segments(&self) -> Vec<&str> {
-        self.target.split('.').collect()
+        split_target(&self.target)
+    }
+}
+
+/// A target's dotted segments; an instance name's brackets are one segment with its dots:
+/// `train[lr=0.1].env.X` is `train[lr=0.1]`, `env`, `X` (docs/architecture.md §18).
+fn split_target(target: &str) -> Vec<&str> {
+    let bracket = target.find('[');
+    let dot = target.find('.');
+    match (bracket, target.find(']')) {
+        (Some(open), Some(close)) if open < close && dot.is_none_or(|dot| open < dot) => {
+            let (first, rest) = target.split_at(close + 1);
+            let mut segments = vec![first];
+            match rest.strip_prefix('.') {
+                Some(rest) => segments.extend(rest.split('.')),
+                None if rest.is_empty() => {}
+                // `a[b]c.d`: nothing names a node so; an empty segment makes it invalid.
+                None => segments.push(""),
+            }
+            segments
+        }
+        _ => target.split('.').collect(),
     }
 }
 

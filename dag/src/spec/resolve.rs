@@ -106,7 +106,7 @@ impl Loader<'_> {
         &mut self,
         node: &RawNode,
         defaults: &Defaults,
-        overrides: &[&Override],
+        overrides: &[(Origin, Override)],
         node_names: &NodeNames,
     ) -> NodeSpec {
         let kind = node.kind.clone().unwrap_or_default();
@@ -134,8 +134,13 @@ impl Loader<'_> {
                 .iter()
                 .map(|(key, entry)| (key.clone(), entry.clone())),
         );
-        for item in overrides {
-            let origin = Origin::Set(item.text());
+        // Keys an override or a matrix set: read as loosely as `--set` reads them.
+        let mut overridden = BTreeSet::new();
+        for (origin, item) in overrides {
+            let origin = origin.clone();
+            if let Some(key) = item.segments().get(1) {
+                overridden.insert((*key).to_owned());
+            }
             match item.segments().as_slice() {
                 [_, key @ ("kind" | "inputs"), ..] => self.reporter.error(
                     &origin,
@@ -166,6 +171,7 @@ impl Loader<'_> {
             retries: 0,
             salt: String::new(),
             timeout: None,
+            bindings: Vec::new(),
             line: match node.header {
                 Origin::File { line, .. } => line,
                 Origin::Set(_) => 0,
@@ -184,8 +190,9 @@ impl Loader<'_> {
                         Some(param) => check_type(&param.ty, &value)
                             .or_else(|problem| match origin {
                                 // `--set env.TOP=3` means the string "3" where a string is
-                                // expected: the shell gives no way to say which was meant.
-                                Origin::Set(_) => {
+                                // expected: the shell gives no way to say which was meant;
+                                // nor does a matrix's `"env.SEED" = [1, 2]`.
+                                _ if overridden.contains(&key) => {
                                     check_type(&param.ty, &scalars_as_strings(&param.ty, &value))
                                         .map_err(|_| problem)
                                 }

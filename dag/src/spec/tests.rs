@@ -641,3 +641,202 @@ fn error_details_for_odd_entries() {
         "Unsupported input `s3://bucket/key`: URL inputs are not supported"
     );
 }
+
+// --- sweeps (docs/architecture.md §18) ---------------------------------------------------
+
+const SWEEP: &str = r#"
+[fit]
+kind = "train"
+matrix = { steps = [1, 2, 3], "weights.a" = [0.1, 0.5] }
+weights = { b = 1.0 }
+
+[score]
+kind = "exec"
+inputs = { model = "fit" }
+command = "cat {inputs.model}/m"
+"#;
+
+fn names(workflow: &Workflow) -> Vec<&str> {
+    workflow.nodes.iter().map(|n| n.name.as_str()).collect()
+}
+
+/// The names of the instances of declaration `base`, in order.
+fn instances<'a>(workflow: &'a Workflow, base: &str) -> Vec<&'a str> {
+    names(workflow)
+        .into_iter()
+        .filter(|n| base_name(n) == base)
+        .collect()
+}
+
+#[test]
+fn a_three_by_two_matrix_expands_to_six_named_nodes_and_its_readers_follow() {
+    let workflow = parse(SWEEP).unwrap();
+    let fits = instances(&workflow, "fit");
+    assert_eq!(
+        fits,
+        [
+            "fit[steps=1,a=0.1]",
+            "fit[steps=1,a=0.5]",
+            "fit[steps=2,a=0.1]",
+            "fit[steps=2,a=0.5]",
+            "fit[steps=3,a=0.1]",
+            "fit[steps=3,a=0.5]"
+        ]
+    );
+    assert_eq!(
+        param(&workflow, "fit[steps=2,a=0.5]", "steps"),
+        &Value::Int(2)
+    );
+    // A nested path merges into the node's own table.
+    assert_eq!(
+        param(&workflow, "fit[steps=2,a=0.5]", "weights").to_string(),
+        "{ a = 0.5, b = 1.0 }"
+    );
+    let fit = workflow.node("fit[steps=3,a=0.1]").unwrap();
+    assert_eq!(
+        fit.bindings,
+        [("steps".into(), "3".into()), ("a".into(), "0.1".into())]
+    );
+    // The reader is swept with what it reads, instance for instance.
+    let score = workflow.node("score[steps=3,a=0.1]").unwrap();
+    assert_eq!(
+        score.inputs.get("model"),
+        Some(&InputRef::Node("fit[steps=3,a=0.1]".into()))
+    );
+    assert_eq!(workflow.nodes.len(), 12);
+    // The declaration's name addresses every instance.
+    assert_eq!(workflow.addressed("fit").len(), 6);
+    let selected = workflow.clone().select(&["score".into()]).unwrap();
+    assert_eq!(selected.nodes.len(), 12);
+}
+
+#[test]
+fn overrides_address_one_instance_all_of_them_or_the_matrix() {
+    let one = parse_with(SWEEP, &["fit[steps=2,a=0.5].lr=0.3"]).unwrap();
+    assert_eq!(param(&one, "fit[steps=2,a=0.5]", "lr"), &Value::Float(0.3));
+    assert_eq!(
+        param(&one, "fit[steps=1,a=0.5]", "lr"),
+        &Value::Float(0.001)
+    );
+    let all = parse_with(SWEEP, &["fit.lr=0.3"]).unwrap();
+    assert!(all
+        .nodes
+        .iter()
+        .filter(|n| n.kind == "train")
+        .all(|n| n.params["lr"] == Value::Float(0.3)));
+    let matrix = parse_with(SWEEP, &["fit.matrix.weights.a=[0.5, 0.7]"]).unwrap();
+    assert!(matrix.node("fit[steps=1,a=0.7]").is_some());
+    assert!(matrix.node("fit[steps=1,a=0.1]").is_none());
+    // `[defaults]` sweeps every node whose kind has the parameter; the others follow.
+    let text = "[defaults]\nmatrix = { steps = [4, 5] }\n[fit]\nkind = \"train\"\n[use]\nkind = \"exec\"\ninputs = { m = \"fit\" }\ncommand = \"true\"\n";
+    let swept = parse(text).unwrap();
+    assert_eq!(
+        names(&swept),
+        [
+            "fit[steps=4]",
+            "fit[steps=5]",
+            "use[steps=4]",
+            "use[steps=5]"
+        ]
+    );
+    let by_set = parse_with(
+        "[fit]\nkind = \"train\"\n",
+        &["defaults.matrix.steps=[1, 2]"],
+    )
+    .unwrap();
+    assert_eq!(names(&by_set), ["fit[steps=1]", "fit[steps=2]"]);
+}
+
+#[test]
+fn a_reader_swept_over_the_same_label_pairs_instead_of_crossing() {
+    let text = r#"
+[fit]
+kind = "train"
+matrix = { steps = [1, 2] }
+
+[more]
+kind = "train"
+inputs = { base = "fit" }
+matrix = { steps = [1, 2], lr = [0.1, 0.2] }
+
+[pick]
+kind = "exec"
+matrix = { "inputs.model" = ["fit", "more"] }
+command = "true"
+"#;
+    let workflow = parse(text).unwrap();
+    let more = instances(&workflow, "more");
+    assert_eq!(
+        more,
+        // Paths in alphabetical order, the first varying slowest.
+        [
+            "more[lr=0.1,steps=1]",
+            "more[lr=0.1,steps=2]",
+            "more[lr=0.2,steps=1]",
+            "more[lr=0.2,steps=2]"
+        ]
+    );
+    assert_eq!(
+        workflow.node("more[lr=0.1,steps=2]").unwrap().inputs["base"],
+        InputRef::Node("fit[steps=2]".into())
+    );
+    // A swept input: one `pick` per model, each crossed with that model's own sweep.
+    let picks = instances(&workflow, "pick");
+    assert_eq!(picks.len(), 2 + 4, "{picks:?}");
+    assert!(picks.contains(&"pick[model=fit,steps=1]"), "{picks:?}");
+    assert!(
+        picks.contains(&"pick[model=more,lr=0.2,steps=2]"),
+        "{picks:?}"
+    );
+}
+
+#[test]
+fn bad_matrices_are_errors_naming_the_file_and_key() {
+    let cases: [(&str, &str); 6] = [
+        (
+            "matrix = [1, 2]",
+            "Wrong type for `matrix` in node `fit`: expected a table of lists",
+        ),
+        (
+            "matrix = { steps = [] }",
+            "`matrix.steps` in node `fit` must be a non-empty list",
+        ),
+        (
+            "matrix = { steps = 3 }",
+            "`matrix.steps` in node `fit` must be a non-empty list of values, found integer",
+        ),
+        (
+            "matrix = { tag = [\"a b\"] }",
+            "the value `a b` cannot be part of a node name",
+        ),
+        ("matrix = { steps = [1, 1] }", "the value `1` appears twice"),
+        (
+            "matrix = { \"weights.steps\" = [0.1], steps = [1] }",
+            "end in `steps`: names would be ambiguous",
+        ),
+    ];
+    for (line, expected) in cases {
+        let text = format!("[fit]\nkind = \"train\"\n{line}\n");
+        let error = single_error(parse(&text));
+        assert!(error.message.contains(expected), "{line}: {error}");
+        assert_eq!(
+            (error.file.to_str().unwrap(), error.line),
+            (FILE, 3),
+            "{line}: {error}"
+        );
+    }
+    // A path the kind does not have is an unknown key, at the matrix's line.
+    let errors = parse("[fit]\nkind = \"train\"\nmatrix = { stepz = [1, 2] }\n").unwrap_err();
+    let error = &errors.0[0];
+    assert!(error.message.contains("Unknown key `stepz`"), "{error}");
+    assert_eq!(error.line, 3);
+    // An instance a reader needs but its input lacks.
+    let text = "[fit]\nkind = \"train\"\nmatrix = { steps = [1] }\n[more]\nkind = \"train\"\ninputs = { m = \"fit\" }\nmatrix = { steps = [2] }\n";
+    let error = single_error(parse(text));
+    assert!(
+        error
+            .message
+            .contains("reads `fit`, which has no instance with the same values"),
+        "{error}"
+    );
+}

@@ -275,7 +275,7 @@ fn train_node(
     }
     std::fs::write(out.join("eval.json"), format!("{eval:#}\n"))
         .map_err(|e| WorkerError::failed(format!("cannot write eval.json: {e}")))?;
-    plot_curves(&rows, &out.join("curves.png"))?;
+    plot_curves(spec, &rows, &out.join("curves.png"))?;
     policy.save_with(
         out,
         crate::pretrained::kind_of(params.save_dtype),
@@ -285,12 +285,16 @@ fn train_node(
     Ok(())
 }
 
-/// Plots per-step metrics rows into `path` (a missing font only drops the text: warned).
+/// Plots per-step metrics rows into `path` (a missing font only drops the text: warned),
+/// titled with the node, its kind and its workflow. Not with the run: the chart is part of
+/// the node's output, and a title naming the run would make every rerun's bytes new.
 pub(crate) fn plot_curves(
+    spec: &WorkerSpec,
     rows: &[serde_json::Value],
     path: &std::path::Path,
 ) -> Result<(), WorkerError> {
-    let chart = peirce_plot::training_curves(rows, path)
+    let title = format!("{} ({}, workflow {})", spec.node, spec.kind, spec.workflow);
+    let chart = peirce_plot::training_curves(&title, rows, path)
         .map_err(|e| WorkerError::failed(format!("cannot plot `{}`: {e}", path.display())))?;
     if let Some(warning) = chart.warning {
         message(&warning);

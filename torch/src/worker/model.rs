@@ -170,7 +170,7 @@ impl Warmup {
         std::fs::write(&path, text).map_err(|error| {
             WorkerError::failed(format!("cannot write `{}`: {error}", path.display()))
         })?;
-        super::align::plot_curves(&rows, &out.join("warmup.png"))
+        super::align::plot_curves(spec, &rows, &out.join("warmup.png"))
     }
 }
 
