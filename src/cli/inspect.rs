@@ -10,7 +10,7 @@ use peirce_dag::engine::lineage::{lineage, trees_containing, Lineage};
 use peirce_dag::runs::{format_utc, NodeRef, WorkflowRef};
 use peirce_store::{ActionRecord, BlobDigest, Store, TreeDigest};
 
-use super::Globals;
+use super::{Globals, Missing};
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
@@ -60,7 +60,7 @@ pub struct WhyArgs {
 }
 
 /// The workflow name of a `-w` file (its `[workflow] name`, else its file stem).
-fn workflow_name(path: &std::path::Path) -> anyhow::Result<String> {
+pub(super) fn workflow_name(path: &std::path::Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read `{}`", path.display()))?;
     let parsed: Option<String> = text.parse::<toml_edit::DocumentMut>().ok().and_then(|doc| {
@@ -132,7 +132,7 @@ async fn record_of(
 }
 
 fn store_for(globals: &Globals, workflow: Option<&PathBuf>) -> anyhow::Result<Store> {
-    globals.open_store(workflow.map(PathBuf::as_path))
+    globals.open_store(workflow.map(PathBuf::as_path), Missing::Fail)
 }
 
 pub async fn show(globals: &Globals, args: ShowArgs) -> anyhow::Result<ExitCode> {

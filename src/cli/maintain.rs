@@ -7,10 +7,13 @@ use clap::Args;
 use peirce_dag::engine::Engine;
 use peirce_dag::runs::{format_utc, NodeStatus, RunRecord};
 
-use super::{parse_duration, Globals};
+use super::{parse_duration, Globals, Missing};
 
 #[derive(Debug, Args)]
 pub struct RunsArgs {
+    /// Only the runs of this workflow (its `[workflow] name`, else its file stem)
+    #[arg(short, long)]
+    workflow: Option<std::path::PathBuf>,
     /// Show at most this many runs
     #[arg(short = 'n', long, default_value_t = 20)]
     limit: usize,
@@ -39,7 +42,7 @@ pub struct GcArgs {
 }
 
 pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let store = globals.open_store(None)?;
+    let store = globals.open_store(None, Missing::Fail)?;
     for (id, pinned) in [(&args.pin, true), (&args.unpin, false)] {
         let Some(id) = id else { continue };
         let location = RunRecord::location(id);
@@ -54,6 +57,10 @@ pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::SUCCESS);
     }
     let mut records = RunRecord::all(&store).await?;
+    if let Some(path) = &args.workflow {
+        let name = super::inspect::workflow_name(path)?;
+        records.retain(|record| record.workflow == name);
+    }
     records.truncate(args.limit);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
@@ -82,7 +89,7 @@ pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode>
 }
 
 pub async fn gc(globals: &Globals, args: GcArgs) -> anyhow::Result<ExitCode> {
-    let store = globals.open_store(None)?;
+    let store = globals.open_store(None, Missing::Fail)?;
     let live = Engine::live_keys(&store).await.context(
         "Garbage collection stopped before deleting anything: cannot tell which results are live",
     )?;

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::display::Display;
 use super::{
-    load, Globals, WorkflowArgs, EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_TERMINATED,
+    load, Globals, Missing, WorkflowArgs, EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_INVALID,
+    EXIT_TERMINATED,
 };
 
 #[derive(Debug, Args)]
@@ -99,9 +100,17 @@ pub(super) fn engine(
     workflow: &peirce_dag::spec::Workflow,
     force: &[String],
 ) -> anyhow::Result<Engine> {
-    let store = globals.open_store_with(Some(&args.workflow), workflow.remote.as_deref())?;
-    let root = store.local_root().expect("local store").to_path_buf();
-    let mut options = EngineOptions::new(root.join("scratch"));
+    let store = globals.open_store_with(
+        Some(&args.workflow),
+        workflow.remote.as_deref(),
+        Missing::Empty,
+    )?;
+    // A plan executes nothing: an empty store in memory (none found) needs no scratch folder.
+    let scratch = store
+        .local_root()
+        .map_or_else(std::env::temp_dir, Path::to_path_buf)
+        .join("scratch");
+    let mut options = EngineOptions::new(scratch);
     options.force = force.iter().cloned().collect();
     Ok(Engine::new(store, peirce_nodes::registry(), options))
 }
@@ -137,8 +146,11 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(workflow) => workflow,
         Err(code) => return Ok(code),
     };
-    let store =
-        globals.open_store_with(Some(&args.workflow.workflow), workflow.remote.as_deref())?;
+    let store = globals.open_store_with(
+        Some(&args.workflow.workflow),
+        workflow.remote.as_deref(),
+        Missing::Create,
+    )?;
     let root = store.local_root().expect("local store").to_path_buf();
     let mut options = EngineOptions::new(root.join("scratch"));
     options.force = args.force.iter().cloned().collect::<BTreeSet<_>>();

@@ -266,6 +266,12 @@ impl Sandbox {
             .env_remove("PEIRCE_SIGNING_KEY")
             .env_remove("PEIRCE_SIGNING_KEY_FILE")
             .env("XDG_CONFIG_HOME", self.path("config"))
+            // The search for a store stays inside the sandbox: a `.peirce` some other run
+            // left in /tmp is not this test's.
+            .env(
+                "PEIRCE_CEILING_DIRECTORIES",
+                self.root().parent().expect("the sandbox is in a folder"),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
