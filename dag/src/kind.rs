@@ -63,6 +63,17 @@ impl NodeError {
         matches!(self, NodeError::Transient(_) | NodeError::Failed(_))
     }
 
+    /// The same error with `detail` appended to its message (a cancellation stays as is).
+    pub fn with_detail(self, detail: &str) -> NodeError {
+        match self {
+            NodeError::Transient(message) => NodeError::Transient(message + detail),
+            NodeError::Failed(message) => NodeError::Failed(message + detail),
+            NodeError::BadInput(message) => NodeError::BadInput(message + detail),
+            NodeError::Internal(message) => NodeError::Internal(message + detail),
+            NodeError::Cancelled => NodeError::Cancelled,
+        }
+    }
+
     /// A one-word class for records and messages.
     pub fn class(&self) -> &'static str {
         match self {

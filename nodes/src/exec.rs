@@ -8,6 +8,7 @@
 //! command may see (by default it sees none, see [`crate::process::is_credential`]).
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use async_trait::async_trait;
 use peirce_dag::kind::{NodeContext, NodeError, NodeEvent, NodeKind};
@@ -27,7 +28,12 @@ impl Exec {
 
 /// Replaces `{inputs.NAME}`, `{out}` and `{node}`. Any other brace text is left alone, so
 /// shell and awk syntax (`${HOME}`, `{print $1}`) passes through untouched.
-fn substitute(text: &str, context: &NodeContext, output: &str) -> Result<String, NodeError> {
+fn substitute(
+    text: &str,
+    node: &str,
+    inputs: &BTreeMap<String, PathBuf>,
+    output: &str,
+) -> Result<String, NodeError> {
     let mut result = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find('{') {
@@ -36,13 +42,13 @@ fn substitute(text: &str, context: &NodeContext, output: &str) -> Result<String,
         let placeholder = tail[1..].find('}').map(|end| &tail[1..end + 1]);
         let value = match placeholder {
             Some("out") => Some(output.to_string()),
-            Some("node") => Some(context.node.clone()),
+            Some("node") => Some(node.to_string()),
             Some(name) if name.starts_with("inputs.") => {
                 let input = &name["inputs.".len()..];
-                match context.inputs.get(input) {
+                match inputs.get(input) {
                     Some(path) => Some(path.display().to_string()),
                     None => {
-                        let known: Vec<&str> = context.inputs.keys().map(String::as_str).collect();
+                        let known: Vec<&str> = inputs.keys().map(String::as_str).collect();
                         return Err(NodeError::BadInput(format!(
                             "command refers to `{{{name}}}` but the node has no input `{input}` (inputs: {})",
                             if known.is_empty() { "none".to_string() } else { known.join(", ") }
@@ -116,10 +122,23 @@ impl NodeKind for Exec {
 
     fn validate(&self, node: &NodeSpec) -> Result<(), String> {
         output_folder(&node.params)?;
-        if let Some(Value::List(items)) = node.params.get("command") {
-            if items.is_empty() {
-                return Err("`command` is an empty array".into());
+        let texts: Vec<&str> = match node.params.get("command") {
+            Some(Value::String(command)) => vec![command.as_str()],
+            Some(Value::List(items)) if items.is_empty() => {
+                return Err("`command` is an empty array".into())
             }
+            Some(Value::List(items)) => items.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        // Every `{inputs.NAME}` names an input: substituted with placeholder paths here, so
+        // the check is the one the run makes.
+        let inputs: BTreeMap<String, PathBuf> = node
+            .inputs
+            .keys()
+            .map(|name| (name.clone(), PathBuf::new()))
+            .collect();
+        for text in texts {
+            substitute(text, &node.name, &inputs, "").map_err(|error| error.to_string())?;
         }
         Ok(())
     }
@@ -137,7 +156,7 @@ impl NodeKind for Exec {
                 "sh".to_string(),
                 vec![
                     "-c".to_string(),
-                    substitute(command, &context, &output_text)?,
+                    substitute(command, &context.node, &context.inputs, &output_text)?,
                 ],
             ),
             Some(Value::List(items)) => {
@@ -146,7 +165,12 @@ impl NodeKind for Exec {
                     let text = item.as_str().ok_or_else(|| {
                         NodeError::BadInput("`command` items must be strings".into())
                     })?;
-                    argv.push(substitute(text, &context, &output_text)?);
+                    argv.push(substitute(
+                        text,
+                        &context.node,
+                        &context.inputs,
+                        &output_text,
+                    )?);
                 }
                 let program = argv.remove(0);
                 (program, argv)
@@ -195,7 +219,6 @@ impl NodeKind for Exec {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
     use tokio_util::sync::CancellationToken;
 
     fn context() -> NodeContext {
@@ -219,16 +242,19 @@ mod tests {
 
     #[test]
     fn substitutes_placeholders_and_leaves_other_braces() {
-        let text =
-            substitute("cat {inputs.data}/x > {out}/y # {node}", &context(), "/out").unwrap();
+        let context = context();
+        let sub = |text: &str| substitute(text, &context.node, &context.inputs, "/out");
+        let text = sub("cat {inputs.data}/x > {out}/y # {node}").unwrap();
         assert_eq!(text, "cat /in/data/x > /out/y # n");
         let awk = "awk '{print $1}' ${HOME}/f {unclosed";
-        assert_eq!(substitute(awk, &context(), "/out").unwrap(), awk);
+        assert_eq!(sub(awk).unwrap(), awk);
     }
 
     #[test]
     fn unknown_inputs_are_bad_input() {
-        let error = substitute("{inputs.nope}", &context(), "/out").unwrap_err();
+        let context = context();
+        let error =
+            substitute("{inputs.nope}", &context.node, &context.inputs, "/out").unwrap_err();
         assert!(
             matches!(error, NodeError::BadInput(ref m) if m.contains("no input `nope`") && m.contains("data")),
             "{error}"

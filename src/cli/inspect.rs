@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use peirce_dag::engine::lineage::{lineage, trees_containing, Lineage};
-use peirce_dag::runs::{format_utc, NodeRef, WorkflowRef};
+use peirce_dag::runs::{format_utc, NodeRef, NodeRun, NodeStatus, RunRecord, WorkflowRef};
 use peirce_store::{ActionRecord, BlobDigest, Store, TreeDigest};
 
 use super::{Globals, Missing};
@@ -206,8 +206,68 @@ pub async fn show(globals: &Globals, args: ShowArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// The node's run in the latest run of its workflow, when it failed there: newer than its
+/// latest result, if it has one. With several workflows, the most recent failure.
+async fn latest_failure(
+    store: &Store,
+    node: &str,
+    workflow: Option<&PathBuf>,
+) -> anyhow::Result<Option<(RunRecord, NodeRun)>> {
+    let refs = match workflow {
+        Some(path) => WorkflowRef::load(store, &workflow_name(path)?)
+            .await
+            .into_iter()
+            .collect(),
+        None => WorkflowRef::all(store).await?,
+    };
+    let mut found: Option<(RunRecord, NodeRun)> = None;
+    for workflow_ref in refs {
+        let Some(mut record) = store
+            .get_document::<RunRecord>(&RunRecord::location(&workflow_ref.latest_run))
+            .await?
+        else {
+            continue;
+        };
+        let Some(run) = record.nodes.get(node).cloned() else {
+            continue;
+        };
+        let newer = found
+            .as_ref()
+            .is_none_or(|(best, _)| best.started_at < record.started_at);
+        if run.status == NodeStatus::Failed && newer {
+            record.redact();
+            found = Some((record.clone(), run));
+        }
+    }
+    Ok(found)
+}
+
 pub async fn log(globals: &Globals, args: LogArgs) -> anyhow::Result<ExitCode> {
     let store = store_for(globals, args.workflow.as_ref())?;
+    if let Some((record, run)) = latest_failure(&store, &args.node, args.workflow.as_ref()).await? {
+        let error = run.error.unwrap_or_default();
+        let first = error.lines().next().unwrap_or_default();
+        eprintln!(
+            "node `{}` failed in run {} of workflow `{}` ({}): {first}",
+            args.node,
+            record.id,
+            record.workflow,
+            format_utc(record.started_at)
+        );
+        match run.log {
+            Some(log) => {
+                let bytes = store.get_bytes(log).await.with_context(|| {
+                    format!(
+                        "the log of the failed node `{}` is gone (removed by gc?)",
+                        args.node
+                    )
+                })?;
+                std::io::stdout().write_all(&bytes)?;
+            }
+            None => eprintln!("node `{}` printed nothing", args.node),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let record = record_of(&store, &args.node, args.workflow.as_ref()).await?;
     match record.log {
         Some(log) => {

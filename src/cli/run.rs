@@ -52,6 +52,10 @@ pub struct PlanArgs {
     /// Plan as if these nodes were forced (repeatable)
     #[arg(long, value_name = "NODE")]
     force: Vec<String>,
+    /// GPU device ids a run would use, as `run --gpus` (default: CUDA_VISIBLE_DEVICES, else
+    /// every NVIDIA device)
+    #[arg(long, value_delimiter = ',')]
+    gpus: Option<Vec<u32>>,
     /// Print the plan as JSON
     #[arg(long)]
     json: bool,
@@ -347,7 +351,14 @@ pub async fn plan(globals: &Globals, args: PlanArgs) -> anyhow::Result<ExitCode>
         Ok(workflow) => workflow,
         Err(code) => return Ok(code),
     };
-    let engine = engine(globals, &args.workflow, &workflow, &args.force)?;
+    // Whatever `run` would reject before executing, `plan` rejects the same way, with the
+    // GPUs a run would have.
+    let engine = engine(globals, &args.workflow, &workflow, &args.force)?
+        .with_gpus(args.gpus.clone().unwrap_or_else(default_gpus));
+    if let Err(error) = engine.check(&workflow) {
+        eprintln!("error: {error}");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
     let planned = engine.plan(&workflow).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&planned)?);
@@ -419,6 +430,18 @@ pub async fn status(globals: &Globals, args: StatusArgs) -> anyhow::Result<ExitC
                     node.node,
                     text.join("; ")
                 )
+            }
+        }
+        // A failure of the latest run, with the last lines of its log.
+        if let Some(error) = latest
+            .as_ref()
+            .and_then(|run| run.nodes.get(&node.node))
+            .filter(|run| run.status == NodeStatus::Failed)
+            .and_then(|run| run.error.as_deref())
+        {
+            for (index, line) in error.lines().enumerate() {
+                let label = if index == 0 { "error: " } else { "" };
+                println!("              {label}{line}");
             }
         }
     }

@@ -229,6 +229,11 @@ impl Sandbox {
         self.write("wf.toml", text)
     }
 
+    /// The workflow file's text.
+    pub fn read_workflow(&self) -> String {
+        std::fs::read_to_string(self.workflow_path()).expect("reading the workflow")
+    }
+
     /// A shell snippet appending one line to `count-<name>` (outside the store).
     pub fn counter(&self, name: &str) -> String {
         format!(

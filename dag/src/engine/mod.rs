@@ -201,6 +201,13 @@ impl Engine {
         }
     }
 
+    /// The same engine with the GPU devices `gpus` in its resource pool.
+    pub fn with_gpus(mut self, gpus: Vec<u32>) -> Self {
+        self.options.gpus = gpus;
+        self.pool = ResourcePool::new(self.options.cpus, self.options.gpus.clone());
+        self
+    }
+
     /// The store.
     pub fn store(&self) -> &Store {
         &self.store
@@ -342,6 +349,26 @@ impl Engine {
         Ok(planned)
     }
 
+    /// Every check a run makes before it executes anything: each kind's own checks of its
+    /// node (value ranges, combinations, placeholders) and resources this engine can never
+    /// grant. `peirce plan` makes them too, so it rejects what `run` would.
+    pub fn check(&self, workflow: &Workflow) -> Result<(), EngineError> {
+        for node in &workflow.nodes {
+            let kind = self.kind(node)?;
+            let at = |message: String| {
+                EngineError::Invalid(format!(
+                    "Node `{}` ({}:{}): {message}",
+                    node.name,
+                    workflow.path.display(),
+                    node.line
+                ))
+            };
+            kind.validate(node).map_err(at)?;
+            self.pool.check(&node.resources).map_err(at)?;
+        }
+        Ok(())
+    }
+
     fn kind(&self, node: &NodeSpec) -> Result<Arc<dyn crate::kind::NodeKind>, EngineError> {
         self.registry.get(&node.kind).ok_or_else(|| {
             EngineError::Invalid(format!(
@@ -360,25 +387,7 @@ impl Engine {
         events: UnboundedSender<EngineEvent>,
         cancel: CancellationToken,
     ) -> Result<RunRecord, EngineError> {
-        for node in &workflow.nodes {
-            let kind = self.kind(node)?;
-            kind.validate(node).map_err(|message| {
-                EngineError::Invalid(format!(
-                    "Node `{}` ({}:{}): {message}",
-                    node.name,
-                    workflow.path.display(),
-                    node.line
-                ))
-            })?;
-            self.pool.check(&node.resources).map_err(|message| {
-                EngineError::Invalid(format!(
-                    "Node `{}` ({}:{}) {message}",
-                    node.name,
-                    workflow.path.display(),
-                    node.line
-                ))
-            })?;
-        }
+        self.check(workflow)?;
         let external = Arc::new(self.hash_external_inputs(workflow)?);
         let previous = WorkflowRef::load(&self.store, &workflow.name).await;
         let mut record = RunRecord {
@@ -603,6 +612,7 @@ fn skip_downstream<'a>(
         queued_s: 0.0,
         attempts: 0,
         error: Some(format!("input `{failed}` did not complete")),
+        log: None,
     };
     let _ = events.send(EngineEvent::Finished {
         node: node.to_string(),
