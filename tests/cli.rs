@@ -236,22 +236,13 @@ fn plan_rejects_what_run_rejects_with_the_same_error() {
     for (name, workflow, expected) in cases {
         let sandbox = Sandbox::new();
         sandbox.workflow(&workflow);
-        let plan = finish(
-            sandbox
-                .command(&["plan", "wf.toml"])
-                .env("CUDA_VISIBLE_DEVICES", "")
-                .spawn()
-                .unwrap(),
-        )
-        .expect_code(2);
-        let run = finish(
-            sandbox
-                .command(&["run", "wf.toml"])
-                .env("CUDA_VISIBLE_DEVICES", "")
-                .spawn()
-                .unwrap(),
-        )
-        .expect_code(2);
+        // No GPU, whatever this machine has.
+        let without_gpus = |command: &str| {
+            let mut child = sandbox.command(&[command, "wf.toml"]);
+            child.env("CUDA_VISIBLE_DEVICES", "");
+            finish(child.spawn().expect("starting peirce")).expect_code(2)
+        };
+        let (plan, run) = (without_gpus("plan"), without_gpus("run"));
         let errors = error_lines(&plan);
         assert!(
             errors.iter().any(|line| line.contains(expected)),
@@ -267,4 +258,212 @@ fn plan_rejects_what_run_rejects_with_the_same_error() {
             "{name}"
         );
     }
+}
+
+#[test]
+fn declared_outputs_are_checked_and_an_empty_output_is_an_error() {
+    let sandbox = Sandbox::new();
+    sandbox.write("prep.sh", "echo prepared > out/prep.txt\n");
+    sandbox.workflow(
+        r#"[empty]
+kind = "exec"
+command = "echo nothing written"
+
+[partial]
+kind = "exec"
+outputs = ["model.json", "metrics/"]
+command = "echo {} > out/model.json"
+
+[complete]
+kind = "exec"
+outputs = ["model.json", "metrics/"]
+command = "echo {} > out/model.json; mkdir out/metrics; echo 1 > out/metrics/a"
+
+[nothing]
+kind = "exec"
+allow_empty = true
+command = "true"
+
+[script-beside]
+kind = "exec"
+command = "sh prep.sh"
+
+[script-input]
+kind = "exec"
+inputs = { script = "./prep.sh" }
+command = "sh {inputs.script}"
+"#,
+    );
+    let (outcome, record) = sandbox.run(&[]);
+    outcome.expect_code(1);
+    common::expect_statuses(
+        &record,
+        &[
+            ("empty", "failed"),
+            ("partial", "failed"),
+            ("complete", "ran"),
+            ("nothing", "ran"),
+            ("script-beside", "failed"),
+            ("script-input", "ran"),
+        ],
+    );
+    let error = |node: &str| record["nodes"][node]["error"].as_str().unwrap().to_string();
+    let hint = [
+        "private working folder",
+        "inputs = { script = \"./prep.py\" }",
+    ];
+    let empty = error("empty");
+    assert!(
+        empty.contains("wrote nothing into its output folder `out/`"),
+        "{empty}"
+    );
+    assert!(empty.contains("allow_empty = true"), "{empty}");
+    let partial = error("partial");
+    assert!(
+        partial.contains("declared output `metrics/`") && partial.contains("(it wrote model.json)"),
+        "{partial}"
+    );
+    let beside = error("script-beside");
+    assert!(beside.contains("exited with status"), "{beside}");
+    for text in [&empty, &partial, &beside] {
+        for part in hint {
+            assert!(text.contains(part), "{part:?} missing from {text}");
+        }
+    }
+    assert_eq!(sandbox.cat("script-input", "prep.txt"), "prepared\n");
+    assert_eq!(sandbox.listing("nothing").len(), 0);
+    // Bad declarations are load errors of `plan` and `run` alike.
+    sandbox.workflow("[a]\nkind = \"exec\"\noutputs = [\"../up\"]\ncommand = \"true\"\n");
+    let plan = sandbox.peirce(&["plan", "wf.toml"]).expect_code(2);
+    assert!(plan.stderr.contains("`outputs`"), "{plan}");
+}
+
+#[test]
+fn cat_into_a_closed_pipe_ends_quietly() {
+    let sandbox = Sandbox::new();
+    sandbox.workflow("[big]\nkind = \"exec\"\ncommand = \"seq 1 20000 | tee out/numbers.txt\"\n");
+    sandbox.run_ok(&[]);
+    for args in [
+        &["cat", "big", "numbers.txt"][..],
+        &["cat", "big"],
+        &["log", "big"],
+    ] {
+        // The reading end is closed before peirce starts, so its first write fails.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let mut command = sandbox.command(args);
+        command.stdout(writer);
+        let outcome = finish_without_stdout(command.spawn().expect("starting peirce"));
+        assert_eq!(outcome.0, 141, "{args:?}: {}", outcome.1);
+        assert!(
+            !outcome.1.contains("error") && !outcome.1.contains("panicked"),
+            "{args:?}: {}",
+            outcome.1
+        );
+    }
+}
+
+/// Exit code and stderr of a child whose stdout is not piped to the test.
+fn finish_without_stdout(child: std::process::Child) -> (i32, String) {
+    let output = child.wait_with_output().expect("waiting for peirce");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Two nodes that fail when they run at the same time: each holds the folder `busy` in the
+/// sandbox for `hold` seconds, asking for `memory`.
+fn exclusive_pair(sandbox: &Sandbox, memory: &str, hold: f64) -> String {
+    let busy = sandbox.path("busy").display().to_string();
+    let command = common::toml_string(&format!(
+        "mkdir '{busy}' && sleep {hold} && rmdir '{busy}' && echo done > out/done.txt"
+    ));
+    format!(
+        "[one]\nkind = \"exec\"\nresources = {{ cpus = 1, memory = \"{memory}\" }}\ncommand = {command}\n\n\
+         [two]\nkind = \"exec\"\nresources = {{ cpus = 1, memory = \"{memory}\" }}\ncommand = {command}\n"
+    )
+}
+
+#[test]
+fn memory_asks_are_scheduled_and_oversized_asks_rejected() {
+    let sandbox = Sandbox::new();
+    // 768 MiB each in a 1 GiB budget: one at a time, though two CPU slots are free.
+    sandbox.workflow(&exclusive_pair(&sandbox, "768M", 0.5));
+    let record = sandbox.run_ok(&["-j", "2", "--memory", "1G"]);
+    common::expect_statuses(&record, &[("one", "ran"), ("two", "ran")]);
+    // The same pair within a 2 GiB budget runs together, so the nodes collide: the check
+    // above can fail.
+    let control = Sandbox::new();
+    control.workflow(&exclusive_pair(&control, "768M", 1.5));
+    let (outcome, record) = control.run(&["-j", "2", "--memory", "2G"]);
+    outcome.expect_code(1);
+    let statuses = common::statuses(&record);
+    assert_eq!(
+        statuses
+            .values()
+            .filter(|status| *status == "failed")
+            .count(),
+        1,
+        "{record:#}"
+    );
+
+    // An ask above the budget (by default the machine's memory) is rejected before anything
+    // runs, by `plan` and `run` alike.
+    let huge = Sandbox::new();
+    huge.workflow(&exclusive_pair(&huge, "100T", 0.0));
+    for args in [&["plan", "wf.toml"][..], &["run", "wf.toml"]] {
+        let outcome = huge.peirce(args).expect_code(2);
+        assert!(
+            outcome.stderr.contains("asks for 100.0 TiB of memory")
+                && outcome.stderr.contains("`--memory`"),
+            "{outcome}"
+        );
+    }
+    assert!(!huge.path("busy").exists() && !huge.has_record_for("one"));
+}
+
+#[test]
+fn progress_shows_done_total_and_rate_and_the_runs_own_progress() {
+    let sandbox = Sandbox::new();
+    sandbox.write(
+        "steps.sh",
+        "for i in 1 2 3 4; do\n  echo \"{\\\"event\\\":\\\"progress\\\",\\\"done\\\":$i,\\\"total\\\":4,\\\"message\\\":\\\"step $i\\\"}\"\n  sleep 0.4\ndone\necho done > \"$PEIRCE_OUT/steps.txt\"\n",
+    );
+    let script = sandbox.path("steps.sh").display().to_string();
+    sandbox.workflow(&format!(
+        "[first]\nkind = \"exec\"\ncommand = \"echo 1 > out/one.txt\"\n\n\
+         [steps]\nkind = \"worker\"\nprogram = \"sh\"\nargs = [{}]\n",
+        common::toml_string(&script)
+    ));
+    let outcome = sandbox.peirce(&["run", "wf.toml"]).success();
+    let lines: Vec<&str> = outcome.stderr.lines().collect();
+    // The node's progress, with done/total, percent and a rate (stderr is not a terminal:
+    // at most a line a second, and always the last).
+    let progress: Vec<&&str> = lines
+        .iter()
+        .filter(|line| line.contains("steps") && line.contains("/4 "))
+        .collect();
+    assert!(
+        progress
+            .iter()
+            .any(|line| line.contains("[4/4 100%") && line.contains("/s]")),
+        "{outcome}"
+    );
+    assert!(
+        progress.len() < 4,
+        "printed more than once a second:\n{outcome}"
+    );
+    // Every node line carries the run's progress: nodes finished of all, and elapsed time.
+    let finished = lines
+        .iter()
+        .find(|line| line.contains("steps") && line.contains("done in"))
+        .unwrap_or_else(|| panic!("no finished line:\n{outcome}"));
+    assert!(finished.starts_with("[2/2 "), "{outcome}");
+    assert!(
+        lines
+            .iter()
+            .any(|line| line.starts_with("[0/2 0.") && line.contains("running")),
+        "{outcome}"
+    );
 }

@@ -374,6 +374,7 @@ mod tests {
                     error: Some(
                         "Error performing GET http://minio:NODESECRET@127.0.0.1:1/b".into(),
                     ),
+                    log: None,
                 },
             )]),
             remote: Some(RemoteActivity {

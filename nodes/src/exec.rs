@@ -8,7 +8,7 @@
 //! command may see (by default it sees none, see [`crate::process::is_credential`]).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use peirce_dag::kind::{NodeContext, NodeError, NodeEvent, NodeKind};
@@ -73,18 +73,156 @@ fn substitute(
     Ok(result)
 }
 
-fn output_folder(params: &BTreeMap<String, Value>) -> Result<String, String> {
-    let folder = params
-        .get("outputs")
-        .and_then(Value::as_str)
-        .unwrap_or("out")
-        .to_string();
-    if folder.is_empty() || folder.starts_with('/') || folder.split('/').any(|part| part == "..") {
-        return Err(format!(
-            "`outputs` must be a relative folder inside the working folder, got {folder:?}"
-        ));
+/// What `outputs` says: the folder that becomes the node's output, and the files (`name`)
+/// and folders (`name/`) the command must leave in it.
+#[derive(Debug, PartialEq)]
+struct Outputs {
+    folder: String,
+    declared: Vec<String>,
+}
+
+/// Whether `path` stays inside the folder it is relative to.
+fn is_inside(path: &str) -> bool {
+    !path.is_empty() && !path.starts_with('/') && !path.split('/').any(|part| part == "..")
+}
+
+/// `outputs` as a folder name (`"out"`, the default), or as the list of files and folders
+/// the command must write into `out/` (`["model.json", "metrics/"]`).
+fn outputs(params: &BTreeMap<String, Value>) -> Result<Outputs, String> {
+    match params.get("outputs") {
+        Some(Value::List(items)) => {
+            let mut declared = Vec::with_capacity(items.len());
+            for item in items {
+                let name = item.as_str().unwrap_or_default();
+                if !is_inside(name.trim_end_matches('/')) {
+                    return Err(format!(
+                        "`outputs` lists files and folders inside `out/`, such as \"model.json\" \
+                         or \"metrics/\", got {name:?}"
+                    ));
+                }
+                declared.push(name.to_string());
+            }
+            Ok(Outputs {
+                folder: "out".into(),
+                declared,
+            })
+        }
+        other => {
+            let folder = other.and_then(Value::as_str).unwrap_or("out").to_string();
+            if !is_inside(&folder) {
+                return Err(format!(
+                    "`outputs` must be a relative folder inside the working folder, got {folder:?}"
+                ));
+            }
+            Ok(Outputs {
+                folder,
+                declared: Vec::new(),
+            })
+        }
     }
-    Ok(folder)
+}
+
+/// Where an exec command runs and how it reaches files beside the workflow: the hint of every
+/// failure that looks like a command looking for its files in the wrong place.
+fn private_folder_hint(work: &Path, folder: &str) -> String {
+    format!(
+        "the command runs in a private working folder (`{}`), not in the workflow's folder: \
+         it writes its results into `{folder}/` there (also `$PEIRCE_OUT`), and a file beside \
+         the workflow (a script, data) reaches it only as an input, e.g. \
+         `inputs = {{ script = \"./prep.py\" }}` with `command = \"python3 {{inputs.script}}\"`",
+        work.display()
+    )
+}
+
+/// Whether the end of the log says a file or program was not found.
+fn log_says_not_found(log: &Path) -> bool {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(log) else {
+        return false;
+    };
+    let length = file.metadata().map_or(0, |meta| meta.len());
+    let mut bytes = Vec::new();
+    if file
+        .seek(SeekFrom::Start(length.saturating_sub(16 * 1024)))
+        .is_err()
+        || file.read_to_end(&mut bytes).is_err()
+    {
+        return false;
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    ["No such file", "can't open file", ": not found"]
+        .iter()
+        .any(|sign| text.contains(sign))
+}
+
+/// The names of the files under `folder`, relative to it, sorted.
+fn files_under(folder: &Path) -> Vec<String> {
+    fn walk(root: &Path, folder: &Path, found: &mut Vec<String>) {
+        let Ok(reader) = std::fs::read_dir(folder) else {
+            return;
+        };
+        for item in reader.flatten() {
+            let path = item.path();
+            if path.is_dir() {
+                walk(root, &path, found);
+            } else if let Ok(name) = path.strip_prefix(root) {
+                found.push(name.display().to_string());
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(folder, folder, &mut found);
+    found.sort();
+    found
+}
+
+/// Checks what the command left in `output` (the node's output folder): every declared
+/// output present (a name ending in `/` is a folder), and something at all unless the node
+/// says `allow_empty = true`.
+fn check_outputs(
+    output: &Path,
+    outputs: &Outputs,
+    allow_empty: bool,
+    work: &Path,
+) -> Result<(), NodeError> {
+    let written = files_under(output);
+    let missing: Vec<&str> = outputs
+        .declared
+        .iter()
+        .filter(|name| {
+            let path = output.join(name.trim_end_matches('/'));
+            if name.ends_with('/') {
+                !path.is_dir()
+            } else {
+                !path.is_file()
+            }
+        })
+        .map(String::as_str)
+        .collect();
+    let folder = &outputs.folder;
+    let hint = private_folder_hint(work, folder);
+    if !missing.is_empty() {
+        let shown: Vec<&str> = written.iter().take(10).map(String::as_str).collect();
+        let wrote = match written.len() {
+            0 => "nothing".to_string(),
+            count if count > shown.len() => {
+                format!("{} and {} more", shown.join(", "), count - shown.len())
+            }
+            _ => shown.join(", "),
+        };
+        return Err(NodeError::Failed(format!(
+            "the command did not write its declared output{} `{}` into `{folder}/` (it wrote {wrote}); {hint}",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join("`, `")
+        )));
+    }
+    if written.is_empty() && !allow_empty {
+        return Err(NodeError::Failed(format!(
+            "the command wrote nothing into its output folder `{folder}/`; {hint}. A node meant \
+             to output nothing says `allow_empty = true`"
+        )));
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -106,9 +244,18 @@ impl NodeKind for Exec {
             ),
             ParamSpec::optional(
                 "outputs",
-                ParamType::String,
+                ParamType::either(ParamType::String, ParamType::list(ParamType::String)),
                 Some(Value::String("out".into())),
-                "The folder, relative to the working folder, collected as the node's output",
+                "The folder, relative to the working folder, collected as the node's output; or \
+                 the files (`model.json`) and folders (`metrics/`) the command must write into \
+                 `out/`, checked after it ran",
+            ),
+            // No default, so nodes without it keep their keys.
+            ParamSpec::optional(
+                "allow_empty",
+                ParamType::Bool,
+                None,
+                "Whether the node may output nothing (otherwise an empty output folder fails it)",
             ),
             ParamSpec::optional(
                 "env",
@@ -121,7 +268,7 @@ impl NodeKind for Exec {
     }
 
     fn validate(&self, node: &NodeSpec) -> Result<(), String> {
-        output_folder(&node.params)?;
+        outputs(&node.params)?;
         let texts: Vec<&str> = match node.params.get("command") {
             Some(Value::String(command)) => vec![command.as_str()],
             Some(Value::List(items)) if items.is_empty() => {
@@ -144,7 +291,8 @@ impl NodeKind for Exec {
     }
 
     async fn run(&self, context: NodeContext) -> Result<(), NodeError> {
-        let folder = output_folder(&context.params).map_err(NodeError::BadInput)?;
+        let outputs = outputs(&context.params).map_err(NodeError::BadInput)?;
+        let folder = outputs.folder.clone();
         let work = context.scratch_dir.join("work");
         let output = work.join(&folder);
         std::fs::create_dir_all(&output).map_err(|error| {
@@ -200,7 +348,17 @@ impl NodeKind for Exec {
             });
             Line::Log
         })
-        .await?;
+        .await
+        .map_err(|error| match error {
+            // A command that did not find its script or data: say where it ran.
+            NodeError::Failed(message) if log_says_not_found(&context.log_path) => {
+                NodeError::Failed(format!(
+                    "{message}; {}",
+                    private_folder_hint(&work, &folder)
+                ))
+            }
+            other => other,
+        })?;
         // The declared folder becomes the output (moved, not copied).
         std::fs::remove_dir_all(&context.output_dir).ok();
         if output.is_dir() {
@@ -212,7 +370,8 @@ impl NodeKind for Exec {
                 "the command removed its output folder `{folder}`"
             )));
         }
-        Ok(())
+        let allow_empty = matches!(context.params.get("allow_empty"), Some(Value::Bool(true)));
+        check_outputs(&context.output_dir, &outputs, allow_empty, &work)
     }
 }
 
@@ -266,7 +425,28 @@ mod tests {
         for bad in ["", "/abs", "../up", "a/../../b"] {
             let mut params = BTreeMap::new();
             params.insert("outputs".to_string(), Value::String(bad.into()));
-            assert!(output_folder(&params).is_err(), "{bad}");
+            assert!(outputs(&params).is_err(), "{bad}");
+            let list = Value::List(vec![
+                Value::String("ok.json".into()),
+                Value::String(bad.into()),
+            ]);
+            params.insert("outputs".to_string(), list);
+            assert!(outputs(&params).is_err(), "[{bad}]");
         }
+        let mut params = BTreeMap::new();
+        params.insert(
+            "outputs".to_string(),
+            Value::List(vec![
+                Value::String("model.json".into()),
+                Value::String("metrics/".into()),
+            ]),
+        );
+        assert_eq!(
+            outputs(&params).unwrap(),
+            Outputs {
+                folder: "out".into(),
+                declared: vec!["model.json".into(), "metrics/".into()]
+            }
+        );
     }
 }

@@ -10,7 +10,7 @@ use peirce_dag::engine::lineage::{lineage, trees_containing, Lineage};
 use peirce_dag::runs::{format_utc, NodeRef, NodeRun, NodeStatus, RunRecord, WorkflowRef};
 use peirce_store::{ActionRecord, BlobDigest, Store, TreeDigest};
 
-use super::{Globals, Missing};
+use super::{to_stdout, Globals, Missing};
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
@@ -262,7 +262,7 @@ pub async fn log(globals: &Globals, args: LogArgs) -> anyhow::Result<ExitCode> {
                         args.node
                     )
                 })?;
-                std::io::stdout().write_all(&bytes)?;
+                to_stdout(std::io::stdout().write_all(&bytes))?;
             }
             None => eprintln!("node `{}` printed nothing", args.node),
         }
@@ -272,7 +272,7 @@ pub async fn log(globals: &Globals, args: LogArgs) -> anyhow::Result<ExitCode> {
     match record.log {
         Some(log) => {
             let bytes = store.get_bytes(log).await?;
-            std::io::stdout().write_all(&bytes)?;
+            to_stdout(std::io::stdout().write_all(&bytes))?;
         }
         None => eprintln!("node `{}` printed nothing", args.node),
     }
@@ -307,15 +307,19 @@ pub async fn cat(globals: &Globals, args: CatArgs) -> anyhow::Result<ExitCode> {
             let entry = tree.get(path).ok_or_else(|| {
                 anyhow!("Tree `{digest}` has no file `{path}` (it has {} files; list them with `peirce cat {digest}`)", tree.len())
             })?;
-            out.write_all(&store.get_bytes(entry.digest).await?)?;
+            to_stdout(out.write_all(&store.get_bytes(entry.digest).await?))?;
         }
         (Some(tree), None) => {
             for (name, entry) in tree.iter() {
-                writeln!(out, "{:>10}  {}  {name}", entry.size, entry.digest)?;
+                to_stdout(writeln!(
+                    out,
+                    "{:>10}  {}  {name}",
+                    entry.size, entry.digest
+                ))?;
             }
         }
         (None, Some(_)) => bail!("`{digest}` is a file, not a tree: drop the PATH argument"),
-        (None, None) => out.write_all(&bytes)?,
+        (None, None) => to_stdout(out.write_all(&bytes))?,
     }
     Ok(ExitCode::SUCCESS)
 }

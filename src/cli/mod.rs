@@ -550,6 +550,21 @@ fn load(args: &WorkflowArgs) -> Result<Workflow, ExitCode> {
     })
 }
 
+/// Exit status of a `peirce` whose stdout was closed by its reader (a shell's SIGPIPE status).
+pub const EXIT_STDOUT_CLOSED: u8 = 141;
+
+/// A write to stdout, ending peirce quietly with [`EXIT_STDOUT_CLOSED`] when the reader went
+/// away (`peirce cat NODE FILE | head -c 10`), as `println!` does through the panic hook in
+/// main.rs; any other error is returned.
+pub fn to_stdout(result: std::io::Result<()>) -> std::io::Result<()> {
+    match result {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            std::process::exit(EXIT_STDOUT_CLOSED.into())
+        }
+        other => other,
+    }
+}
+
 /// Parses `90`, `30s`, `10m`, `2h`, `7d` into a duration.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();

@@ -34,6 +34,11 @@ pub struct RunArgs {
     /// GPU device ids to use, e.g. `0,1` (default: CUDA_VISIBLE_DEVICES, else none)
     #[arg(long, value_delimiter = ',')]
     gpus: Option<Vec<u32>>,
+    /// Memory shared by the nodes' `resources.memory` asks, e.g. `64G` (default: the
+    /// machine's): nodes whose asks together exceed it do not run at the same time, and a
+    /// node asking for more is rejected before anything runs
+    #[arg(long, value_name = "SIZE", value_parser = peirce_dag::spec::parse_size)]
+    memory: Option<u64>,
     /// Print the run record as JSON on stdout (progress stays on stderr)
     #[arg(long)]
     json: bool,
@@ -56,6 +61,9 @@ pub struct PlanArgs {
     /// every NVIDIA device)
     #[arg(long, value_delimiter = ',')]
     gpus: Option<Vec<u32>>,
+    /// Memory for the nodes' `resources.memory` asks, as `run --memory`
+    #[arg(long, value_name = "SIZE", value_parser = peirce_dag::spec::parse_size)]
+    memory: Option<u64>,
     /// Print the plan as JSON
     #[arg(long)]
     json: bool,
@@ -163,6 +171,9 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
         options.cpus = jobs.max(1);
     }
     options.gpus = args.gpus.clone().unwrap_or_else(default_gpus);
+    if let Some(memory) = args.memory {
+        options.memory = memory;
+    }
     let engine = Engine::new(store, peirce_nodes::registry(), options);
 
     let cancel = CancellationToken::new();
@@ -172,6 +183,7 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
         while let Some(event) = receiver.recv().await {
             display.handle(event);
         }
+        display.finish();
     });
     // Listening starts before any node does, so no stop signal finds the default action.
     let mut stops = StopSignals::listen()?;
@@ -354,7 +366,7 @@ pub async fn plan(globals: &Globals, args: PlanArgs) -> anyhow::Result<ExitCode>
     // Whatever `run` would reject before executing, `plan` rejects the same way, with the
     // GPUs a run would have.
     let engine = engine(globals, &args.workflow, &workflow, &args.force)?
-        .with_gpus(args.gpus.clone().unwrap_or_else(default_gpus));
+        .with_resources(args.gpus.clone().unwrap_or_else(default_gpus), args.memory);
     if let Err(error) = engine.check(&workflow) {
         eprintln!("error: {error}");
         return Ok(ExitCode::from(EXIT_INVALID));

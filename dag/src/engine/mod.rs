@@ -49,6 +49,9 @@ pub struct EngineOptions {
     pub cpus: u32,
     /// GPU device ids.
     pub gpus: Vec<u32>,
+    /// Memory in bytes for the nodes' `resources.memory` asks, together (default: the
+    /// machine's; `u64::MAX` where that is not known).
+    pub memory: u64,
     /// Nodes to run even when cached.
     pub force: BTreeSet<String>,
     /// Run every node even when cached.
@@ -69,6 +72,7 @@ impl EngineOptions {
                 .map(|n| n.get() as u32)
                 .unwrap_or(1),
             gpus: Vec::new(),
+            memory: crate::resources::machine_memory().unwrap_or(u64::MAX),
             force: BTreeSet::new(),
             force_all: false,
             lease_ttl: Duration::from_secs(30),
@@ -191,7 +195,7 @@ impl Engine {
             Some(root) => StatCache::load(&root.join("statcache.bin")),
             None => StatCache::in_memory(),
         };
-        let pool = ResourcePool::new(options.cpus, options.gpus.clone());
+        let pool = ResourcePool::with_memory(options.cpus, options.gpus.clone(), options.memory);
         Engine {
             store,
             registry,
@@ -201,10 +205,18 @@ impl Engine {
         }
     }
 
-    /// The same engine with the GPU devices `gpus` in its resource pool.
-    pub fn with_gpus(mut self, gpus: Vec<u32>) -> Self {
+    /// The same engine with the GPU devices `gpus`, and `memory` bytes when given, in its
+    /// resource pool.
+    pub fn with_resources(mut self, gpus: Vec<u32>, memory: Option<u64>) -> Self {
         self.options.gpus = gpus;
-        self.pool = ResourcePool::new(self.options.cpus, self.options.gpus.clone());
+        if let Some(memory) = memory {
+            self.options.memory = memory;
+        }
+        self.pool = ResourcePool::with_memory(
+            self.options.cpus,
+            self.options.gpus.clone(),
+            self.options.memory,
+        );
         self
     }
 
