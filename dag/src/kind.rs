@@ -120,6 +120,20 @@ impl NodeContext {
     }
 }
 
+/// The end of a node's log: its text from byte `start` on, or only the last `limit` bytes of
+/// that (lossy UTF-8), and whether the text begins mid-line because it was cut. `None` when
+/// the log cannot be read.
+pub fn read_log_end(log: &std::path::Path, start: u64, limit: u64) -> Option<(String, bool)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(log).ok()?;
+    let end = file.metadata().ok()?.len();
+    let from = start.max(end.saturating_sub(limit));
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(from)).ok()?;
+    file.read_to_end(&mut bytes).ok()?;
+    Some((String::from_utf8_lossy(&bytes).into_owned(), from > start))
+}
+
 /// One kind of node.
 #[async_trait]
 pub trait NodeKind: Send + Sync + 'static {

@@ -136,20 +136,9 @@ fn private_folder_hint(work: &Path, folder: &str) -> String {
 
 /// Whether the end of the log says a file or program was not found.
 fn log_says_not_found(log: &Path) -> bool {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut file) = std::fs::File::open(log) else {
+    let Some((text, _)) = peirce_dag::kind::read_log_end(log, 0, 16 * 1024) else {
         return false;
     };
-    let length = file.metadata().map_or(0, |meta| meta.len());
-    let mut bytes = Vec::new();
-    if file
-        .seek(SeekFrom::Start(length.saturating_sub(16 * 1024)))
-        .is_err()
-        || file.read_to_end(&mut bytes).is_err()
-    {
-        return false;
-    }
-    let text = String::from_utf8_lossy(&bytes);
     ["No such file", "can't open file", ": not found"]
         .iter()
         .any(|sign| text.contains(sign))

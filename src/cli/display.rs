@@ -62,8 +62,8 @@ pub fn run_progress_text(done: usize, total: usize, elapsed: Duration) -> String
 /// it started reporting (`rate` per second; none when unknown).
 pub fn node_progress_text(done: u64, total: u64, rate: Option<f64>, message: &str) -> String {
     let mut text = format!("[{done}/{total}");
-    if total > 0 {
-        text.push_str(&format!(" {}%", done.min(total) * 100 / total));
+    if let Some(percent) = (done.min(total) * 100).checked_div(total) {
+        text.push_str(&format!(" {percent}%"));
     }
     if let Some(rate) = rate.filter(|rate| rate.is_finite() && *rate > 0.0) {
         text.push_str(&format!(", {}/s", significant(rate)));

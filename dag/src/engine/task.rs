@@ -632,20 +632,12 @@ fn failure_detail(
 /// The last [`TAIL_LINES`] lines of the log from byte `start` on, each cut to
 /// [`TAIL_LINE_CHARS`] characters.
 fn log_tail(log_path: &std::path::Path, start: u64) -> Vec<String> {
-    use std::io::{Read, Seek, SeekFrom};
-    let Ok(mut file) = std::fs::File::open(log_path) else {
+    let Some((text, cut)) = crate::kind::read_log_end(log_path, start, TAIL_BYTES) else {
         return Vec::new();
     };
-    let end = file.metadata().map_or(0, |meta| meta.len());
-    let from = start.max(end.saturating_sub(TAIL_BYTES));
-    let mut bytes = Vec::new();
-    if file.seek(SeekFrom::Start(from)).is_err() || file.read_to_end(&mut bytes).is_err() {
-        return Vec::new();
-    }
-    let text = String::from_utf8_lossy(&bytes);
     let mut lines: Vec<&str> = text.lines().collect();
     // A read that starts inside the log begins mid-line.
-    if from > start && !lines.is_empty() {
+    if cut && !lines.is_empty() {
         lines.remove(0);
     }
     let skip = lines.len().saturating_sub(TAIL_LINES);
