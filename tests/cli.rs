@@ -66,14 +66,17 @@ fn every_command_finds_the_store_a_run_from_the_same_folder_used() {
         .peirce(&["runs", "-w", "workflows/wf.toml"])
         .success();
     assert!(runs.stdout.contains(&run_id), "{runs}");
-    let status = sandbox.peirce(&["status", "workflows/wf.toml"]).success();
+    let status = sandbox
+        .peirce(&["status", "-w", "workflows/wf.toml"])
+        .success();
     assert!(status.stdout.contains(&run_id), "{status}");
     assert!(status.stdout.contains("up to date  b"), "{status}");
     let gc = sandbox.peirce(&["gc", "--dry-run"]).success();
     assert!(gc.stdout.contains("kept 2 live records"), "{gc}");
-    // A second run from the root is all cached: the same store.
+    // A second run from the root is all cached: the same store. Every command that takes a
+    // workflow takes `-w`.
     let again = sandbox
-        .peirce(&["run", "workflows/wf.toml", "--json"])
+        .peirce(&["run", "-w", "workflows/wf.toml", "--json"])
         .success()
         .json();
     common::expect_statuses(&again, &[("a", "cached"), ("b", "cached")]);

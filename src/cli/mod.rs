@@ -94,7 +94,7 @@ enum Command {
 /// Workflow file plus `--set` overrides, shared by run, plan and status.
 #[derive(Debug, Args)]
 pub struct WorkflowArgs {
-    /// The workflow file (TOML)
+    /// The workflow file (TOML); also given as `-w FILE`
     workflow: PathBuf,
     /// Override a parameter: `node.key=value` or `defaults.key=value` (repeatable)
     #[arg(long = "set", value_name = "NODE.KEY=VALUE")]
@@ -137,7 +137,8 @@ impl clap::builder::TypedValueParser for RemoteParser {
 /// value included), so they are printed redacted, with clap's exit status (2 for usage).
 /// Help and version go out as they are: they hold no values (`PEIRCE_REMOTE`'s is hidden).
 pub fn parse_arguments() -> Result<Cli, ExitCode> {
-    Cli::try_parse().map_err(|error| {
+    let args = workflow_flag_as_positional(std::env::args_os().collect());
+    Cli::try_parse_from(args).map_err(|error| {
         if error.use_stderr() {
             eprint!("{}", peirce_store::redact_url(&error.render().to_string()));
         } else {
@@ -145,6 +146,58 @@ pub fn parse_arguments() -> Result<Cli, ExitCode> {
         }
         ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(EXIT_INVALID))
     })
+}
+
+/// Commands whose workflow file is their first positional argument. `-w FILE` (or
+/// `--workflow FILE`) names it for them too, as it does for `show`, `log`, `cat` and `why`, so
+/// every command that takes a workflow takes `-w`.
+const WORKFLOW_FIRST: [&str; 6] = ["run", "plan", "status", "report", "push", "pull"];
+
+/// Global options that take a value, whose value is not the subcommand.
+const GLOBAL_WITH_VALUES: [&str; 2] = ["--store", "--remote"];
+
+/// Rewrites `peirce run -w wf.toml NODE` as `peirce run wf.toml NODE` for the commands of
+/// [`WORKFLOW_FIRST`]; anything else is left as it is, for clap to judge.
+fn workflow_flag_as_positional(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let text = |arg: &std::ffi::OsString| arg.to_str().unwrap_or_default().to_string();
+    let mut command = 1;
+    while command < args.len() {
+        let arg = text(&args[command]);
+        if GLOBAL_WITH_VALUES.contains(&arg.as_str()) {
+            command += 2;
+        } else if arg.starts_with('-') {
+            command += 1;
+        } else {
+            break;
+        }
+    }
+    if command >= args.len() || !WORKFLOW_FIRST.contains(&text(&args[command]).as_str()) {
+        return args;
+    }
+    for index in command + 1..args.len() {
+        let arg = text(&args[index]);
+        let value = match arg.as_str() {
+            "--" => return args,
+            "-w" | "--workflow" if index + 1 < args.len() => {
+                let value = args.remove(index + 1);
+                args.remove(index);
+                value
+            }
+            _ => match arg
+                .strip_prefix("--workflow=")
+                .or_else(|| arg.strip_prefix("-w").filter(|rest| !rest.is_empty()))
+            {
+                Some(value) => {
+                    args.remove(index);
+                    value.into()
+                }
+                None => continue,
+            },
+        };
+        args.insert(command + 1, value);
+        return args;
+    }
+    args
 }
 
 /// Log lines go to stderr redacted (`redact_url`): object_store and its HTTP client log
@@ -592,6 +645,42 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_workflow_flag_becomes_the_first_positional_argument() {
+        let rewrite = |line: &str| {
+            let args = line.split(' ').map(std::ffi::OsString::from).collect();
+            workflow_flag_as_positional(args)
+                .into_iter()
+                .map(|arg| arg.into_string().unwrap())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            rewrite("peirce run -w wf.toml a b"),
+            "peirce run wf.toml a b"
+        );
+        assert_eq!(
+            rewrite("peirce --store s -v plan --json --workflow=wf.toml"),
+            "peirce --store s -v plan wf.toml --json"
+        );
+        assert_eq!(rewrite("peirce status -wwf.toml"), "peirce status wf.toml");
+        assert_eq!(
+            rewrite("peirce report --workflow wf.toml"),
+            "peirce report wf.toml"
+        );
+        // Other commands keep their own `-w` (merge's weights), and `--` ends the search.
+        assert_eq!(rewrite("peirce merge -w a=1"), "peirce merge -w a=1");
+        assert_eq!(
+            rewrite("peirce show top -w wf.toml"),
+            "peirce show top -w wf.toml"
+        );
+        assert_eq!(
+            rewrite("peirce run wf.toml -- -w"),
+            "peirce run wf.toml -- -w"
+        );
+        assert_eq!(rewrite("peirce run -w"), "peirce run -w");
+    }
 
     #[test]
     fn durations() {
