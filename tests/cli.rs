@@ -123,6 +123,13 @@ fn commands_that_read_never_make_a_store() {
         .peirce(&["show", "a", "-w", "workflows/wf.toml"])
         .expect_code(1);
     assert!(outcome.stderr.contains("workflows/.peirce"), "{outcome}");
+    // A run makes the new store here, and says that the one beside the workflow is not used.
+    let run = sandbox.peirce(&["run", "workflows/wf.toml"]).success();
+    assert!(
+        run.stderr.contains("making a new store") && run.stderr.contains("workflows/.peirce"),
+        "{run}"
+    );
+    assert!(sandbox.store().join("schema").is_file());
 }
 
 #[test]
