@@ -182,6 +182,10 @@ command = {}
     // The node that succeeded still shows its result's log.
     let log = sandbox.peirce(&["log", "good"]).success();
     assert_eq!(log.stdout, "fine\n");
+    // gc keeps the failure's log while the failure is the latest run's.
+    sandbox.peirce(&["gc", "--grace", "0s"]).success();
+    let log = sandbox.peirce(&["log", "bad"]).success();
+    assert!(log.stdout.contains("ValueError: boom"), "{log}");
 
     // Once it succeeds, `log` shows the result's log, and `status` no error.
     let fixed = sandbox

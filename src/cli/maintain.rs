@@ -93,7 +93,10 @@ pub async fn gc(globals: &Globals, args: GcArgs) -> anyhow::Result<ExitCode> {
     let live = Engine::live_keys(&store).await.context(
         "Garbage collection stopped before deleting anything: cannot tell which results are live",
     )?;
-    let report = store.gc(&live, args.grace, args.dry_run).await?;
+    let logs = Engine::live_failure_logs(&store).await?;
+    let report = store
+        .gc_keeping(&live, &logs, args.grace, args.dry_run)
+        .await?;
     if let Some(root) = store.local_root() {
         sweep_scratch(&root.join("scratch"), args.grace, args.dry_run);
     }

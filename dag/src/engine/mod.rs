@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use peirce_store::{ActionKey, Lookup, StatCache, Store, TreeDigest};
+use peirce_store::{ActionKey, BlobDigest, Lookup, StatCache, Store, TreeDigest};
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
@@ -579,6 +579,29 @@ impl Engine {
             .put_document(&WorkflowRef::location(&workflow.name), &workflow_ref)
             .await?;
         Ok(())
+    }
+
+    /// Logs `gc` must keep although no action record names them: those of the nodes that
+    /// failed in the latest run of each workflow (`peirce log NODE` shows them). A run record
+    /// that cannot be read keeps nothing: these logs are a convenience, not a result.
+    pub async fn live_failure_logs(store: &Store) -> Result<Vec<BlobDigest>, EngineError> {
+        let mut logs = Vec::new();
+        for location in WorkflowRef::locations(store).await? {
+            let Ok(Some(found)) = store.get_document::<WorkflowRef>(&location).await else {
+                continue;
+            };
+            let run = RunRecord::location(&found.latest_run);
+            if let Ok(Some(record)) = store.get_document::<RunRecord>(&run).await {
+                logs.extend(
+                    record
+                        .nodes
+                        .values()
+                        .filter(|node| node.status == NodeStatus::Failed)
+                        .filter_map(|node| node.log),
+                );
+            }
+        }
+        Ok(logs)
     }
 
     /// Keys `gc` must keep: the latest key of every node of every workflow, and every key of
