@@ -51,7 +51,7 @@ fn quiet_when_stdout_closes() {
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or("");
         if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
-            std::process::exit(141);
+            std::process::exit(cli::EXIT_STDOUT_CLOSED.into());
         }
         default(info);
     }));

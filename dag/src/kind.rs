@@ -63,6 +63,17 @@ impl NodeError {
         matches!(self, NodeError::Transient(_) | NodeError::Failed(_))
     }
 
+    /// The same error with `detail` appended to its message (a cancellation stays as is).
+    pub fn with_detail(self, detail: &str) -> NodeError {
+        match self {
+            NodeError::Transient(message) => NodeError::Transient(message + detail),
+            NodeError::Failed(message) => NodeError::Failed(message + detail),
+            NodeError::BadInput(message) => NodeError::BadInput(message + detail),
+            NodeError::Internal(message) => NodeError::Internal(message + detail),
+            NodeError::Cancelled => NodeError::Cancelled,
+        }
+    }
+
     /// A one-word class for records and messages.
     pub fn class(&self) -> &'static str {
         match self {
@@ -107,6 +118,20 @@ impl NodeContext {
     pub fn emit(&self, event: NodeEvent) {
         let _ = self.events.send(event);
     }
+}
+
+/// The end of a node's log: its text from byte `start` on, or only the last `limit` bytes of
+/// that (lossy UTF-8), and whether the text begins mid-line because it was cut. `None` when
+/// the log cannot be read.
+pub fn read_log_end(log: &std::path::Path, start: u64, limit: u64) -> Option<(String, bool)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(log).ok()?;
+    let end = file.metadata().ok()?.len();
+    let from = start.max(end.saturating_sub(limit));
+    let mut bytes = Vec::new();
+    file.seek(SeekFrom::Start(from)).ok()?;
+    file.read_to_end(&mut bytes).ok()?;
+    Some((String::from_utf8_lossy(&bytes).into_owned(), from > start))
 }
 
 /// One kind of node.

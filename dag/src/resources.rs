@@ -1,8 +1,10 @@
-//! The resource pool: CPU slots and GPU devices shared by running nodes.
+//! The resource pool: CPU slots, GPU devices and memory shared by running nodes.
 //!
-//! A node asks for `cpus` slots and `gpu_millis` (1000 = one whole device). Whole-device
-//! requests get dedicated devices; a request below 1000 is a share and may sit beside other
-//! shares on one device, but never beside a whole-device holder. Requests larger than the
+//! A node asks for `cpus` slots, `gpu_millis` (1000 = one whole device) and optionally
+//! `memory_bytes`. Whole-device requests get dedicated devices; a request below 1000 is a
+//! share and may sit beside other shares on one device, but never beside a whole-device
+//! holder. Memory asks are summed: nodes whose asks together exceed the pool's memory do not
+//! run at the same time (a node that asks for none counts as none). Requests larger than the
 //! machine are rejected before the run starts, not left waiting forever.
 
 use std::sync::{Arc, Mutex};
@@ -17,6 +19,7 @@ pub const WHOLE_GPU: u32 = 1000;
 #[derive(Debug)]
 struct State {
     cpus_free: u32,
+    memory_free: u64,
     /// Free millis per device, in the order of `devices`.
     gpu_free: Vec<u32>,
 }
@@ -25,6 +28,7 @@ struct State {
 #[derive(Debug, Clone)]
 pub struct ResourcePool {
     cpus: u32,
+    memory: u64,
     devices: Vec<u32>,
     state: Arc<Mutex<State>>,
     notify: Arc<Notify>,
@@ -35,6 +39,7 @@ pub struct ResourcePool {
 pub struct Grant {
     pool: ResourcePool,
     cpus: u32,
+    memory: u64,
     /// (index into the pool's devices, millis) for each device used.
     gpu_shares: Vec<(usize, u32)>,
 }
@@ -58,6 +63,7 @@ impl Drop for Grant {
     fn drop(&mut self) {
         let mut state = self.pool.state.lock().expect("resource pool lock");
         state.cpus_free += self.cpus;
+        state.memory_free += self.memory;
         for (index, millis) in &self.gpu_shares {
             state.gpu_free[*index] += millis;
         }
@@ -67,13 +73,21 @@ impl Drop for Grant {
 }
 
 impl ResourcePool {
-    /// A pool of `cpus` slots and the given GPU device ids.
+    /// A pool of `cpus` slots, the given GPU device ids and no memory limit.
     pub fn new(cpus: u32, devices: Vec<u32>) -> Self {
+        Self::with_memory(cpus, devices, u64::MAX)
+    }
+
+    /// A pool of `cpus` slots, the given GPU device ids and `memory` bytes for the nodes'
+    /// memory asks.
+    pub fn with_memory(cpus: u32, devices: Vec<u32>, memory: u64) -> Self {
         let cpus = cpus.max(1);
         ResourcePool {
             cpus,
+            memory,
             state: Arc::new(Mutex::new(State {
                 cpus_free: cpus,
+                memory_free: memory,
                 gpu_free: vec![WHOLE_GPU; devices.len()],
             })),
             devices,
@@ -91,8 +105,21 @@ impl ResourcePool {
         &self.devices
     }
 
+    /// The memory shared by the nodes' asks, in bytes (`u64::MAX`: no limit).
+    pub fn memory(&self) -> u64 {
+        self.memory
+    }
+
     /// Why `request` can never be satisfied by this pool, if it cannot.
     pub fn check(&self, request: &Resources) -> Result<(), String> {
+        if let Some(memory) = request.memory_bytes.filter(|&memory| memory > self.memory) {
+            return Err(format!(
+                "asks for {} of memory but the run has {} (the machine's memory; give another \
+                 budget with `--memory`)",
+                human_size(memory),
+                human_size(self.memory)
+            ));
+        }
         let gpus = request.gpu_millis;
         if gpus == 0 {
             return Ok(());
@@ -122,8 +149,9 @@ impl ResourcePool {
     fn try_take(&self, request: &Resources) -> Option<Grant> {
         // Asking for more CPUs than the machine has means "all of them".
         let cpus = request.cpus.clamp(1, self.cpus);
+        let memory = request.memory_bytes.unwrap_or(0).min(self.memory);
         let mut state = self.state.lock().expect("resource pool lock");
-        if state.cpus_free < cpus {
+        if state.cpus_free < cpus || state.memory_free < memory {
             return None;
         }
         let gpus = request.gpu_millis;
@@ -145,12 +173,14 @@ impl ResourcePool {
             shares.push((best, gpus));
         }
         state.cpus_free -= cpus;
+        state.memory_free -= memory;
         for (index, millis) in &shares {
             state.gpu_free[*index] -= millis;
         }
         Some(Grant {
             pool: self.clone(),
             cpus,
+            memory,
             gpu_shares: shares,
         })
     }
@@ -167,6 +197,31 @@ impl ResourcePool {
             notified.await;
         }
     }
+}
+
+/// Bytes in binary units, for messages: `16.0 GiB`.
+pub fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["bytes", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// The machine's memory in bytes (`MemTotal` of `/proc/meminfo`), or `None` where that is not
+/// known.
+pub fn machine_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 #[cfg(test)]
@@ -221,6 +276,30 @@ mod tests {
             .unwrap_err()
             .contains("0 are available"));
         assert!(pool.check(&request(1, 1500)).is_err());
+    }
+
+    #[test]
+    fn memory_asks_never_exceed_the_budget_together_and_oversized_asks_are_rejected() {
+        let ask = |gib: u64| Resources {
+            cpus: 1,
+            gpu_millis: 0,
+            memory_bytes: Some(gib << 30),
+        };
+        let pool = ResourcePool::with_memory(8, vec![], 10 << 30);
+        let a = pool.try_take(&ask(6)).unwrap();
+        assert!(pool.try_take(&ask(6)).is_none(), "6 + 6 GiB exceed 10 GiB");
+        let b = pool.try_take(&ask(4)).unwrap();
+        assert!(pool.try_take(&request(1, 0)).is_some(), "no ask, no limit");
+        drop(a);
+        assert!(pool.try_take(&ask(6)).is_some());
+        drop(b);
+        let error = pool.check(&ask(11)).unwrap_err();
+        assert!(
+            error.contains("11.0 GiB") && error.contains("10.0 GiB"),
+            "{error}"
+        );
+        assert!(pool.check(&ask(10)).is_ok());
+        assert!(ResourcePool::new(1, vec![]).check(&ask(1 << 20)).is_ok());
     }
 
     #[tokio::test]

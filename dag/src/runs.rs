@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use peirce_store::{redact_url, ActionKey, Store, TransferSnapshot, TreeDigest};
+use peirce_store::{redact_url, ActionKey, BlobDigest, Store, TransferSnapshot, TreeDigest};
 use serde::{Deserialize, Serialize};
 
 /// How one node ended in a run.
@@ -47,6 +47,10 @@ pub struct NodeRun {
     pub attempts: u32,
     /// The error, when it failed.
     pub error: Option<String>,
+    /// The blob of its captured stdout and stderr, when it executed and printed something:
+    /// for a failed node, the only place its log is kept (`peirce log NODE` reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<BlobDigest>,
 }
 
 impl NodeRun {
@@ -419,6 +423,7 @@ mod tests {
                     error: Some(
                         "Error performing GET http://minio:NODESECRET@127.0.0.1:1/b".into(),
                     ),
+                    log: None,
                 },
             )]),
             remote: Some(RemoteActivity {

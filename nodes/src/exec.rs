@@ -8,6 +8,7 @@
 //! command may see (by default it sees none, see [`crate::process::is_credential`]).
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 use peirce_dag::kind::{NodeContext, NodeError, NodeEvent, NodeKind};
@@ -27,7 +28,12 @@ impl Exec {
 
 /// Replaces `{inputs.NAME}`, `{out}` and `{node}`. Any other brace text is left alone, so
 /// shell and awk syntax (`${HOME}`, `{print $1}`) passes through untouched.
-fn substitute(text: &str, context: &NodeContext, output: &str) -> Result<String, NodeError> {
+fn substitute(
+    text: &str,
+    node: &str,
+    inputs: &BTreeMap<String, PathBuf>,
+    output: &str,
+) -> Result<String, NodeError> {
     let mut result = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find('{') {
@@ -36,13 +42,13 @@ fn substitute(text: &str, context: &NodeContext, output: &str) -> Result<String,
         let placeholder = tail[1..].find('}').map(|end| &tail[1..end + 1]);
         let value = match placeholder {
             Some("out") => Some(output.to_string()),
-            Some("node") => Some(context.node.clone()),
+            Some("node") => Some(node.to_string()),
             Some(name) if name.starts_with("inputs.") => {
                 let input = &name["inputs.".len()..];
-                match context.inputs.get(input) {
+                match inputs.get(input) {
                     Some(path) => Some(path.display().to_string()),
                     None => {
-                        let known: Vec<&str> = context.inputs.keys().map(String::as_str).collect();
+                        let known: Vec<&str> = inputs.keys().map(String::as_str).collect();
                         return Err(NodeError::BadInput(format!(
                             "command refers to `{{{name}}}` but the node has no input `{input}` (inputs: {})",
                             if known.is_empty() { "none".to_string() } else { known.join(", ") }
@@ -67,18 +73,145 @@ fn substitute(text: &str, context: &NodeContext, output: &str) -> Result<String,
     Ok(result)
 }
 
-fn output_folder(params: &BTreeMap<String, Value>) -> Result<String, String> {
-    let folder = params
-        .get("outputs")
-        .and_then(Value::as_str)
-        .unwrap_or("out")
-        .to_string();
-    if folder.is_empty() || folder.starts_with('/') || folder.split('/').any(|part| part == "..") {
-        return Err(format!(
-            "`outputs` must be a relative folder inside the working folder, got {folder:?}"
-        ));
+/// What `outputs` says: the folder that becomes the node's output, and the files (`name`)
+/// and folders (`name/`) the command must leave in it.
+#[derive(Debug, PartialEq)]
+struct Outputs {
+    folder: String,
+    declared: Vec<String>,
+}
+
+/// Whether `path` stays inside the folder it is relative to.
+fn is_inside(path: &str) -> bool {
+    !path.is_empty() && !path.starts_with('/') && !path.split('/').any(|part| part == "..")
+}
+
+/// `outputs` as a folder name (`"out"`, the default), or as the list of files and folders
+/// the command must write into `out/` (`["model.json", "metrics/"]`).
+fn outputs(params: &BTreeMap<String, Value>) -> Result<Outputs, String> {
+    match params.get("outputs") {
+        Some(Value::List(items)) => {
+            let mut declared = Vec::with_capacity(items.len());
+            for item in items {
+                let name = item.as_str().unwrap_or_default();
+                if !is_inside(name.trim_end_matches('/')) {
+                    return Err(format!(
+                        "`outputs` lists files and folders inside `out/`, such as \"model.json\" \
+                         or \"metrics/\", got {name:?}"
+                    ));
+                }
+                declared.push(name.to_string());
+            }
+            Ok(Outputs {
+                folder: "out".into(),
+                declared,
+            })
+        }
+        other => {
+            let folder = other.and_then(Value::as_str).unwrap_or("out").to_string();
+            if !is_inside(&folder) {
+                return Err(format!(
+                    "`outputs` must be a relative folder inside the working folder, got {folder:?}"
+                ));
+            }
+            Ok(Outputs {
+                folder,
+                declared: Vec::new(),
+            })
+        }
     }
-    Ok(folder)
+}
+
+/// Where an exec command runs and how it reaches files beside the workflow: the hint of every
+/// failure that looks like a command looking for its files in the wrong place.
+fn private_folder_hint(work: &Path, folder: &str) -> String {
+    format!(
+        "the command runs in a private working folder (`{}`), not in the workflow's folder: \
+         it writes its results into `{folder}/` there (also `$PEIRCE_OUT`), and a file beside \
+         the workflow (a script, data) reaches it only as an input, e.g. \
+         `inputs = {{ script = \"./prep.py\" }}` with `command = \"python3 {{inputs.script}}\"`",
+        work.display()
+    )
+}
+
+/// Whether the end of the log says a file or program was not found.
+fn log_says_not_found(log: &Path) -> bool {
+    let Some((text, _)) = peirce_dag::kind::read_log_end(log, 0, 16 * 1024) else {
+        return false;
+    };
+    ["No such file", "can't open file", ": not found"]
+        .iter()
+        .any(|sign| text.contains(sign))
+}
+
+/// The names of the files under `folder`, relative to it, sorted.
+fn files_under(folder: &Path) -> Vec<String> {
+    fn walk(root: &Path, folder: &Path, found: &mut Vec<String>) {
+        let Ok(reader) = std::fs::read_dir(folder) else {
+            return;
+        };
+        for item in reader.flatten() {
+            let path = item.path();
+            if path.is_dir() {
+                walk(root, &path, found);
+            } else if let Ok(name) = path.strip_prefix(root) {
+                found.push(name.display().to_string());
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(folder, folder, &mut found);
+    found.sort();
+    found
+}
+
+/// Checks what the command left in `output` (the node's output folder): every declared
+/// output present (a name ending in `/` is a folder), and something at all unless the node
+/// says `allow_empty = true`.
+fn check_outputs(
+    output: &Path,
+    outputs: &Outputs,
+    allow_empty: bool,
+    work: &Path,
+) -> Result<(), NodeError> {
+    let written = files_under(output);
+    let missing: Vec<&str> = outputs
+        .declared
+        .iter()
+        .filter(|name| {
+            let path = output.join(name.trim_end_matches('/'));
+            if name.ends_with('/') {
+                !path.is_dir()
+            } else {
+                !path.is_file()
+            }
+        })
+        .map(String::as_str)
+        .collect();
+    let folder = &outputs.folder;
+    let hint = private_folder_hint(work, folder);
+    if !missing.is_empty() {
+        let shown: Vec<&str> = written.iter().take(10).map(String::as_str).collect();
+        let wrote = match written.len() {
+            0 => "nothing".to_string(),
+            count if count > shown.len() => {
+                format!("{} and {} more", shown.join(", "), count - shown.len())
+            }
+            _ => shown.join(", "),
+        };
+        return Err(NodeError::Failed(format!(
+            "the command did not write its declared output{} `{}` into `{folder}/` (it wrote {wrote}); {hint}",
+            if missing.len() == 1 { "" } else { "s" },
+            missing.join("`, `")
+        )));
+    }
+    if written.is_empty() && !allow_empty {
+        return Err(NodeError::Failed(format!(
+            "the command wrote nothing into its output folder `{folder}/`; {hint}. A node meant \
+             to output nothing says `allow_empty = true`"
+        )));
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -100,9 +233,18 @@ impl NodeKind for Exec {
             ),
             ParamSpec::optional(
                 "outputs",
-                ParamType::String,
+                ParamType::either(ParamType::String, ParamType::list(ParamType::String)),
                 Some(Value::String("out".into())),
-                "The folder, relative to the working folder, collected as the node's output",
+                "The folder, relative to the working folder, collected as the node's output; or \
+                 the files (`model.json`) and folders (`metrics/`) the command must write into \
+                 `out/`, checked after it ran",
+            ),
+            // No default, so nodes without it keep their keys.
+            ParamSpec::optional(
+                "allow_empty",
+                ParamType::Bool,
+                None,
+                "Whether the node may output nothing (otherwise an empty output folder fails it)",
             ),
             ParamSpec::optional(
                 "env",
@@ -115,17 +257,31 @@ impl NodeKind for Exec {
     }
 
     fn validate(&self, node: &NodeSpec) -> Result<(), String> {
-        output_folder(&node.params)?;
-        if let Some(Value::List(items)) = node.params.get("command") {
-            if items.is_empty() {
-                return Err("`command` is an empty array".into());
+        outputs(&node.params)?;
+        let texts: Vec<&str> = match node.params.get("command") {
+            Some(Value::String(command)) => vec![command.as_str()],
+            Some(Value::List(items)) if items.is_empty() => {
+                return Err("`command` is an empty array".into())
             }
+            Some(Value::List(items)) => items.iter().filter_map(Value::as_str).collect(),
+            _ => Vec::new(),
+        };
+        // Every `{inputs.NAME}` names an input: substituted with placeholder paths here, so
+        // the check is the one the run makes.
+        let inputs: BTreeMap<String, PathBuf> = node
+            .inputs
+            .keys()
+            .map(|name| (name.clone(), PathBuf::new()))
+            .collect();
+        for text in texts {
+            substitute(text, &node.name, &inputs, "").map_err(|error| error.to_string())?;
         }
         Ok(())
     }
 
     async fn run(&self, context: NodeContext) -> Result<(), NodeError> {
-        let folder = output_folder(&context.params).map_err(NodeError::BadInput)?;
+        let outputs = outputs(&context.params).map_err(NodeError::BadInput)?;
+        let folder = outputs.folder.clone();
         let work = context.scratch_dir.join("work");
         let output = work.join(&folder);
         std::fs::create_dir_all(&output).map_err(|error| {
@@ -137,7 +293,7 @@ impl NodeKind for Exec {
                 "sh".to_string(),
                 vec![
                     "-c".to_string(),
-                    substitute(command, &context, &output_text)?,
+                    substitute(command, &context.node, &context.inputs, &output_text)?,
                 ],
             ),
             Some(Value::List(items)) => {
@@ -146,7 +302,12 @@ impl NodeKind for Exec {
                     let text = item.as_str().ok_or_else(|| {
                         NodeError::BadInput("`command` items must be strings".into())
                     })?;
-                    argv.push(substitute(text, &context, &output_text)?);
+                    argv.push(substitute(
+                        text,
+                        &context.node,
+                        &context.inputs,
+                        &output_text,
+                    )?);
                 }
                 let program = argv.remove(0);
                 (program, argv)
@@ -176,7 +337,17 @@ impl NodeKind for Exec {
             });
             Line::Log
         })
-        .await?;
+        .await
+        .map_err(|error| match error {
+            // A command that did not find its script or data: say where it ran.
+            NodeError::Failed(message) if log_says_not_found(&context.log_path) => {
+                NodeError::Failed(format!(
+                    "{message}; {}",
+                    private_folder_hint(&work, &folder)
+                ))
+            }
+            other => other,
+        })?;
         // The declared folder becomes the output (moved, not copied).
         std::fs::remove_dir_all(&context.output_dir).ok();
         if output.is_dir() {
@@ -188,14 +359,14 @@ impl NodeKind for Exec {
                 "the command removed its output folder `{folder}`"
             )));
         }
-        Ok(())
+        let allow_empty = matches!(context.params.get("allow_empty"), Some(Value::Bool(true)));
+        check_outputs(&context.output_dir, &outputs, allow_empty, &work)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
     use tokio_util::sync::CancellationToken;
 
     fn context() -> NodeContext {
@@ -219,16 +390,19 @@ mod tests {
 
     #[test]
     fn substitutes_placeholders_and_leaves_other_braces() {
-        let text =
-            substitute("cat {inputs.data}/x > {out}/y # {node}", &context(), "/out").unwrap();
+        let context = context();
+        let sub = |text: &str| substitute(text, &context.node, &context.inputs, "/out");
+        let text = sub("cat {inputs.data}/x > {out}/y # {node}").unwrap();
         assert_eq!(text, "cat /in/data/x > /out/y # n");
         let awk = "awk '{print $1}' ${HOME}/f {unclosed";
-        assert_eq!(substitute(awk, &context(), "/out").unwrap(), awk);
+        assert_eq!(sub(awk).unwrap(), awk);
     }
 
     #[test]
     fn unknown_inputs_are_bad_input() {
-        let error = substitute("{inputs.nope}", &context(), "/out").unwrap_err();
+        let context = context();
+        let error =
+            substitute("{inputs.nope}", &context.node, &context.inputs, "/out").unwrap_err();
         assert!(
             matches!(error, NodeError::BadInput(ref m) if m.contains("no input `nope`") && m.contains("data")),
             "{error}"
@@ -240,7 +414,28 @@ mod tests {
         for bad in ["", "/abs", "../up", "a/../../b"] {
             let mut params = BTreeMap::new();
             params.insert("outputs".to_string(), Value::String(bad.into()));
-            assert!(output_folder(&params).is_err(), "{bad}");
+            assert!(outputs(&params).is_err(), "{bad}");
+            let list = Value::List(vec![
+                Value::String("ok.json".into()),
+                Value::String(bad.into()),
+            ]);
+            params.insert("outputs".to_string(), list);
+            assert!(outputs(&params).is_err(), "[{bad}]");
         }
+        let mut params = BTreeMap::new();
+        params.insert(
+            "outputs".to_string(),
+            Value::List(vec![
+                Value::String("model.json".into()),
+                Value::String("metrics/".into()),
+            ]),
+        );
+        assert_eq!(
+            outputs(&params).unwrap(),
+            Outputs {
+                folder: "out".into(),
+                declared: vec!["model.json".into(), "metrics/".into()]
+            }
+        );
     }
 }

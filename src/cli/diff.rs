@@ -11,7 +11,7 @@ use peirce_dag::runs::{RunRecord, WorkflowRef};
 use peirce_store::{Store, TreeDigest};
 use serde_json::{json, Value};
 
-use super::Globals;
+use super::{Globals, Missing};
 
 /// The file at the top of a node's output tree that holds its metrics: any JSON for
 /// `peirce diff`; in the evaluation schema (`sets`), a row of `peirce report`.
@@ -148,7 +148,7 @@ pub async fn metrics(store: &Store, output: TreeDigest) -> anyhow::Result<BTreeM
 }
 
 pub async fn diff(globals: &Globals, args: DiffArgs) -> anyhow::Result<ExitCode> {
-    let store = globals.open_store(None)?;
+    let store = globals.open_store(None, Missing::Fail)?;
     let find = |wanted: &str| {
         let (store, wanted) = (&store, wanted.to_owned());
         async move {

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use peirce_dag::engine::lineage::{lineage, trees_containing, Lineage};
-use peirce_dag::runs::{format_utc, NodeRef, WorkflowRef};
+use peirce_dag::runs::{format_utc, NodeRef, NodeRun, NodeStatus, RunRecord, WorkflowRef};
 use peirce_store::{ActionRecord, BlobDigest, Store, TreeDigest};
 
-use super::Globals;
+use super::{to_stdout, Globals, Missing};
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
@@ -60,7 +60,7 @@ pub struct WhyArgs {
 }
 
 /// The workflow name of a `-w` file (its `[workflow] name`, else its file stem).
-fn workflow_name(path: &std::path::Path) -> anyhow::Result<String> {
+pub(super) fn workflow_name(path: &std::path::Path) -> anyhow::Result<String> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read `{}`", path.display()))?;
     let parsed: Option<String> = text.parse::<toml_edit::DocumentMut>().ok().and_then(|doc| {
@@ -132,7 +132,7 @@ pub(super) async fn record_of(
 }
 
 pub(super) fn store_for(globals: &Globals, workflow: Option<&PathBuf>) -> anyhow::Result<Store> {
-    globals.open_store(workflow.map(PathBuf::as_path))
+    globals.open_store(workflow.map(PathBuf::as_path), Missing::Fail)
 }
 
 pub async fn show(globals: &Globals, args: ShowArgs) -> anyhow::Result<ExitCode> {
@@ -206,13 +206,73 @@ pub async fn show(globals: &Globals, args: ShowArgs) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+/// The node's run in the latest run of its workflow, when it failed there: newer than its
+/// latest result, if it has one. With several workflows, the most recent failure.
+async fn latest_failure(
+    store: &Store,
+    node: &str,
+    workflow: Option<&PathBuf>,
+) -> anyhow::Result<Option<(RunRecord, NodeRun)>> {
+    let refs = match workflow {
+        Some(path) => WorkflowRef::load(store, &workflow_name(path)?)
+            .await
+            .into_iter()
+            .collect(),
+        None => WorkflowRef::all(store).await?,
+    };
+    let mut found: Option<(RunRecord, NodeRun)> = None;
+    for workflow_ref in refs {
+        let Some(mut record) = store
+            .get_document::<RunRecord>(&RunRecord::location(&workflow_ref.latest_run))
+            .await?
+        else {
+            continue;
+        };
+        let Some(run) = record.nodes.get(node).cloned() else {
+            continue;
+        };
+        let newer = found
+            .as_ref()
+            .is_none_or(|(best, _)| best.started_at < record.started_at);
+        if run.status == NodeStatus::Failed && newer {
+            record.redact();
+            found = Some((record.clone(), run));
+        }
+    }
+    Ok(found)
+}
+
 pub async fn log(globals: &Globals, args: LogArgs) -> anyhow::Result<ExitCode> {
     let store = store_for(globals, args.workflow.as_ref())?;
+    if let Some((record, run)) = latest_failure(&store, &args.node, args.workflow.as_ref()).await? {
+        let error = run.error.unwrap_or_default();
+        let first = error.lines().next().unwrap_or_default();
+        eprintln!(
+            "node `{}` failed in run {} of workflow `{}` ({}): {first}",
+            args.node,
+            record.id,
+            record.workflow,
+            format_utc(record.started_at)
+        );
+        match run.log {
+            Some(log) => {
+                let bytes = store.get_bytes(log).await.with_context(|| {
+                    format!(
+                        "the log of the failed node `{}` is gone (removed by gc?)",
+                        args.node
+                    )
+                })?;
+                to_stdout(std::io::stdout().write_all(&bytes))?;
+            }
+            None => eprintln!("node `{}` printed nothing", args.node),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let record = record_of(&store, &args.node, args.workflow.as_ref()).await?;
     match record.log {
         Some(log) => {
             let bytes = store.get_bytes(log).await?;
-            std::io::stdout().write_all(&bytes)?;
+            to_stdout(std::io::stdout().write_all(&bytes))?;
         }
         None => eprintln!("node `{}` printed nothing", args.node),
     }
@@ -247,15 +307,19 @@ pub async fn cat(globals: &Globals, args: CatArgs) -> anyhow::Result<ExitCode> {
             let entry = tree.get(path).ok_or_else(|| {
                 anyhow!("Tree `{digest}` has no file `{path}` (it has {} files; list them with `peirce cat {digest}`)", tree.len())
             })?;
-            out.write_all(&store.get_bytes(entry.digest).await?)?;
+            to_stdout(out.write_all(&store.get_bytes(entry.digest).await?))?;
         }
         (Some(tree), None) => {
             for (name, entry) in tree.iter() {
-                writeln!(out, "{:>10}  {}  {name}", entry.size, entry.digest)?;
+                to_stdout(writeln!(
+                    out,
+                    "{:>10}  {}  {name}",
+                    entry.size, entry.digest
+                ))?;
             }
         }
         (None, Some(_)) => bail!("`{digest}` is a file, not a tree: drop the PATH argument"),
-        (None, None) => out.write_all(&bytes)?,
+        (None, None) => to_stdout(out.write_all(&bytes))?,
     }
     Ok(ExitCode::SUCCESS)
 }

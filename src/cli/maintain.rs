@@ -7,10 +7,13 @@ use clap::Args;
 use peirce_dag::engine::Engine;
 use peirce_dag::runs::{format_utc, NodeStatus, RunRecord};
 
-use super::{parse_duration, Globals};
+use super::{parse_duration, Globals, Missing};
 
 #[derive(Debug, Args)]
 pub struct RunsArgs {
+    /// Only the runs of this workflow (its `[workflow] name`, else its file stem)
+    #[arg(short, long)]
+    workflow: Option<std::path::PathBuf>,
     /// Show at most this many runs
     #[arg(short = 'n', long, default_value_t = 20)]
     limit: usize,
@@ -43,7 +46,7 @@ pub struct GcArgs {
 }
 
 pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode> {
-    let store = globals.open_store(None)?;
+    let store = globals.open_store(None, Missing::Fail)?;
     for (id, pinned) in [(&args.pin, true), (&args.unpin, false)] {
         let Some(id) = id else { continue };
         let location = RunRecord::location(id);
@@ -58,6 +61,10 @@ pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::SUCCESS);
     }
     let mut records = RunRecord::all(&store).await?;
+    if let Some(path) = &args.workflow {
+        let name = super::inspect::workflow_name(path)?;
+        records.retain(|record| record.workflow == name);
+    }
     records.truncate(args.limit);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
@@ -97,13 +104,16 @@ pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode>
 }
 
 pub async fn gc(globals: &Globals, args: GcArgs) -> anyhow::Result<ExitCode> {
-    let store = globals.open_store(None)?;
+    let store = globals.open_store(None, Missing::Fail)?;
     let live = Engine::live_keys(&store, args.keep_experiments)
         .await
         .context(
         "Garbage collection stopped before deleting anything: cannot tell which results are live",
     )?;
-    let report = store.gc(&live, args.grace, args.dry_run).await?;
+    let logs = Engine::live_failure_logs(&store).await?;
+    let report = store
+        .gc_keeping(&live, &logs, args.grace, args.dry_run)
+        .await?;
     if let Some(root) = store.local_root() {
         sweep_scratch(&root.join("scratch"), args.grace, args.dry_run);
     }

@@ -15,7 +15,7 @@ mod tasks;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use peirce_dag::spec::{load_workflow, Override, Workflow};
 use peirce_store::{SigningKey, Store};
@@ -46,7 +46,8 @@ const VERSION: &str = concat!(
     about = "A workflow DAG engine with content-addressed artifacts"
 )]
 pub struct Cli {
-    /// The local store folder (default: `.peirce` beside the workflow, or in the current folder)
+    /// The local store folder (default: the nearest `.peirce` in the current folder or above
+    /// it; `run` makes one in the current folder)
     #[arg(long, global = true, env = "PEIRCE_STORE")]
     store: Option<PathBuf>,
     /// A remote store shared with other machines, e.g. `s3://bucket/prefix` (default: the
@@ -119,7 +120,7 @@ pub struct CompletionsArgs {
 /// Workflow file plus `--set` overrides, shared by run, plan and status.
 #[derive(Debug, Args)]
 pub struct WorkflowArgs {
-    /// The workflow file (TOML)
+    /// The workflow file (TOML); also given as `-w FILE`
     workflow: PathBuf,
     /// Override a parameter: `node.key=value` or `defaults.key=value` (repeatable)
     #[arg(long = "set", value_name = "NODE.KEY=VALUE")]
@@ -162,7 +163,8 @@ impl clap::builder::TypedValueParser for RemoteParser {
 /// value included), so they are printed redacted, with clap's exit status (2 for usage).
 /// Help and version go out as they are: they hold no values (`PEIRCE_REMOTE`'s is hidden).
 pub fn parse_arguments() -> Result<Cli, ExitCode> {
-    Cli::try_parse().map_err(|error| {
+    let args = workflow_flag_as_positional(std::env::args_os().collect());
+    Cli::try_parse_from(args).map_err(|error| {
         if error.use_stderr() {
             eprint!("{}", peirce_store::redact_url(&error.render().to_string()));
         } else {
@@ -170,6 +172,58 @@ pub fn parse_arguments() -> Result<Cli, ExitCode> {
         }
         ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(EXIT_INVALID))
     })
+}
+
+/// Commands whose workflow file is their first positional argument. `-w FILE` (or
+/// `--workflow FILE`) names it for them too, as it does for `show`, `log`, `cat` and `why`, so
+/// every command that takes a workflow takes `-w`.
+const WORKFLOW_FIRST: [&str; 6] = ["run", "plan", "status", "report", "push", "pull"];
+
+/// Global options that take a value, whose value is not the subcommand.
+const GLOBAL_WITH_VALUES: [&str; 2] = ["--store", "--remote"];
+
+/// Rewrites `peirce run -w wf.toml NODE` as `peirce run wf.toml NODE` for the commands of
+/// [`WORKFLOW_FIRST`]; anything else is left as it is, for clap to judge.
+fn workflow_flag_as_positional(mut args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let text = |arg: &std::ffi::OsString| arg.to_str().unwrap_or_default().to_string();
+    let mut command = 1;
+    while command < args.len() {
+        let arg = text(&args[command]);
+        if GLOBAL_WITH_VALUES.contains(&arg.as_str()) {
+            command += 2;
+        } else if arg.starts_with('-') {
+            command += 1;
+        } else {
+            break;
+        }
+    }
+    if command >= args.len() || !WORKFLOW_FIRST.contains(&text(&args[command]).as_str()) {
+        return args;
+    }
+    for index in command + 1..args.len() {
+        let arg = text(&args[index]);
+        let value = match arg.as_str() {
+            "--" => return args,
+            "-w" | "--workflow" if index + 1 < args.len() => {
+                let value = args.remove(index + 1);
+                args.remove(index);
+                value
+            }
+            _ => match arg
+                .strip_prefix("--workflow=")
+                .or_else(|| arg.strip_prefix("-w").filter(|rest| !rest.is_empty()))
+            {
+                Some(value) => {
+                    args.remove(index);
+                    value.into()
+                }
+                None => continue,
+            },
+        };
+        args.insert(command + 1, value);
+        return args;
+    }
+    args
 }
 
 /// Log lines go to stderr redacted (`redact_url`): object_store and its HTTP client log
@@ -315,33 +369,144 @@ fn workflow_file_remote(path: &Path) -> Option<String> {
         .map(str::to_string)
 }
 
-impl Globals {
-    /// The store folder: `--store`, else `.peirce` beside the workflow, else `./.peirce`.
-    fn store_root(&self, workflow: Option<&Path>) -> PathBuf {
-        if let Some(store) = &self.store {
-            return store.clone();
+/// What a command does when no store is found (docs/architecture.md §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    /// Make one: `.peirce` in the current folder (`run`, `pull`).
+    Create,
+    /// Work against an empty store held in memory, never written to disk: nothing is cached
+    /// (`plan`, `status`, `report`).
+    Empty,
+    /// Stop with an error saying where peirce looked (`show`, `log`, `cat`, `why`, `runs`,
+    /// `gc`, `push`).
+    Fail,
+}
+
+/// The environment variable listing folders (`:`-separated) that the search for a store does
+/// not enter, as `GIT_CEILING_DIRECTORIES` does for `.git`.
+const CEILING_DIRECTORIES: &str = "PEIRCE_CEILING_DIRECTORIES";
+
+/// The name of a store folder.
+const STORE_FOLDER: &str = ".peirce";
+
+/// The nearest `.peirce` folder in `start` or a folder above it, as git finds `.git`. The
+/// search does not enter `ceilings` (a ceiling's subfolders are searched, the ceiling and
+/// what is above it are not).
+pub fn find_store(start: &Path, ceilings: &[PathBuf]) -> Option<PathBuf> {
+    for folder in start.ancestors() {
+        if ceilings.iter().any(|ceiling| ceiling == folder) {
+            return None;
         }
-        let base = workflow
-            .and_then(Path::parent)
-            .map(|dir| {
-                if dir.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    dir
+        let candidate = folder.join(STORE_FOLDER);
+        if candidate.is_dir() {
+            return Some(candidate);
+        }
+    }
+    None
+}
+
+/// The folders of `PEIRCE_CEILING_DIRECTORIES`.
+fn ceilings() -> Vec<PathBuf> {
+    std::env::var_os(CEILING_DIRECTORIES)
+        .map(|value| {
+            std::env::split_paths(&value)
+                .filter(|path| !path.as_os_str().is_empty())
+                .map(|path| path.canonicalize().unwrap_or(path))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The folder peirce runs from, as an absolute path.
+fn current_folder() -> anyhow::Result<PathBuf> {
+    let folder = std::env::current_dir().context("cannot read the current folder")?;
+    Ok(folder.canonicalize().unwrap_or(folder))
+}
+
+/// A `.peirce` beside the workflow file, where peirce kept its store before the search above,
+/// for a hint when the search found none.
+fn store_beside(workflow: Option<&Path>) -> Option<PathBuf> {
+    let folder = workflow?.parent()?;
+    let folder = if folder.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        folder
+    };
+    let beside = folder.join(STORE_FOLDER).canonicalize().ok()?;
+    beside.is_dir().then_some(beside)
+}
+
+impl Globals {
+    /// The local store folder, by one rule for every command (docs/architecture.md §11):
+    /// `--store` (or `PEIRCE_STORE`), else the nearest `.peirce` in the current folder or
+    /// above it, else what `missing` says: a new `.peirce` in the current folder, none
+    /// (`Ok(None)`: an empty store in memory), or an error saying where peirce looked.
+    /// `workflow` only improves messages: a store beside it, where peirce used to keep one,
+    /// is named with the command that uses it.
+    fn store_root(
+        &self,
+        workflow: Option<&Path>,
+        missing: Missing,
+    ) -> anyhow::Result<Option<PathBuf>> {
+        if let Some(store) = &self.store {
+            if missing != Missing::Create && !store.is_dir() {
+                if missing == Missing::Empty {
+                    return Ok(None);
                 }
-            })
-            .unwrap_or(Path::new("."));
-        base.join(".peirce")
+                bail!(
+                    "No store at `{}` (given by --store or PEIRCE_STORE): a run makes it",
+                    store.display()
+                );
+            }
+            return Ok(Some(store.clone()));
+        }
+        let here = current_folder()?;
+        if let Some(found) = find_store(&here, &ceilings()) {
+            return Ok(Some(found));
+        }
+        let beside = store_beside(workflow);
+        match missing {
+            Missing::Create => {
+                let root = here.join(STORE_FOLDER);
+                if let Some(beside) = beside {
+                    eprintln!(
+                        "note: making a new store `{}`; the store `{}` beside the workflow is not \
+                         used (peirce finds `.peirce` in the current folder or above it): move it \
+                         here to keep its results, or pass `--store {}`",
+                        root.display(),
+                        beside.display(),
+                        beside.display()
+                    );
+                }
+                Ok(Some(root))
+            }
+            Missing::Empty => Ok(None),
+            Missing::Fail => {
+                let hint = match beside {
+                    Some(beside) => format!(
+                        "; there is one beside the workflow: pass `--store {}`, or move it here",
+                        beside.display()
+                    ),
+                    None => String::new(),
+                };
+                bail!(
+                    "No store found: no `{STORE_FOLDER}` folder in `{}` or any folder above it \
+                     (`peirce run WORKFLOW` makes one in the current folder; `--store DIR` names \
+                     another){hint}",
+                    here.display()
+                )
+            }
+        }
     }
 
     /// The local store, with the remote tier the flags, the workflow file or the user config
     /// name (in that order).
-    fn open_store(&self, workflow: Option<&Path>) -> anyhow::Result<Store> {
+    fn open_store(&self, workflow: Option<&Path>, missing: Missing) -> anyhow::Result<Store> {
         let from_file = match (&self.remote, self.no_remote, workflow) {
             (None, false, Some(path)) => workflow_file_remote(path),
             _ => None,
         };
-        self.open_store_with(workflow, from_file.as_deref())
+        self.open_store_with(workflow, from_file.as_deref(), missing)
     }
 
     /// [`Globals::open_store`] for a loaded workflow, whose `remote` is `workflow_remote`.
@@ -349,19 +514,22 @@ impl Globals {
         &self,
         workflow: Option<&Path>,
         workflow_remote: Option<&str>,
+        missing: Missing,
     ) -> anyhow::Result<Store> {
-        let local = self.open_local_store(workflow)?;
+        let local = self.open_local_store(workflow, missing)?;
         match self.remote_url(workflow_remote)? {
             Some((url, _)) => Ok(local.with_remote(open_remote(&url)?)),
             None => Ok(local),
         }
     }
 
-    /// The local store alone.
-    fn open_local_store(&self, workflow: Option<&Path>) -> anyhow::Result<Store> {
-        let root = self.store_root(workflow);
-        let store = Store::open_local(&root)
-            .with_context(|| format!("cannot open the store at `{}`", root.display()))?;
+    /// The local store alone ([`Globals::store_root`]).
+    fn open_local_store(&self, workflow: Option<&Path>, missing: Missing) -> anyhow::Result<Store> {
+        let store = match self.store_root(workflow, missing)? {
+            Some(root) => Store::open_local(&root)
+                .with_context(|| format!("cannot open the store at `{}`", root.display()))?,
+            None => Store::in_memory(),
+        };
         // Every record read, by any command, is bound to its key (docs/architecture.md §15);
         // `with_remote` carries the check to the remote.
         store.set_key_check(peirce_dag::key::check_components);
@@ -470,6 +638,21 @@ fn load(args: &WorkflowArgs) -> Result<Workflow, ExitCode> {
     })
 }
 
+/// Exit status of a `peirce` whose stdout was closed by its reader (a shell's SIGPIPE status).
+pub const EXIT_STDOUT_CLOSED: u8 = 141;
+
+/// A write to stdout, ending peirce quietly with [`EXIT_STDOUT_CLOSED`] when the reader went
+/// away (`peirce cat NODE FILE | head -c 10`), as `println!` does through the panic hook in
+/// main.rs; any other error is returned.
+pub fn to_stdout(result: std::io::Result<()>) -> std::io::Result<()> {
+    match result {
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => {
+            std::process::exit(EXIT_STDOUT_CLOSED.into())
+        }
+        other => other,
+    }
+}
+
 /// Parses `90`, `30s`, `10m`, `2h`, `7d` into a duration.
 pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     let text = text.trim();
@@ -497,6 +680,42 @@ pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_workflow_flag_becomes_the_first_positional_argument() {
+        let rewrite = |line: &str| {
+            let args = line.split(' ').map(std::ffi::OsString::from).collect();
+            workflow_flag_as_positional(args)
+                .into_iter()
+                .map(|arg| arg.into_string().unwrap())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        assert_eq!(
+            rewrite("peirce run -w wf.toml a b"),
+            "peirce run wf.toml a b"
+        );
+        assert_eq!(
+            rewrite("peirce --store s -v plan --json --workflow=wf.toml"),
+            "peirce --store s -v plan wf.toml --json"
+        );
+        assert_eq!(rewrite("peirce status -wwf.toml"), "peirce status wf.toml");
+        assert_eq!(
+            rewrite("peirce report --workflow wf.toml"),
+            "peirce report wf.toml"
+        );
+        // Other commands keep their own `-w` (merge's weights), and `--` ends the search.
+        assert_eq!(rewrite("peirce merge -w a=1"), "peirce merge -w a=1");
+        assert_eq!(
+            rewrite("peirce show top -w wf.toml"),
+            "peirce show top -w wf.toml"
+        );
+        assert_eq!(
+            rewrite("peirce run wf.toml -- -w"),
+            "peirce run wf.toml -- -w"
+        );
+        assert_eq!(rewrite("peirce run -w"), "peirce run -w");
+    }
 
     #[test]
     fn durations() {

@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::display::Display;
 use super::{
-    load, Globals, WorkflowArgs, EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_INVALID, EXIT_TERMINATED,
+    load, Globals, Missing, WorkflowArgs, EXIT_HANGUP, EXIT_INTERRUPTED, EXIT_INVALID,
+    EXIT_TERMINATED,
 };
 
 #[derive(Debug, Args)]
@@ -33,6 +34,11 @@ pub struct RunArgs {
     /// GPU device ids to use, e.g. `0,1` (default: CUDA_VISIBLE_DEVICES, else none)
     #[arg(long, value_delimiter = ',')]
     gpus: Option<Vec<u32>>,
+    /// Memory shared by the nodes' `resources.memory` asks, e.g. `64G` (default: the
+    /// machine's): nodes whose asks together exceed it do not run at the same time, and a
+    /// node asking for more is rejected before anything runs
+    #[arg(long, value_name = "SIZE", value_parser = peirce_dag::spec::parse_size)]
+    memory: Option<u64>,
     /// Print the run record as JSON on stdout (progress stays on stderr)
     #[arg(long)]
     json: bool,
@@ -55,6 +61,13 @@ pub struct PlanArgs {
     /// Plan as if these nodes were forced (repeatable)
     #[arg(long, value_name = "NODE")]
     force: Vec<String>,
+    /// GPU device ids a run would use, as `run --gpus` (default: CUDA_VISIBLE_DEVICES, else
+    /// every NVIDIA device)
+    #[arg(long, value_delimiter = ',')]
+    gpus: Option<Vec<u32>>,
+    /// Memory for the nodes' `resources.memory` asks, as `run --memory`
+    #[arg(long, value_name = "SIZE", value_parser = peirce_dag::spec::parse_size)]
+    memory: Option<u64>,
     /// Print the plan as JSON
     #[arg(long)]
     json: bool,
@@ -103,9 +116,17 @@ pub(super) fn engine(
     workflow: &peirce_dag::spec::Workflow,
     force: &[String],
 ) -> anyhow::Result<Engine> {
-    let store = globals.open_store_with(Some(&args.workflow), workflow.remote.as_deref())?;
-    let root = store.local_root().expect("local store").to_path_buf();
-    let mut options = EngineOptions::new(root.join("scratch"));
+    let store = globals.open_store_with(
+        Some(&args.workflow),
+        workflow.remote.as_deref(),
+        Missing::Empty,
+    )?;
+    // A plan executes nothing: an empty store in memory (none found) needs no scratch folder.
+    let scratch = store
+        .local_root()
+        .map_or_else(std::env::temp_dir, Path::to_path_buf)
+        .join("scratch");
+    let mut options = EngineOptions::new(scratch);
     options.force = forced(workflow, force);
     Ok(Engine::new(store, peirce_nodes::registry(), options))
 }
@@ -154,8 +175,11 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(workflow) => workflow,
         Err(code) => return Ok(code),
     };
-    let store =
-        globals.open_store_with(Some(&args.workflow.workflow), workflow.remote.as_deref())?;
+    let store = globals.open_store_with(
+        Some(&args.workflow.workflow),
+        workflow.remote.as_deref(),
+        Missing::Create,
+    )?;
     let root = store.local_root().expect("local store").to_path_buf();
     let mut options = EngineOptions::new(root.join("scratch"));
     options.force = forced(&workflow, &args.force);
@@ -165,6 +189,9 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
         options.cpus = jobs.max(1);
     }
     options.gpus = args.gpus.clone().unwrap_or_else(default_gpus);
+    if let Some(memory) = args.memory {
+        options.memory = memory;
+    }
     let engine = Engine::new(store, peirce_nodes::registry(), options);
 
     let cancel = CancellationToken::new();
@@ -174,6 +201,7 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
         while let Some(event) = receiver.recv().await {
             display.handle(event);
         }
+        display.finish();
     });
     // Listening starts before any node does, so no stop signal finds the default action.
     let mut stops = StopSignals::listen()?;
@@ -359,7 +387,14 @@ pub async fn plan(globals: &Globals, args: PlanArgs) -> anyhow::Result<ExitCode>
         Ok(workflow) => workflow,
         Err(code) => return Ok(code),
     };
-    let engine = engine(globals, &args.workflow, &workflow, &args.force)?;
+    // Whatever `run` would reject before executing, `plan` rejects the same way, with the
+    // GPUs a run would have.
+    let engine = engine(globals, &args.workflow, &workflow, &args.force)?
+        .with_resources(args.gpus.clone().unwrap_or_else(default_gpus), args.memory);
+    if let Err(error) = engine.check(&workflow) {
+        eprintln!("error: {error}");
+        return Ok(ExitCode::from(EXIT_INVALID));
+    }
     let planned = engine.plan(&workflow).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&planned)?);
@@ -431,6 +466,18 @@ pub async fn status(globals: &Globals, args: StatusArgs) -> anyhow::Result<ExitC
                     node.node,
                     text.join("; ")
                 )
+            }
+        }
+        // A failure of the latest run, with the last lines of its log.
+        if let Some(error) = latest
+            .as_ref()
+            .and_then(|run| run.nodes.get(&node.node))
+            .filter(|run| run.status == NodeStatus::Failed)
+            .and_then(|run| run.error.as_deref())
+        {
+            for (index, line) in error.lines().enumerate() {
+                let label = if index == 0 { "error: " } else { "" };
+                println!("              {label}{line}");
             }
         }
     }

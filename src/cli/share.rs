@@ -20,7 +20,7 @@ use peirce_dag::runs::RunRecord;
 use peirce_store::{ActionKey, SyncReport, TransferSnapshot};
 use serde::Serialize;
 
-use super::{load, Globals, WorkflowArgs, EXIT_INVALID};
+use super::{load, Globals, Missing, WorkflowArgs, EXIT_INVALID};
 
 /// What to push or pull.
 #[derive(Debug, Args)]
@@ -158,7 +158,11 @@ async fn transfer(
         );
         return Ok(ExitCode::from(EXIT_INVALID));
     };
-    let store = globals.open_store_with(workflow_path, workflow_remote)?;
+    let missing = match direction {
+        Direction::Push => Missing::Fail,
+        Direction::Pull => Missing::Create,
+    };
+    let store = globals.open_store_with(workflow_path, workflow_remote, missing)?;
     let remote = store.remote().expect("a remote was configured").clone();
 
     // What to move, as (node, key).
@@ -195,7 +199,7 @@ async fn transfer(
     } else if let Some(workflow) = &workflow {
         // Push what is here (the local store alone decides); pull what either tier has.
         let planning_store = match direction {
-            Direction::Push => globals.open_local_store(workflow_path)?,
+            Direction::Push => globals.open_local_store(workflow_path, Missing::Fail)?,
             Direction::Pull => store.clone(),
         };
         let root = planning_store

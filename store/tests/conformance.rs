@@ -217,6 +217,7 @@ macro_rules! conformance {
             gc_dry_run_removes_nothing
             gc_keeps_what_young_records_reach
             gc_skips_a_missing_live_record
+            gc_keeps_the_blobs_it_is_given
             truncated_tree_encoding_is_a_clear_error
         );
     };

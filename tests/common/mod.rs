@@ -229,6 +229,11 @@ impl Sandbox {
         self.write("wf.toml", text)
     }
 
+    /// The workflow file's text.
+    pub fn read_workflow(&self) -> String {
+        std::fs::read_to_string(self.workflow_path()).expect("reading the workflow")
+    }
+
     /// A shell snippet appending one line to `count-<name>` (outside the store).
     pub fn counter(&self, name: &str) -> String {
         format!(
@@ -266,6 +271,12 @@ impl Sandbox {
             .env_remove("PEIRCE_SIGNING_KEY")
             .env_remove("PEIRCE_SIGNING_KEY_FILE")
             .env("XDG_CONFIG_HOME", self.path("config"))
+            // The search for a store stays inside the sandbox: a `.peirce` some other run
+            // left in /tmp is not this test's.
+            .env(
+                "PEIRCE_CEILING_DIRECTORIES",
+                self.root().parent().expect("the sandbox is in a folder"),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -500,18 +500,7 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
         match options.sampler {
             BenchSampler::Static => Ok((generate(model, &prompts, params)?, Default::default())),
             BenchSampler::Continuous => {
-                let requests: Vec<Request<'_>> = prompts
-                    .iter()
-                    .map(|prompt| Request {
-                        prompt,
-                        max_new_tokens: params.max_new_tokens,
-                    })
-                    .collect();
-                let batching = Batching {
-                    slots: options.batch,
-                    schedule: Schedule::Continuous,
-                };
-                generate_requests(model, &requests, params, &batching)
+                sampler::generate_continuous_stats(model, &prompts, params, options.batch)
             }
         }
     };

@@ -393,6 +393,16 @@ pub fn generate_continuous(
     params: &SamplingParams,
     slots: usize,
 ) -> Result<Vec<Completion>> {
+    Ok(generate_continuous_stats(model, prompts, params, slots)?.0)
+}
+
+/// [`generate_continuous`], and what it did.
+pub fn generate_continuous_stats(
+    model: &Qwen2,
+    prompts: &[Vec<i64>],
+    params: &SamplingParams,
+    slots: usize,
+) -> Result<(Vec<Completion>, DecodeStats)> {
     let requests: Vec<Request<'_>> = prompts
         .iter()
         .map(|prompt| Request {
@@ -404,7 +414,7 @@ pub fn generate_continuous(
         slots,
         schedule: Schedule::Continuous,
     };
-    Ok(generate_requests(model, &requests, params, &batching)?.0)
+    generate_requests(model, &requests, params, &batching)
 }
 
 /// One prompt to complete.

@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use peirce_store::{ActionKey, Lookup, StatCache, Store, TreeDigest};
+use peirce_store::{ActionKey, BlobDigest, Lookup, StatCache, Store, TreeDigest};
 use serde::Serialize;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
@@ -49,6 +49,9 @@ pub struct EngineOptions {
     pub cpus: u32,
     /// GPU device ids.
     pub gpus: Vec<u32>,
+    /// Memory in bytes for the nodes' `resources.memory` asks, together (default: the
+    /// machine's; `u64::MAX` where that is not known).
+    pub memory: u64,
     /// Nodes to run even when cached.
     pub force: BTreeSet<String>,
     /// Run every node even when cached.
@@ -72,6 +75,7 @@ impl EngineOptions {
                 .map(|n| n.get() as u32)
                 .unwrap_or(1),
             gpus: Vec::new(),
+            memory: crate::resources::machine_memory().unwrap_or(u64::MAX),
             force: BTreeSet::new(),
             force_all: false,
             lease_ttl: Duration::from_secs(30),
@@ -198,7 +202,7 @@ impl Engine {
             Some(root) => StatCache::load(&root.join("statcache.bin")),
             None => StatCache::in_memory(),
         };
-        let pool = ResourcePool::new(options.cpus, options.gpus.clone());
+        let pool = ResourcePool::with_memory(options.cpus, options.gpus.clone(), options.memory);
         Engine {
             store,
             registry,
@@ -206,6 +210,21 @@ impl Engine {
             pool,
             stat_cache: Arc::new(Mutex::new(stat_cache)),
         }
+    }
+
+    /// The same engine with the GPU devices `gpus`, and `memory` bytes when given, in its
+    /// resource pool.
+    pub fn with_resources(mut self, gpus: Vec<u32>, memory: Option<u64>) -> Self {
+        self.options.gpus = gpus;
+        if let Some(memory) = memory {
+            self.options.memory = memory;
+        }
+        self.pool = ResourcePool::with_memory(
+            self.options.cpus,
+            self.options.gpus.clone(),
+            self.options.memory,
+        );
+        self
     }
 
     /// The store.
@@ -350,6 +369,26 @@ impl Engine {
         Ok(planned)
     }
 
+    /// Every check a run makes before it executes anything: each kind's own checks of its
+    /// node (value ranges, combinations, placeholders) and resources this engine can never
+    /// grant. `peirce plan` makes them too, so it rejects what `run` would.
+    pub fn check(&self, workflow: &Workflow) -> Result<(), EngineError> {
+        for node in &workflow.nodes {
+            let kind = self.kind(node)?;
+            let at = |message: String| {
+                EngineError::Invalid(format!(
+                    "Node `{}` ({}:{}): {message}",
+                    node.name,
+                    workflow.path.display(),
+                    node.line
+                ))
+            };
+            kind.validate(node).map_err(at)?;
+            self.pool.check(&node.resources).map_err(at)?;
+        }
+        Ok(())
+    }
+
     fn kind(&self, node: &NodeSpec) -> Result<Arc<dyn crate::kind::NodeKind>, EngineError> {
         self.registry.get(&node.kind).ok_or_else(|| {
             EngineError::Invalid(format!(
@@ -368,25 +407,7 @@ impl Engine {
         events: UnboundedSender<EngineEvent>,
         cancel: CancellationToken,
     ) -> Result<RunRecord, EngineError> {
-        for node in &workflow.nodes {
-            let kind = self.kind(node)?;
-            kind.validate(node).map_err(|message| {
-                EngineError::Invalid(format!(
-                    "Node `{}` ({}:{}): {message}",
-                    node.name,
-                    workflow.path.display(),
-                    node.line
-                ))
-            })?;
-            self.pool.check(&node.resources).map_err(|message| {
-                EngineError::Invalid(format!(
-                    "Node `{}` ({}:{}) {message}",
-                    node.name,
-                    workflow.path.display(),
-                    node.line
-                ))
-            })?;
-        }
+        self.check(workflow)?;
         let external = Arc::new(self.hash_external_inputs(workflow)?);
         let previous = WorkflowRef::load(&self.store, &workflow.name).await;
         let mut record = RunRecord {
@@ -575,6 +596,29 @@ impl Engine {
         Ok(())
     }
 
+    /// Logs `gc` must keep although no action record names them: those of the nodes that
+    /// failed in the latest run of each workflow (`peirce log NODE` shows them). A run record
+    /// that cannot be read keeps nothing: these logs are a convenience, not a result.
+    pub async fn live_failure_logs(store: &Store) -> Result<Vec<BlobDigest>, EngineError> {
+        let mut logs = Vec::new();
+        for location in WorkflowRef::locations(store).await? {
+            let Ok(Some(found)) = store.get_document::<WorkflowRef>(&location).await else {
+                continue;
+            };
+            let run = RunRecord::location(&found.latest_run);
+            if let Ok(Some(record)) = store.get_document::<RunRecord>(&run).await {
+                logs.extend(
+                    record
+                        .nodes
+                        .values()
+                        .filter(|node| node.status == NodeStatus::Failed)
+                        .filter_map(|node| node.log),
+                );
+            }
+        }
+        Ok(logs)
+    }
+
     /// Keys `gc` must keep: the latest key of every node of every workflow, every key of
     /// pinned runs, and every key of experiments younger than `keep_experiments`
     /// (docs/architecture.md §17). Fails closed: a workflow ref or run record that exists
@@ -624,6 +668,7 @@ fn skip_downstream<'a>(
         queued_s: 0.0,
         attempts: 0,
         error: Some(format!("input `{failed}` did not complete")),
+        log: None,
     };
     let _ = events.send(EngineEvent::Finished {
         node: node.to_string(),

@@ -70,6 +70,7 @@ fn node_run(node: &NodeSpec, status: NodeStatus, started: Instant) -> NodeRun {
         queued_s: 0.0,
         attempts: 0,
         error: None,
+        log: None,
     }
 }
 
@@ -92,7 +93,15 @@ pub(super) async fn run_node(shared: &Arc<Shared>, node: &NodeSpec) -> NodeRun {
         Err(NodeError::Cancelled) => run.status = NodeStatus::Cancelled,
         Err(error) => {
             run.status = NodeStatus::Failed;
-            run.error = Some(format!("{} ({})", error, error.class()));
+            // The class goes after the first line; the lines of the log shown follow.
+            let text = error.to_string();
+            let (first, rest) = text.split_once('\n').unwrap_or((&text, ""));
+            let mut shown = format!("{first} ({})", error.class());
+            if !rest.is_empty() {
+                shown.push('\n');
+                shown.push_str(rest);
+            }
+            run.error = Some(shown);
         }
     }
     if run.status != NodeStatus::Cached {
@@ -447,6 +456,8 @@ async fn execute(
     loop {
         attempt += 1;
         run.attempts = attempt;
+        // Where this attempt's lines start in the log, which keeps every attempt's.
+        let log_start = std::fs::metadata(&log_path).map_or(0, |meta| meta.len());
         let _ = std::fs::remove_dir_all(&output_dir);
         std::fs::create_dir_all(&output_dir).map_err(io)?;
         shared.emit(EngineEvent::Started {
@@ -492,18 +503,21 @@ async fn execute(
                     _ = shared.cancel.cancelled() => return Err(Failure::Node(NodeError::Cancelled)),
                 }
             }
+            Err(NodeError::Cancelled) => {
+                let _ = std::fs::remove_dir_all(&scratch);
+                return Err(Failure::Node(NodeError::Cancelled));
+            }
             Err(error) => {
-                if !engine.options.keep_failed_scratch || matches!(error, NodeError::Cancelled) {
+                // The log is kept in the store (the run record names it, for `peirce log`),
+                // and its last lines go into the error the user sees.
+                run.log = store_log(store, &log_path).await;
+                let kept = engine.options.keep_failed_scratch;
+                let detail =
+                    failure_detail(&node.name, &log_path, log_start, kept.then_some(&scratch));
+                if !kept {
                     let _ = std::fs::remove_dir_all(&scratch);
                 }
-                let error = match error {
-                    NodeError::Cancelled => NodeError::Cancelled,
-                    NodeError::Failed(message) => {
-                        NodeError::Failed(format!("{message}; log: {}", log_path.display()))
-                    }
-                    other => other,
-                };
-                return Err(Failure::Node(error));
+                return Err(Failure::Node(error.with_detail(&detail)));
             }
         }
     }
@@ -525,6 +539,7 @@ async fn execute(
         ),
         _ => None,
     };
+    run.log = log;
     if let Some(pause) = failpoint_before_record() {
         eprintln!(
             "peirce: failpoint: pausing {}ms before recording `{}`",
@@ -566,6 +581,76 @@ async fn execute(
     let _ = std::fs::remove_dir_all(&scratch);
     push(shared, node, key).await;
     Ok(output)
+}
+
+/// How many lines of a failed node's log its error shows.
+const TAIL_LINES: usize = 12;
+/// How many characters of one log line the error shows.
+const TAIL_LINE_CHARS: usize = 300;
+/// How many bytes from the end of the log are read for its last lines.
+const TAIL_BYTES: u64 = 64 * 1024;
+
+/// A failed node's log as a blob of the store, if it printed anything and the store takes it
+/// (a log that cannot be stored costs the user `peirce log`, not the error).
+async fn store_log(store: &Store, log_path: &std::path::Path) -> Option<peirce_store::BlobDigest> {
+    match std::fs::metadata(log_path) {
+        Ok(meta) if meta.len() > 0 => match store.put_file(log_path).await {
+            Ok((digest, _)) => Some(digest),
+            Err(error) => {
+                tracing::warn!(%error, "could not store the log of a failed node");
+                None
+            }
+        },
+        _ => None,
+    }
+}
+
+/// What follows a failed node's error: the last lines its last attempt printed (stdout and
+/// stderr, from byte `start` of the log), and where the rest is.
+fn failure_detail(
+    node: &str,
+    log_path: &std::path::Path,
+    start: u64,
+    scratch: Option<&std::path::PathBuf>,
+) -> String {
+    let lines = log_tail(log_path, start);
+    let kept = match scratch {
+        Some(scratch) => format!("; its working folder is kept: `{}`", scratch.display()),
+        None => String::new(),
+    };
+    if lines.is_empty() {
+        return format!("\n  it printed nothing{kept}");
+    }
+    let mut text = format!("\n  last lines of its output (all of it: `peirce log {node}`{kept}):");
+    for line in lines {
+        text.push_str("\n  | ");
+        text.push_str(&line);
+    }
+    text
+}
+
+/// The last [`TAIL_LINES`] lines of the log from byte `start` on, each cut to
+/// [`TAIL_LINE_CHARS`] characters.
+fn log_tail(log_path: &std::path::Path, start: u64) -> Vec<String> {
+    let Some((text, cut)) = crate::kind::read_log_end(log_path, start, TAIL_BYTES) else {
+        return Vec::new();
+    };
+    let mut lines: Vec<&str> = text.lines().collect();
+    // A read that starts inside the log begins mid-line.
+    if cut && !lines.is_empty() {
+        lines.remove(0);
+    }
+    let skip = lines.len().saturating_sub(TAIL_LINES);
+    lines[skip..]
+        .iter()
+        .map(|line| {
+            let mut shown: String = line.chars().take(TAIL_LINE_CHARS).collect();
+            if shown.len() < line.len() {
+                shown.push_str(" ...");
+            }
+            shown
+        })
+        .collect()
 }
 
 /// Checks every input `node` was given against the stamps kept when it was materialized

@@ -176,7 +176,7 @@ fn parse_gpus(value: &Value) -> Result<u32, String> {
 
 /// Memory: integer bytes, or a string of digits with an optional binary suffix
 /// `K`, `M`, `G` or `T` (`"16G"` is 16 GiB).
-fn parse_memory(value: &Value) -> Result<u64, String> {
+pub(crate) fn parse_memory(value: &Value) -> Result<u64, String> {
     match value {
         Value::Int(i) => u64::try_from(*i).map_err(|_| format!("must be at least 0, found {i}")),
         Value::String(text) => {

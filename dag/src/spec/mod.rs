@@ -29,3 +29,9 @@ pub use load::{load_workflow, parse_workflow};
 pub use matrix::{base_name, instance_name, Binding};
 pub use model::{InputRef, KindCatalog, NodeSpec, Resources, Workflow};
 pub use overrides::Override;
+
+/// A memory size as workflow files write it (`16G`, `512M`, bytes), for flags such as
+/// `--memory`.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    fields::parse_memory(&crate::value::Value::from(text))
+}

@@ -37,8 +37,20 @@ impl Store {
     /// Deletes every action record not in `live` and every blob no live record reaches,
     /// sparing anything younger than `grace` (a concurrent run's fresh results).
     pub async fn gc(&self, live: &[ActionKey], grace: Duration, dry_run: bool) -> Result<GcReport> {
+        self.gc_keeping(live, &[], grace, dry_run).await
+    }
+
+    /// [`Store::gc`] that also keeps the blobs `kept`, which no record names (the logs of
+    /// failed nodes, named by run records only).
+    pub async fn gc_keeping(
+        &self,
+        live: &[ActionKey],
+        kept: &[BlobDigest],
+        grace: Duration,
+        dry_run: bool,
+    ) -> Result<GcReport> {
         let mut report = GcReport::default();
-        let mut live_blobs = std::collections::HashSet::new();
+        let mut live_blobs: std::collections::HashSet<BlobDigest> = kept.iter().copied().collect();
         let live_keys: std::collections::HashSet<ActionKey> = live.iter().copied().collect();
         for key in live {
             let unreadable = |reason: String| Error::UnreadableLiveRecord {

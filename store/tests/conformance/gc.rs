@@ -131,6 +131,24 @@ pub async fn gc_removes_what_no_live_action_reaches(store: &Store) {
     );
 }
 
+/// `gc_keeping` keeps blobs no record names (the logs of failed nodes, named by run records).
+pub async fn gc_keeps_the_blobs_it_is_given(store: &Store) {
+    let scene = gc_scene(store).await;
+    let orphan = *scene.dead_blobs.last().expect("the orphan comes last");
+    let report = store
+        .gc_keeping(&[scene.live.key], &[orphan], Duration::ZERO, false)
+        .await
+        .unwrap();
+    assert_eq!((report.live_blobs, report.removed_blobs), (5, 4));
+    assert_eq!(present(store, &[orphan]).await, [true]);
+    assert_eq!(present(store, &scene.live_blobs).await, [true; 4]);
+    store
+        .gc(&[scene.live.key], Duration::ZERO, false)
+        .await
+        .unwrap();
+    assert_eq!(present(store, &[orphan]).await, [false]);
+}
+
 pub async fn gc_spares_young_objects(store: &Store) {
     let scene = gc_scene(store).await;
     let report = store
