@@ -527,7 +527,8 @@ fn s3_trial(rng: &mut ChaCha8Rng, reference: &Reference, program: &Path) -> Vec<
         "--remote".into(),
         remote.clone(),
     ];
-    push.extend(bench.run_args().into_iter().skip(3));
+    // The salts (`--set`), not `run`'s own flags.
+    push.extend(bench.run_args().into_iter().skip(4));
     let push: Vec<&str> = push.iter().map(String::as_str).collect();
     let pushed = bench.sandbox.peirce(&push);
     if pushed.code != 0 {
