@@ -6,8 +6,18 @@
 //! (c in 2..=4, exact); and, at length 2, period-2 patterns after a free first term. The
 //! shortest length with a consistent rule wins (Occam); every consistent rule of that
 //! length must predict the same masked value.
+//!
+//! The prompt never states the level's alphabet, so a solver that does not know it may
+//! reach another answer. The verifier therefore checks a second, broader rule space too
+//! ([`simplest_broad`]): op-cycles of 1 to 5 steps over `+a`, `−a` (a in 1..=10), `×c`,
+//! `÷c` (c in 2..=5), and value-periodic patterns (each term repeats the one `p` places
+//! before it, p in 1..=5, after no or one free first term). Its shortest consistent rules
+//! must all predict the ground truth; otherwise the instance is ambiguous.
 
-use super::{level_spec, Op, FACTOR_MAX, FACTOR_MIN, HEADER, MAX_ABS, MAX_CYCLE, QUESTION};
+use super::{
+    level_spec, Op, BROAD_ADD_MAX, BROAD_FACTOR_MAX, FACTOR_MAX, FACTOR_MIN, HEADER, MAX_ABS,
+    MAX_CYCLE, QUESTION,
+};
 use crate::{Instance, VerifyError};
 
 /// The consistent rules of the shortest length that has any.
@@ -51,14 +61,14 @@ pub(super) fn parse_puzzle(puzzle: &str) -> Result<Vec<i64>, VerifyError> {
     Ok(visible)
 }
 
-/// The level's alphabet of steps.
-fn alphabet(add_max: i64) -> Vec<Op> {
+/// An alphabet of steps: `±1..=add_max`, `×` and `÷` by `2..=factor_max`.
+fn alphabet(add_max: i64, factor_max: i64) -> Vec<Op> {
     let mut ops = Vec::new();
     for constant in 1..=add_max {
         ops.push(Op::Add(constant));
         ops.push(Op::Add(-constant));
     }
-    for factor in FACTOR_MIN..=FACTOR_MAX {
+    for factor in FACTOR_MIN..=factor_max {
         ops.push(Op::Mul(factor));
         ops.push(Op::Div(factor));
     }
@@ -68,7 +78,7 @@ fn alphabet(add_max: i64) -> Vec<Op> {
 /// Searches the hypothesis space for the shortest consistent rules; `None` if no rule of
 /// up to [`MAX_CYCLE`] steps fits the visible terms.
 pub(super) fn explain(visible: &[i64], add_max: i64) -> Option<Explanation> {
-    let alphabet = alphabet(add_max);
+    let alphabet = alphabet(add_max, FACTOR_MAX);
     let transitions = visible.len() - 1;
     // The masked term is made by transition `transitions`, from the last visible term.
     let last = visible[transitions];
@@ -77,19 +87,7 @@ pub(super) fn explain(visible: &[i64], add_max: i64) -> Option<Explanation> {
             length,
             ..Explanation::default()
         };
-        let mut classes = Vec::with_capacity(length);
-        for class in 0..length {
-            let seen: Vec<usize> = (class..transitions).step_by(length).collect();
-            let fitting: Vec<Op> = alphabet
-                .iter()
-                .copied()
-                .filter(|op| {
-                    seen.iter()
-                        .all(|&t| op.apply(visible[t]) == Some(visible[t + 1]))
-                })
-                .collect();
-            classes.push((seen.len(), fitting));
-        }
+        let classes = fit_classes(visible, length, &alphabet);
         if classes.iter().all(|(_, fitting)| !fitting.is_empty()) {
             let (seen, fitting) = &classes[transitions % length];
             explanation.has_cycle = true;
@@ -114,6 +112,86 @@ pub(super) fn explain(visible: &[i64], add_max: i64) -> Option<Explanation> {
         }
     }
     None
+}
+
+/// For an op-cycle of `length` steps: per step (class of transitions), how often it was
+/// seen and the steps of `alphabet` that fit every place it was seen (all of them when it
+/// was never seen).
+fn fit_classes(visible: &[i64], length: usize, alphabet: &[Op]) -> Vec<(usize, Vec<Op>)> {
+    let transitions = visible.len() - 1;
+    (0..length)
+        .map(|class| {
+            let seen: Vec<usize> = (class..transitions).step_by(length).collect();
+            let fitting = alphabet
+                .iter()
+                .copied()
+                .filter(|op| {
+                    seen.iter()
+                        .all(|&t| op.apply(visible[t]) == Some(visible[t + 1]))
+                })
+                .collect();
+            (seen.len(), fitting)
+        })
+        .collect()
+}
+
+/// The broader rule space's simplest explanation of `visible`: the shortest length (1 to
+/// [`MAX_CYCLE`]) at which an op-cycle over `±1..=10`, `×2..=5`, `÷2..=5` or a
+/// value-periodic pattern fits, and every such rule's prediction of the masked term (`None`:
+/// the rule's step is undefined there). A value-periodic pattern of period `p` after `f`
+/// free terms (f in 0..=1) must have been seen to repeat at every phase (at least `2p + f`
+/// visible terms). `None` when nothing of up to [`MAX_CYCLE`] steps fits.
+pub(super) fn simplest_broad(visible: &[i64]) -> Option<(usize, Vec<Option<i64>>)> {
+    let alphabet = alphabet(BROAD_ADD_MAX, BROAD_FACTOR_MAX);
+    let count = visible.len();
+    let last = visible[count - 1];
+    for length in 1..=MAX_CYCLE {
+        let mut predictions = Vec::new();
+        let classes = fit_classes(visible, length, &alphabet);
+        if classes.iter().all(|(_, fitting)| !fitting.is_empty()) {
+            let (_, fitting) = &classes[(count - 1) % length];
+            predictions.extend(fitting.iter().map(|op| op.apply(last)));
+        }
+        for free in 0..=1 {
+            if count >= 2 * length + free
+                && (length + free..count).all(|i| visible[i] == visible[i - length])
+            {
+                predictions.push(Some(visible[count - length]));
+            }
+        }
+        if !predictions.is_empty() {
+            return Some((length, predictions));
+        }
+    }
+    None
+}
+
+/// Lists predictions for messages: `7, 10, undefined`.
+fn list_predictions(predictions: &[Option<i64>]) -> String {
+    let listed: Vec<String> = predictions
+        .iter()
+        .map(|p| p.map_or("undefined".to_string(), |v| v.to_string()))
+        .collect();
+    listed.join(", ")
+}
+
+/// Checks that the broader rule space's simplest rules all predict `answer`
+/// ([`simplest_broad`]).
+pub(super) fn check_broad(visible: &[i64], answer: i64) -> Result<(), VerifyError> {
+    let Some((length, mut predictions)) = simplest_broad(visible) else {
+        return Err(VerifyError::Ambiguous(format!(
+            "No rule of the broader space (±1..{BROAD_ADD_MAX}, ×/÷ 2..{BROAD_FACTOR_MAX}, value periods 1-{MAX_CYCLE}) fits the visible terms"
+        )));
+    };
+    predictions.sort_unstable();
+    predictions.dedup();
+    if predictions != [Some(answer)] {
+        return Err(VerifyError::Ambiguous(format!(
+            "Under the broader rule space (±1..{BROAD_ADD_MAX}, ×/÷ 2..{BROAD_FACTOR_MAX}, value periods 1-{MAX_CYCLE}), the simplest rules ({length} steps) predict {}, not only {answer}",
+            list_predictions(&predictions)
+        )));
+    }
+    Ok(())
 }
 
 /// Checks an induction instance against the independent solver.
@@ -165,14 +243,10 @@ pub(super) fn verify(instance: &Instance) -> Result<(), VerifyError> {
     let prediction = match predictions[..] {
         [Some(prediction)] => prediction,
         _ => {
-            let listed: Vec<String> = predictions
-                .iter()
-                .map(|p| p.map_or("undefined".to_string(), |v| v.to_string()))
-                .collect();
             return Err(VerifyError::Ambiguous(format!(
                 "Rules of {} steps predict {}",
                 explanation.length,
-                listed.join(", ")
+                list_predictions(&predictions)
             )));
         }
     };
@@ -193,6 +267,7 @@ pub(super) fn verify(instance: &Instance) -> Result<(), VerifyError> {
             found: prediction.to_string(),
         });
     }
+    check_broad(&visible, answer)?;
     let param = |name: &str| instance.params.get(name).and_then(|v| v.as_u64());
     if param("length") != Some(length as u64) {
         return Err(VerifyError::Invalid(format!(

@@ -141,6 +141,63 @@ fn ambiguous_sequence_is_ambiguous() {
     ));
 }
 
+/// Instances of `level` (out of `count()`) that the broader rule space finds ambiguous.
+fn broad_ambiguous(level: u32) -> u64 {
+    (0..count())
+        .filter(|&index| {
+            let instance = instance(level, index);
+            let visible = super::solve::parse_puzzle(&instance.puzzle).unwrap();
+            let answer: i64 = instance.answer.parse().unwrap();
+            super::solve::check_broad(&visible, answer).is_err()
+        })
+        .count() as u64
+}
+
+#[test]
+fn at_most_one_percent_is_ambiguous_under_the_broader_rule_space() {
+    let ambiguous: Vec<u64> = (1..=5).map(broad_ambiguous).collect();
+    eprintln!(
+        "ambiguous under the broader rule space, levels 1-5, of {} each: {ambiguous:?}",
+        count()
+    );
+    assert!(
+        ambiguous.iter().all(|&found| found * 100 <= count()),
+        "{ambiguous:?} of {}",
+        count()
+    );
+}
+
+#[test]
+fn the_broader_rule_space_catches_what_the_level_alphabet_misses() {
+    // The example: the cycle (+2, −3, ×2, ×2, +1); the masked term's step was seen
+    // only as 8 → 16, which `+8` (outside the level's ±1..4) fits as well as `×2`.
+    let instance = hand_made(5, &[5, 7, 4, 8, 16, 17, 19, 16, 32], 64, 5);
+    let Err(VerifyError::Ambiguous(message)) = Induction.verify(&instance) else {
+        panic!("{:?}", Induction.verify(&instance));
+    };
+    assert!(
+        message.contains("broader") && message.contains("40"),
+        "{message}"
+    );
+    // Value-periodic patterns, with and without a free first term.
+    let simplest = |visible: &[i64]| {
+        let (length, mut predictions) = super::solve::simplest_broad(visible).unwrap();
+        predictions.sort_unstable();
+        predictions.dedup();
+        (length, predictions)
+    };
+    assert_eq!(simplest(&[3, 7, 2, 3, 7, 2, 3]), (3, vec![Some(7)]));
+    assert_eq!(simplest(&[9, 4, 6, 4, 6, 4]), (2, vec![Some(6)]));
+    // A period seen at only some phases is not a pattern: the op-cycle decides.
+    assert_eq!(simplest(&[1, 2, 4, 8, 16]), (1, vec![Some(32)]));
+    // An unseen step admits the whole alphabet.
+    let (length, predictions) = simplest(&[1, 2, 1, 3, 7]);
+    assert!(
+        length == 5 || predictions.len() > 1,
+        "{length} {predictions:?}"
+    );
+}
+
 #[test]
 fn level_constraints_are_checked() {
     // A fine sequence that is too short for level 3.
