@@ -245,7 +245,7 @@ fn golden_dataset_digests() {
         ),
         (
             "induction",
-            "blake3:5e039b3f8de180c8bcce2d2e1b56b95a46067a58606cccd878fe948356302d2a",
+            "blake3:b6ee2a2011b6884d8694d33c2431d7d6e3d513327d60a6aba70cc6302af576d1",
         ),
         (
             "abduction",
