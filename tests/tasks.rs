@@ -61,6 +61,30 @@ max_drop_fraction = 0.0
 kind = "verify"
 inputs = { data = "arithmetic" }
 max_drop_fraction = 0.0
+
+[paper-deduction]
+kind = "verify"
+inputs = { data = "deduction" }
+reward = "paper"
+max_drop_fraction = 0.0
+
+[paper-induction]
+kind = "verify"
+inputs = { data = "induction" }
+reward = "paper"
+max_drop_fraction = 0.0
+
+[paper-abduction]
+kind = "verify"
+inputs = { data = "abduction" }
+reward = "paper"
+max_drop_fraction = 0.0
+
+[paper-arithmetic]
+kind = "verify"
+inputs = { data = "arithmetic" }
+reward = "paper"
+max_drop_fraction = 0.0
 "#;
 
 #[test]
@@ -102,6 +126,13 @@ fn generated_datasets_verify_and_split_cleanly() {
             "{task}: {report}"
         );
         assert_eq!(report["dropped"], serde_json::json!({}), "{task}");
+        assert_eq!(report["reward"], "strict", "{task}");
+        // Under the paper's reward rules every ground truth scores full marks too.
+        let paper: Value =
+            serde_json::from_str(&sandbox.cat(&format!("paper-{task}"), "report.json")).unwrap();
+        assert_eq!(paper["reward"], "paper", "{task}");
+        assert_eq!(paper["kept"], report["kept"], "{task}: {paper}");
+        assert_eq!(paper["dropped"], serde_json::json!({}), "{task}");
         let listing = sandbox.listing(&format!("check-{task}"));
         for file in [
             "train.jsonl",
@@ -174,6 +205,19 @@ with open("out/test.jsonl", "w") as out:
     assert_eq!(report["dropped"]["wrong_answer"], 2, "{report}");
     let kept = lines(&sandbox.cat("check", "train.jsonl"));
     assert_eq!(kept.len(), 4);
+}
+
+#[test]
+fn an_unknown_reward_mode_is_refused_before_anything_runs() {
+    let sandbox = Sandbox::new();
+    sandbox.workflow(
+        "[data]\nkind = \"generate\"\ntask = \"induction\"\nlevels = [1]\ncount = 2\n\n[check]\nkind = \"verify\"\ninputs = { data = \"data\" }\nreward = \"lenient\"\n",
+    );
+    let outcome = sandbox.peirce(&["run", "wf.toml"]).expect_code(2);
+    assert!(
+        outcome.stderr.contains("reward") && outcome.stderr.contains("lenient"),
+        "{outcome}"
+    );
 }
 
 #[test]
