@@ -312,3 +312,66 @@ fn golden_dataset_digests() {
         mismatches.join("\n")
     );
 }
+
+/// Rows in the layout of the paper's released data (generator JSONL: `puzzle_text`,
+/// `solution_text_format` or an integer `solution_text`, `difficulty`; answers ending in a
+/// newline), written here: no row of the release is in this repository.
+fn release_rows() -> Vec<Value> {
+    let deduction = "Below are some nested formulas:\n  - (¬A ∨ ¬C)\n  - ¬(A)\n  - (¬C ⊕ B)\n  - (D → C)\n  - (B → D)\n  - ¬(D)\nPlease list the truth value of each variable\n";
+    let answer = "(1) A is False\n(2) B is False\n(3) C is False\n(4) D is False\n";
+    let sequence = |terms: &str| {
+        format!("Given the following sequence,\n[{terms}]\nWhat is the value at the question mark?")
+    };
+    vec![
+        serde_json::json!({"problem_id": "1", "difficulty": 1, "puzzle_text": deduction, "solution_text_format": answer}),
+        serde_json::json!({"problem_id": "2", "difficulty": 1, "puzzle_text": deduction, "solution_text_format": answer}),
+        serde_json::json!({"problem_id": "3", "difficulty": 1, "puzzle_text": "Below are some nested formulas:\n  - (A ∨ B)\n  - (C → D)\n  - ¬A\nPlease list the truth value of each variable\n", "solution_text_format": "(1) A is False\n(2) B is True\n(3) C is False\n(4) D is False\n"}),
+        serde_json::json!({"problem_id": "4", "difficulty": 2, "puzzle_text": sequence("'8', '7', '21', '20', '60', '?'"), "solution_text": 59}),
+        serde_json::json!({"problem_id": "5", "difficulty": 2, "puzzle_text": sequence("3, 6, ?, 12, 15, 18"), "solution_text": 9}),
+        serde_json::json!({"problem_id": "6", "difficulty": 1, "puzzle_text": sequence("1, 2, 4, 7, 6, 18, 20, ?"), "solution_text": 80}),
+    ]
+}
+
+#[test]
+fn the_papers_release_layout_imports_and_verifies_with_drops_by_reason() {
+    let sandbox = Sandbox::new();
+    let rows: Vec<String> = release_rows().iter().map(Value::to_string).collect();
+    sandbox.write("release.jsonl", &rows.join("\n"));
+    sandbox.workflow(
+        "[release]\nkind = \"generate\"\ntask = \"import\"\ninputs = { source = \"./release.jsonl\" }\nsplit = 0.0\n\n[check]\nkind = \"verify\"\ninputs = { data = \"release\" }\n",
+    );
+    sandbox.run_ok(&[]);
+    let imported = lines(&sandbox.cat("release", "train.jsonl"));
+    // By level, then in file order.
+    let tasks: Vec<(u64, &str)> = imported
+        .iter()
+        .map(|r| (r["level"].as_u64().unwrap(), r["task"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        tasks,
+        [
+            (1, "deduction"),
+            (1, "deduction"),
+            (1, "deduction"),
+            (1, "induction"),
+            (2, "induction"),
+            (2, "induction")
+        ]
+    );
+    assert_eq!(imported[0]["answer_kind"], "assignment");
+    assert_eq!(
+        imported[0]["answer"],
+        "(1) A is False\n(2) B is False\n(3) C is False\n(4) D is False"
+    );
+    assert_eq!(imported[4]["answer"], "59");
+    assert_eq!(imported[4]["answer_kind"], "integer");
+    let report: Value = serde_json::from_str(&sandbox.cat("check", "report.json")).unwrap();
+    assert_eq!(report["kept"]["train"], 2, "{report}");
+    assert_eq!(
+        report["dropped"],
+        serde_json::json!({"duplicate": 1, "ambiguous": 1, "unparseable": 1, "uninferable": 1}),
+        "{report}"
+    );
+    let missing_term = report["examples"]["unparseable"][0].as_str().unwrap();
+    assert!(missing_term.contains("missing term"), "{missing_term}");
+}

@@ -20,8 +20,8 @@ use serde::Serialize;
 
 use crate::generate::write_dataset;
 use peirce_tasks::dataset::{level_stats, read_jsonl, LevelStats, Record};
-use peirce_tasks::family;
 use peirce_tasks::reward::{self, RewardMode};
+use peirce_tasks::{family, release};
 
 /// The `verify` kind.
 pub struct Verify;
@@ -54,6 +54,15 @@ impl Rejection {
 pub fn check(record: &Record, mode: RewardMode) -> Result<(), Rejection> {
     if record.puzzle.trim().is_empty() || record.answer.trim().is_empty() {
         return Err(Rejection::new("invalid", "empty puzzle or answer"));
+    }
+    if let Some(why) = record.params.get(release::UNREAD) {
+        return Err(Rejection::new(
+            "unparseable",
+            format!(
+                "imported from the paper's release: {}",
+                why.as_str().unwrap_or_default()
+            ),
+        ));
     }
     if let Some(family) = family(&record.task) {
         if family.answer_kind() != record.answer_kind {

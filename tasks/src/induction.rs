@@ -167,7 +167,7 @@ fn level_spec(level: u32) -> Option<LevelSpec> {
 }
 
 /// The puzzle text for the visible terms (the masked one is not among them).
-fn render_puzzle(visible: &[i64]) -> String {
+pub(crate) fn render_puzzle(visible: &[i64]) -> String {
     let mut line = String::with_capacity(visible.len() * 6 + 1);
     for value in visible {
         line.push_str(&value.to_string());
