@@ -61,36 +61,23 @@ max_drop_fraction = 0.0
 kind = "verify"
 inputs = { data = "arithmetic" }
 max_drop_fraction = 0.0
-
-[paper-deduction]
-kind = "verify"
-inputs = { data = "deduction" }
-reward = "paper"
-max_drop_fraction = 0.0
-
-[paper-induction]
-kind = "verify"
-inputs = { data = "induction" }
-reward = "paper"
-max_drop_fraction = 0.0
-
-[paper-abduction]
-kind = "verify"
-inputs = { data = "abduction" }
-reward = "paper"
-max_drop_fraction = 0.0
-
-[paper-arithmetic]
-kind = "verify"
-inputs = { data = "arithmetic" }
-reward = "paper"
-max_drop_fraction = 0.0
 "#;
+
+/// `WORKFLOW` with a `paper-TASK` node per task: `verify` under `reward = "paper"`.
+fn with_paper_verify() -> String {
+    let mut workflow = WORKFLOW.to_string();
+    for task in ["deduction", "induction", "abduction", "arithmetic"] {
+        workflow.push_str(&format!(
+            "\n[paper-{task}]\nkind = \"verify\"\ninputs = {{ data = \"{task}\" }}\nreward = \"paper\"\nmax_drop_fraction = 0.0\n"
+        ));
+    }
+    workflow
+}
 
 #[test]
 fn generated_datasets_verify_and_split_cleanly() {
     let sandbox = Sandbox::new();
-    sandbox.workflow(WORKFLOW);
+    sandbox.workflow(&with_paper_verify());
     sandbox.run_ok(&[]);
     for task in ["deduction", "induction", "abduction", "arithmetic"] {
         let train = lines(&sandbox.cat(task, "train.jsonl"));

@@ -180,10 +180,11 @@ fn parquet_rows(path: &Path) -> Result<Vec<(usize, serde_json::Value)>, DatasetE
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn options() -> ImportOptions {
+    /// Import options with the default column names.
+    pub(crate) fn options() -> ImportOptions {
         ImportOptions {
             name: "bench".into(),
             problem_field: "problem".into(),

@@ -447,38 +447,26 @@ pub(crate) mod tests {
         assert_eq!(tasks[8], "abduction");
     }
 
-    fn options() -> crate::import::ImportOptions {
-        crate::import::ImportOptions {
-            name: "release".into(),
-            problem_field: "problem".into(),
-            answer_field: "answer".into(),
-            level_field: "level".into(),
-        }
-    }
-
     #[test]
-    fn release_parquet_with_struct_ground_truths_imports_into_the_families() {
+    fn release_rows_import_into_the_families_from_parquet_and_jsonl() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("train.parquet");
         let fixtures = fixture_rows();
         let rows: Vec<Value> = fixtures.iter().map(|(row, _)| row.clone()).collect();
-        write_release_parquet(&path, &rows);
-        let instances = crate::import::import(&path, &options()).unwrap();
-        check_imported(&instances, &fixtures);
-        assert_eq!(instances[0].params["data_source"], "logic_assignment");
-    }
-
-    #[test]
-    fn release_jsonl_imports_into_the_families() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("train.jsonl");
-        let fixtures = fixture_rows();
-        let lines: Vec<String> = fixtures.iter().map(|(row, _)| row.to_string()).collect();
-        std::fs::write(&path, lines.join("\n")).unwrap();
-        check_imported(
-            &crate::import::import(&path, &options()).unwrap(),
-            &fixtures,
-        );
+        let parquet = dir.path().join("train.parquet");
+        write_release_parquet(&parquet, &rows);
+        let jsonl = dir.path().join("train.jsonl");
+        let lines: Vec<String> = rows.iter().map(Value::to_string).collect();
+        std::fs::write(&jsonl, lines.join("\n")).unwrap();
+        for path in [parquet, jsonl] {
+            let instances = crate::import::import(&path, &crate::import::tests::options()).unwrap();
+            check_imported(&instances, &fixtures);
+        }
+        let from_parquet = crate::import::import(
+            &dir.path().join("train.parquet"),
+            &crate::import::tests::options(),
+        )
+        .unwrap();
+        assert_eq!(from_parquet[0].params["data_source"], "logic_assignment");
     }
 
     #[test]

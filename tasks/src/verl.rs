@@ -247,24 +247,15 @@ fn value_json(array: &dyn Array, row: usize) -> serde_json::Value {
                     .collect(),
             )
         }
-        DataType::List(_) => {
-            let items = array.as_list::<i32>().value(row);
-            Value::Array(
-                (0..items.len())
-                    .map(|i| value_json(items.as_ref(), i))
-                    .collect(),
-            )
-        }
-        DataType::LargeList(_) => {
-            let items = array.as_list::<i64>().value(row);
-            Value::Array(
-                (0..items.len())
-                    .map(|i| value_json(items.as_ref(), i))
-                    .collect(),
-            )
-        }
+        DataType::List(_) => items_json(array.as_list::<i32>().value(row).as_ref()),
+        DataType::LargeList(_) => items_json(array.as_list::<i64>().value(row).as_ref()),
         _ => Value::Null,
     }
+}
+
+/// Every value of `items` (one list entry's values) as a JSON array.
+fn items_json(items: &dyn Array) -> serde_json::Value {
+    serde_json::Value::Array((0..items.len()).map(|i| value_json(items, i)).collect())
 }
 
 /// Reads every batch of a parquet file.
