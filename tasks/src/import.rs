@@ -211,6 +211,25 @@ pub(crate) mod tests {
         );
     }
 
+    #[cfg(feature = "parquet")]
+    #[test]
+    fn reads_the_verl_parquet_peirce_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.parquet");
+        let records = vec![
+            crate::dataset::tests::record(1, "test"),
+            crate::dataset::tests::record(4, "test"),
+        ];
+        crate::verl::write_parquet(&path, &records).unwrap();
+        let instances = import(&path, &options()).unwrap();
+        assert_eq!(instances.len(), 2);
+        for (instance, record) in instances.iter().zip(&records) {
+            assert_eq!(instance.task, "bench");
+            assert_eq!(instance.puzzle, record.puzzle);
+            assert_eq!(instance.answer, record.answer);
+        }
+    }
+
     #[test]
     fn bad_rows_name_file_and_line() {
         let dir = tempfile::tempdir().unwrap();
