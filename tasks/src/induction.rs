@@ -27,6 +27,12 @@
 //! level's constants, and period-2 patterns, then the broader space) without looking at
 //! the generator's rule.
 //! Divisions are always exact and every value stays within [`MAX_ABS`].
+//!
+//! The verifier also reads puzzles whose masked term is inside the sequence (the paper's
+//! released "missing term" puzzles, imported through [`crate::release`]): a rule must then
+//! make the masked term from the one before it and lead on from it to the one after. Such a
+//! puzzle is judged on its rule alone (found, unique in both rule spaces, equal to the
+//! answer); the level's sizes and families describe generated puzzles only.
 
 mod generate;
 mod solve;
@@ -164,6 +170,16 @@ fn level_spec(level: u32) -> Option<LevelSpec> {
         max_length,
         add_max,
     })
+}
+
+/// The puzzle text for terms with one masked (`None`) anywhere: how an imported "missing
+/// term" puzzle of the paper's release is put to the solver ([`crate::release`]).
+pub(crate) fn render_masked(terms: &[Option<i64>]) -> String {
+    let line: Vec<String> = terms
+        .iter()
+        .map(|term| term.map_or_else(|| "?".to_string(), |value| value.to_string()))
+        .collect();
+    format!("{HEADER}\n\n{}\n\n{QUESTION}", line.join(", "))
 }
 
 /// The puzzle text for the visible terms (the masked one is not among them).

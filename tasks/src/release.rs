@@ -17,12 +17,13 @@
 //!   list the truth value of each variable`; the variables are those the answer lists (`A`,
 //!   `B`, ... in order);
 //! * induction: `Given the following sequence,`, the terms as a list (`[2, 4, ?]` or
-//!   `['2', '4', '?']`), the question; the masked term must be the last.
+//!   `['2', '4', '?']`), the question; the masked term may be inside the sequence (the
+//!   release's level-2 "missing term" puzzles), which the induction verifier reads.
 //!
 //! What cannot be put into the family's form is imported as it is, with the reason under
 //! the [`UNREAD`] parameter, and `verify` drops it as `unparseable` with that reason:
 //! abduction rows (the release's abduction puzzle text is not a layout peirce's parser
-//! reads) and induction puzzles whose masked term is not the last one.
+//! reads).
 
 use std::collections::BTreeMap;
 
@@ -109,34 +110,31 @@ fn deduction_puzzle(text: &str, variables: usize) -> Result<String, String> {
     Ok(crate::deduction::puzzle_from_formulas(variables, &formulas))
 }
 
-/// A release induction puzzle in the induction family's form, and its shown length (the
-/// question mark included).
+/// A release induction puzzle in the induction family's form, and its length (the
+/// question mark included). The masked term may be inside the sequence (the release's
+/// "missing term" puzzles), not first.
 fn induction_puzzle(text: &str) -> Result<(String, usize), String> {
     let list = text
         .split_once('[')
         .and_then(|(_, rest)| rest.split_once(']'))
         .map(|(list, _)| list)
         .ok_or("the induction puzzle text has no `[...]` sequence")?;
-    let terms: Vec<&str> = list
+    let terms = list
         .split(',')
         .map(|term| term.trim().trim_matches(|c| c == '\'' || c == '"'))
-        .collect();
-    match terms.iter().position(|term| *term == "?") {
-        Some(at) if at + 1 == terms.len() => {}
-        Some(_) => {
-            return Err(
-                "the masked term is not the last one (a \"missing term\" puzzle), which the induction solver does not read"
-                    .into(),
-            )
-        }
-        None => return Err("the induction sequence has no `?`".into()),
-    }
-    let visible = terms[..terms.len() - 1]
-        .iter()
-        .map(|term| term.parse::<i64>())
+        .map(|term| match term {
+            "?" => Ok(None),
+            _ => term.parse::<i64>().map(Some),
+        })
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|_| "an induction term is not an integer".to_string())?;
-    Ok((crate::induction::render_puzzle(&visible), terms.len()))
+        .map_err(|_| "an induction term is neither an integer nor `?`".to_string())?;
+    match terms.iter().position(Option::is_none) {
+        Some(0) => Err("the induction sequence masks its first term".into()),
+        Some(_) if terms.iter().filter(|t| t.is_none()).count() == 1 => {
+            Ok((crate::induction::render_masked(&terms), terms.len()))
+        }
+        _ => Err("the induction sequence does not mask exactly one term with `?`".into()),
+    }
 }
 
 /// Maps a release row (see [`is_release_row`]) to an instance of its family. `Err` says
@@ -292,7 +290,7 @@ pub(crate) mod tests {
                     2,
                     "7",
                 ),
-                "unparseable",
+                "kept",
             ),
             // The newer generator's 6-step cycle, its masked step never shown.
             (

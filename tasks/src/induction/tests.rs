@@ -146,9 +146,9 @@ fn broad_ambiguous(level: u32) -> u64 {
     (0..count())
         .filter(|&index| {
             let instance = instance(level, index);
-            let visible = super::solve::parse_puzzle(&instance.puzzle).unwrap();
+            let terms = super::solve::parse_puzzle(&instance.puzzle).unwrap();
             let answer: i64 = instance.answer.parse().unwrap();
-            super::solve::check_broad(&visible, answer).is_err()
+            super::solve::check_broad(&terms, answer).is_err()
         })
         .count() as u64
 }
@@ -181,7 +181,8 @@ fn the_broader_rule_space_catches_what_the_level_alphabet_misses() {
     );
     // Value-periodic patterns, with and without a free first term.
     let simplest = |visible: &[i64]| {
-        let (length, mut predictions) = super::solve::simplest_broad(visible).unwrap();
+        let terms = super::solve::Terms::last_masked(visible);
+        let (length, mut predictions) = super::solve::simplest_broad(&terms).unwrap();
         predictions.sort_unstable();
         predictions.dedup();
         (length, predictions)
@@ -196,6 +197,43 @@ fn the_broader_rule_space_catches_what_the_level_alphabet_misses() {
         length == 5 || predictions.len() > 1,
         "{length} {predictions:?}"
     );
+}
+
+#[test]
+fn a_term_masked_inside_the_sequence_is_read_and_solved() {
+    // The paper's released "missing term" form: the masked term must follow from the one
+    // before it and lead on to the one after.
+    let masked = |terms: &[Option<i64>], answer: i64| {
+        let mut instance = hand_made(2, &[0, 0], answer, 1);
+        instance.puzzle = super::render_masked(terms);
+        instance
+            .params
+            .insert(crate::release::SOURCE_LAYOUT.to_string(), json!("paper"));
+        instance
+            .params
+            .insert("length".to_string(), json!(terms.len()));
+        instance.params.remove("cycle");
+        instance
+    };
+    let terms = [Some(3), Some(6), None, Some(12), Some(15), Some(18)];
+    assert_eq!(Induction.verify(&masked(&terms, 9)), Ok(()));
+    assert!(matches!(
+        Induction.verify(&masked(&terms, 10)),
+        Err(VerifyError::WrongAnswer { .. })
+    ));
+    // A two-step cycle (×2, +1) with the masked term made by ×2 and leading on by +1.
+    let cycle = [Some(1), Some(2), Some(3), None, Some(7), Some(14), Some(15)];
+    assert_eq!(Induction.verify(&masked(&cycle, 6)), Ok(()));
+    // Two masks, or the first term masked, do not parse.
+    for terms in [
+        vec![Some(1), None, None, Some(4)],
+        vec![None, Some(2), Some(4), Some(8)],
+    ] {
+        assert!(matches!(
+            Induction.verify(&masked(&terms, 1)),
+            Err(VerifyError::Unparseable(_))
+        ));
+    }
 }
 
 #[test]
