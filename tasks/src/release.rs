@@ -19,11 +19,13 @@
 //! * induction: `Given the following sequence,`, the terms as a list (`[2, 4, ?]` or
 //!   `['2', '4', '?']`), the question; the masked term may be inside the sequence (the
 //!   release's level-2 "missing term" puzzles), which the induction verifier reads.
+//! * abduction: the puzzle text goes to the abduction parser as it is (`Premises:` with
+//!   numbered premises, `Known atoms:`, `Goals:`), under the `paper` layout (3 goals, 1
+//!   reachable); a goal listed twice, or a text in another layout, is dropped as
+//!   `unparseable` with the parser's reason.
 //!
 //! What cannot be put into the family's form is imported as it is, with the reason under
-//! the [`UNREAD`] parameter, and `verify` drops it as `unparseable` with that reason:
-//! abduction rows (the release's abduction puzzle text is not a layout peirce's parser
-//! reads).
+//! the [`UNREAD`] parameter, and `verify` drops it as `unparseable` with that reason.
 
 use std::collections::BTreeMap;
 
@@ -175,9 +177,11 @@ pub fn instance(row: &Value, index: usize) -> Result<Instance, String> {
             params.insert("length".to_string(), json!(length));
             text
         }),
-        _ => Err(
-            "the release's abduction puzzle text is not a layout the abduction parser reads".into(),
-        ),
+        // Read as it is, under the release's layout (3 goals, 1 reachable).
+        _ => {
+            params.insert("layout".to_string(), json!("paper"));
+            Ok(puzzle.to_string())
+        }
     };
     let puzzle = match converted {
         Ok(text) => text,
@@ -265,6 +269,16 @@ pub(crate) mod tests {
         let (d1, a1) = deduction(1);
         let (i0, n0) = induction(0, false);
         let (i1, n1) = induction(1, true);
+        // peirce's own abduction puzzle, in the layout the release's answers describe.
+        let (abduction, goals) = {
+            let paper = Options {
+                layout: Some("paper".into()),
+                with_solution: false,
+            };
+            let mut rng = TaskRng::for_instance(5, "abduction", 1, 0);
+            let instance = family("abduction").unwrap().generate(1, &mut rng, &paper);
+            (instance.puzzle, format!("{}\n", instance.answer))
+        };
         vec![
             (row(d0.clone(), json!(a0.clone()), 1, "1"), "kept"),
             (row(d1, json!(a1), 1, "2"), "kept"),
@@ -305,13 +319,14 @@ pub(crate) mod tests {
             // Abduction, with a duplicated goal.
             (
                 row(
-                    "Premises:\n(A AND B) => C\n(C) => D\nKnown: A, B\nGoals: D, E, D\n".into(),
+                    "Premises:\n1. (A AND B) => C\n2. (C) => D\nKnown atoms: A, B\nGoals: D, E, D\n".into(),
                     json!("(1) D is reachable\n(2) E is unreachable\n(3) D is reachable\n"),
                     1,
                     "9",
                 ),
                 "unparseable",
             ),
+            (row(abduction, json!(goals), 1, "10"), "kept"),
         ]
     }
 
@@ -442,7 +457,14 @@ pub(crate) mod tests {
         let tasks: Vec<&str> = instances.iter().map(|i| i.task.as_str()).collect();
         assert_eq!(tasks[..4], ["deduction"; 4]);
         assert_eq!(tasks[4..8], ["induction"; 4]);
-        assert_eq!(tasks[8], "abduction");
+        assert_eq!(tasks[8..], ["abduction"; 2]);
+        let Err(duplicated) = family("abduction").unwrap().verify(&instances[8]) else {
+            panic!("a duplicated goal verifies");
+        };
+        assert!(
+            duplicated.to_string().contains("listed twice"),
+            "{duplicated}"
+        );
     }
 
     #[test]
