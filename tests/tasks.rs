@@ -195,6 +195,30 @@ with open("out/test.jsonl", "w") as out:
 }
 
 #[test]
+fn the_reward_mode_is_part_of_verifys_key() {
+    let sandbox = Sandbox::new();
+    sandbox.workflow(
+        "[data]\nkind = \"generate\"\ntask = \"induction\"\nlevels = [1]\ncount = 4\n\n[check]\nkind = \"verify\"\ninputs = { data = \"data\" }\n",
+    );
+    sandbox.run_ok(&[]);
+    let same = sandbox.plan(&["--set", "check.reward=strict"]);
+    assert_eq!(
+        common::planned(&same, "check")["state"],
+        "cached",
+        "{same:#}"
+    );
+    let plan = sandbox.plan(&["--set", "check.reward=paper"]);
+    assert_eq!(
+        common::planned(&plan, "data")["state"],
+        "cached",
+        "{plan:#}"
+    );
+    let reasons = &common::planned(&plan, "check")["reasons"];
+    assert_eq!(reasons[0]["reason"], "param_changed", "{reasons:#}");
+    assert_eq!(reasons[0]["name"], "reward");
+}
+
+#[test]
 fn an_unknown_reward_mode_is_refused_before_anything_runs() {
     let sandbox = Sandbox::new();
     sandbox.workflow(
