@@ -63,10 +63,21 @@ inputs = { data = "arithmetic" }
 max_drop_fraction = 0.0
 "#;
 
+/// `WORKFLOW` with a `paper-TASK` node per task: `verify` under `reward = "paper"`.
+fn with_paper_verify() -> String {
+    let mut workflow = WORKFLOW.to_string();
+    for task in ["deduction", "induction", "abduction", "arithmetic"] {
+        workflow.push_str(&format!(
+            "\n[paper-{task}]\nkind = \"verify\"\ninputs = {{ data = \"{task}\" }}\nreward = \"paper\"\nmax_drop_fraction = 0.0\n"
+        ));
+    }
+    workflow
+}
+
 #[test]
 fn generated_datasets_verify_and_split_cleanly() {
     let sandbox = Sandbox::new();
-    sandbox.workflow(WORKFLOW);
+    sandbox.workflow(&with_paper_verify());
     sandbox.run_ok(&[]);
     for task in ["deduction", "induction", "abduction", "arithmetic"] {
         let train = lines(&sandbox.cat(task, "train.jsonl"));
@@ -102,6 +113,13 @@ fn generated_datasets_verify_and_split_cleanly() {
             "{task}: {report}"
         );
         assert_eq!(report["dropped"], serde_json::json!({}), "{task}");
+        assert_eq!(report["reward"], "strict", "{task}");
+        // Under the paper's reward rules every ground truth scores full marks too.
+        let paper: Value =
+            serde_json::from_str(&sandbox.cat(&format!("paper-{task}"), "report.json")).unwrap();
+        assert_eq!(paper["reward"], "paper", "{task}");
+        assert_eq!(paper["kept"], report["kept"], "{task}: {paper}");
+        assert_eq!(paper["dropped"], serde_json::json!({}), "{task}");
         let listing = sandbox.listing(&format!("check-{task}"));
         for file in [
             "train.jsonl",
@@ -177,6 +195,43 @@ with open("out/test.jsonl", "w") as out:
 }
 
 #[test]
+fn the_reward_mode_is_part_of_verifys_key() {
+    let sandbox = Sandbox::new();
+    sandbox.workflow(
+        "[data]\nkind = \"generate\"\ntask = \"induction\"\nlevels = [1]\ncount = 4\n\n[check]\nkind = \"verify\"\ninputs = { data = \"data\" }\n",
+    );
+    sandbox.run_ok(&[]);
+    let same = sandbox.plan(&["--set", "check.reward=strict"]);
+    assert_eq!(
+        common::planned(&same, "check")["state"],
+        "cached",
+        "{same:#}"
+    );
+    let plan = sandbox.plan(&["--set", "check.reward=paper"]);
+    assert_eq!(
+        common::planned(&plan, "data")["state"],
+        "cached",
+        "{plan:#}"
+    );
+    let reasons = &common::planned(&plan, "check")["reasons"];
+    assert_eq!(reasons[0]["reason"], "param_changed", "{reasons:#}");
+    assert_eq!(reasons[0]["name"], "reward");
+}
+
+#[test]
+fn an_unknown_reward_mode_is_refused_before_anything_runs() {
+    let sandbox = Sandbox::new();
+    sandbox.workflow(
+        "[data]\nkind = \"generate\"\ntask = \"induction\"\nlevels = [1]\ncount = 2\n\n[check]\nkind = \"verify\"\ninputs = { data = \"data\" }\nreward = \"lenient\"\n",
+    );
+    let outcome = sandbox.peirce(&["run", "wf.toml"]).expect_code(2);
+    assert!(
+        outcome.stderr.contains("reward") && outcome.stderr.contains("lenient"),
+        "{outcome}"
+    );
+}
+
+#[test]
 fn sample_prints_readable_and_json_instances() {
     let sandbox = Sandbox::new();
     let text = sandbox
@@ -245,7 +300,7 @@ fn golden_dataset_digests() {
         ),
         (
             "induction",
-            "blake3:5e039b3f8de180c8bcce2d2e1b56b95a46067a58606cccd878fe948356302d2a",
+            "blake3:b6ee2a2011b6884d8694d33c2431d7d6e3d513327d60a6aba70cc6302af576d1",
         ),
         (
             "abduction",
@@ -266,5 +321,76 @@ fn golden_dataset_digests() {
         mismatches.is_empty(),
         "dataset bytes changed:\n{}",
         mismatches.join("\n")
+    );
+}
+
+/// Rows in the layout of the paper's released data (generator JSONL: `puzzle_text`,
+/// `solution_text_format` or an integer `solution_text`, `difficulty`; answers ending in a
+/// newline), written here: no row of the release is in this repository.
+fn release_rows() -> Vec<Value> {
+    let deduction = "Below are some nested formulas:\n  - (¬A ∨ ¬C)\n  - ¬(A)\n  - (¬C ⊕ B)\n  - (D → C)\n  - (B → D)\n  - ¬(D)\nPlease list the truth value of each variable\n";
+    let answer = "(1) A is False\n(2) B is False\n(3) C is False\n(4) D is False\n";
+    let sequence = |terms: &str| {
+        format!("Given the following sequence,\n[{terms}]\nWhat is the value at the question mark?")
+    };
+    vec![
+        serde_json::json!({"problem_id": "1", "difficulty": 1, "puzzle_text": deduction, "solution_text_format": answer}),
+        serde_json::json!({"problem_id": "2", "difficulty": 1, "puzzle_text": deduction, "solution_text_format": answer}),
+        serde_json::json!({"problem_id": "3", "difficulty": 1, "puzzle_text": "Below are some nested formulas:\n  - (A ∨ B)\n  - (C → D)\n  - ¬A\nPlease list the truth value of each variable\n", "solution_text_format": "(1) A is False\n(2) B is True\n(3) C is False\n(4) D is False\n"}),
+        serde_json::json!({"problem_id": "4", "difficulty": 2, "puzzle_text": sequence("'8', '7', '21', '20', '60', '?'"), "solution_text": 59}),
+        serde_json::json!({"problem_id": "5", "difficulty": 2, "puzzle_text": sequence("3, 6, ?, 12, 15, 18"), "solution_text": 9}),
+        serde_json::json!({"problem_id": "6", "difficulty": 1, "puzzle_text": sequence("1, 2, 4, 7, 6, 18, 20, ?"), "solution_text": 80}),
+    ]
+}
+
+#[test]
+fn the_papers_release_layout_imports_and_verifies_with_drops_by_reason() {
+    let sandbox = Sandbox::new();
+    let rows: Vec<String> = release_rows().iter().map(Value::to_string).collect();
+    sandbox.write("release.jsonl", &rows.join("\n"));
+    sandbox.workflow(
+        "[release]\nkind = \"generate\"\ntask = \"import\"\ninputs = { source = \"./release.jsonl\" }\nsplit = 0.0\n\n[check]\nkind = \"verify\"\ninputs = { data = \"release\" }\n",
+    );
+    sandbox.run_ok(&[]);
+    let imported = lines(&sandbox.cat("release", "train.jsonl"));
+    // By level, then in file order.
+    let tasks: Vec<(u64, &str)> = imported
+        .iter()
+        .map(|r| (r["level"].as_u64().unwrap(), r["task"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        tasks,
+        [
+            (1, "deduction"),
+            (1, "deduction"),
+            (1, "deduction"),
+            (1, "induction"),
+            (2, "induction"),
+            (2, "induction")
+        ]
+    );
+    assert_eq!(imported[0]["answer_kind"], "assignment");
+    assert_eq!(
+        imported[0]["answer"],
+        "(1) A is False\n(2) B is False\n(3) C is False\n(4) D is False"
+    );
+    assert_eq!(imported[4]["answer"], "59");
+    assert_eq!(imported[4]["answer_kind"], "integer");
+    let report: Value = serde_json::from_str(&sandbox.cat("check", "report.json")).unwrap();
+    // Kept: the deduction puzzle once, the sequence, and the "missing term" sequence.
+    assert_eq!(report["kept"]["train"], 3, "{report}");
+    assert_eq!(
+        report["dropped"],
+        serde_json::json!({"duplicate": 1, "ambiguous": 1, "uninferable": 1}),
+        "{report}"
+    );
+    let kept = lines(&sandbox.cat("check", "train.jsonl"));
+    let missing_term = kept.iter().find(|r| r["answer"] == "9").unwrap();
+    assert!(
+        missing_term["puzzle"]
+            .as_str()
+            .unwrap()
+            .contains("3, 6, ?, 12, 15, 18"),
+        "{missing_term}"
     );
 }

@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use peirce_tasks::dataset::{level_stats, write_jsonl, Record};
 use peirce_tasks::import::{import, ImportOptions};
+use peirce_tasks::release;
 use peirce_tasks::verl::write_parquet;
 use peirce_tasks::{family, AnswerKind, Family, Instance, Options, TaskRng, FAMILIES};
 
@@ -29,7 +30,7 @@ pub struct Generate;
 
 impl Generate {
     /// Bump when generated datasets change meaning.
-    pub const VERSION: u32 = 2;
+    pub const VERSION: u32 = 3;
 }
 
 /// Generation settings read from a node's params.
@@ -262,7 +263,13 @@ fn run_generate(context: &NodeContext) -> Result<(), NodeError> {
         let (train, test) = split_records(
             by_level.into_iter().collect(),
             settings.split,
-            |instance, split| Record::build(instance, MATH_INSTRUCTION, AnswerKind::Boxed, split),
+            |instance, split| match family(&instance.task) {
+                // Rows of the paper's release map to their task family.
+                Some(family) if instance.params.contains_key(release::SOURCE_LAYOUT) => {
+                    Record::from_instance(instance, family, split)
+                }
+                _ => Record::build(instance, MATH_INSTRUCTION, AnswerKind::Boxed, split),
+            },
         );
         (train, test, None)
     } else {

@@ -184,6 +184,35 @@ mod tests {
     }
 
     #[test]
+    fn the_reward_mode_is_part_of_the_key_and_checked_at_load() {
+        let kind = TorchKind(params::TorchKind::Align);
+        let key_of = |extra: &str| {
+            let text = format!("[workflow]\nname = \"w\"\n\n[a]\nkind = \"align\"\n{extra}");
+            let workflow = parse_workflow(Path::new("w.toml"), &text, &Align(kind.params()), &[])
+                .unwrap_or_else(|errors| panic!("{errors}"));
+            let node = workflow.nodes[0].clone();
+            let key = KeyInput {
+                kind: "align",
+                kind_version: kind.version(),
+                params: &node.params,
+                inputs: &BTreeMap::new(),
+                salt: "",
+            }
+            .key();
+            (key, node)
+        };
+        let (strict, node) = key_of("");
+        assert_eq!(node.params["reward"], Value::String("strict".into()));
+        assert_eq!(key_of("reward = \"strict\"\n").0, strict);
+        let (paper, node) = key_of("reward = \"paper\"\n");
+        assert_ne!(paper, strict);
+        assert!(kind.validate(&node).is_ok());
+        let (_, node) = key_of("reward = \"lenient\"\n");
+        let error = kind.validate(&node).unwrap_err();
+        assert!(error.contains("lenient"), "{error}");
+    }
+
+    #[test]
     fn the_engine_checks_values_as_the_worker_reads_them() {
         let text = "[workflow]\nname = \"w\"\n\n[a]\nkind = \"align\"\nsteps = 0\n";
         let kind = TorchKind(params::TorchKind::Align);

@@ -6,7 +6,9 @@
 //! (so the verifier and the reward can never disagree about a kept instance). Duplicates
 //! within a split are dropped, and any train instance that also appears in test is dropped
 //! from train. `report.json` gives counts, drops by reason (with examples) and per-level
-//! statistics of what was kept.
+//! statistics of what was kept. `reward = "paper"` checks the ground truths against the
+//! paper's released reward rules instead of the strict default (see
+//! [`peirce_tasks::reward::RewardMode`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,14 +20,15 @@ use serde::Serialize;
 
 use crate::generate::write_dataset;
 use peirce_tasks::dataset::{level_stats, read_jsonl, LevelStats, Record};
-use peirce_tasks::{family, reward};
+use peirce_tasks::reward::{self, RewardMode};
+use peirce_tasks::{family, release};
 
 /// The `verify` kind.
 pub struct Verify;
 
 impl Verify {
     /// Bump when verification rules change.
-    pub const VERSION: u32 = 1;
+    pub const VERSION: u32 = 2;
 }
 
 /// Why `verify` drops a record.
@@ -47,10 +50,19 @@ impl Rejection {
     }
 }
 
-/// Checks one record: `Err` says why it is dropped.
-pub fn check(record: &Record) -> Result<(), Rejection> {
+/// Checks one record, its ground truth graded under `mode`: `Err` says why it is dropped.
+pub fn check(record: &Record, mode: RewardMode) -> Result<(), Rejection> {
     if record.puzzle.trim().is_empty() || record.answer.trim().is_empty() {
         return Err(Rejection::new("invalid", "empty puzzle or answer"));
+    }
+    if let Some(why) = record.params.get(release::UNREAD) {
+        return Err(Rejection::new(
+            "unparseable",
+            format!(
+                "imported from the paper's release: {}",
+                why.as_str().unwrap_or_default()
+            ),
+        ));
     }
     if let Some(family) = family(&record.task) {
         if family.answer_kind() != record.answer_kind {
@@ -71,11 +83,15 @@ pub fn check(record: &Record) -> Result<(), Rejection> {
         &record.answer,
         record.solution.as_deref(),
     );
-    let score = reward::score(record.answer_kind, &response, &record.answer);
+    let score = reward::score_with(mode, record.answer_kind, &response, &record.answer);
     if !score.is_correct() {
         return Err(Rejection::new(
             "reward_mismatch",
-            format!("the ground truth itself scores {}", score.total),
+            format!(
+                "the ground truth itself scores {} (reward `{}`)",
+                score.total,
+                mode.name()
+            ),
         ));
     }
     Ok(())
@@ -83,6 +99,7 @@ pub fn check(record: &Record) -> Result<(), Rejection> {
 
 #[derive(Debug, Default, Serialize)]
 struct Report {
+    reward: &'static str,
     input: BTreeMap<String, usize>,
     kept: BTreeMap<String, usize>,
     dropped: BTreeMap<String, usize>,
@@ -90,12 +107,18 @@ struct Report {
     levels: BTreeMap<String, BTreeMap<String, LevelStats>>,
 }
 
-fn check_all(records: &[Record], threads: usize) -> Vec<Result<(), Rejection>> {
+fn check_all(records: &[Record], threads: usize, mode: RewardMode) -> Vec<Result<(), Rejection>> {
     let chunk = records.len().div_ceil(threads.max(1)).max(1);
     std::thread::scope(|scope| {
         let handles: Vec<_> = records
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(check).collect::<Vec<_>>()))
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|record| check(record, mode))
+                        .collect::<Vec<_>>()
+                })
+            })
             .collect();
         handles
             .into_iter()
@@ -109,8 +132,12 @@ fn verify(
     train: Vec<Record>,
     test: Vec<Record>,
     threads: usize,
+    mode: RewardMode,
 ) -> (Vec<Record>, Vec<Record>, Report) {
-    let mut report = Report::default();
+    let mut report = Report {
+        reward: mode.name(),
+        ..Report::default()
+    };
     let note_drop = |report: &mut Report, reason: &str, detail: String| {
         *report.dropped.entry(reason.to_string()).or_default() += 1;
         let examples = report.examples.entry(reason.to_string()).or_default();
@@ -121,7 +148,7 @@ fn verify(
     let mut kept = BTreeMap::new();
     for (split, records) in [("test", test), ("train", train)] {
         report.input.insert(split.to_string(), records.len());
-        let verdicts = check_all(&records, threads);
+        let verdicts = check_all(&records, threads, mode);
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
         for (record, verdict) in records.into_iter().zip(verdicts) {
@@ -160,6 +187,19 @@ fn verify(
     (train_kept, test, report)
 }
 
+/// The `reward` param.
+fn reward_mode(params: &BTreeMap<String, Value>) -> Result<RewardMode, NodeError> {
+    let name = params
+        .get("reward")
+        .and_then(Value::as_str)
+        .unwrap_or("strict");
+    RewardMode::parse(name).ok_or_else(|| {
+        NodeError::BadInput(format!(
+            "`reward` must be \"strict\" or \"paper\", got {name:?}"
+        ))
+    })
+}
+
 fn run_verify(context: &NodeContext) -> Result<(), NodeError> {
     let data = context
         .inputs
@@ -169,7 +209,8 @@ fn run_verify(context: &NodeContext) -> Result<(), NodeError> {
         |name: &str| read_jsonl(&data.join(name)).map_err(|e| NodeError::BadInput(e.to_string()));
     let (train, test) = (read("train.jsonl")?, read("test.jsonl")?);
     let total = train.len() + test.len();
-    let (train, test, report) = verify(train, test, context.cpus.max(1) as usize);
+    let mode = reward_mode(&context.params)?;
+    let (train, test, report) = verify(train, test, context.cpus.max(1) as usize, mode);
     let dropped: usize = report.dropped.values().sum();
     let limit = context
         .params
@@ -197,18 +238,27 @@ impl NodeKind for Verify {
     }
 
     fn params(&self) -> Vec<ParamSpec> {
-        vec![ParamSpec::optional(
-            "max_drop_fraction",
-            ParamType::Float,
-            Some(Value::Float(1.0)),
-            "Fail the node when more than this fraction of instances is dropped",
-        )]
+        vec![
+            ParamSpec::optional(
+                "max_drop_fraction",
+                ParamType::Float,
+                Some(Value::Float(1.0)),
+                "Fail the node when more than this fraction of instances is dropped",
+            ),
+            ParamSpec::optional(
+                "reward",
+                ParamType::String,
+                Some(Value::String("strict".into())),
+                "The reward rules the ground truths must score full marks under: strict or paper",
+            ),
+        ]
     }
 
     fn validate(&self, node: &peirce_dag::spec::NodeSpec) -> Result<(), String> {
         if !node.inputs.contains_key("data") {
             return Err("`verify` needs an input named `data` (a `generate` node)".into());
         }
+        reward_mode(&node.params).map_err(|error| error.to_string())?;
         Ok(())
     }
 

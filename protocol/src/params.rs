@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::WorkerError;
 use crate::hf::Dtype;
+pub use peirce_tasks::reward::RewardMode;
 
 /// The type of a parameter, as the engine's workflow checker knows types.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,6 +64,7 @@ param_types! {
     Algorithm => Type::String,
     Source => Type::String,
     Split => Type::String,
+    RewardMode => Type::String,
     PerTask => Type::Either(Box::new(Type::Int), Box::new(Type::Map(Box::new(Type::Int)))),
 }
 
@@ -257,6 +259,8 @@ kind_params! {
         pub ranks: Option<NonZeroU32> = None,
         /// With several ranks, each keeps the fp32 masters and AdamW state of 1/N of the weights (ZeRO stage 1)
         pub shard_optimizer: bool = true,
+        /// The reward rules of the logic tasks: `strict` (peirce's) or `paper` (the paper's released code's)
+        pub reward: RewardMode = RewardMode::Strict,
     }
 }
 
@@ -291,6 +295,8 @@ kind_params! {
         pub dtype: Dtype = Dtype::Float32,
         /// Ranks on the CPU, each grading a share of the prompts (default: one per granted GPU, else 1)
         pub ranks: Option<NonZeroU32> = None,
+        /// The reward rules of the logic tasks: `strict` (peirce's) or `paper` (the paper's released code's)
+        pub reward: RewardMode = RewardMode::Strict,
     }
 }
 
@@ -650,6 +656,7 @@ mod tests {
             (json!({"betas": [0.9]}), "`betas`"),
             (json!({"dtype": "int8"}), "`int8`"),
             (json!({"algorithm": "ppo"}), "`algorithm`"),
+            (json!({"reward": "lenient"}), "`lenient`"),
             (json!({"levels": [1, 0]}), "`levels[1]`"),
             (json!({"top_p": 0.0}), "`top_p`"),
             (json!({"prompts_per_step": {"deduction": 4}}), ""),
@@ -678,6 +685,10 @@ mod tests {
             error.message
         );
         assert!(EvalParams::parse(&json!({"split": "dev"})).is_err());
+        assert!(EvalParams::parse(&json!({"reward": "lenient"})).is_err());
+        let paper = EvalParams::parse(&json!({"reward": "paper"})).unwrap();
+        assert_eq!(paper.reward, RewardMode::Paper);
+        assert_eq!(EvalParams::default().reward, RewardMode::Strict);
     }
 
     #[test]

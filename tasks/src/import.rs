@@ -1,17 +1,20 @@
 //! Importing a dataset a user has (e.g. MATH500) from a local JSONL or parquet file.
 //!
-//! Two layouts are read: plain rows with a problem and an answer column (names
-//! configurable, default `problem` / `answer`, optional `level`), and the verl layout
-//! (`prompt` as a list of messages, whose last user message is the problem, and
-//! `reward_model.ground_truth`). Imported rows become math instances graded by boxed-answer
-//! equivalence.
+//! Three layouts are read, row by row (a parquet row is read as the JSON object of its
+//! columns): plain rows with a problem and an answer column (names configurable, default
+//! `problem` / `answer`, optional `level`), and the verl layout (`prompt` as a list of
+//! messages, whose last user message is the problem, and `reward_model.ground_truth`) become
+//! math instances graded by boxed-answer equivalence; rows of the paper's release
+//! (`puzzle_text`, a struct ground truth) become instances of their task family
+//! ([`crate::release`]).
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::dataset::DatasetError;
+use super::release;
 #[cfg(feature = "parquet")]
-use super::verl::{prompt_messages, read_parquet, string_column};
+use super::verl::{read_parquet, row_json};
 use super::Instance;
 
 /// Column names of the plain layout.
@@ -76,122 +79,99 @@ fn instance(
     }
 }
 
-/// Reads every row of a JSONL or parquet file (by extension) as an instance.
-pub fn import(path: &Path, options: &ImportOptions) -> Result<Vec<Instance>, DatasetError> {
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("parquet") => import_parquet(path, options),
-        Some("jsonl") | Some("json") => import_jsonl(path, options),
-        _ => Err(malformed(
-            path,
-            0,
-            "expected a `.jsonl` or `.parquet` file".into(),
-        )),
+/// Reads one row (a JSON object, from a JSONL line or a parquet row): the paper's release
+/// layout ([`crate::release`]), the verl layout, or the plain layout.
+fn row_instance(
+    row: &serde_json::Value,
+    options: &ImportOptions,
+    index: usize,
+) -> Result<Instance, String> {
+    if release::is_release_row(row) {
+        return release::instance(row, index);
     }
+    let (puzzle, answer) = if let Some(messages) = row.get("prompt").and_then(|p| p.as_array()) {
+        let puzzle = messages
+            .iter()
+            .rev()
+            .find(|m| m.get("role").and_then(|r| r.as_str()) == Some("user"))
+            .and_then(|m| m.get("content")?.as_str())
+            .map(str::to_string);
+        let answer = row
+            .get("reward_model")
+            .and_then(|r| r.get("ground_truth"))
+            .and_then(answer_text);
+        (puzzle, answer)
+    } else {
+        (
+            row.get(&options.problem_field)
+                .and_then(|p| p.as_str())
+                .map(str::to_string),
+            row.get(&options.answer_field).and_then(answer_text),
+        )
+    };
+    let (Some(puzzle), Some(answer)) = (puzzle, answer) else {
+        return Err(format!(
+            "expected `{}` and `{}` fields (or the verl layout: `prompt` messages and `reward_model.ground_truth`; or the paper's release: `puzzle_text` and `solution_text`)",
+            options.problem_field, options.answer_field
+        ));
+    };
+    let level = parse_level(row.get(&options.level_field));
+    Ok(instance(options, level, puzzle, answer, index))
 }
 
-fn import_jsonl(path: &Path, options: &ImportOptions) -> Result<Vec<Instance>, DatasetError> {
+/// Reads every row of a JSONL or parquet file (by extension) as an instance.
+pub fn import(path: &Path, options: &ImportOptions) -> Result<Vec<Instance>, DatasetError> {
+    let rows = match path.extension().and_then(|e| e.to_str()) {
+        Some("parquet") => parquet_rows(path)?,
+        Some("jsonl") | Some("json") => jsonl_rows(path)?,
+        _ => {
+            return Err(malformed(
+                path,
+                0,
+                "expected a `.jsonl` or `.parquet` file".into(),
+            ))
+        }
+    };
+    rows.iter()
+        .enumerate()
+        .map(|(index, (line, row))| {
+            row_instance(row, options, index).map_err(|message| malformed(path, *line, message))
+        })
+        .collect()
+}
+
+/// The rows of a JSONL file with their line numbers; blank lines are skipped.
+fn jsonl_rows(path: &Path) -> Result<Vec<(usize, serde_json::Value)>, DatasetError> {
     let text = std::fs::read_to_string(path).map_err(|source| DatasetError::Io {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut instances = Vec::new();
+    let mut rows = Vec::new();
     for (index, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let row: serde_json::Value = serde_json::from_str(line)
+        let row = serde_json::from_str(line)
             .map_err(|error| malformed(path, index + 1, error.to_string()))?;
-        let (puzzle, answer) = if let Some(messages) = row.get("prompt").and_then(|p| p.as_array())
-        {
-            let puzzle = messages
-                .iter()
-                .rev()
-                .find(|m| m.get("role").and_then(|r| r.as_str()) == Some("user"))
-                .and_then(|m| m.get("content")?.as_str())
-                .map(str::to_string);
-            let answer = row
-                .get("reward_model")
-                .and_then(|r| r.get("ground_truth"))
-                .and_then(answer_text);
-            (puzzle, answer)
-        } else {
-            (
-                row.get(&options.problem_field)
-                    .and_then(|p| p.as_str())
-                    .map(str::to_string),
-                row.get(&options.answer_field).and_then(answer_text),
-            )
-        };
-        let (Some(puzzle), Some(answer)) = (puzzle, answer) else {
-            return Err(malformed(
-                path,
-                index + 1,
-                format!(
-                    "expected `{}` and `{}` fields (or the verl layout: `prompt` messages and `reward_model.ground_truth`)",
-                    options.problem_field, options.answer_field
-                ),
-            ));
-        };
-        let level = parse_level(row.get(&options.level_field));
-        instances.push(instance(options, level, puzzle, answer, instances.len()));
+        rows.push((index + 1, row));
     }
-    Ok(instances)
+    Ok(rows)
 }
 
+/// The rows of a parquet file as JSON objects, numbered from 1.
 #[cfg(feature = "parquet")]
-fn import_parquet(path: &Path, options: &ImportOptions) -> Result<Vec<Instance>, DatasetError> {
-    let mut instances = Vec::new();
+fn parquet_rows(path: &Path) -> Result<Vec<(usize, serde_json::Value)>, DatasetError> {
+    let mut rows = Vec::new();
     for batch in read_parquet(path)? {
-        let verl = batch.column_by_name("prompt").is_some();
-        let problems = string_column(&batch, &options.problem_field);
-        let answers = if verl {
-            string_column(&batch, "reward_model.ground_truth")
-        } else {
-            string_column(&batch, &options.answer_field)
-        };
-        let Some(answers) = answers else {
-            return Err(malformed(
-                path,
-                0,
-                format!(
-                    "no string column `{}` (or `reward_model.ground_truth`)",
-                    options.answer_field
-                ),
-            ));
-        };
-        let levels = string_column(&batch, &options.level_field);
         for row in 0..batch.num_rows() {
-            let puzzle = if verl {
-                prompt_messages(&batch, row)
-                    .and_then(|messages| messages.into_iter().rev().find(|m| m.role == "user"))
-                    .map(|m| m.content)
-            } else {
-                problems.map(|column| column.value(row).to_string())
-            };
-            let Some(puzzle) = puzzle else {
-                return Err(malformed(
-                    path,
-                    row + 1,
-                    format!("no problem text (column `{}`)", options.problem_field),
-                ));
-            };
-            let level = levels
-                .map(|l| parse_level(Some(&serde_json::json!(l.value(row)))))
-                .unwrap_or(0);
-            instances.push(instance(
-                options,
-                level,
-                puzzle,
-                answers.value(row).to_string(),
-                instances.len(),
-            ));
+            rows.push((rows.len() + 1, row_json(&batch, row)));
         }
     }
-    Ok(instances)
+    Ok(rows)
 }
 
 #[cfg(not(feature = "parquet"))]
-fn import_parquet(path: &Path, _options: &ImportOptions) -> Result<Vec<Instance>, DatasetError> {
+fn parquet_rows(path: &Path) -> Result<Vec<(usize, serde_json::Value)>, DatasetError> {
     Err(malformed(
         path,
         0,
@@ -200,10 +180,11 @@ fn import_parquet(path: &Path, _options: &ImportOptions) -> Result<Vec<Instance>
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn options() -> ImportOptions {
+    /// Import options with the default column names.
+    pub(crate) fn options() -> ImportOptions {
         ImportOptions {
             name: "bench".into(),
             problem_field: "problem".into(),
@@ -228,6 +209,25 @@ mod tests {
             (instances[1].puzzle.as_str(), instances[1].answer.as_str()),
             ("2+2?", "4")
         );
+    }
+
+    #[cfg(feature = "parquet")]
+    #[test]
+    fn reads_the_verl_parquet_peirce_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("test.parquet");
+        let records = vec![
+            crate::dataset::tests::record(1, "test"),
+            crate::dataset::tests::record(4, "test"),
+        ];
+        crate::verl::write_parquet(&path, &records).unwrap();
+        let instances = import(&path, &options()).unwrap();
+        assert_eq!(instances.len(), 2);
+        for (instance, record) in instances.iter().zip(&records) {
+            assert_eq!(instance.task, "bench");
+            assert_eq!(instance.puzzle, record.puzzle);
+            assert_eq!(instance.answer, record.answer);
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod deduction;
 pub mod import;
 pub mod induction;
 pub mod prompt;
+pub mod release;
 pub mod reward;
 pub mod rng;
 #[cfg(feature = "parquet")]

@@ -202,6 +202,62 @@ pub fn string_column<'a>(batch: &'a RecordBatch, path: &str) -> Option<&'a Strin
     }
 }
 
+/// Row `row` of `batch` as a JSON object (column name to value), for readers that interpret
+/// rows by their fields whatever their parquet types: strings, integers, floats, booleans,
+/// structs (objects) and lists (arrays), nested; nulls and other types read as `null`.
+pub fn row_json(batch: &RecordBatch, row: usize) -> serde_json::Value {
+    let schema = batch.schema();
+    let object = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(field, column)| (field.name().clone(), value_json(column.as_ref(), row)))
+        .collect();
+    serde_json::Value::Object(object)
+}
+
+/// One value of an arrow array as JSON (see [`row_json`]).
+fn value_json(array: &dyn Array, row: usize) -> serde_json::Value {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{
+        Float32Type, Float64Type, Int32Type, Int64Type, UInt32Type, UInt64Type,
+    };
+    use serde_json::Value;
+
+    if array.is_null(row) {
+        return Value::Null;
+    }
+    match array.data_type() {
+        DataType::Utf8 => Value::String(array.as_string::<i32>().value(row).to_string()),
+        DataType::LargeUtf8 => Value::String(array.as_string::<i64>().value(row).to_string()),
+        DataType::Boolean => Value::Bool(array.as_boolean().value(row)),
+        DataType::Int32 => Value::from(array.as_primitive::<Int32Type>().value(row)),
+        DataType::Int64 => Value::from(array.as_primitive::<Int64Type>().value(row)),
+        DataType::UInt32 => Value::from(array.as_primitive::<UInt32Type>().value(row)),
+        DataType::UInt64 => Value::from(array.as_primitive::<UInt64Type>().value(row)),
+        DataType::Float32 => Value::from(f64::from(array.as_primitive::<Float32Type>().value(row))),
+        DataType::Float64 => Value::from(array.as_primitive::<Float64Type>().value(row)),
+        DataType::Struct(fields) => {
+            let parts = array.as_struct();
+            Value::Object(
+                fields
+                    .iter()
+                    .zip(parts.columns())
+                    .map(|(field, column)| (field.name().clone(), value_json(column.as_ref(), row)))
+                    .collect(),
+            )
+        }
+        DataType::List(_) => items_json(array.as_list::<i32>().value(row).as_ref()),
+        DataType::LargeList(_) => items_json(array.as_list::<i64>().value(row).as_ref()),
+        _ => Value::Null,
+    }
+}
+
+/// Every value of `items` (one list entry's values) as a JSON array.
+fn items_json(items: &dyn Array) -> serde_json::Value {
+    serde_json::Value::Array((0..items.len()).map(|i| value_json(items, i)).collect())
+}
+
 /// Reads every batch of a parquet file.
 pub fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, DatasetError> {
     let file = File::open(path).map_err(io(path))?;

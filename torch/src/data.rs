@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use peirce_tasks::dataset::{read_jsonl, Record};
-use peirce_tasks::reward::perfect_response;
+use peirce_tasks::reward::{perfect_response, RewardMode};
 
 use crate::error::{Result, TorchError};
 use crate::tokenizer::{Tokenizer, IM_END};
@@ -22,7 +22,11 @@ pub fn read_split(dir: &Path, split: &str, levels: Option<&[u32]>) -> Result<Vec
 }
 
 /// RL examples: tokenized prompts with their ground truth.
-pub fn examples(records: &[Record], tokenizer: &Tokenizer) -> Result<Vec<Example>> {
+pub fn examples(
+    records: &[Record],
+    tokenizer: &Tokenizer,
+    reward: RewardMode,
+) -> Result<Vec<Example>> {
     records
         .iter()
         .map(|record| {
@@ -31,6 +35,7 @@ pub fn examples(records: &[Record], tokenizer: &Tokenizer) -> Result<Vec<Example
                 prompt: tokenizer.encode(&record.prompt)?,
                 answer: record.answer.clone(),
                 kind: record.answer_kind,
+                reward,
                 level: record.level,
             })
         })

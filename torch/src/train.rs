@@ -8,7 +8,7 @@
 //! micro-batches whose gradients accumulate; every loss is normalized by the whole batch's
 //! response-token count, so the accumulated gradient is the batch's token mean.
 
-use peirce_tasks::reward::{self, Score};
+use peirce_tasks::reward::{self, RewardMode, Score};
 use peirce_tasks::AnswerKind;
 use tch::{nn, Kind, Tensor};
 
@@ -188,6 +188,8 @@ pub struct Example {
     pub answer: String,
     /// How the answer is graded.
     pub kind: AnswerKind,
+    /// Under which reward rules (the node's `reward` param).
+    pub reward: RewardMode,
     /// Difficulty level.
     pub level: u32,
 }
@@ -230,7 +232,7 @@ pub fn rollouts(
         let text = tokenizer.decode(&completion.tokens)?;
         out.push(Rollout {
             prompt: example.prompt.clone(),
-            score: reward::score(example.kind, &text, &example.answer),
+            score: reward::score_with(example.reward, example.kind, &text, &example.answer),
             response: completion.tokens,
             text,
             finish: completion.finish,

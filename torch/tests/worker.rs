@@ -167,6 +167,19 @@ fn bad_specs_fail_with_a_classified_error() {
         .iter()
         .any(|e| e["event"] == "error" && e["message"].as_str().unwrap().contains("`juggle`")));
 
+    // The reward mode is read by the worker, and an unknown one refused by name.
+    for kind in ["eval", "align", "domain-rl"] {
+        let (ok, events, log) = run_worker(
+            &dir.path().join(format!("reward-{kind}")),
+            kind,
+            serde_json::json!({"reward": "lenient"}),
+            serde_json::json!({}),
+        );
+        assert!(!ok);
+        let message = bad_input_message(&events, &log);
+        assert!(message.contains("`lenient`"), "{kind}: {message}");
+    }
+
     // A spec written by another version of the engine is refused, naming the file.
     let (ok, events, log) = run_worker_speaking(
         peirce_protocol::PROTOCOL + 1,

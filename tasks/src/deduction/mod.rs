@@ -105,6 +105,15 @@ fn render_puzzle(
     text
 }
 
+/// A puzzle in this family's text around `formulas` (each in the formula syntax the
+/// verifier reads) over the variables `A, B, ...` (`variables` of them): how imported
+/// puzzles of the paper's release are put to the solver ([`crate::release`]).
+pub(crate) fn puzzle_from_formulas(variables: usize, formulas: &[&str]) -> String {
+    render_puzzle(variables, formulas.len(), |index, text| {
+        text.push_str(formulas[index])
+    })
+}
+
 /// The instance's parameters: sizes, the answer's True count, and connective counts over
 /// all formulas (`ops_not` counts `¬(...)`, negated literals aside).
 fn params(level: LevelSpec, construction: &Construction) -> BTreeMap<String, Value> {

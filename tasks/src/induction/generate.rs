@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::{level_spec, render_puzzle, LevelSpec, Op, FACTOR_MAX, FACTOR_MIN, MAX_ABS, MAX_CYCLE};
+use super::{
+    level_spec, render_puzzle, LevelSpec, Op, BROAD_ADD_MAX, BROAD_FACTOR_MAX, FACTOR_MAX,
+    FACTOR_MIN, MAX_ABS, MAX_CYCLE,
+};
 use crate::{Instance, Options, TaskRng};
 
 /// The hidden rule of a draft.
@@ -205,11 +208,13 @@ fn cycle_draft(family: &'static str, ops: Vec<Op>, start: i64, length: usize) ->
     })
 }
 
-/// Candidate sets are bit masks over the level alphabet: bit `a + 10` for `Add(a)`
-/// (`a` in `-10..=10`), bits 21.. for `×2..4`, bits 24.. for `÷2..4`.
-const ADD_OFFSET: i64 = 10;
+/// Candidate sets are bit masks over the broader alphabet (which holds every level's): bit
+/// `a + 10` for `Add(a)` (`a` in `-10..=10`), bits 21..=24 for `×2..5`, bits 25..=28 for
+/// `÷2..5`. A step never seen keeps the all-ones mask.
+const ADD_OFFSET: i64 = BROAD_ADD_MAX;
 const MUL_BASE: u32 = 21;
-const DIV_BASE: u32 = 24;
+const DIV_BASE: u32 = MUL_BASE + (BROAD_FACTOR_MAX - FACTOR_MIN + 1) as u32;
+const UNSEEN: u32 = u32::MAX;
 
 fn bit(op: Op) -> u32 {
     match op {
@@ -229,14 +234,15 @@ fn op_of_bit(index: u32) -> Op {
     }
 }
 
-/// The operations of the level's alphabet that turn `x` into `y`.
-fn candidates(x: i64, y: i64, add_max: i64) -> u32 {
+/// The operations of an alphabet (`±1..=add_max`, `×`/`÷` by `2..=factor_max`) that turn
+/// `x` into `y`.
+fn candidates(x: i64, y: i64, add_max: i64, factor_max: i64) -> u32 {
     let mut mask = 0;
     let difference = y - x;
     if difference != 0 && difference.abs() <= add_max {
         mask |= bit(Op::Add(difference));
     }
-    let factors = FACTOR_MIN..=FACTOR_MAX;
+    let factors = FACTOR_MIN..=factor_max;
     if x == 0 && y == 0 {
         for factor in factors {
             mask |= bit(Op::Mul(factor)) | bit(Op::Div(factor));
@@ -253,11 +259,16 @@ fn candidates(x: i64, y: i64, add_max: i64) -> u32 {
 }
 
 /// For a cycle of `length` steps over the visible terms: the candidate set of each step
-/// (all ones where a step was never seen), or `None` when some step has no candidate.
-fn fit_cycle(visible: &[i64], length: usize, add_max: i64) -> Option<[u32; MAX_CYCLE]> {
-    let mut masks = [u32::MAX; MAX_CYCLE];
+/// ([`UNSEEN`] where a step was never seen), or `None` when some step has no candidate.
+fn fit_cycle(
+    visible: &[i64],
+    length: usize,
+    add_max: i64,
+    factor_max: i64,
+) -> Option<[u32; MAX_CYCLE]> {
+    let mut masks = [UNSEEN; MAX_CYCLE];
     for (step, pair) in visible.windows(2).enumerate() {
-        masks[step % length] &= candidates(pair[0], pair[1], add_max);
+        masks[step % length] &= candidates(pair[0], pair[1], add_max, factor_max);
     }
     masks[..length]
         .iter()
@@ -290,13 +301,13 @@ fn inferable(draft: &Draft, spec: LevelSpec) -> bool {
         return false;
     }
     for shorter in 1..length {
-        if fit_cycle(visible, shorter, spec.add_max).is_some()
+        if fit_cycle(visible, shorter, spec.add_max, FACTOR_MAX).is_some()
             || (shorter == 2 && period2_fits(visible))
         {
             return false;
         }
     }
-    if let Some(masks) = fit_cycle(visible, length, spec.add_max) {
+    if let Some(masks) = fit_cycle(visible, length, spec.add_max, FACTOR_MAX) {
         if let Rule::Cycle(ops) = &draft.rule {
             if ops.iter().zip(masks).any(|(&op, mask)| mask != bit(op)) {
                 return false;
@@ -314,7 +325,52 @@ fn inferable(draft: &Draft, spec: LevelSpec) -> bool {
         // The true rule always fits unless a constant left the alphabet.
         return false;
     }
-    !(length == 2 && period2_fits(visible) && visible[visible.len() - 2] != answer)
+    if length == 2 && period2_fits(visible) && visible[visible.len() - 2] != answer {
+        return false;
+    }
+    broad_unambiguous(visible, answer)
+}
+
+/// Whether the terms repeat with period `period` after `free` free terms, seen at every
+/// phase (at least `2 * period + free` terms).
+fn value_periodic(visible: &[i64], period: usize, free: usize) -> bool {
+    visible.len() >= 2 * period + free
+        && visible[free..]
+            .iter()
+            .zip(&visible[free + period..])
+            .all(|(a, b)| a == b)
+}
+
+/// The guarantee under the broader rule space (`±1..=10`, `×`/`÷` by `2..=5`, value periods
+/// 1-5): at the shortest length where any such rule fits, every one predicts `answer`.
+fn broad_unambiguous(visible: &[i64], answer: i64) -> bool {
+    let last = visible[visible.len() - 1];
+    // The masked term is made by transition `visible.len() - 1`.
+    let masked = visible.len() - 1;
+    for length in 1..=MAX_CYCLE {
+        let masks = fit_cycle(visible, length, BROAD_ADD_MAX, BROAD_FACTOR_MAX);
+        let periodic: Vec<usize> = (0..=1)
+            .filter(|&free| value_periodic(visible, length, free))
+            .collect();
+        if masks.is_none() && periodic.is_empty() {
+            continue;
+        }
+        if let Some(masks) = masks {
+            let mut rivals = masks[masked % length];
+            if rivals == UNSEEN {
+                return false;
+            }
+            while rivals != 0 {
+                let index = rivals.trailing_zeros();
+                rivals &= rivals - 1;
+                if op_of_bit(index).apply(last) != Some(answer) {
+                    return false;
+                }
+            }
+        }
+        return periodic.is_empty() || visible[visible.len() - length] == answer;
+    }
+    false
 }
 
 /// The worked solution: the observed steps, the rule, and its application.

@@ -141,6 +141,101 @@ fn ambiguous_sequence_is_ambiguous() {
     ));
 }
 
+/// Instances of `level` (out of `count()`) that the broader rule space finds ambiguous.
+fn broad_ambiguous(level: u32) -> u64 {
+    (0..count())
+        .filter(|&index| {
+            let instance = instance(level, index);
+            let terms = super::solve::parse_puzzle(&instance.puzzle).unwrap();
+            let answer: i64 = instance.answer.parse().unwrap();
+            super::solve::check_broad(&terms, answer).is_err()
+        })
+        .count() as u64
+}
+
+#[test]
+fn at_most_one_percent_is_ambiguous_under_the_broader_rule_space() {
+    let ambiguous: Vec<u64> = (1..=5).map(broad_ambiguous).collect();
+    eprintln!(
+        "ambiguous under the broader rule space, levels 1-5, of {} each: {ambiguous:?}",
+        count()
+    );
+    assert!(
+        ambiguous.iter().all(|&found| found * 100 <= count()),
+        "{ambiguous:?} of {}",
+        count()
+    );
+}
+
+#[test]
+fn the_broader_rule_space_catches_what_the_level_alphabet_misses() {
+    // The example: the cycle (+2, −3, ×2, ×2, +1); the masked term's step was seen
+    // only as 8 → 16, which `+8` (outside the level's ±1..4) fits as well as `×2`.
+    let instance = hand_made(5, &[5, 7, 4, 8, 16, 17, 19, 16, 32], 64, 5);
+    let Err(VerifyError::Ambiguous(message)) = Induction.verify(&instance) else {
+        panic!("{:?}", Induction.verify(&instance));
+    };
+    assert!(
+        message.contains("broader") && message.contains("40"),
+        "{message}"
+    );
+    // Value-periodic patterns, with and without a free first term.
+    let simplest = |visible: &[i64]| {
+        let terms = super::solve::Terms::last_masked(visible);
+        let (length, mut predictions) = super::solve::simplest_broad(&terms).unwrap();
+        predictions.sort_unstable();
+        predictions.dedup();
+        (length, predictions)
+    };
+    assert_eq!(simplest(&[3, 7, 2, 3, 7, 2, 3]), (3, vec![Some(7)]));
+    assert_eq!(simplest(&[9, 4, 6, 4, 6, 4]), (2, vec![Some(6)]));
+    // A period seen at only some phases is not a pattern: the op-cycle decides.
+    assert_eq!(simplest(&[1, 2, 4, 8, 16]), (1, vec![Some(32)]));
+    // An unseen step admits the whole alphabet.
+    let (length, predictions) = simplest(&[1, 2, 1, 3, 7]);
+    assert!(
+        length == 5 || predictions.len() > 1,
+        "{length} {predictions:?}"
+    );
+}
+
+#[test]
+fn a_term_masked_inside_the_sequence_is_read_and_solved() {
+    // The paper's released "missing term" form: the masked term must follow from the one
+    // before it and lead on to the one after.
+    let masked = |terms: &[Option<i64>], answer: i64| {
+        let mut instance = hand_made(2, &[0, 0], answer, 1);
+        instance.puzzle = super::render_masked(terms);
+        instance
+            .params
+            .insert(crate::release::SOURCE_LAYOUT.to_string(), json!("paper"));
+        instance
+            .params
+            .insert("length".to_string(), json!(terms.len()));
+        instance.params.remove("cycle");
+        instance
+    };
+    let terms = [Some(3), Some(6), None, Some(12), Some(15), Some(18)];
+    assert_eq!(Induction.verify(&masked(&terms, 9)), Ok(()));
+    assert!(matches!(
+        Induction.verify(&masked(&terms, 10)),
+        Err(VerifyError::WrongAnswer { .. })
+    ));
+    // A two-step cycle (×2, +1) with the masked term made by ×2 and leading on by +1.
+    let cycle = [Some(1), Some(2), Some(3), None, Some(7), Some(14), Some(15)];
+    assert_eq!(Induction.verify(&masked(&cycle, 6)), Ok(()));
+    // Two masks, or the first term masked, do not parse.
+    for terms in [
+        vec![Some(1), None, None, Some(4)],
+        vec![None, Some(2), Some(4), Some(8)],
+    ] {
+        assert!(matches!(
+            Induction.verify(&masked(&terms, 1)),
+            Err(VerifyError::Unparseable(_))
+        ));
+    }
+}
+
 #[test]
 fn level_constraints_are_checked() {
     // A fine sequence that is too short for level 3.

@@ -33,10 +33,21 @@
 //!
 //! A malformed ground truth (which [`check_ground_truth`] reports, and the families'
 //! `verify` should reject first) grades every answer as unparseable.
+//!
+//! # Two modes
+//!
+//! The rules above are [`RewardMode::Strict`], the default. [`RewardMode::Paper`] grades
+//! the logic tasks as the paper's released reward code does, case for case (see
+//! `paper.rs`): any text between `</think>` and `<answer>` and after `</answer>`, numbering,
+//! prose, punctuation and goal order in the answer are all accepted, while an `Assistant:`
+//! anywhere in the response, or digits written as `5_9` or in another script, are read as
+//! that code reads them. The totals are the same four. Boxed math is graded the same way in
+//! both modes. The README's table lists every difference.
 
 mod format;
 mod logic;
 mod math;
+mod paper;
 
 pub use format::{
     check_format, last_answer_span, FormatViolation, ANSWER_CLOSE, ANSWER_OPEN, END_OF_TURN,
@@ -95,6 +106,37 @@ impl Score {
     }
 }
 
+/// Which rules grade a response: peirce's documented strict reward, or the paper's
+/// released code's (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RewardMode {
+    /// peirce's reward, as documented above (the default).
+    #[default]
+    Strict,
+    /// The paper's released reward code's behaviour.
+    Paper,
+}
+
+impl RewardMode {
+    /// Its name in workflow files: `strict` or `paper`.
+    pub fn name(self) -> &'static str {
+        match self {
+            RewardMode::Strict => "strict",
+            RewardMode::Paper => "paper",
+        }
+    }
+
+    /// Reads a name given in a workflow file.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "strict" => Some(RewardMode::Strict),
+            "paper" => Some(RewardMode::Paper),
+            _ => None,
+        }
+    }
+}
+
 /// The totals `kind` can give, best first.
 pub fn totals(kind: AnswerKind) -> &'static [f64] {
     match kind {
@@ -104,8 +146,25 @@ pub fn totals(kind: AnswerKind) -> &'static [f64] {
 }
 
 /// Scores `response` (the assistant's text after the prompt's opening `<think>`) against
-/// `ground_truth` (an [`super::Instance::answer`]).
+/// `ground_truth` (an [`super::Instance::answer`]) under the strict rules.
 pub fn score(kind: AnswerKind, response: &str, ground_truth: &str) -> Score {
+    score_with(RewardMode::Strict, kind, response, ground_truth)
+}
+
+/// Scores `response` against `ground_truth` under `mode`'s rules.
+pub fn score_with(mode: RewardMode, kind: AnswerKind, response: &str, ground_truth: &str) -> Score {
+    if mode == RewardMode::Paper && kind != AnswerKind::Boxed {
+        let answer = match paper::check_format(response) {
+            Some(answer) if !answer.is_empty() => match kind {
+                AnswerKind::Assignment => paper::grade_lines(&answer, ground_truth, false),
+                AnswerKind::Reachability => paper::grade_lines(&answer, ground_truth, true),
+                _ => paper::grade_integer(&answer, ground_truth),
+            },
+            Some(_) => AnswerStatus::Unparseable,
+            None => return logic_score(false, AnswerStatus::Unparseable),
+        };
+        return logic_score(true, answer);
+    }
     let format = check_format(response);
     let format_ok = format.is_ok();
     let grade = match kind {
@@ -130,6 +189,11 @@ pub fn score(kind: AnswerKind, response: &str, ground_truth: &str) -> Score {
         Ok(text) => grade(text, ground_truth),
         Err(_) => AnswerStatus::Unparseable,
     };
+    logic_score(format_ok, answer)
+}
+
+/// A logic task's score from its two parts.
+fn logic_score(format_ok: bool, answer: AnswerStatus) -> Score {
     let format_part = if format_ok { FORMAT_OK } else { FORMAT_FAILED };
     let answer_part = match answer {
         AnswerStatus::Correct => ANSWER_CORRECT,
@@ -650,6 +714,7 @@ mod tests {
         let kinds = [Assignment, Reachability, Integer, Boxed];
         let mut rng = SplitMix(0x5EED_1234_ABCD_0042);
         let mut seen_correct = [0usize; 4];
+        let mut seen_paper_correct = 0;
         let cases = 300_000;
         for case in 0..cases {
             let (truth_kind, truth) = truths[(case / 2) % truths.len()];
@@ -683,6 +748,15 @@ mod tests {
                     assert_eq!(score.answer, Unparseable);
                 }
                 seen_correct[index] += usize::from(score.is_correct());
+                if case % 3 == 1 {
+                    let paper = score_with(RewardMode::Paper, kind, &response, truth);
+                    assert!(
+                        totals(kind).contains(&paper.total),
+                        "paper {kind:?} {response:?} -> {paper:?}"
+                    );
+                    assert_eq!(paper.is_correct(), paper.total == totals(kind)[0]);
+                    seen_paper_correct += usize::from(paper.is_correct());
+                }
             }
             // The other public helpers, on a third of the corpus (they are slow in debug).
             if case % 3 == 0 {
@@ -699,6 +773,7 @@ mod tests {
             seen_correct.iter().all(|&count| count > 1_000),
             "{seen_correct:?}"
         );
+        assert!(seen_paper_correct > 1_000, "{seen_paper_correct}");
     }
 
     #[test]
@@ -706,6 +781,13 @@ mod tests {
         let noise = "</think><answer>\\boxed{(1) A is ".repeat(20_000);
         for kind in [Assignment, Reachability, Integer, Boxed] {
             assert!(totals(kind).contains(&score(kind, &noise, TRUTH).total));
+        }
+        let spaces = format!("</think><answer>{}</answer>", "A is  \n ".repeat(50_000));
+        for kind in [Assignment, Reachability, Integer] {
+            for response in [&noise, &spaces] {
+                let paper = score_with(RewardMode::Paper, kind, response, TRUTH);
+                assert!(totals(kind).contains(&paper.total));
+            }
         }
         let many_lines = respond(&"(1) A is True\n".repeat(100_000));
         assert_eq!(total(Assignment, &many_lines, TRUTH), -1.0);

@@ -134,8 +134,8 @@ fn train_node(
     }
     let task = train_records[0].task.clone();
     let per_step = params.prompts_per_step(&task)?;
-    let train_examples = data::examples(&train_records, &policy.tokenizer)?;
-    let mut test_examples = data::examples(&test_records, &policy.tokenizer)?;
+    let train_examples = data::examples(&train_records, &policy.tokenizer, params.reward)?;
+    let mut test_examples = data::examples(&test_records, &policy.tokenizer, params.reward)?;
     test_examples.truncate(eval_count);
     let mut curriculum: Vec<u32> = levels.clone().unwrap_or_else(|| {
         let mut all: Vec<u32> = train_examples.iter().map(|e| e.level).collect();

@@ -163,7 +163,7 @@ fn evaluate(
             })
             .collect();
         let task = kept[0].task.clone();
-        let examples = data::examples(&kept, &model.tokenizer)?;
+        let examples = data::examples(&kept, &model.tokenizer, params.reward)?;
         sets.push((name.to_string(), task, examples));
     }
     let total: usize = sets.iter().map(|(_, _, e)| e.len()).sum();
