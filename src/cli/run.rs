@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use peirce_dag::engine::{Engine, EngineOptions, PlanState, PlannedNode};
 use peirce_dag::runs::{NodeRun, NodeStatus, RunRecord, RunStatus, WorkflowRef};
+use peirce_dag::spec::Executor;
 use tokio_util::sync::CancellationToken;
 
 use super::display::Display;
@@ -39,6 +40,11 @@ pub struct RunArgs {
     /// Print nothing but errors while running
     #[arg(short, long)]
     quiet: bool,
+    /// Where nodes run: `local`, or `slurm` (each node one batch job; needs the store
+    /// folder on a filesystem the compute nodes share). Default: the workflow's `[workflow]
+    /// executor`, else local; a node's own `executor` wins
+    #[arg(long, value_name = "EXECUTOR", value_parser = Executor::parse)]
+    executor: Option<Executor>,
     /// With `--set`: make this run the workflow's latest (what `cat`, `show`, `status` and
     /// `gc` go by), instead of an experiment beside it
     #[arg(long)]
@@ -165,7 +171,33 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
         options.cpus = jobs.max(1);
     }
     options.gpus = args.gpus.clone().unwrap_or_else(default_gpus);
-    let engine = Engine::new(store, peirce_nodes::registry(), options);
+    // Nodes placed on Slurm run through kinds that submit them (docs/architecture.md §21).
+    let default_executor = args
+        .executor
+        .or(workflow.executor)
+        .unwrap_or(Executor::Local);
+    let placed: BTreeSet<String> = workflow
+        .nodes
+        .iter()
+        .filter(|node| node.executor.unwrap_or(default_executor) == Executor::Slurm)
+        .map(|node| node.name.clone())
+        .collect();
+    let registry = if placed.is_empty() {
+        peirce_nodes::registry()
+    } else {
+        if let Err(message) = super::slurm::check_store(&root).await {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+        super::slurm::registry(
+            &peirce_nodes::registry(),
+            &workflow,
+            &placed,
+            &workflow.slurm,
+        )?
+    };
+    options.placed_elsewhere = placed;
+    let engine = Engine::new(store, registry, options);
 
     let cancel = CancellationToken::new();
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
