@@ -175,7 +175,7 @@ command = "python3 -c 'import time; x = b\"x\" * (400 << 20); time.sleep(10)' &&
     expect_statuses(&record, &[("hog", "failed")]);
     let error = record["nodes"]["hog"]["error"].as_str().unwrap();
     assert!(error.contains("out of memory"), "{error}");
-    assert!(error.contains("Exceeded job memory limit"), "{error}");
+    assert!(error.contains("exceeded memory limit"), "{error}");
     assert!(
         sandbox
             .peirce(&["status", "wf.toml", "--json"])
@@ -208,6 +208,8 @@ command = {command}
         ));
         let child = sandbox.spawn(&["run", "wf.toml", "--json", "--executor", "slurm"]);
         let job = wait_running(&sandbox, "slow");
+        // The command itself has started (not just the job).
+        wait_for_line(&sandbox.path("count-slow"), Duration::from_secs(60));
         let status = std::process::Command::new("scancel")
             .arg(&job.id)
             .status()
@@ -255,6 +257,7 @@ command = {command}
     ));
     let child = sandbox.spawn(&["run", "wf.toml", "--json", "--executor", "slurm"]);
     let job = wait_running(&sandbox, "slow");
+    wait_for_line(&sandbox.path("count-slow"), Duration::from_secs(60));
     let pid = child.id() as i32;
     // SAFETY: signalling the child this test started.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);

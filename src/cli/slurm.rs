@@ -478,13 +478,19 @@ fn outcome(id: &str, state: &JobState, job_log: &Path) -> Result<(), NodeError> 
             state.state
         )
     };
+    // Without cgroups, Slurm's jobacct_gather kills a job over its --mem ("exceeded memory
+    // limit"); with them, the kernel's OOM killer does ("oom-kill").
     let out_of_memory = log.as_deref().is_some_and(|text| {
-        text.contains("Exceeded job memory limit") || text.contains("oom-kill")
+        let text = text.to_lowercase();
+        text.contains("exceeded memory limit")
+            || text.contains("exceeded job memory limit")
+            || text.contains("oom-kill")
     });
     match state.state.as_str() {
         "COMPLETED" => Ok(()),
-        "OUT_OF_MEMORY" => Err(NodeError::Failed(describe("ran out of memory (its --mem)"))),
-        _ if out_of_memory => Err(NodeError::Failed(describe("ran out of memory (its --mem)"))),
+        _ if out_of_memory || state.state == "OUT_OF_MEMORY" => {
+            Err(NodeError::Failed(describe("ran out of memory (its --mem)")))
+        }
         "TIMEOUT" | "DEADLINE" => Err(NodeError::Failed(describe("hit its time limit"))),
         "NODE_FAIL" | "PREEMPTED" | "BOOT_FAIL" => {
             Err(NodeError::Transient(describe("was lost to the cluster")))
