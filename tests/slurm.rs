@@ -274,3 +274,49 @@ command = {command}
     let plan = sandbox.plan(&[]);
     assert_eq!(planned(&plan, "slow")["state"], "runs", "{plan:#}");
 }
+
+#[test]
+fn a_local_runner_and_a_slurm_runner_on_one_store_run_each_node_once() {
+    if slurm("a_local_runner_and_a_slurm_runner_on_one_store_run_each_node_once").is_none() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let node = |name: &str, input: &str| {
+        format!(
+            "[{name}]\nkind = \"exec\"\n{input}command = {}\n\n",
+            toml_string(&format!(
+                "{}; sleep 1; echo {name} > out/{name}",
+                sandbox.counter(name)
+            ))
+        )
+    };
+    sandbox.workflow(&format!(
+        "{}{}{}{}",
+        node("a", ""),
+        node("b", ""),
+        node("c", "inputs = [\"a\", \"b\"]\n"),
+        node("d", "inputs = [\"c\"]\n"),
+    ));
+    let cluster = sandbox.spawn(&["run", "wf.toml", "--json", "--executor", "slurm"]);
+    let local = sandbox.spawn(&["run", "wf.toml", "--json"]);
+    let cluster = finish(cluster).success().json();
+    let local = finish(local).success().json();
+    assert_eq!(sandbox.counts(&["a", "b", "c", "d"]), [1, 1, 1, 1]);
+    assert_eq!(outputs(&cluster), outputs(&local));
+    // Each node ran on one side, and was served from the cache on the other.
+    for name in ["a", "b", "c", "d"] {
+        let sides = [
+            cluster["nodes"][name]["status"].as_str().unwrap(),
+            local["nodes"][name]["status"].as_str().unwrap(),
+        ];
+        assert!(
+            sides.contains(&"ran") && sides.contains(&"cached"),
+            "{name}: {sides:?}"
+        );
+    }
+    let ran_on_slurm = statuses(&cluster)
+        .values()
+        .filter(|status| *status == "ran")
+        .count();
+    assert_eq!(jobs(&sandbox).len(), ran_on_slurm, "{:?}", jobs(&sandbox));
+}
