@@ -320,3 +320,44 @@ fn a_local_runner_and_a_slurm_runner_on_one_store_run_each_node_once() {
         .count();
     assert_eq!(jobs(&sandbox).len(), ran_on_slurm, "{:?}", jobs(&sandbox));
 }
+
+/// Needs no cluster: `sinfo` is a stand-in naming two other machines.
+#[test]
+fn a_store_the_compute_nodes_cannot_see_is_refused() {
+    let sandbox = Sandbox::new();
+    let bin = sandbox.path("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let sinfo = bin.join("sinfo");
+    std::fs::write(&sinfo, "#!/bin/sh\necho gpu-node-1\necho gpu-node-2\n").unwrap();
+    std::fs::set_permissions(&sinfo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    sandbox.workflow(&format!(
+        "[a]\nkind = \"exec\"\ncommand = {}\n",
+        toml_string(&format!("{}; echo a > out/a", sandbox.counter("a")))
+    ));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let outcome = finish(
+        sandbox
+            .command(&["run", "wf.toml", "--executor", "slurm"])
+            .env("PATH", path)
+            .spawn()
+            .unwrap(),
+    )
+    .expect_code(2);
+    let store = sandbox.store().canonicalize().unwrap();
+    assert!(
+        outcome.stderr.contains(&format!(
+            "the store folder `{}` is on a local filesystem",
+            store.display()
+        )),
+        "{outcome}"
+    );
+    assert!(
+        outcome.stderr.contains("gpu-node-1, gpu-node-2"),
+        "{outcome}"
+    );
+    assert_eq!(sandbox.count("a"), 0);
+}
