@@ -56,6 +56,8 @@ struct SlurmKind {
     options: Arc<SlurmSettings>,
     /// This binary: compute nodes run it from the same path.
     program: PathBuf,
+    /// Shared by the run's kinds: one `squeue` for all their jobs.
+    poller: Arc<Poller>,
 }
 
 /// The registry whose kinds submit the nodes in `placed` to Slurm (and run the rest here).
@@ -75,6 +77,7 @@ pub fn registry(
         .collect();
     let nodes = Arc::new(nodes);
     let options = Arc::new(options.clone());
+    let poller = Arc::new(Poller::default());
     let mut registry = Registry::new();
     for kind in base.iter() {
         registry.register(SlurmKind {
@@ -82,6 +85,7 @@ pub fn registry(
             nodes: nodes.clone(),
             options: options.clone(),
             program: program.clone(),
+            poller: poller.clone(),
         });
     }
     Ok(registry)
@@ -193,7 +197,9 @@ impl SlurmKind {
             )));
         }
         context.emit(NodeEvent::Message(format!("Slurm job {id} submitted")));
-        let state = self.wait(&context, &id).await?;
+        let state = self.wait(&context, &id).await;
+        self.poller.forget(&id).await;
+        let state = state?;
         let job_log = scratch.join(format!("slurm-{id}.out"));
         if let Ok(text) = std::fs::read(&result_path) {
             let result: JobResult = serde_json::from_slice(&text)
@@ -219,24 +225,22 @@ impl SlurmKind {
         flags
     }
 
-    /// Polls the job until it ends (at most every 2 s, sooner at first); on cancellation
-    /// (Ctrl-C, the node's timeout) cancels it and waits until Slurm says it ended, so that
-    /// nothing writes into the output folder afterwards.
+    /// Polls the job until it ends (through the shared [`Poller`]); on cancellation (Ctrl-C,
+    /// the node's timeout) cancels it and waits until Slurm says it ended, so that nothing
+    /// writes into the output folder afterwards.
     async fn wait(&self, context: &NodeContext, id: &str) -> Result<JobState, NodeError> {
-        let mut delay = Duration::from_millis(200);
         let mut announced_running = false;
         let mut cancelled = false;
         let mut last_answer = std::time::Instant::now();
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(POLL_EVERY) => {}
                 _ = context.cancel.cancelled(), if !cancelled => {
                     cancelled = true;
                     let _ = tokio::process::Command::new("scancel").arg(id).output().await;
                 }
             }
-            delay = (delay * 2).min(Duration::from_secs(2));
-            let Some(state) = job_state(id).await else {
+            let Some(state) = self.poller.state(id).await else {
                 // Slurm's controller may be restarting; a job it cannot tell about for
                 // minutes is given up (and cancelled, in case it still runs).
                 if last_answer.elapsed() > LOST_AFTER {
@@ -395,6 +399,27 @@ impl JobState {
         )
     }
 
+    /// Parses one line of `squeue -o %i|%T|%r|%N`: the job id and its state.
+    fn parse_squeue(line: &str) -> Option<(String, JobState)> {
+        let mut parts = line.trim().split('|');
+        let id = parts.next()?.to_owned();
+        let state = parts.next().filter(|state| !state.is_empty())?.to_owned();
+        let known = |value: Option<&str>| {
+            value
+                .filter(|value| !matches!(*value, "None" | "(null)" | ""))
+                .map(str::to_owned)
+        };
+        Some((
+            id,
+            JobState {
+                state,
+                reason: known(parts.next()),
+                exit_code: None,
+                node_list: known(parts.next()),
+            },
+        ))
+    }
+
     /// Parses one line of `scontrol show job -o`.
     fn parse(line: &str) -> Option<JobState> {
         let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
@@ -416,6 +441,72 @@ impl JobState {
             node_list: known("NodeList"),
         })
     }
+}
+
+/// How often a run asks Slurm about its jobs.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+
+/// One `squeue` call for all the jobs a run waits on, at most every [`POLL_EVERY`], however
+/// many jobs there are. A job squeue does not list yet (just submitted) or any more, and a
+/// job that ended, is asked about on its own (`scontrol`, then `sacct`), for the details.
+#[derive(Default)]
+struct Poller {
+    polled: tokio::sync::Mutex<Polled>,
+}
+
+#[derive(Default)]
+struct Polled {
+    at: Option<std::time::Instant>,
+    watched: std::collections::BTreeSet<String>,
+    states: BTreeMap<String, JobState>,
+}
+
+impl Poller {
+    /// The job's latest state; `None` when Slurm did not answer this time.
+    async fn state(&self, id: &str) -> Option<JobState> {
+        let mut polled = self.polled.lock().await;
+        polled.watched.insert(id.to_owned());
+        if polled.at.is_none_or(|at| at.elapsed() >= POLL_EVERY) {
+            let ids: Vec<&str> = polled.watched.iter().map(String::as_str).collect();
+            let states = squeue(&ids).await.unwrap_or_default();
+            polled.states = states;
+            polled.at = Some(std::time::Instant::now());
+        }
+        let listed = polled.states.get(id).cloned();
+        drop(polled);
+        match listed {
+            Some(state) if !state.is_final() => Some(state),
+            _ => job_state(id).await,
+        }
+    }
+
+    /// Stops asking about the job.
+    async fn forget(&self, id: &str) {
+        let mut polled = self.polled.lock().await;
+        polled.watched.remove(id);
+        polled.states.remove(id);
+    }
+}
+
+/// The states of `ids` from one `squeue` call; `None` when it failed.
+async fn squeue(ids: &[&str]) -> Option<BTreeMap<String, JobState>> {
+    let output = tokio::process::Command::new("squeue")
+        .args([
+            "-h",
+            "--states=all",
+            "-o",
+            "%i|%T|%r|%N",
+            "-j",
+            &ids.join(","),
+        ])
+        .output()
+        .await
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    Some(text.lines().filter_map(JobState::parse_squeue).collect())
 }
 
 /// The job's state from `scontrol`, else (once Slurm forgot the job) from `sacct`; `None`
@@ -625,6 +716,12 @@ mod tests {
         assert!(!running.is_final());
         assert_eq!(running.reason, None);
         assert!(JobState::parse("garbage").is_none());
+        let (id, state) = JobState::parse_squeue("12|RUNNING|None|vm\n").unwrap();
+        assert_eq!(id, "12");
+        assert_eq!(state.state, "RUNNING");
+        assert_eq!(state.reason, None);
+        assert_eq!(state.node_list.as_deref(), Some("vm"));
+        assert!(JobState::parse_squeue("12|").is_none());
     }
 
     #[test]
