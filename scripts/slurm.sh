@@ -1,7 +1,8 @@
 # Starts and stops a one-node Slurm cluster on loopback for the Slurm tests (sourced, not run;
 # after scripts/tools.sh). Installs Debian's `slurm-wlm` with apt-get when `sbatch` is
 # missing (needs root). Everything the cluster writes (config, state, spool, logs) lives in
-# one temporary folder; no systemd, no munge (auth/none: only for a test cluster).
+# one temporary folder, removed when the cluster stops; no systemd, no munge (auth/none:
+# only for a test cluster).
 # peirce_start_slurm exports what the Slurm tests read:
 #   PEIRCE_TEST_SLURM  1 once the node is idle (tests/slurm.rs runs against it)
 #   SLURM_CONF         the cluster's slurm.conf, for sbatch/squeue/scontrol/scancel
@@ -100,4 +101,9 @@ peirce_stop_slurm() {
         fi
     done
     PEIRCE_SLURMD_PID= PEIRCE_SLURMCTLD_PID=
+    # The logs were shown already if the start failed.
+    if [ -n "${PEIRCE_SLURM_DIR:-}" ]; then
+        rm -rf "$PEIRCE_SLURM_DIR"
+        PEIRCE_SLURM_DIR=
+    fi
 }
