@@ -6,7 +6,7 @@
 #   AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION: dummy values the server accepts
 peirce_start_moto() {
     local port log
-    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    port="$(peirce_free_port)"
     log="$(mktemp -t peirce-moto.XXXXXX)"
     "$PEIRCE_TOOLS_VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log" 2>&1 &
     PEIRCE_MOTO_PID=$!

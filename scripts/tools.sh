@@ -15,3 +15,8 @@ peirce_install_tools() {
             'moto[server]>=5,<6' 'awscli>=1.33,<2' >&2
     fi
 }
+
+# A free TCP port on loopback (for the test servers of scripts/moto.sh and scripts/slurm.sh).
+peirce_free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}

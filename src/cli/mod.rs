@@ -10,6 +10,7 @@ mod merge;
 mod report;
 mod run;
 mod share;
+mod slurm;
 mod tasks;
 
 use std::path::{Path, PathBuf};
@@ -109,6 +110,15 @@ enum Command {
     Tasks(tasks::TasksArgs),
     /// Print a shell completion script: `peirce completions bash > /etc/bash_completion.d/peirce`
     Completions(CompletionsArgs),
+    /// Inside a Slurm job: run one node's kind from its job file (docs/architecture.md §21)
+    #[command(name = "__run-node", hide = true)]
+    RunNode(RunNodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunNodeArgs {
+    /// The job file the runner wrote into the node's scratch folder
+    job: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -278,6 +288,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Run(args) => run::run(&globals, args).await,
+        Command::RunNode(args) => slurm::run_node(&args.job).await,
         Command::Plan(args) => run::plan(&globals, args).await,
         Command::Status(args) => run::status(&globals, args).await,
         Command::Show(args) => inspect::show(&globals, args).await,

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::Args;
 use peirce_dag::engine::{Engine, EngineOptions, PlanState, PlannedNode};
 use peirce_dag::runs::{NodeRun, NodeStatus, RunRecord, RunStatus, WorkflowRef};
+use peirce_dag::spec::Executor;
 use tokio_util::sync::CancellationToken;
 
 use super::display::Display;
@@ -45,6 +46,11 @@ pub struct RunArgs {
     /// Print nothing but errors while running
     #[arg(short, long)]
     quiet: bool,
+    /// Where nodes run: `local`, or `slurm` (each node one batch job; needs the store
+    /// folder on a filesystem the compute nodes share). Default: the workflow's `[workflow]
+    /// executor`, else local; a node's own `executor` wins
+    #[arg(long, value_name = "EXECUTOR", value_parser = Executor::parse)]
+    executor: Option<Executor>,
     /// With `--set`: make this run the workflow's latest (what `cat`, `show`, `status` and
     /// `gc` go by), instead of an experiment beside it
     #[arg(long)]
@@ -128,7 +134,24 @@ pub(super) fn engine(
         .join("scratch");
     let mut options = EngineOptions::new(scratch);
     options.force = forced(workflow, force);
+    // Nodes the workflow places on Slurm are not sized against this machine.
+    options.placed_elsewhere = placed_on_slurm(workflow, None);
     Ok(Engine::new(store, peirce_nodes::registry(), options))
+}
+
+/// The nodes that run as Slurm jobs: a node's own `executor`, else `executor` (the
+/// command line's, else the workflow's), else local.
+fn placed_on_slurm(
+    workflow: &peirce_dag::spec::Workflow,
+    executor: Option<Executor>,
+) -> BTreeSet<String> {
+    let default_executor = executor.or(workflow.executor).unwrap_or(Executor::Local);
+    workflow
+        .nodes
+        .iter()
+        .filter(|node| node.executor.unwrap_or(default_executor) == Executor::Slurm)
+        .map(|node| node.name.clone())
+        .collect()
 }
 
 /// The nodes `--force` names: each node, or every instance of a sweep named by its
@@ -192,7 +215,24 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(memory) = args.memory {
         options.memory = memory;
     }
-    let engine = Engine::new(store, peirce_nodes::registry(), options);
+    // Nodes placed on Slurm run through kinds that submit them (docs/architecture.md §21).
+    let placed = placed_on_slurm(&workflow, args.executor);
+    let registry = if placed.is_empty() {
+        peirce_nodes::registry()
+    } else {
+        if let Err(message) = super::slurm::check_store(&root).await {
+            eprintln!("error: {message}");
+            return Ok(ExitCode::from(EXIT_INVALID));
+        }
+        super::slurm::registry(
+            &peirce_nodes::registry(),
+            &workflow,
+            &placed,
+            &workflow.slurm,
+        )?
+    };
+    options.placed_elsewhere = placed;
+    let engine = Engine::new(store, registry, options);
 
     let cancel = CancellationToken::new();
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();

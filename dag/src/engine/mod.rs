@@ -65,6 +65,10 @@ pub struct EngineOptions {
     /// A run with `--set` overrides becomes the workflow's latest too (`--as-latest`);
     /// otherwise it is an experiment and the latest stays the workflow as written.
     pub as_latest: bool,
+    /// Nodes whose kind runs elsewhere (a cluster job: the Slurm executor wraps their kinds,
+    /// docs/architecture.md §21): they take no slots from this machine's pool and are not
+    /// checked against its size; their kinds get the CPUs and GPU count they ask for.
+    pub placed_elsewhere: BTreeSet<String>,
 }
 
 impl EngineOptions {
@@ -82,6 +86,7 @@ impl EngineOptions {
             scratch_root,
             keep_failed_scratch: true,
             as_latest: false,
+            placed_elsewhere: BTreeSet::new(),
         }
     }
 }
@@ -384,6 +389,10 @@ impl Engine {
                 ))
             };
             kind.validate(node).map_err(at)?;
+            // A node placed on another machine (Slurm) is not sized against this one.
+            if self.options.placed_elsewhere.contains(&node.name) {
+                continue;
+            }
             self.pool.check(&node.resources).map_err(at)?;
         }
         Ok(())

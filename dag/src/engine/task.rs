@@ -175,9 +175,13 @@ fn ensure<'a>(
         }
 
         let waiting = Instant::now();
-        let grant = tokio::select! {
-            grant = engine.pool.acquire(&node.resources) => grant,
-            _ = shared.cancel.cancelled() => return Err(NodeError::Cancelled),
+        let grant = if engine.options.placed_elsewhere.contains(&node.name) {
+            None
+        } else {
+            tokio::select! {
+                grant = engine.pool.acquire(&node.resources) => Some(grant),
+                _ = shared.cancel.cancelled() => return Err(NodeError::Cancelled),
+            }
         };
         run.queued_s += waiting.elapsed().as_secs_f64();
         let Some(lease) = take_lease(shared, node, key, forced).await? else {
@@ -399,7 +403,7 @@ async fn execute(
     key_input: &KeyInput<'_>,
     key: ActionKey,
     reasons: Vec<Reason>,
-    grant: crate::resources::Grant,
+    grant: Option<crate::resources::Grant>,
     run: &mut NodeRun,
 ) -> Result<TreeDigest, Failure> {
     let engine = &shared.engine;
@@ -738,7 +742,7 @@ async fn attempt_once(
     output_dir: &std::path::Path,
     scratch: &std::path::Path,
     log_path: &std::path::Path,
-    grant: &crate::resources::Grant,
+    grant: &Option<crate::resources::Grant>,
 ) -> Result<(), NodeError> {
     let cancel = shared.cancel.child_token();
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
@@ -754,6 +758,19 @@ async fn attempt_once(
             }
         })
     };
+    // A node placed elsewhere gets what it asks for; its executor maps the GPU count onto
+    // the devices it is given there.
+    let (cpus, gpus) = match grant {
+        Some(grant) => (grant.cpus(), grant.gpus()),
+        None => (
+            node.resources.cpus,
+            (0..node
+                .resources
+                .gpu_millis
+                .div_ceil(crate::resources::WHOLE_GPU))
+                .collect(),
+        ),
+    };
     let context = NodeContext {
         node: node.name.clone(),
         workflow: shared.workflow.name.clone(),
@@ -762,8 +779,8 @@ async fn attempt_once(
         output_dir: output_dir.to_path_buf(),
         scratch_dir: scratch.to_path_buf(),
         log_path: log_path.to_path_buf(),
-        cpus: grant.cpus(),
-        gpus: grant.gpus(),
+        cpus,
+        gpus,
         cancel: cancel.clone(),
         events: sender,
     };

@@ -1,5 +1,5 @@
 //! Conversion of TOML items into [`Value`]s, and the parsing of the generic node
-//! fields (`resources`, `retries`, `salt`, `timeout`) that every kind shares.
+//! fields (`executor`, `resources`, `retries`, `salt`, `timeout`) that every kind shares.
 //!
 //! Each parser returns the problem as text; the loader adds the location.
 
@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use crate::value::Value;
 
-use super::model::Resources;
+use super::model::{Executor, Resources};
 
 /// Node keys that are not kind parameters and may appear in `[defaults]`.
-pub(crate) const GENERIC_KEYS: [&str; 4] = ["resources", "retries", "salt", "timeout"];
+pub(crate) const GENERIC_KEYS: [&str; 5] = ["executor", "resources", "retries", "salt", "timeout"];
 
 /// Keys of a `resources` table.
 pub(crate) const RESOURCE_KEYS: [&str; 3] = ["cpus", "gpus", "memory"];
@@ -64,6 +64,12 @@ pub(crate) fn parse_retries(value: &Value) -> Result<u32, String> {
             .map_err(|_| format!("must be an integer between 0 and {}, found {i}", u32::MAX)),
         _ => Err(wrong_type("integer", value)),
     }
+}
+
+/// `executor`: `"local"` or `"slurm"` (docs/architecture.md §21).
+pub(crate) fn parse_executor(value: &Value) -> Result<Executor, String> {
+    let text = value.as_str().ok_or_else(|| wrong_type("string", value))?;
+    Executor::parse(text)
 }
 
 /// `salt`: any string.

@@ -13,7 +13,7 @@ use super::error::{backticked, did_you_mean, Origin, Reporter, SpecError, SpecEr
 use super::fields::{item_to_value, GENERIC_KEYS, RESOURCE_KEYS};
 use super::graph::topological_order;
 use super::matrix::MATRIX_KEY;
-use super::model::{KindCatalog, NodeNames, NodeSpec, Workflow};
+use super::model::{Executor, KindCatalog, NodeNames, NodeSpec, SlurmSettings, Workflow};
 use super::overrides::Override;
 
 /// One value and where it was written.
@@ -151,12 +151,17 @@ impl Loader<'_> {
             .map(|stem| stem.to_string_lossy().into_owned())
             .unwrap_or_default();
         let mut remote = None;
+        let mut executor = None;
+        let mut slurm = SlurmSettings::default();
         let mut raw_nodes = Vec::new();
         let mut defaults_item = None;
         for (key, item) in root.iter() {
             let origin = self.key_origin(root, key);
             match key {
-                "workflow" => self.read_workflow_table(item, &origin, &mut name, &mut remote),
+                "workflow" => {
+                    self.read_workflow_table(item, &origin, &mut name, &mut remote, &mut executor)
+                }
+                "executor" => self.read_executor_table(item, &origin, &mut slurm),
                 "defaults" => defaults_item = Some((item, origin)),
                 _ => raw_nodes.extend(self.read_node(key, item, origin)),
             }
@@ -332,6 +337,8 @@ impl Loader<'_> {
             path: self.path.to_path_buf(),
             name,
             remote,
+            executor,
+            slurm,
             nodes,
             omitted: Default::default(),
             digest: String::new(),
@@ -355,6 +362,7 @@ impl Loader<'_> {
         origin: &Origin,
         name: &mut String,
         remote: &mut Option<String>,
+        executor: &mut Option<Executor>,
     ) {
         let Some(table) = item.as_table_like() else {
             self.reporter.error(
@@ -372,7 +380,15 @@ impl Loader<'_> {
             match (key, item.as_str()) {
                 ("name", Some(text)) => *name = text.to_owned(),
                 ("remote", Some(text)) => *remote = Some(text.to_owned()),
-                ("name" | "remote", None) => self.reporter.error(
+                ("executor", Some(text)) => match Executor::parse(text) {
+                    Ok(parsed) => *executor = Some(parsed),
+                    Err(problem) => self.reporter.error(
+                        &origin,
+                        format!("Invalid `executor` in `[workflow]`: {problem}"),
+                        None,
+                    ),
+                },
+                ("name" | "remote" | "executor", None) => self.reporter.error(
                     &origin,
                     format!(
                         "Wrong type for `{key}`: expected string, found {}",
@@ -383,9 +399,91 @@ impl Loader<'_> {
                 _ => self.reporter.error(
                     &origin,
                     format!("Unknown key `{key}` in `[workflow]`"),
-                    did_you_mean(key, ["name", "remote"])
-                        .or_else(|| Some("`[workflow]` accepts `name` and `remote`".to_owned())),
+                    did_you_mean(key, ["name", "remote", "executor"]).or_else(|| {
+                        Some("`[workflow]` accepts `name`, `remote` and `executor`".to_owned())
+                    }),
                 ),
+            }
+        }
+    }
+
+    /// `[executor.slurm]`: partition, account, qos (strings) and flags (a list of strings).
+    fn read_executor_table(&mut self, item: &Item, origin: &Origin, slurm: &mut SlurmSettings) {
+        let Some(table) = item.as_table_like() else {
+            self.reporter.error(
+                origin,
+                format!(
+                    "Wrong type for `executor`: expected table, found {}",
+                    item_type(item)
+                ),
+                None,
+            );
+            return;
+        };
+        for (name, item) in table.iter() {
+            let origin = self.key_origin(table, name);
+            let Some(settings) = item.as_table_like().filter(|_| name == "slurm") else {
+                self.reporter.error(
+                    &origin,
+                    format!("Unknown table `executor.{name}`"),
+                    Some("the only executor with settings is `[executor.slurm]`".to_owned()),
+                );
+                continue;
+            };
+            for (key, item) in settings.iter() {
+                let origin = self.key_origin(settings, key);
+                let field = match key {
+                    "partition" => &mut slurm.partition,
+                    "account" => &mut slurm.account,
+                    "qos" => &mut slurm.qos,
+                    "flags" => {
+                        let flags: Option<Vec<String>> = item.as_array().and_then(|array| {
+                            array
+                                .iter()
+                                .map(|v| v.as_str().map(str::to_owned))
+                                .collect()
+                        });
+                        match flags {
+                            Some(flags) => slurm.flags = flags,
+                            None => self.reporter.error(
+                                &origin,
+                                format!(
+                                    "Wrong type for `flags`: expected a list of strings, found {}",
+                                    item_type(item)
+                                ),
+                                None,
+                            ),
+                        }
+                        continue;
+                    }
+                    _ => {
+                        self.reporter.error(
+                            &origin,
+                            format!("Unknown key `{key}` in `[executor.slurm]`"),
+                            did_you_mean(key, ["partition", "account", "qos", "flags"]).or_else(
+                                || {
+                                    Some(
+                                        "`[executor.slurm]` accepts `partition`, `account`, \
+                                         `qos` and `flags`"
+                                            .to_owned(),
+                                    )
+                                },
+                            ),
+                        );
+                        continue;
+                    }
+                };
+                match item.as_str() {
+                    Some(text) => *field = Some(text.to_owned()),
+                    None => self.reporter.error(
+                        &origin,
+                        format!(
+                            "Wrong type for `{key}`: expected string, found {}",
+                            item_type(item)
+                        ),
+                        None,
+                    ),
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Workflow files: parsing, validation and resolution into a [`Workflow`].
 //!
 //! A workflow is a TOML file where every top-level table is a node, except the
-//! reserved `[workflow]` (name, remote) and `[defaults]` tables (docs/architecture.md §9).
+//! reserved `[workflow]` (name, remote, executor), `[executor.slurm]` and `[defaults]` tables (docs/architecture.md §9).
 //! Loading checks everything that can be checked before anything runs: syntax,
 //! kinds, parameter names and types, inputs, resources and cycles, and reports
 //! every problem with its file, line and column and, where it can guess, a hint.
@@ -27,7 +27,7 @@ mod tests;
 pub use error::{SpecError, SpecErrors};
 pub use load::{load_workflow, parse_workflow};
 pub use matrix::{base_name, instance_name, Binding};
-pub use model::{InputRef, KindCatalog, NodeSpec, Resources, Workflow};
+pub use model::{Executor, InputRef, KindCatalog, NodeSpec, Resources, SlurmSettings, Workflow};
 pub use overrides::Override;
 
 /// A memory size as workflow files write it (`16G`, `512M`, bytes), for flags such as

@@ -20,6 +20,11 @@ pub struct Workflow {
     pub path: PathBuf,
     pub name: String,
     pub remote: Option<String>,
+    /// Where nodes run unless they say otherwise: `[workflow] executor` (`None`: the
+    /// command line's choice, local by default).
+    pub executor: Option<Executor>,
+    /// The `[executor.slurm]` table.
+    pub slurm: SlurmSettings,
     /// In topological order (inputs before their consumers), ties broken by file order.
     pub nodes: Vec<NodeSpec>,
     /// Nodes of the file that [`Workflow::select`] left out: not planned or run, but
@@ -96,6 +101,8 @@ impl Workflow {
             path: self.path,
             name: self.name,
             remote: self.remote,
+            executor: self.executor,
+            slurm: self.slurm,
             nodes,
             omitted,
             digest: self.digest,
@@ -118,6 +125,9 @@ pub struct NodeSpec {
     pub retries: u32,
     pub salt: String,
     pub timeout: Option<Duration>,
+    /// Where this node runs, when it says (`executor = "local"` keeps a light node on the
+    /// runner's machine under `--executor slurm`).
+    pub executor: Option<Executor>,
     /// For an instance of a sweep, its labels and values in name order (`seed`, `1` for
     /// `train[seed=1]`); empty otherwise (docs/architecture.md §18).
     pub bindings: Vec<super::matrix::Binding>,
@@ -131,6 +141,41 @@ pub enum InputRef {
     Node(String),
     /// An external file or folder: absolute and canonicalized.
     Path(PathBuf),
+}
+
+/// Where a node's kind executes (docs/architecture.md §21).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Executor {
+    /// On the machine of the runner.
+    Local,
+    /// As one Slurm batch job.
+    Slurm,
+}
+
+impl Executor {
+    /// Parses `"local"` or `"slurm"`.
+    pub fn parse(text: &str) -> Result<Executor, String> {
+        match text {
+            "local" => Ok(Executor::Local),
+            "slurm" => Ok(Executor::Slurm),
+            other => Err(format!(
+                "unknown executor `{other}`: expected `local` or `slurm`"
+            )),
+        }
+    }
+}
+
+/// How Slurm jobs are submitted: the workflow's `[executor.slurm]` table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlurmSettings {
+    /// `sbatch --partition`.
+    pub partition: Option<String>,
+    /// `sbatch --account`.
+    pub account: Option<String>,
+    /// `sbatch --qos`.
+    pub qos: Option<String>,
+    /// Further `sbatch` flags, passed as they are.
+    pub flags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,9 @@ use crate::params::{check_type, scalars_as_strings};
 use crate::value::Value;
 
 use super::error::{backticked, did_you_mean, Origin};
-use super::fields::{apply_resource, parse_retries, parse_salt, parse_timeout, GENERIC_KEYS};
+use super::fields::{
+    apply_resource, parse_executor, parse_retries, parse_salt, parse_timeout, GENERIC_KEYS,
+};
 use super::load::{Defaults, Entry, Layer, Loader, RawNode};
 use super::model::{NodeNames, NodeSpec, Resources};
 use super::overrides::{set_path, Override};
@@ -171,6 +173,7 @@ impl Loader<'_> {
             retries: 0,
             salt: String::new(),
             timeout: None,
+            executor: None,
             bindings: Vec::new(),
             line: match node.header {
                 Origin::File { line, .. } => line,
@@ -184,6 +187,7 @@ impl Loader<'_> {
                 "retries" => parse_retries(&value).map(|retries| spec.retries = retries),
                 "salt" => parse_salt(&value).map(|salt| spec.salt = salt),
                 "timeout" => parse_timeout(&value).map(|timeout| spec.timeout = Some(timeout)),
+                "executor" => parse_executor(&value).map(|executor| spec.executor = Some(executor)),
                 _ => match key.strip_prefix("resources.") {
                     Some(resource) => apply_resource(&mut spec.resources, resource, &value),
                     None => match specs.iter().find(|param| param.name == key) {

@@ -840,3 +840,61 @@ fn bad_matrices_are_errors_naming_the_file_and_key() {
         "{error}"
     );
 }
+
+#[test]
+fn executors_and_slurm_settings() {
+    let workflow = parse(
+        "[workflow]\nexecutor = \"slurm\"\n\n[executor.slurm]\npartition = \"gpu\"\n\
+         account = \"lab\"\nqos = \"high\"\nflags = [\"--constraint=h100\"]\n\n\
+         [defaults]\nexecutor = \"slurm\"\n\n[a]\nkind = \"train\"\n\n\
+         [b]\nkind = \"train\"\nexecutor = \"local\"\n",
+    )
+    .unwrap();
+    assert_eq!(workflow.executor, Some(Executor::Slurm));
+    assert_eq!(
+        workflow.slurm,
+        SlurmSettings {
+            partition: Some("gpu".into()),
+            account: Some("lab".into()),
+            qos: Some("high".into()),
+            flags: vec!["--constraint=h100".into()],
+        }
+    );
+    assert_eq!(workflow.node("a").unwrap().executor, Some(Executor::Slurm));
+    assert_eq!(workflow.node("b").unwrap().executor, Some(Executor::Local));
+    // An executor changes where a node runs, never its key.
+    let plain = parse("[a]\nkind = \"train\"\n").unwrap();
+    assert_eq!(plain.node("a").unwrap().executor, None);
+    assert_eq!(
+        plain.node("a").unwrap().params,
+        workflow.node("a").unwrap().params
+    );
+
+    let error = single_error(parse("[a]\nkind = \"train\"\nexecutor = \"pbs\"\n"));
+    assert!(error.message.contains("unknown executor `pbs`"), "{error}");
+    assert_eq!(error.line, 3);
+    let error = single_error(parse(
+        "[workflow]\nexecutor = \"k8s\"\n[a]\nkind = \"train\"\n",
+    ));
+    assert!(error.message.contains("unknown executor `k8s`"), "{error}");
+    assert_eq!(error.line, 2);
+    let error = single_error(parse(
+        "[executor.slurm]\npartiton = \"x\"\n[a]\nkind = \"train\"\n",
+    ));
+    assert_eq!(
+        error.message,
+        "Unknown key `partiton` in `[executor.slurm]`"
+    );
+    assert_eq!(error.hint.as_deref(), Some("did you mean `partition`?"));
+    let error = single_error(parse(
+        "[executor.slurm]\nflags = \"-N 2\"\n[a]\nkind = \"train\"\n",
+    ));
+    assert!(
+        error.message.contains("expected a list of strings"),
+        "{error}"
+    );
+    let error = single_error(parse(
+        "[executor.pbs]\nqueue = \"x\"\n[a]\nkind = \"train\"\n",
+    ));
+    assert_eq!(error.message, "Unknown table `executor.pbs`");
+}

@@ -1,0 +1,363 @@
+//! The Slurm executor (docs/architecture.md §21) against a real Slurm: the one-node cluster
+//! on loopback that scripts/slurm.sh starts (`PEIRCE_TEST_SLURM`, `SLURM_CONF`). Each test
+//! finds its own jobs among the cluster's by their working folder, inside its sandbox.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Whether the cluster is there; `None` skips (panics under PEIRCE_REQUIRE_EXTERNAL=1).
+fn slurm(test: &str) -> Option<String> {
+    peirce_testing::external(
+        "PEIRCE_TEST_SLURM",
+        test,
+        "scripts/test starts a one-node cluster: `source scripts/tools.sh; source scripts/slurm.sh; \
+         peirce_start_slurm`",
+    )
+}
+
+/// One job of the cluster: id, name, state.
+#[derive(Debug, Clone)]
+struct Job {
+    id: String,
+    name: String,
+    state: String,
+}
+
+/// The cluster's jobs (recent finished ones too) that ran in `sandbox`.
+fn jobs(sandbox: &Sandbox) -> Vec<Job> {
+    let output = std::process::Command::new("scontrol")
+        .args(["show", "job", "-o"])
+        .output()
+        .expect("running scontrol");
+    let root = sandbox.root().to_string_lossy().into_owned();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut found: Vec<Job> = text
+        .lines()
+        .filter(|line| line.contains(&format!("WorkDir={root}/")))
+        .map(|line| {
+            let field = |key: &str| {
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix(&format!("{key}=")))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            Job {
+                id: field("JobId"),
+                name: field("JobName"),
+                state: field("JobState"),
+            }
+        })
+        .collect();
+    found.sort_by_key(|job| job.id.parse::<u64>().unwrap_or(0));
+    found
+}
+
+/// Waits until a job named `peirce-NODE` of `sandbox` runs.
+fn wait_running(sandbox: &Sandbox, node: &str) -> Job {
+    let started = Instant::now();
+    loop {
+        let name = format!("peirce-{node}");
+        if let Some(job) = jobs(sandbox)
+            .into_iter()
+            .find(|job| job.name == name && job.state == "RUNNING")
+        {
+            return job;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no running job for `{node}`: {:?}",
+            jobs(sandbox)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A sandbox holding workflows/example.toml and its data.
+fn example() -> Sandbox {
+    let sandbox = Sandbox::new();
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir(sandbox.path("data")).unwrap();
+    std::fs::copy(
+        repo.join("workflows/data/corpus.txt"),
+        sandbox.path("data/corpus.txt"),
+    )
+    .unwrap();
+    std::fs::copy(repo.join("workflows/example.toml"), sandbox.workflow_path()).unwrap();
+    sandbox
+}
+
+#[test]
+fn example_through_slurm_matches_a_local_run_and_reruns_submit_nothing() {
+    if slurm("example_through_slurm_matches_a_local_run_and_reruns_submit_nothing").is_none() {
+        return;
+    }
+    let local = example();
+    let local_record = local.run_ok(&[]);
+    let cluster = example();
+    let record = cluster.run_ok(&["--executor", "slurm"]);
+    expect_statuses(
+        &record,
+        &[
+            ("words", "ran"),
+            ("counts", "ran"),
+            ("top", "ran"),
+            ("report", "ran"),
+        ],
+    );
+    assert_eq!(outputs(&record), outputs(&local_record));
+    // Every node was one job, and each completed.
+    let submitted = jobs(&cluster);
+    let mut names: Vec<&str> = submitted.iter().map(|job| job.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "peirce-counts",
+            "peirce-report",
+            "peirce-top",
+            "peirce-words"
+        ],
+        "{submitted:?}"
+    );
+    assert!(
+        submitted.iter().all(|job| job.state == "COMPLETED"),
+        "{submitted:?}"
+    );
+    assert_eq!(
+        cluster.cat("report", "report.txt"),
+        local.cat("report", "report.txt")
+    );
+    // Again: all cached, nothing submitted.
+    let again = cluster.run_ok(&["--executor", "slurm"]);
+    assert!(
+        statuses(&again).values().all(|status| status == "cached"),
+        "{again:#}"
+    );
+    assert_eq!(jobs(&cluster).len(), 4, "{:?}", jobs(&cluster));
+    // The workflow's own `executor`, with a node kept local: three jobs.
+    let mixed = example();
+    let text = std::fs::read_to_string(mixed.workflow_path())
+        .unwrap()
+        .replace(
+            "name = \"example\"",
+            "name = \"example\"\nexecutor = \"slurm\"\n\n[executor.slurm]\npartition = \"debug\"",
+        )
+        .replace(
+            "[report]\nkind = \"exec\"",
+            "[report]\nkind = \"exec\"\nexecutor = \"local\"",
+        );
+    mixed.workflow(&text);
+    let record = mixed.run_ok(&[]);
+    assert_eq!(outputs(&record), outputs(&local_record));
+    let mut names: Vec<String> = jobs(&mixed).into_iter().map(|job| job.name).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["peirce-counts", "peirce-top", "peirce-words"]);
+}
+
+#[test]
+fn a_node_over_its_memory_is_reported_out_of_memory() {
+    if slurm("a_node_over_its_memory_is_reported_out_of_memory").is_none() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.workflow(
+        r#"[hog]
+kind = "exec"
+resources = { memory = "64M" }
+command = "python3 -c 'import time; x = b\"x\" * (400 << 20); time.sleep(10)' && echo done > out/x"
+"#,
+    );
+    let (outcome, record) = sandbox.run(&["--executor", "slurm"]);
+    assert_eq!(outcome.code, 1, "{outcome}");
+    expect_statuses(&record, &[("hog", "failed")]);
+    let error = record["nodes"]["hog"]["error"].as_str().unwrap();
+    assert!(error.contains("out of memory"), "{error}");
+    assert!(error.contains("exceeded memory limit"), "{error}");
+    assert!(
+        sandbox
+            .peirce(&["status", "wf.toml", "--json"])
+            .success()
+            .stdout
+            .contains("hog"),
+        "status lists the node"
+    );
+}
+
+#[test]
+fn a_job_cancelled_outside_the_run_is_retried_or_reported() {
+    if slurm("a_job_cancelled_outside_the_run_is_retried_or_reported").is_none() {
+        return;
+    }
+    for retries in [1, 0] {
+        let sandbox = Sandbox::new();
+        // The first attempt waits to be cancelled; a second one finishes at once.
+        sandbox.workflow(&format!(
+            r#"[slow]
+kind = "exec"
+retries = {retries}
+command = {command}
+"#,
+            command = toml_string(&format!(
+                "{}; if [ $(wc -l < '{}') -eq 1 ]; then sleep 60; fi; echo ok > out/ok",
+                sandbox.counter("slow"),
+                sandbox.path("count-slow").display()
+            ))
+        ));
+        let child = sandbox.spawn(&["run", "wf.toml", "--json", "--executor", "slurm"]);
+        let job = wait_running(&sandbox, "slow");
+        // The command itself has started (not just the job).
+        wait_for_line(&sandbox.path("count-slow"), Duration::from_secs(60));
+        let status = std::process::Command::new("scancel")
+            .arg(&job.id)
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let outcome = finish(child);
+        let record = outcome.json();
+        if retries == 1 {
+            assert_eq!(outcome.code, 0, "{outcome}");
+            expect_statuses(&record, &[("slow", "ran")]);
+            assert_eq!(record["nodes"]["slow"]["attempts"], 2, "{record:#}");
+            assert_eq!(sandbox.count("slow"), 2);
+            assert_eq!(sandbox.cat("slow", "ok"), "ok\n");
+        } else {
+            assert_eq!(outcome.code, 1, "{outcome}");
+            expect_statuses(&record, &[("slow", "failed")]);
+            let error = record["nodes"]["slow"]["error"].as_str().unwrap();
+            assert!(
+                error.contains(&format!(
+                    "Slurm job {} was cancelled outside this run",
+                    job.id
+                )),
+                "{error}"
+            );
+            assert!(error.contains("(transient)"), "{error}");
+        }
+    }
+}
+
+#[test]
+fn interrupting_the_runner_cancels_its_jobs_and_stores_nothing() {
+    if slurm("interrupting_the_runner_cancels_its_jobs_and_stores_nothing").is_none() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    sandbox.workflow(&format!(
+        r#"[slow]
+kind = "exec"
+command = {command}
+"#,
+        command = toml_string(&format!(
+            "{}; echo partial > out/partial; sleep 60",
+            sandbox.counter("slow")
+        ))
+    ));
+    let child = sandbox.spawn(&["run", "wf.toml", "--json", "--executor", "slurm"]);
+    let job = wait_running(&sandbox, "slow");
+    wait_for_line(&sandbox.path("count-slow"), Duration::from_secs(60));
+    let pid = child.id() as i32;
+    // SAFETY: signalling the child this test started.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let outcome = finish(child);
+    assert_eq!(outcome.code, 130, "{outcome}");
+    expect_statuses(&outcome.json(), &[("slow", "cancelled")]);
+    let state = jobs(&sandbox)
+        .into_iter()
+        .find(|found| found.id == job.id)
+        .unwrap()
+        .state;
+    assert_eq!(state, "CANCELLED");
+    // Nothing partial: the node is not cached.
+    let plan = sandbox.plan(&[]);
+    assert_eq!(planned(&plan, "slow")["state"], "runs", "{plan:#}");
+}
+
+#[test]
+fn a_local_runner_and_a_slurm_runner_on_one_store_run_each_node_once() {
+    if slurm("a_local_runner_and_a_slurm_runner_on_one_store_run_each_node_once").is_none() {
+        return;
+    }
+    let sandbox = Sandbox::new();
+    let node = |name: &str, input: &str| {
+        format!(
+            "[{name}]\nkind = \"exec\"\n{input}command = {}\n\n",
+            toml_string(&format!(
+                "{}; sleep 1; echo {name} > out/{name}",
+                sandbox.counter(name)
+            ))
+        )
+    };
+    sandbox.workflow(&format!(
+        "{}{}{}{}",
+        node("a", ""),
+        node("b", ""),
+        node("c", "inputs = [\"a\", \"b\"]\n"),
+        node("d", "inputs = [\"c\"]\n"),
+    ));
+    let cluster = sandbox.spawn(&["run", "wf.toml", "--json", "--executor", "slurm"]);
+    let local = sandbox.spawn(&["run", "wf.toml", "--json"]);
+    let cluster = finish(cluster).success().json();
+    let local = finish(local).success().json();
+    assert_eq!(sandbox.counts(&["a", "b", "c", "d"]), [1, 1, 1, 1]);
+    assert_eq!(outputs(&cluster), outputs(&local));
+    // Each node ran on one side, and was served from the cache on the other.
+    for name in ["a", "b", "c", "d"] {
+        let sides = [
+            cluster["nodes"][name]["status"].as_str().unwrap(),
+            local["nodes"][name]["status"].as_str().unwrap(),
+        ];
+        assert!(
+            sides.contains(&"ran") && sides.contains(&"cached"),
+            "{name}: {sides:?}"
+        );
+    }
+    let ran_on_slurm = statuses(&cluster)
+        .values()
+        .filter(|status| *status == "ran")
+        .count();
+    assert_eq!(jobs(&sandbox).len(), ran_on_slurm, "{:?}", jobs(&sandbox));
+}
+
+/// Needs no cluster: `sinfo` is a stand-in naming two other machines.
+#[test]
+fn a_store_the_compute_nodes_cannot_see_is_refused() {
+    let sandbox = Sandbox::new();
+    let bin = sandbox.path("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let sinfo = bin.join("sinfo");
+    std::fs::write(&sinfo, "#!/bin/sh\necho gpu-node-1\necho gpu-node-2\n").unwrap();
+    std::fs::set_permissions(&sinfo, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    sandbox.workflow(&format!(
+        "[a]\nkind = \"exec\"\ncommand = {}\n",
+        toml_string(&format!("{}; echo a > out/a", sandbox.counter("a")))
+    ));
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let outcome = finish(
+        sandbox
+            .command(&["run", "wf.toml", "--executor", "slurm"])
+            .env("PATH", path)
+            .spawn()
+            .unwrap(),
+    )
+    .expect_code(2);
+    let store = sandbox.store().canonicalize().unwrap();
+    assert!(
+        outcome.stderr.contains(&format!(
+            "the store folder `{}` is on a local filesystem",
+            store.display()
+        )),
+        "{outcome}"
+    );
+    assert!(
+        outcome.stderr.contains("gpu-node-1, gpu-node-2"),
+        "{outcome}"
+    );
+    assert_eq!(sandbox.count("a"), 0);
+}
