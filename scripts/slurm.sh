@@ -58,7 +58,7 @@ ReturnToService=2
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=1
 MinJobAge=600
-DefMemPerCPU=256
+DefMemPerCPU=2048
 KillWait=5
 InactiveLimit=0
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN

@@ -7,52 +7,11 @@
 
 mod common;
 
-use common::{statuses, Sandbox};
+use common::{statuses, tiny_meta_align, Sandbox};
 use std::collections::BTreeSet;
 
-/// The workflow's DAG at toy scale: the same nodes and edges, tiny counts and step numbers.
-const SMALL: [&str; 26] = [
-    "defaults.generate.count=10",
-    "start.hidden_size=32",
-    "start.intermediate_size=64",
-    "start.num_attention_heads=2",
-    "start.num_key_value_heads=1",
-    "start.corpus_per_level=20",
-    "start.max_vocab=400",
-    "start.warmup_steps=2",
-    "start.warmup_batch=4",
-    "defaults.align.steps=1",
-    "defaults.align.prompts_per_step=2",
-    "defaults.align.rollouts=2",
-    "defaults.align.max_new_tokens=6",
-    "defaults.align.micro_batch=4",
-    "defaults.align.eval_count=2",
-    "defaults.domain-rl.steps=1",
-    "defaults.domain-rl.prompts_per_step=2",
-    "defaults.domain-rl.rollouts=2",
-    "defaults.domain-rl.max_new_tokens=6",
-    "defaults.domain-rl.micro_batch=4",
-    "defaults.domain-rl.eval_count=2",
-    "defaults.eval.count=2",
-    "defaults.eval.max_new_tokens=6",
-    "defaults.resources.cpus=1",
-    "start.resources.cpus=1",
-    "defaults.seed=5",
-];
-
-fn args(extra: &[&str]) -> Vec<String> {
-    // The shrunk workflow is the one these tests look at: its runs are the latest, not
-    // experiments beside the file's (docs/architecture.md §17).
-    let mut args = vec!["--as-latest".to_string()];
-    for set in SMALL.iter().chain(extra) {
-        args.push("--set".to_string());
-        args.push(set.to_string());
-    }
-    args
-}
-
 fn run(sandbox: &Sandbox, extra: &[&str]) -> serde_json::Value {
-    let args = args(extra);
+    let args = tiny_meta_align::args(extra);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     sandbox.run_ok(&args)
 }
@@ -67,12 +26,7 @@ fn with_status(record: &serde_json::Value, status: &str) -> BTreeSet<String> {
 
 #[test]
 fn the_meta_alignment_dag_caches_and_reruns_only_what_a_merge_weight_change_touches() {
-    let sandbox = Sandbox::new();
-    let workflow = std::fs::read_to_string(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows/meta-align-tiny.toml"),
-    )
-    .unwrap();
-    sandbox.workflow(&workflow);
+    let sandbox = tiny_meta_align::sandbox();
 
     let first = run(&sandbox, &[]);
     let all: BTreeSet<String> = statuses(&first).into_keys().collect();

@@ -361,3 +361,54 @@ fn a_store_the_compute_nodes_cannot_see_is_refused() {
     );
     assert_eq!(sandbox.count("a"), 0);
 }
+
+#[test]
+fn the_tiny_meta_alignment_through_slurm_matches_a_local_run() {
+    if slurm("the_tiny_meta_alignment_through_slurm_matches_a_local_run").is_none() {
+        return;
+    }
+    // Every stage, torch kinds included (each job starts `peirce-worker`), shrunk as in
+    // tests/meta_align.rs.
+    let local = tiny_meta_align::sandbox();
+    let args = tiny_meta_align::args(&[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let local_record = local.run_ok(&args);
+    let cluster = tiny_meta_align::sandbox();
+    let mut through_slurm = args.clone();
+    through_slurm.extend(["--executor", "slurm"]);
+    let record = cluster.run_ok(&through_slurm);
+    assert_eq!(statuses(&record).len(), 22, "{record:#}");
+    assert!(
+        statuses(&record).values().all(|status| status == "ran"),
+        "{record:#}"
+    );
+    // The same results: every file of every node, except the trainers' per-step metrics and
+    // their charts, which record wall-clock seconds (so two local runs differ there too).
+    let timed = ["metrics.jsonl", "warmup.jsonl", "curves.png", "warmup.png"];
+    let results = |sandbox: &Sandbox| {
+        let mut files = std::collections::BTreeMap::new();
+        for node in statuses(&local_record).into_keys() {
+            for (name, (_, digest)) in sandbox.listing(&node) {
+                if !timed.contains(&name.as_str()) {
+                    files.insert(format!("{node}/{name}"), digest);
+                }
+            }
+        }
+        files
+    };
+    let (here, there) = (results(&local), results(&cluster));
+    assert!(here.keys().any(|file| file.ends_with("model.safetensors")));
+    assert_eq!(here, there);
+    let submitted = jobs(&cluster);
+    assert_eq!(submitted.len(), 22, "{submitted:?}");
+    assert!(
+        submitted.iter().all(|job| job.state == "COMPLETED"),
+        "{submitted:?}"
+    );
+    let again = cluster.run_ok(&through_slurm);
+    assert!(
+        statuses(&again).values().all(|status| status == "cached"),
+        "{again:#}"
+    );
+    assert_eq!(jobs(&cluster).len(), 22);
+}

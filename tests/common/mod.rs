@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod s3;
+pub mod tiny_meta_align;
 
 use std::collections::BTreeMap;
 use std::io::Read;
