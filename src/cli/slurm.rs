@@ -201,6 +201,21 @@ impl SlurmKind {
         self.poller.forget(&id).await;
         let state = state?;
         let job_log = scratch.join(format!("slurm-{id}.out"));
+        // When Slurm ended the job (cancelled, out of time or memory, lost), that is the
+        // outcome, whatever the job's own result file says of the signal it got.
+        let ended_by_slurm = matches!(
+            state.state.as_str(),
+            "CANCELLED"
+                | "TIMEOUT"
+                | "DEADLINE"
+                | "OUT_OF_MEMORY"
+                | "NODE_FAIL"
+                | "PREEMPTED"
+                | "BOOT_FAIL"
+        );
+        if ended_by_slurm {
+            return outcome(&id, &state, &job_log);
+        }
         if let Ok(text) = std::fs::read(&result_path) {
             let result: JobResult = serde_json::from_slice(&text)
                 .map_err(|e| internal("reading the job's result", &e))?;
