@@ -155,6 +155,22 @@ fn example_through_slurm_matches_a_local_run_and_reruns_submit_nothing() {
     let mut names: Vec<String> = jobs(&mixed).into_iter().map(|job| job.name).collect();
     names.sort_unstable();
     assert_eq!(names, ["peirce-counts", "peirce-top", "peirce-words"]);
+    // `executor` in the user config, when neither the command line nor the workflow names
+    // one: four jobs again.
+    let configured = example();
+    std::fs::create_dir_all(configured.path("config/peirce")).unwrap();
+    configured.write("config/peirce/config.toml", "executor = \"slurm\"\n");
+    let record = configured.run_ok(&[]);
+    assert_eq!(outputs(&record), outputs(&local_record));
+    assert_eq!(jobs(&configured).len(), 4, "{:?}", jobs(&configured));
+    // A value it does not know is an error naming the file and the key.
+    configured.write("config/peirce/config.toml", "executor = \"lsf\"\n");
+    let refused = configured.peirce(&["run", "wf.toml"]);
+    assert_ne!(refused.code, 0, "{refused}");
+    assert!(
+        refused.stderr.contains("config.toml") && refused.stderr.contains("`executor`"),
+        "{refused}"
+    );
 }
 
 #[test]

@@ -344,6 +344,26 @@ pub fn user_config_path() -> Option<PathBuf> {
 
 /// `remote` from the user config file, if the file exists and sets it.
 fn user_config_remote() -> anyhow::Result<Option<String>> {
+    user_config_string("remote", "a string such as \"s3://bucket/prefix\"")
+}
+
+/// `executor` from the user config file (`"local"` or `"slurm"`), if the file exists and
+/// sets it: the default of runs whose workflow and command line name none.
+pub fn user_config_executor() -> anyhow::Result<Option<peirce_dag::spec::Executor>> {
+    let Some(text) = user_config_string("executor", "\"local\" or \"slurm\"")? else {
+        return Ok(None);
+    };
+    peirce_dag::spec::Executor::parse(&text)
+        .map(Some)
+        .map_err(|message| {
+            let path = user_config_path().unwrap_or_default();
+            anyhow::anyhow!("`{}`: `executor`: {message}", path.display())
+        })
+}
+
+/// The string `key` of the user config file, if the file exists and sets it; `expected` says
+/// what it must be in the error when it is not a string.
+fn user_config_string(key: &str, expected: &str) -> anyhow::Result<Option<String>> {
     let Some(path) = user_config_path() else {
         return Ok(None);
     };
@@ -357,14 +377,11 @@ fn user_config_remote() -> anyhow::Result<Option<String>> {
     let document: toml_edit::DocumentMut = text
         .parse()
         .with_context(|| format!("`{}` is not valid TOML", path.display()))?;
-    match document.get("remote") {
+    match document.get(key) {
         None => Ok(None),
         Some(item) => match item.as_str() {
-            Some(remote) => Ok(Some(remote.to_string())),
-            None => anyhow::bail!(
-                "`{}`: `remote` must be a string such as \"s3://bucket/prefix\"",
-                path.display()
-            ),
+            Some(value) => Ok(Some(value.to_string())),
+            None => anyhow::bail!("`{}`: `{key}` must be {expected}", path.display()),
         },
     }
 }

@@ -48,7 +48,8 @@ pub struct RunArgs {
     quiet: bool,
     /// Where nodes run: `local`, or `slurm` (each node one batch job; needs the store
     /// folder on a filesystem the compute nodes share). Default: the workflow's `[workflow]
-    /// executor`, else local; a node's own `executor` wins
+    /// executor`, else `executor` in the user config, else local; a node's own `executor`
+    /// wins
     #[arg(long, value_name = "EXECUTOR", value_parser = Executor::parse)]
     executor: Option<Executor>,
     /// With `--set`: make this run the workflow's latest (what `cat`, `show`, `status` and
@@ -135,23 +136,26 @@ pub(super) fn engine(
     let mut options = EngineOptions::new(scratch);
     options.force = forced(workflow, force);
     // Nodes the workflow places on Slurm are not sized against this machine.
-    options.placed_elsewhere = placed_on_slurm(workflow, None);
+    options.placed_elsewhere = placed_on_slurm(workflow, None)?;
     Ok(Engine::new(store, peirce_nodes::registry(), options))
 }
 
 /// The nodes that run as Slurm jobs: a node's own `executor`, else `executor` (the
-/// command line's, else the workflow's), else local.
+/// command line's, else the workflow's, else the user config's), else local.
 fn placed_on_slurm(
     workflow: &peirce_dag::spec::Workflow,
     executor: Option<Executor>,
-) -> BTreeSet<String> {
-    let default_executor = executor.or(workflow.executor).unwrap_or(Executor::Local);
-    workflow
+) -> anyhow::Result<BTreeSet<String>> {
+    let default_executor = match executor.or(workflow.executor) {
+        Some(executor) => executor,
+        None => super::user_config_executor()?.unwrap_or(Executor::Local),
+    };
+    Ok(workflow
         .nodes
         .iter()
         .filter(|node| node.executor.unwrap_or(default_executor) == Executor::Slurm)
         .map(|node| node.name.clone())
-        .collect()
+        .collect())
 }
 
 /// The nodes `--force` names: each node, or every instance of a sweep named by its
@@ -216,7 +220,7 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
         options.memory = memory;
     }
     // Nodes placed on Slurm run through kinds that submit them (docs/architecture.md §21).
-    let placed = placed_on_slurm(&workflow, args.executor);
+    let placed = placed_on_slurm(&workflow, args.executor)?;
     let registry = if placed.is_empty() {
         peirce_nodes::registry()
     } else {
