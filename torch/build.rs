@@ -42,6 +42,7 @@ fn build_dist_shim(lib: &Path, cuda: bool) {
         "csrc/dist.cpp",
         "csrc/optim.cpp",
         "csrc/graph.cpp",
+        "csrc/message.h",
         "csrc/dist_nccl.cpp",
         "csrc/gloo-decl",
         "csrc/cuda-decl",

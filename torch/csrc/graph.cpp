@@ -23,6 +23,8 @@
 #include <cstring>
 #include <exception>
 
+#include "message.h"
+
 #ifdef PEIRCE_CUDA_GRAPHS
 #include <optional>
 
@@ -31,15 +33,6 @@
 #include <c10/cuda/CUDAStream.h>
 #endif
 
-namespace {
-char* graph_message(const char* text) {
-  char* message = static_cast<char*>(std::malloc(std::strlen(text) + 1));
-  if (message != nullptr) {
-    std::strcpy(message, text);
-  }
-  return message;
-}
-}  // namespace
 
 #ifdef PEIRCE_CUDA_GRAPHS
 struct peirce_graph {
@@ -65,9 +58,9 @@ struct peirce_graph {};
     body;                                                        \
     return nullptr;                                              \
   } catch (const std::exception& error) {                        \
-    return graph_message(error.what());                          \
+    return peirce_message(error.what());                          \
   } catch (...) {                                                \
-    return graph_message("unknown C++ exception in CUDA graphs"); \
+    return peirce_message("unknown C++ exception in CUDA graphs"); \
   }
 
 extern "C" {
@@ -91,7 +84,7 @@ char* peirce_graph_pool(uint64_t* pool) {
   })
 #else
   (void)pool;
-  return graph_message("this peirce-worker was built without CUDA graphs");
+  return peirce_message("this peirce-worker was built without CUDA graphs");
 #endif
 }
 
@@ -113,19 +106,19 @@ char* peirce_graph_begin(int device, const uint64_t* pool, peirce_graph** out) {
       restore_stream(graph);
     }
     delete graph;
-    return graph_message(error.what());
+    return peirce_message(error.what());
   } catch (...) {
     if (graph != nullptr) {
       restore_stream(graph);
     }
     delete graph;
-    return graph_message("unknown C++ exception in CUDA graph capture");
+    return peirce_message("unknown C++ exception in CUDA graph capture");
   }
 #else
   (void)device;
   (void)pool;
   (void)out;
-  return graph_message("this peirce-worker was built without CUDA graphs");
+  return peirce_message("this peirce-worker was built without CUDA graphs");
 #endif
 }
 
@@ -139,14 +132,14 @@ char* peirce_graph_end(peirce_graph* graph) {
     return nullptr;
   } catch (const std::exception& error) {
     restore_stream(graph);
-    return graph_message(error.what());
+    return peirce_message(error.what());
   } catch (...) {
     restore_stream(graph);
-    return graph_message("unknown C++ exception ending a CUDA graph capture");
+    return peirce_message("unknown C++ exception ending a CUDA graph capture");
   }
 #else
   (void)graph;
-  return graph_message("this peirce-worker was built without CUDA graphs");
+  return peirce_message("this peirce-worker was built without CUDA graphs");
 #endif
 }
 
@@ -156,7 +149,7 @@ char* peirce_graph_replay(peirce_graph* graph) {
   PEIRCE_GRAPH_TRY(graph->graph.replay())
 #else
   (void)graph;
-  return graph_message("this peirce-worker was built without CUDA graphs");
+  return peirce_message("this peirce-worker was built without CUDA graphs");
 #endif
 }
 

@@ -10,20 +10,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+
+#include "message.h"
 #include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/ops/_fused_adamw.h>
 
-namespace {
-char* copy_message(const char* text) {
-  char* message = static_cast<char*>(std::malloc(std::strlen(text) + 1));
-  if (message != nullptr) {
-    std::strcpy(message, text);
-  }
-  return message;
-}
-}  // namespace
 
 extern "C" {
 
@@ -44,9 +37,9 @@ char* peirce_fused_adamw(at::Tensor* param, at::Tensor* grad, at::Tensor* exp_av
                       beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
     return nullptr;
   } catch (const std::exception& error) {
-    return copy_message(error.what());
+    return peirce_message(error.what());
   } catch (...) {
-    return copy_message("unknown C++ exception in _fused_adamw_");
+    return peirce_message("unknown C++ exception in _fused_adamw_");
   }
 }
 

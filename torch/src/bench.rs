@@ -516,7 +516,6 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
     let prefill = started.elapsed().as_secs_f64();
     let mut seconds = 0.0;
     let mut stats = sampler::DecodeStats::default();
-    let mut completions = Vec::new();
     for iteration in 0..options.sample_iterations {
         synchronize(device);
         let started = Instant::now();
@@ -537,7 +536,6 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
             )));
         }
         stats = call;
-        completions = done;
     }
     let seconds = seconds / options.sample_iterations as f64;
     let tokens = options.batch as f64 * options.new_tokens as f64;
@@ -607,7 +605,6 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
             json!(prefix as f64 / prompts.len() as f64);
         result["rows"] = json!(prompts.len());
     }
-    drop(completions);
     Ok(result)
 }
 

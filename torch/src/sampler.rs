@@ -329,14 +329,19 @@ fn generate_tokens(
     let keys = Tensor::from_slice(&keys).f_view([batch, 2])?.f_to(device)?;
 
     for step in 0..max_new {
-        let [a, b] = step_salts(step);
-        let step_keys = Tensor::f_cat(
-            &[
-                keys.f_narrow(1, 0, 1)?.f_bitwise_xor(i64::from(a as i32))?,
-                keys.f_narrow(1, 1, 1)?.f_bitwise_xor(i64::from(b as i32))?,
-            ],
-            1,
-        )?;
+        // Greedy reads no noise: no keys to derive.
+        let step_keys = if params.temperature > 0.0 {
+            let [a, b] = step_salts(step);
+            Tensor::f_cat(
+                &[
+                    keys.f_narrow(1, 0, 1)?.f_bitwise_xor(i64::from(a as i32))?,
+                    keys.f_narrow(1, 1, 1)?.f_bitwise_xor(i64::from(b as i32))?,
+                ],
+                1,
+            )?
+        } else {
+            keys.shallow_clone()
+        };
         let next = sample(
             &logits,
             params.temperature,
@@ -716,7 +721,8 @@ impl<'m> Decoder<'m> {
                 .f_view([slots, 2])?
                 .f_to(self.model.device())?
         } else {
-            Tensor::f_zeros([slots, 2], (Kind::Int, self.model.device()))?
+            // Greedy reads no noise: nothing to upload or allocate.
+            self.inputs.shallow_clone()
         };
         let next = sample(
             &self.logits,
