@@ -219,3 +219,67 @@ fn status_never_takes_an_experiment_for_the_workflow_as_written() {
         "{status}"
     );
 }
+
+/// An experiment never becomes the workflow's latest, so its results are read by run:
+/// `cat`, `show`, `log`, `why` and `export` take `--run ID` (or the start or end of an id),
+/// and say clearly what a run does not hold.
+#[test]
+fn an_experiments_results_are_read_with_run() {
+    let sandbox = example();
+    sandbox.run_ok(&[]);
+    let experiment = sandbox.run_ok(&["--set", "top.env.TOP=3"]);
+    let id = experiment["id"].as_str().unwrap();
+    let short = &id[id.len() - 4..];
+
+    // The latest as written has 5 lines; the experiment's has 3.
+    assert_eq!(sandbox.cat("top", "top.txt").lines().count(), 5);
+    let cat = sandbox
+        .peirce(&["cat", "top", "top.txt", "-w", "wf.toml", "--run", short])
+        .success()
+        .stdout;
+    assert_eq!(cat.lines().count(), 3, "{cat}");
+
+    let show = sandbox
+        .peirce(&["show", "top", "--run", id, "--json"])
+        .success()
+        .json();
+    assert_eq!(
+        show["record"]["output"], experiment["nodes"]["top"]["output"],
+        "{show:#}"
+    );
+    assert_eq!(show["record"]["components"]["params"]["env"]["TOP"], "3");
+
+    let why = sandbox
+        .peirce(&["why", "top", "--run", id, "--json"])
+        .success()
+        .json();
+    assert_eq!(
+        why[0]["lineage"]["tree"], experiment["nodes"]["top"]["output"],
+        "{why:#}"
+    );
+
+    // A node the run served from the cache is read as well.
+    let words = sandbox
+        .peirce(&["cat", "words", "--run", id])
+        .success()
+        .stdout;
+    assert!(!words.trim().is_empty());
+    sandbox.peirce(&["log", "top", "--run", id]).success();
+
+    // What a run does not hold is named.
+    let missing = sandbox.peirce(&["cat", "nosuchnode", "--run", id]);
+    assert_ne!(missing.code, 0, "{missing}");
+    assert!(
+        missing
+            .stderr
+            .contains(&format!("Run {id} has no node `nosuchnode`")),
+        "{missing}"
+    );
+    let no_run = sandbox.peirce(&["show", "top", "--run", "nosuchrun"]);
+    assert_ne!(no_run.code, 0, "{no_run}");
+    assert!(no_run.stderr.contains("No run `nosuchrun`"), "{no_run}");
+    let digest = experiment["nodes"]["top"]["output"].as_str().unwrap();
+    let both = sandbox.peirce(&["cat", digest, "--run", id]);
+    assert_ne!(both.code, 0, "{both}");
+    assert!(both.stderr.contains("give a node name"), "{both}");
+}

@@ -7,11 +7,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{anyhow, bail, Context};
+use anyhow::{bail, Context};
 use clap::Args;
-use peirce_dag::runs::RunRecord;
 
-use super::inspect::{record_of, store_for};
+use super::inspect::{output_of, store_for};
 use super::Globals;
 
 #[derive(Debug, Args)]
@@ -33,22 +32,13 @@ pub struct ExportArgs {
 
 pub async fn export(globals: &Globals, args: ExportArgs) -> anyhow::Result<ExitCode> {
     let store = store_for(globals, args.workflow.as_ref())?;
-    let output = match &args.run {
-        Some(wanted) => {
-            let run = RunRecord::find(&store, wanted)
-                .await
-                .map_err(|e| anyhow!(e))?;
-            run.nodes
-                .get(&args.node)
-                .and_then(|node| node.output)
-                .ok_or_else(|| anyhow!("Run {} has no result for node `{}`", run.id, args.node))?
-        }
-        None => {
-            record_of(&store, &args.node, args.workflow.as_ref())
-                .await?
-                .output
-        }
-    };
+    let output = output_of(
+        &store,
+        &args.node,
+        args.workflow.as_ref(),
+        args.run.as_deref(),
+    )
+    .await?;
     let occupied = std::fs::read_dir(&args.dir)
         .map(|mut entries| entries.next().is_some())
         .unwrap_or(false);

@@ -19,6 +19,9 @@ pub struct ShowArgs {
     /// The workflow the node belongs to (default: the one workflow in the store that has it)
     #[arg(short, long)]
     workflow: Option<PathBuf>,
+    /// The node's result in this run (an experiment's, say) instead of its latest
+    #[arg(long, value_name = "RUN")]
+    run: Option<String>,
     /// Print as JSON
     #[arg(long)]
     json: bool,
@@ -31,6 +34,9 @@ pub struct LogArgs {
     /// The workflow the node belongs to
     #[arg(short, long)]
     workflow: Option<PathBuf>,
+    /// The node's log in this run (an experiment's, say) instead of its latest
+    #[arg(long, value_name = "RUN")]
+    run: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -42,6 +48,9 @@ pub struct CatArgs {
     /// The workflow, when TARGET is a node name
     #[arg(short, long)]
     workflow: Option<PathBuf>,
+    /// When TARGET is a node name: its output in this run (an experiment's, say)
+    #[arg(long, value_name = "RUN")]
+    run: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -51,6 +60,9 @@ pub struct WhyArgs {
     /// The workflow, when TARGET is a node name
     #[arg(short, long)]
     workflow: Option<PathBuf>,
+    /// When TARGET is a node name: its output in this run (an experiment's, say)
+    #[arg(long, value_name = "RUN")]
+    run: Option<String>,
     /// How many levels of inputs to follow
     #[arg(long, default_value_t = 32)]
     depth: usize,
@@ -117,18 +129,84 @@ async fn node_ref(
     }
 }
 
+/// `node` as it ended in run `wanted` (an id, or the start or end of one, as `peirce runs`
+/// lists them): how an experiment's results are reached, since they never become the
+/// workflow's latest (docs/architecture.md §17).
+pub(super) async fn node_in_run(
+    store: &Store,
+    wanted: &str,
+    node: &str,
+) -> anyhow::Result<(RunRecord, NodeRun)> {
+    let mut run = RunRecord::find(store, wanted)
+        .await
+        .map_err(|e| anyhow!(e))?;
+    run.redact();
+    let found = run.nodes.get(node).cloned().ok_or_else(|| {
+        anyhow!(
+            "Run {} has no node `{node}` (it has {} nodes; `peirce runs --json` lists them)",
+            run.id,
+            run.nodes.len()
+        )
+    })?;
+    Ok((run, found))
+}
+
+/// The output of `node`: its latest, or its output in run `run`.
+pub(super) async fn output_of(
+    store: &Store,
+    node: &str,
+    workflow: Option<&PathBuf>,
+    run: Option<&str>,
+) -> anyhow::Result<TreeDigest> {
+    match run {
+        Some(wanted) => {
+            let (run, found) = node_in_run(store, wanted, node).await?;
+            found.output.ok_or_else(|| {
+                anyhow!(
+                    "Run {} has no result for node `{node}` (it {})",
+                    run.id,
+                    status_words(found.status)
+                )
+            })
+        }
+        None => Ok(node_ref(store, node, workflow).await?.1.output),
+    }
+}
+
+/// The action record of `node`: of its latest result, or of its result in run `run`.
 pub(super) async fn record_of(
     store: &Store,
     node: &str,
     workflow: Option<&PathBuf>,
+    run: Option<&str>,
 ) -> anyhow::Result<ActionRecord> {
-    let (_, node_ref) = node_ref(store, node, workflow).await?;
-    store.get_action(node_ref.key).await?.ok_or_else(|| {
-        anyhow!(
-            "The record `{}` of node `{node}` is gone (removed by gc?)",
-            node_ref.key
-        )
-    })
+    let key = match run {
+        Some(wanted) => {
+            let (run, found) = node_in_run(store, wanted, node).await?;
+            match (found.key, found.output) {
+                (Some(key), Some(_)) => key,
+                _ => bail!(
+                    "Run {} has no result for node `{node}` (it {})",
+                    run.id,
+                    status_words(found.status)
+                ),
+            }
+        }
+        None => node_ref(store, node, workflow).await?.1.key,
+    };
+    store
+        .get_action(key)
+        .await?
+        .ok_or_else(|| anyhow!("The record `{key}` of node `{node}` is gone (removed by gc?)"))
+}
+
+fn status_words(status: NodeStatus) -> &'static str {
+    match status {
+        NodeStatus::Failed => "failed there: `peirce log NODE --run RUN` shows why",
+        NodeStatus::Cancelled => "was cancelled there",
+        NodeStatus::Skipped => "was skipped there: an input failed",
+        NodeStatus::Cached | NodeStatus::Ran => "has no output there",
+    }
 }
 
 pub(super) fn store_for(globals: &Globals, workflow: Option<&PathBuf>) -> anyhow::Result<Store> {
@@ -137,7 +215,13 @@ pub(super) fn store_for(globals: &Globals, workflow: Option<&PathBuf>) -> anyhow
 
 pub async fn show(globals: &Globals, args: ShowArgs) -> anyhow::Result<ExitCode> {
     let store = store_for(globals, args.workflow.as_ref())?;
-    let record = record_of(&store, &args.node, args.workflow.as_ref()).await?;
+    let record = record_of(
+        &store,
+        &args.node,
+        args.workflow.as_ref(),
+        args.run.as_deref(),
+    )
+    .await?;
     let tree = store.check_tree(record.output).await?;
     if args.json {
         let files: Option<serde_json::Value> = tree.as_ref().ok().map(|tree| {
@@ -244,7 +328,12 @@ async fn latest_failure(
 
 pub async fn log(globals: &Globals, args: LogArgs) -> anyhow::Result<ExitCode> {
     let store = store_for(globals, args.workflow.as_ref())?;
-    if let Some((record, run)) = latest_failure(&store, &args.node, args.workflow.as_ref()).await? {
+    let failure = match &args.run {
+        Some(wanted) => Some(node_in_run(&store, wanted, &args.node).await?)
+            .filter(|(_, run)| run.status == NodeStatus::Failed),
+        None => latest_failure(&store, &args.node, args.workflow.as_ref()).await?,
+    };
+    if let Some((record, run)) = failure {
         let error = run.error.unwrap_or_default();
         let first = error.lines().next().unwrap_or_default();
         eprintln!(
@@ -268,7 +357,13 @@ pub async fn log(globals: &Globals, args: LogArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let record = record_of(&store, &args.node, args.workflow.as_ref()).await?;
+    let record = record_of(
+        &store,
+        &args.node,
+        args.workflow.as_ref(),
+        args.run.as_deref(),
+    )
+    .await?;
     match record.log {
         Some(log) => {
             let bytes = store.get_bytes(log).await?;
@@ -284,20 +379,29 @@ async fn resolve_target(
     store: &Store,
     target: &str,
     workflow: Option<&PathBuf>,
+    run: Option<&str>,
 ) -> anyhow::Result<BlobDigest> {
     if let Ok(digest) = target.parse::<BlobDigest>() {
+        if run.is_some() {
+            bail!("`--run` picks a node's result: give a node name, not a digest");
+        }
         return Ok(digest);
     }
     if target.starts_with("blake3:") {
         bail!("`{target}` is not a digest: expected `blake3:` and 64 hex digits");
     }
-    let (_, node_ref) = node_ref(store, target, workflow).await?;
-    Ok(node_ref.output.cast())
+    Ok(output_of(store, target, workflow, run).await?.cast())
 }
 
 pub async fn cat(globals: &Globals, args: CatArgs) -> anyhow::Result<ExitCode> {
     let store = store_for(globals, args.workflow.as_ref())?;
-    let digest = resolve_target(&store, &args.target, args.workflow.as_ref()).await?;
+    let digest = resolve_target(
+        &store,
+        &args.target,
+        args.workflow.as_ref(),
+        args.run.as_deref(),
+    )
+    .await?;
     let bytes = store.get_bytes(digest).await?;
     let as_tree =
         peirce_store::Tree::decode(digest.cast::<peirce_store::digest::TreeKind>(), &bytes).ok();
@@ -364,7 +468,13 @@ fn print_lineage(item: &Lineage, name: &str, indent: usize) {
 
 pub async fn why(globals: &Globals, args: WhyArgs) -> anyhow::Result<ExitCode> {
     let store = store_for(globals, args.workflow.as_ref())?;
-    let digest = resolve_target(&store, &args.target, args.workflow.as_ref()).await?;
+    let digest = resolve_target(
+        &store,
+        &args.target,
+        args.workflow.as_ref(),
+        args.run.as_deref(),
+    )
+    .await?;
     let tree: TreeDigest = digest.cast();
     let roots: Vec<(TreeDigest, Option<String>)> = if store.producer_of(tree).await?.is_some() {
         vec![(tree, None)]
