@@ -126,6 +126,53 @@ fn example_through_slurm_matches_a_local_run_and_reruns_submit_nothing() {
         submitted.iter().all(|job| job.state == "COMPLETED"),
         "{submitted:?}"
     );
+    // The run record names each node's job; `status` and `runs` show them, `--json` carries
+    // them.
+    for job in &submitted {
+        let node = job.name.strip_prefix("peirce-").unwrap();
+        assert_eq!(
+            record["nodes"][node]["jobs"],
+            serde_json::json!([job.id]),
+            "{record:#}"
+        );
+    }
+    assert!(local_record["nodes"]["words"].get("jobs").is_none());
+    let words = &submitted
+        .iter()
+        .find(|job| job.name == "peirce-words")
+        .unwrap()
+        .id;
+    let status = cluster.peirce(&["status", "wf.toml"]).success().stdout;
+    assert!(
+        status
+            .lines()
+            .any(|line| line.contains("words") && line.ends_with(&format!("(Slurm job {words})"))),
+        "{status}"
+    );
+    let status = cluster
+        .peirce(&["status", "wf.toml", "--json"])
+        .success()
+        .json();
+    assert_eq!(
+        status["latest_run"]["nodes"]["words"]["jobs"],
+        serde_json::json!([words])
+    );
+    let mut ids: Vec<u64> = submitted
+        .iter()
+        .map(|job| job.id.parse().unwrap())
+        .collect();
+    ids.sort_unstable();
+    // Ranges of consecutive ids (other tests' jobs may come between).
+    let runs = cluster.peirce(&["runs"]).success().stdout;
+    let line = runs.lines().next().unwrap();
+    let first = format!("Slurm jobs {}", ids[0]);
+    assert!(line.contains(&first), "{first}: {runs}");
+    assert!(line.contains(&ids[3].to_string()), "{runs}");
+    let runs = cluster.peirce(&["runs", "--json"]).success().json();
+    assert_eq!(
+        runs[0]["nodes"]["words"]["jobs"],
+        serde_json::json!([words])
+    );
     assert_eq!(
         cluster.cat("report", "report.txt"),
         local.cat("report", "report.txt")
@@ -183,7 +230,7 @@ fn a_node_over_its_memory_is_reported_out_of_memory() {
         r#"[hog]
 kind = "exec"
 resources = { memory = "64M" }
-command = "python3 -c 'import time; x = b\"x\" * (400 << 20); time.sleep(10)' && echo done > out/x"
+command = "echo allocating; python3 -c 'import time; x = b\"x\" * (400 << 20); time.sleep(10)' && echo done > out/x"
 "#,
     );
     let (outcome, record) = sandbox.run(&["--executor", "slurm"]);
@@ -192,6 +239,16 @@ command = "python3 -c 'import time; x = b\"x\" * (400 << 20); time.sleep(10)' &&
     let error = record["nodes"]["hog"]["error"].as_str().unwrap();
     assert!(error.contains("out of memory"), "{error}");
     assert!(error.contains("exceeded memory limit"), "{error}");
+    let job = jobs(&sandbox).pop().unwrap();
+    assert_eq!(record["nodes"]["hog"]["jobs"], serde_json::json!([job.id]));
+    // `peirce log` shows what the job's command printed.
+    let log = sandbox.peirce(&["log", "hog"]).success();
+    assert_eq!(log.stdout, "allocating\n", "{log}");
+    let status = sandbox.peirce(&["status", "wf.toml"]).success().stdout;
+    assert!(
+        status.contains("last: failed") && status.contains(&format!("(Slurm job {})", job.id)),
+        "{status}"
+    );
     assert!(
         sandbox
             .peirce(&["status", "wf.toml", "--json"])
@@ -237,6 +294,11 @@ command = {command}
             assert_eq!(outcome.code, 0, "{outcome}");
             expect_statuses(&record, &[("slow", "ran")]);
             assert_eq!(record["nodes"]["slow"]["attempts"], 2, "{record:#}");
+            // One job per attempt, the cancelled one first.
+            let ids: Vec<String> = jobs(&sandbox).into_iter().map(|job| job.id).collect();
+            assert_eq!(ids.len(), 2, "{ids:?}");
+            assert_eq!(ids[0], job.id);
+            assert_eq!(record["nodes"]["slow"]["jobs"], serde_json::json!(ids));
             assert_eq!(sandbox.count("slow"), 2);
             assert_eq!(sandbox.cat("slow", "ok"), "ok\n");
         } else {

@@ -530,7 +530,11 @@ pub async fn status(globals: &Globals, args: StatusArgs) -> anyhow::Result<ExitC
 
 /// `last: ran 12.30s`: a node's outcome in a run and its running time (queueing excluded).
 fn last_run_text(run: &NodeRun) -> String {
-    format!("last: {:?} {:.2}s", run.status, run.running_s()).to_lowercase()
+    let text = format!("last: {:?} {:.2}s", run.status, run.running_s()).to_lowercase();
+    match super::slurm::jobs_text(&run.jobs) {
+        jobs if jobs.is_empty() => text,
+        jobs => format!("{text} ({jobs})"),
+    }
 }
 
 /// For nodes the latest run left out (a run of selected nodes), the most recent earlier run

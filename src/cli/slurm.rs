@@ -196,6 +196,7 @@ impl SlurmKind {
                 stdout.trim()
             )));
         }
+        context.emit(NodeEvent::Job(id.clone()));
         context.emit(NodeEvent::Message(format!("Slurm job {id} submitted")));
         let state = self.wait(&context, &id).await;
         self.poller.forget(&id).await;
@@ -618,6 +619,45 @@ fn node_error(class: &str, message: String) -> NodeError {
     }
 }
 
+/// `Slurm job 12` or `Slurm jobs 12-15, 19`: job ids as `status` and `runs` show them, runs of
+/// consecutive numbers as ranges; empty for none.
+pub fn jobs_text<'a>(ids: impl IntoIterator<Item = &'a String>) -> String {
+    let mut numbers: Vec<u64> = Vec::new();
+    let mut others: Vec<&str> = Vec::new();
+    let mut count = 0;
+    for id in ids {
+        count += 1;
+        match id.parse() {
+            Ok(number) => numbers.push(number),
+            Err(_) => others.push(id),
+        }
+    }
+    numbers.sort_unstable();
+    numbers.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut index = 0;
+    while index < numbers.len() {
+        let start = numbers[index];
+        let mut end = start;
+        while index + 1 < numbers.len() && numbers[index + 1] == end + 1 {
+            index += 1;
+            end = numbers[index];
+        }
+        parts.push(if end == start {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        index += 1;
+    }
+    parts.extend(others.into_iter().map(str::to_owned));
+    match count {
+        0 => String::new(),
+        1 => format!("Slurm job {}", parts.join(", ")),
+        _ => format!("Slurm jobs {}", parts.join(", ")),
+    }
+}
+
 /// A word for `/bin/sh`, single-quoted.
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
@@ -660,6 +700,7 @@ pub async fn run_node(job_path: &Path) -> anyhow::Result<std::process::ExitCode>
                     message,
                 } => println!("progress {done}/{total} {message}"),
                 NodeEvent::Metric(json) => println!("metric {json}"),
+                NodeEvent::Job(id) => println!("job {id}"),
             }
         }
     });
@@ -790,5 +831,17 @@ mod tests {
             "{message}"
         );
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+
+    #[test]
+    fn job_ids_as_ranges() {
+        let ids = |list: &[&str]| list.iter().map(|id| id.to_string()).collect::<Vec<_>>();
+        assert_eq!(jobs_text(&ids(&[])), "");
+        assert_eq!(jobs_text(&ids(&["7"])), "Slurm job 7");
+        assert_eq!(
+            jobs_text(&ids(&["15", "12", "13", "14", "19", "21", "20"])),
+            "Slurm jobs 12-15, 19-21"
+        );
+        assert_eq!(jobs_text(&ids(&["3", "5"])), "Slurm jobs 3, 5");
     }
 }
