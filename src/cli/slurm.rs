@@ -44,6 +44,9 @@ struct JobResult {
 
 const JOB_FILE: &str = "slurm-job.json";
 const RESULT_FILE: &str = "slurm-result.json";
+/// The kind's events, one JSON [`NodeEvent`] a line, written by the job as they happen and
+/// read by the runner as it polls (so a job's progress shows as a local node's does).
+const EVENTS_FILE: &str = "slurm-events.jsonl";
 /// How long Slurm may say nothing of a job before the runner gives it up.
 const LOST_AFTER: Duration = Duration::from_secs(180);
 
@@ -148,6 +151,7 @@ impl SlurmKind {
         let job_path = scratch.join(JOB_FILE);
         let result_path = scratch.join(RESULT_FILE);
         let _ = std::fs::remove_file(&result_path);
+        let _ = std::fs::remove_file(scratch.join(EVENTS_FILE));
         let text = serde_json::to_vec_pretty(&job).expect("a job file serializes");
         std::fs::write(&job_path, text).map_err(|e| internal("writing the job file", &e))?;
         let script = format!(
@@ -248,7 +252,9 @@ impl SlurmKind {
         let mut announced_running = false;
         let mut cancelled = false;
         let mut last_answer = std::time::Instant::now();
+        let mut events = EventTail::new(context.scratch_dir.join(EVENTS_FILE));
         loop {
+            events.forward(context);
             tokio::select! {
                 _ = tokio::time::sleep(POLL_EVERY) => {}
                 _ = context.cancel.cancelled(), if !cancelled => {
@@ -283,10 +289,48 @@ impl SlurmKind {
                 )));
             }
             if state.is_final() {
+                events.forward(context);
                 if cancelled {
                     return Err(NodeError::Cancelled);
                 }
                 return Ok(state);
+            }
+        }
+    }
+}
+
+/// Follows a job's events file: each call passes on the lines completed since the last.
+struct EventTail {
+    path: PathBuf,
+    /// Bytes of the file passed on so far (whole lines).
+    offset: u64,
+}
+
+impl EventTail {
+    fn new(path: PathBuf) -> Self {
+        Self { path, offset: 0 }
+    }
+
+    /// Emits the events the job wrote since the last call (none while the file is missing).
+    fn forward(&mut self, context: &NodeContext) {
+        use std::io::{Read, Seek};
+        let Ok(mut file) = std::fs::File::open(&self.path) else {
+            return;
+        };
+        let mut bytes = Vec::new();
+        if file.seek(std::io::SeekFrom::Start(self.offset)).is_err()
+            || file.read_to_end(&mut bytes).is_err()
+        {
+            return;
+        }
+        // A line still being written waits for the next call.
+        let Some(end) = bytes.iter().rposition(|byte| *byte == b'\n') else {
+            return;
+        };
+        self.offset += end as u64 + 1;
+        for line in bytes[..end].split(|byte| *byte == b'\n') {
+            if let Ok(event) = serde_json::from_slice::<NodeEvent>(line) {
+                context.emit(event);
             }
         }
     }
@@ -690,8 +734,16 @@ pub async fn run_node(job_path: &Path) -> anyhow::Result<std::process::ExitCode>
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    // Every event goes to the events file at once (the runner shows it) and to the job's log.
+    let events_path = job_path.with_file_name(EVENTS_FILE);
+    let mut events_file = std::fs::File::create(&events_path)
+        .map_err(|error| anyhow::anyhow!("cannot write `{}`: {error}", events_path.display()))?;
     let printer = tokio::spawn(async move {
         while let Some(event) = receiver.recv().await {
+            if let Ok(mut line) = serde_json::to_vec(&event) {
+                line.push(b'\n');
+                let _ = std::io::Write::write_all(&mut events_file, &line);
+            }
             match event {
                 NodeEvent::Message(text) => println!("{text}"),
                 NodeEvent::Progress {
