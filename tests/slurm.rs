@@ -442,6 +442,51 @@ fn a_jobs_progress_reaches_the_runners_output_as_it_happens() {
     assert_eq!(log.stdout, "starting\n", "{log}");
 }
 
+#[test]
+fn an_align_node_on_two_cpu_ranks_through_slurm_matches_a_local_run() {
+    if slurm("an_align_node_on_two_cpu_ranks_through_slurm_matches_a_local_run").is_none() {
+        return;
+    }
+    // `align-deduction` of the shrunk workflow with `ranks = 2`: first here (with its inputs),
+    // then again through Slurm alone (`--force`), as one job whose rank 0 starts rank 1.
+    let sandbox = tiny_meta_align::sandbox();
+    let args = tiny_meta_align::args(&["align-deduction.ranks=2"]);
+    let mut local: Vec<&str> = vec!["align-deduction"];
+    local.extend(args.iter().map(String::as_str));
+    let record = sandbox.run_ok(&local);
+    assert_eq!(record["nodes"]["align-deduction"]["status"], "ran");
+    let here = sandbox.listing("align-deduction");
+    let log = sandbox.peirce(&["log", "align-deduction"]).success().stdout;
+    assert!(log.contains("rank 1 of 2"), "{log}");
+    let mut forced = local.clone();
+    forced.extend(["--force", "align-deduction", "--executor", "slurm"]);
+    let record = sandbox.run_ok(&forced);
+    assert_eq!(record["nodes"]["align-deduction"]["status"], "ran");
+    assert!(
+        statuses(&record)
+            .iter()
+            .all(|(node, status)| node == "align-deduction" || status == "cached"),
+        "{record:#}"
+    );
+    let submitted = jobs(&sandbox);
+    assert_eq!(submitted.len(), 1, "{submitted:?}");
+    let details = std::process::Command::new("scontrol")
+        .args(["show", "job", "-o", &submitted[0].id])
+        .output()
+        .unwrap();
+    let details = String::from_utf8_lossy(&details.stdout);
+    assert!(details.contains("NumCPUs=2 "), "{details}");
+    let log = sandbox.peirce(&["log", "align-deduction"]).success().stdout;
+    // Rank 1's lines are the node's log (rank 0's are its events).
+    assert!(log.contains("rank 1 of 2"), "{log}");
+    // The same weights and evaluation as the local run (the per-step metrics and the chart
+    // record wall-clock seconds).
+    let there = sandbox.listing("align-deduction");
+    for file in ["model.safetensors", "eval.json", "config.json"] {
+        assert_eq!(here[file], there[file], "{file}");
+    }
+}
+
 /// Needs no cluster: `sinfo` is a stand-in naming two other machines.
 #[test]
 fn a_store_the_compute_nodes_cannot_see_is_refused() {

@@ -171,7 +171,7 @@ impl SlurmKind {
                 "--output={}",
                 scratch.join("slurm-%j.out").display()
             ))
-            .args(sbatch_resource_flags(resources, timeout))
+            .args(sbatch_resource_flags(resources, ranks(&context), timeout))
             .args(self.sbatch_placement_flags())
             .arg(&script_path)
             .kill_on_drop(true);
@@ -408,9 +408,16 @@ fn filesystem_type(path: &Path) -> Option<i64> {
     Some(kind)
 }
 
-/// `--cpus-per-task`, `--mem`, `--gres=gpu:N` and `--time` for a node.
-fn sbatch_resource_flags(resources: &Resources, timeout: Option<Duration>) -> Vec<String> {
-    let mut flags = vec![format!("--cpus-per-task={}", resources.cpus.max(1))];
+/// `--cpus-per-task`, `--mem`, `--gres=gpu:N` and `--time` for a node. A node of several
+/// CPU ranks (the torch kinds' `ranks`) is one job whose rank 0 starts the others inside it,
+/// as it does locally: the job asks for a CPU per rank at least.
+fn sbatch_resource_flags(
+    resources: &Resources,
+    ranks: Option<u32>,
+    timeout: Option<Duration>,
+) -> Vec<String> {
+    let cpus = resources.cpus.max(ranks.unwrap_or(1)).max(1);
+    let mut flags = vec![format!("--cpus-per-task={cpus}")];
     if let Some(bytes) = resources.memory_bytes {
         // Slurm counts megabytes; never round a limit down to 0.
         flags.push(format!("--mem={}M", bytes.div_ceil(1 << 20).max(1)));
@@ -427,6 +434,12 @@ fn sbatch_resource_flags(resources: &Resources, timeout: Option<Duration>) -> Ve
         flags.push(format!("--time={}", limit.as_secs().div_ceil(60) + 1));
     }
     flags
+}
+
+/// The node's `ranks` parameter (the torch kinds' CPU ranks), when it has one.
+fn ranks(context: &NodeContext) -> Option<u32> {
+    let ranks = context.params.get("ranks")?.as_i64()?;
+    u32::try_from(ranks).ok()
 }
 
 /// A job's state as `scontrol show job` tells it.
@@ -840,7 +853,7 @@ mod tests {
             memory_bytes: Some(1 << 30),
         };
         assert_eq!(
-            sbatch_resource_flags(&resources, Some(Duration::from_secs(90))),
+            sbatch_resource_flags(&resources, None, Some(Duration::from_secs(90))),
             [
                 "--cpus-per-task=4",
                 "--mem=1024M",
@@ -849,8 +862,21 @@ mod tests {
             ]
         );
         assert_eq!(
-            sbatch_resource_flags(&Resources::default(), None),
+            sbatch_resource_flags(&Resources::default(), None, None),
             ["--cpus-per-task=1"]
+        );
+        // Four CPU ranks: four CPUs, however few the node asked for; more when it asked more.
+        assert_eq!(
+            sbatch_resource_flags(&Resources::default(), Some(4), None),
+            ["--cpus-per-task=4"]
+        );
+        let eight = Resources {
+            cpus: 8,
+            ..Resources::default()
+        };
+        assert_eq!(
+            sbatch_resource_flags(&eight, Some(4), None),
+            ["--cpus-per-task=8"]
         );
     }
 
