@@ -487,6 +487,54 @@ fn an_align_node_on_two_cpu_ranks_through_slurm_matches_a_local_run() {
     }
 }
 
+#[test]
+fn a_gpu_node_through_slurm_sees_the_gpus_slurm_gave_it() {
+    if slurm("a_gpu_node_through_slurm_sees_the_gpus_slurm_gave_it").is_none() {
+        return;
+    }
+    // The test cluster has two stand-in GPUs (gres.conf, scripts/slurm.sh); this machine
+    // needs none: the nodes are placed on Slurm, not checked against the runner's devices.
+    let sandbox = Sandbox::new();
+    let node = |name: &str, gpus: u32| {
+        format!(
+            "[{name}]\nkind = \"exec\"\nresources = {{ gpus = {gpus} }}\ncommand = {}\n\n",
+            toml_string("echo \"[$CUDA_VISIBLE_DEVICES] [$SLURM_JOB_GPUS]\" > out/devices.txt")
+        )
+    };
+    sandbox.workflow(&format!(
+        "{}{}{}",
+        node("one", 1),
+        node("two", 2),
+        node("none", 0)
+    ));
+    let record = sandbox.run_ok(&["--executor", "slurm"]);
+    expect_statuses(&record, &[("one", "ran"), ("two", "ran"), ("none", "ran")]);
+    // As the local executor pins them: the node's devices, and none for a node asking none.
+    let one = sandbox.cat("one", "devices.txt");
+    assert!(one == "[0] [0]\n" || one == "[1] [1]\n", "{one}");
+    assert_eq!(sandbox.cat("two", "devices.txt"), "[0,1] [0,1]\n");
+    assert_eq!(sandbox.cat("none", "devices.txt"), "[] []\n");
+    for job in jobs(&sandbox) {
+        let details = std::process::Command::new("scontrol")
+            .args(["show", "job", "-o", &job.id])
+            .output()
+            .unwrap();
+        let details = String::from_utf8_lossy(&details.stdout);
+        let wanted = match job.name.as_str() {
+            "peirce-one" => Some("gres:gpu:1"),
+            "peirce-two" => Some("gres:gpu:2"),
+            _ => None,
+        };
+        match wanted {
+            Some(gres) => assert!(
+                details.contains(&format!("TresPerNode={gres}")),
+                "{details}"
+            ),
+            None => assert!(!details.contains("gres:gpu"), "{details}"),
+        }
+    }
+}
+
 /// Needs no cluster: `sinfo` is a stand-in naming two other machines.
 #[test]
 fn a_store_the_compute_nodes_cannot_see_is_refused() {
