@@ -26,7 +26,8 @@ struct Job {
     state: String,
 }
 
-/// The cluster's jobs (recent finished ones too) that ran in `sandbox`.
+/// The cluster's jobs (recent finished ones too) that ran in `sandbox` (or, working from the
+/// remote, were submitted from it).
 fn jobs(sandbox: &Sandbox) -> Vec<Job> {
     let output = std::process::Command::new("scontrol")
         .args(["show", "job", "-o"])
@@ -36,7 +37,9 @@ fn jobs(sandbox: &Sandbox) -> Vec<Job> {
     let text = String::from_utf8_lossy(&output.stdout);
     let mut found: Vec<Job> = text
         .lines()
-        .filter(|line| line.contains(&format!("WorkDir={root}/")))
+        .filter(|line| {
+            line.contains(&format!("WorkDir={root}/")) || line.contains(&format!("Command={root}/"))
+        })
         .map(|line| {
             let field = |key: &str| {
                 line.split_whitespace()
@@ -533,6 +536,97 @@ fn a_gpu_node_through_slurm_sees_the_gpus_slurm_gave_it() {
             None => assert!(!details.contains("gres:gpu"), "{details}"),
         }
     }
+}
+
+#[test]
+fn jobs_working_from_the_remote_need_no_shared_folder() {
+    if slurm("jobs_working_from_the_remote_need_no_shared_folder").is_none() {
+        return;
+    }
+    let Some(endpoint) = common::s3::endpoint("jobs_working_from_the_remote_need_no_shared_folder")
+    else {
+        return;
+    };
+    let (bucket, remote) = common::s3::fresh_remote(&endpoint, "slurm");
+    let local = example();
+    let local_record = local.run_ok(&[]);
+    // The example (an external file input, node inputs) with `via_remote = true`: each job
+    // fetches its inputs from the remote and sends its output there.
+    let cluster = example();
+    let text = std::fs::read_to_string(cluster.workflow_path())
+        .unwrap()
+        .replace(
+            "name = \"example\"",
+            "name = \"example\"\n\n[executor.slurm]\nvia_remote = true",
+        );
+    cluster.workflow(&text);
+    // Without a remote it is refused.
+    let refused = cluster
+        .peirce(&["run", "wf.toml", "--executor", "slurm"])
+        .expect_code(2);
+    assert!(
+        refused.stderr.contains("via_remote = true` needs a remote"),
+        "{refused}"
+    );
+    let record = cluster.run_ok(&["--executor", "slurm", "--remote", &remote]);
+    expect_statuses(
+        &record,
+        &[
+            ("words", "ran"),
+            ("counts", "ran"),
+            ("top", "ran"),
+            ("report", "ran"),
+        ],
+    );
+    assert_eq!(outputs(&record), outputs(&local_record));
+    let submitted = jobs(&cluster);
+    assert_eq!(submitted.len(), 4, "{submitted:?}");
+    assert!(
+        submitted.iter().all(|job| job.state == "COMPLETED"),
+        "{submitted:?}"
+    );
+    // Another workspace finds every result on the remote: nothing runs.
+    let other = example();
+    other.workflow(&text);
+    let again = other.run_ok(&["--executor", "slurm", "--remote", &remote]);
+    assert!(
+        statuses(&again).values().all(|status| status == "cached"),
+        "{again:#}"
+    );
+    // The job's folders are its own (the compute node's temporary folder), not the store's;
+    // a failure comes back with its log.
+    let sandbox = Sandbox::new();
+    sandbox.workflow(
+        "[executor.slurm]\nvia_remote = true\n\n\
+         [a]\nkind = \"exec\"\ncommand = \"echo a > out/a\"\n\n\
+         [b]\nkind = \"exec\"\ninputs = [\"a\"]\n\
+         command = \"cat $PEIRCE_INPUT_A/a; echo $PEIRCE_INPUT_A $PEIRCE_OUT > out/paths\"\n\n\
+         [c]\nkind = \"exec\"\ninputs = [\"b\"]\ncommand = \"echo oops; exit 3\"\n",
+    );
+    let (outcome, record) = sandbox.run(&["--executor", "slurm", "--remote", &remote]);
+    assert_eq!(outcome.code, 1, "{outcome}");
+    expect_statuses(&record, &[("a", "ran"), ("b", "ran"), ("c", "failed")]);
+    let paths = sandbox.cat("b", "paths");
+    let root = sandbox.root().to_string_lossy().into_owned();
+    assert!(
+        paths.starts_with(
+            &std::env::temp_dir()
+                .join("peirce-job-")
+                .to_string_lossy()
+                .into_owned()
+        ) && !paths.contains(&root),
+        "{paths}"
+    );
+    assert_eq!(sandbox.peirce(&["log", "b"]).success().stdout, "a\n");
+    let error = record["nodes"]["c"]["error"].as_str().unwrap();
+    assert!(error.contains("exit"), "{error}");
+    assert_eq!(sandbox.peirce(&["log", "c"]).success().stdout, "oops\n");
+    assert_eq!(jobs(&sandbox).len(), 3, "{:?}", jobs(&sandbox));
+    // The results the jobs left on the remote for the runner were taken.
+    assert_eq!(
+        common::s3::list_keys(&endpoint, &bucket, "team/slurm"),
+        Vec::<String>::new()
+    );
 }
 
 /// Needs no cluster: `sinfo` is a stand-in naming two other machines.

@@ -33,6 +33,42 @@ struct JobFile {
     log_path: PathBuf,
     cpus: u32,
     gpus: Vec<u32>,
+    /// Set when the job works from the remote, not from a shared store folder: then the
+    /// paths above are the runner's, and the job uses folders of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remote: Option<RemoteJob>,
+}
+
+/// How a job that works from the remote (`via_remote`) finds its inputs and reports.
+#[derive(Debug, Serialize, Deserialize)]
+struct RemoteJob {
+    /// The remote's URL, as the runner opened it (credentials come from the environment,
+    /// which sbatch passes on).
+    url: String,
+    /// Each input as a tree on the remote; `file` names the one file of an input that is a
+    /// file, not a folder.
+    inputs: BTreeMap<String, RemoteInput>,
+    /// Where on the remote the job writes its [`RemoteResult`].
+    result: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RemoteInput {
+    tree: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
+}
+
+/// What a job that works from the remote leaves there for the runner: its output tree (sent
+/// before this is written) or how it failed, and its log.
+#[derive(Debug, Serialize, Deserialize)]
+struct RemoteResult {
+    #[serde(default)]
+    output: Option<String>,
+    #[serde(default)]
+    log: Option<String>,
+    #[serde(default)]
+    error: Option<JobResult>,
 }
 
 /// How the kind failed inside the job, written beside the job file.
@@ -61,14 +97,19 @@ struct SlurmKind {
     program: PathBuf,
     /// Shared by the run's kinds: one `squeue` for all their jobs.
     poller: Arc<Poller>,
+    /// With `via_remote`: the run's store (with its remote) and the remote's URL.
+    remote: Option<(peirce_store::Store, String)>,
 }
 
 /// The registry whose kinds submit the nodes in `placed` to Slurm (and run the rest here).
+/// `remote`: the run's store and its remote's URL, for jobs that work from the remote
+/// (`via_remote`).
 pub fn registry(
     base: &Registry,
     workflow: &Workflow,
     placed: &std::collections::BTreeSet<String>,
     options: &SlurmSettings,
+    remote: Option<(peirce_store::Store, String)>,
 ) -> anyhow::Result<Registry> {
     let program = std::env::current_exe()
         .map_err(|error| anyhow::anyhow!("cannot find the peirce binary to submit: {error}"))?;
@@ -89,6 +130,7 @@ pub fn registry(
             options: options.clone(),
             program: program.clone(),
             poller: poller.clone(),
+            remote: remote.clone(),
         });
     }
     Ok(registry)
@@ -147,30 +189,55 @@ impl SlurmKind {
             log_path: context.log_path.clone(),
             cpus: context.cpus,
             gpus: context.gpus.clone(),
+            remote: match &self.remote {
+                Some((store, url)) => Some(RemoteJob {
+                    url: url.clone(),
+                    inputs: send_inputs(store, &context.inputs).await?,
+                    result: remote_result_location(scratch),
+                }),
+                None => None,
+            },
         };
         let job_path = scratch.join(JOB_FILE);
         let result_path = scratch.join(RESULT_FILE);
         let _ = std::fs::remove_file(&result_path);
         let _ = std::fs::remove_file(scratch.join(EVENTS_FILE));
-        let text = serde_json::to_vec_pretty(&job).expect("a job file serializes");
-        std::fs::write(&job_path, text).map_err(|e| internal("writing the job file", &e))?;
-        let script = format!(
-            "#!/bin/sh\nexec {} __run-node {}\n",
-            shell_quote(&self.program.to_string_lossy()),
-            shell_quote(&job_path.to_string_lossy())
-        );
+        let text = serde_json::to_string_pretty(&job).expect("a job file serializes");
+        let program = shell_quote(&self.program.to_string_lossy());
+        let script = if job.remote.is_some() {
+            // The job file travels inside the script (sbatch sends it to the cluster): the
+            // compute node need not see this folder.
+            if let Some((store, _)) = &self.remote {
+                let remote = store.remote().expect("a remote");
+                let _ = remote
+                    .delete_document(&remote_result_location(scratch))
+                    .await;
+            }
+            format!("#!/bin/sh\nexec {program} __run-node - <<'PEIRCE_JOB'\n{text}\nPEIRCE_JOB\n")
+        } else {
+            std::fs::write(&job_path, &text).map_err(|e| internal("writing the job file", &e))?;
+            format!(
+                "#!/bin/sh\nexec {program} __run-node {}\n",
+                shell_quote(&job_path.to_string_lossy())
+            )
+        };
         let script_path = scratch.join("slurm-job.sh");
         std::fs::write(&script_path, script).map_err(|e| internal("writing the job script", &e))?;
+        // A job working from the remote starts and logs in the compute node's /tmp.
+        let (workdir, job_log) = match &job.remote {
+            Some(_) => (
+                PathBuf::from("/tmp"),
+                PathBuf::from("/tmp/peirce-slurm-%j.out"),
+            ),
+            None => (scratch.clone(), scratch.join("slurm-%j.out")),
+        };
 
         let mut command = tokio::process::Command::new("sbatch");
         command
             .arg("--parsable")
             .arg(format!("--job-name=peirce-{}", context.node))
-            .arg(format!("--chdir={}", scratch.display()))
-            .arg(format!(
-                "--output={}",
-                scratch.join("slurm-%j.out").display()
-            ))
+            .arg(format!("--chdir={}", workdir.display()))
+            .arg(format!("--output={}", job_log.display()))
             .args(sbatch_resource_flags(resources, ranks(&context), timeout))
             .args(self.sbatch_placement_flags())
             .arg(&script_path)
@@ -205,7 +272,7 @@ impl SlurmKind {
         let state = self.wait(&context, &id).await;
         self.poller.forget(&id).await;
         let state = state?;
-        let job_log = scratch.join(format!("slurm-{id}.out"));
+        let job_log = PathBuf::from(job_log.to_string_lossy().replace("%j", &id));
         // When Slurm ended the job (cancelled, out of time or memory, lost), that is the
         // outcome, whatever the job's own result file says of the signal it got.
         let ended_by_slurm = matches!(
@@ -219,6 +286,12 @@ impl SlurmKind {
                 | "BOOT_FAIL"
         );
         if ended_by_slurm {
+            return outcome(&id, &state, &job_log);
+        }
+        if let Some((store, _)) = &self.remote {
+            if let Some(result) = fetch_result(store, &context).await? {
+                return result;
+            }
             return outcome(&id, &state, &job_log);
         }
         if let Ok(text) = std::fs::read(&result_path) {
@@ -297,6 +370,123 @@ impl SlurmKind {
             }
         }
     }
+}
+
+/// Where on the remote the job of the node whose scratch folder is `scratch` leaves its
+/// [`RemoteResult`]: named by the run and the node's folder (`<node>-<key>`).
+fn remote_result_location(scratch: &Path) -> String {
+    let name = |path: Option<&Path>| {
+        path.and_then(Path::file_name)
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    format!(
+        "slurm/{}/{}.json",
+        name(scratch.parent()),
+        name(Some(scratch))
+    )
+}
+
+fn store_error(what: &str, error: impl std::fmt::Display) -> NodeError {
+    NodeError::Transient(format!(
+        "{what}: {}",
+        peirce_store::redact_url(&error.to_string())
+    ))
+}
+
+/// Sends each input (a folder, or a single file) to the remote as a tree, for a job that
+/// works from the remote.
+async fn send_inputs(
+    store: &peirce_store::Store,
+    inputs: &BTreeMap<String, PathBuf>,
+) -> Result<BTreeMap<String, RemoteInput>, NodeError> {
+    let mut sent = BTreeMap::new();
+    for (name, path) in inputs {
+        let sending = |error| store_error(&format!("sending input `{name}` to the remote"), error);
+        let (tree, file) = if path.is_dir() {
+            (store.publish_dir(path).await.map_err(sending)?.0, None)
+        } else {
+            let file = path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| name.clone());
+            let (digest, size) = store.put_file(path).await.map_err(sending)?;
+            let mode = std::fs::metadata(path)
+                .map(|meta| std::os::unix::fs::PermissionsExt::mode(&meta.permissions()))
+                .map_err(|error| {
+                    NodeError::BadInput(format!("input `{name}` (`{}`): {error}", path.display()))
+                })?;
+            let executable = mode & 0o111 != 0;
+            let mut tree = peirce_store::Tree::new();
+            tree.insert(
+                &file,
+                peirce_store::TreeEntry {
+                    digest,
+                    size,
+                    executable,
+                },
+            )
+            .map_err(sending)?;
+            (store.put_tree(&tree).await.map_err(sending)?, Some(file))
+        };
+        store.push_tree(tree, None).await.map_err(sending)?;
+        sent.insert(
+            name.clone(),
+            RemoteInput {
+                tree: tree.to_string(),
+                file,
+            },
+        );
+    }
+    Ok(sent)
+}
+
+/// The result a job working from the remote left there: its output fetched into the output
+/// folder and its log into the node's log. `None` when it left none.
+async fn fetch_result(
+    store: &peirce_store::Store,
+    context: &NodeContext,
+) -> Result<Option<Result<(), NodeError>>, NodeError> {
+    let remote = store.remote().expect("a remote");
+    let location = remote_result_location(&context.scratch_dir);
+    let fetching = |error| store_error("fetching the job's result from the remote", error);
+    let Some(result) = remote
+        .get_document::<RemoteResult>(&location)
+        .await
+        .map_err(fetching)?
+    else {
+        return Ok(None);
+    };
+    let _ = remote.delete_document(&location).await;
+    if let Some(log) = result.log.as_deref().and_then(|log| log.parse().ok()) {
+        let bytes = store.get_bytes(log).await.map_err(fetching)?;
+        // Appended: the node's log keeps every attempt's lines.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&context.log_path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, &bytes))
+            .map_err(|error| {
+                NodeError::Internal(format!("`{}`: {error}", context.log_path.display()))
+            })?;
+    }
+    if let Some(error) = result.error {
+        return Ok(Some(Err(node_error(&error.class, error.message))));
+    }
+    let Some(output) = result
+        .output
+        .as_deref()
+        .and_then(|output| output.parse::<peirce_store::BlobDigest>().ok())
+    else {
+        return Err(NodeError::Internal(format!(
+            "the job's result on the remote (`{location}`) names no output"
+        )));
+    };
+    store
+        .materialize(output.cast(), &context.output_dir)
+        .await
+        .map_err(fetching)?;
+    Ok(Some(Ok(())))
 }
 
 /// Follows a job's events file: each call passes on the lines completed since the last.
@@ -724,19 +914,30 @@ fn shell_quote(text: &str) -> String {
 /// failed beside the job file (the runner reads it) and exits 1; exits 0 on success. A kind
 /// stopped by SIGTERM writes nothing: the job's Slurm state tells why it was stopped.
 pub async fn run_node(job_path: &Path) -> anyhow::Result<std::process::ExitCode> {
-    let text = std::fs::read(job_path).map_err(|error| {
-        anyhow::anyhow!(
-            "cannot read the job file `{}` ({error}): this compute node does not see the \
-             runner's store folder at the same path",
-            job_path.display()
-        )
-    })?;
-    let job: JobFile = serde_json::from_slice(&text)
+    // `-`: the job file comes on stdin (a job that works from the remote has it in its script).
+    let text = if job_path == Path::new("-") {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut text)?;
+        text
+    } else {
+        std::fs::read(job_path).map_err(|error| {
+            anyhow::anyhow!(
+                "cannot read the job file `{}` ({error}): this compute node does not see the \
+                 runner's store folder at the same path",
+                job_path.display()
+            )
+        })?
+    };
+    let mut job: JobFile = serde_json::from_slice(&text)
         .map_err(|error| anyhow::anyhow!("job file `{}`: {error}", job_path.display()))?;
     let registry = peirce_nodes::registry();
     let kind = registry
         .get(&job.kind)
         .ok_or_else(|| anyhow::anyhow!("this peirce has no kind `{}`", job.kind))?;
+    let staged = match job.remote.take() {
+        Some(remote) => Some(Staged::prepare(remote, &mut job).await?),
+        None => None,
+    };
     // Slurm gives the job its GPUs through CUDA_VISIBLE_DEVICES.
     let gpus = match std::env::var("CUDA_VISIBLE_DEVICES") {
         Ok(text) if !job.gpus.is_empty() => text
@@ -747,15 +948,23 @@ pub async fn run_node(job_path: &Path) -> anyhow::Result<std::process::ExitCode>
     };
     let cancel = tokio_util::sync::CancellationToken::new();
     let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
-    // Every event goes to the events file at once (the runner shows it) and to the job's log.
-    let events_path = job_path.with_file_name(EVENTS_FILE);
-    let mut events_file = std::fs::File::create(&events_path)
-        .map_err(|error| anyhow::anyhow!("cannot write `{}`: {error}", events_path.display()))?;
+    // Every event goes to the events file at once (the runner shows it; not for a job working
+    // from the remote, whose folders the runner does not see) and to the job's log.
+    let mut events_file =
+        match staged {
+            Some(_) => None,
+            None => {
+                let path = job_path.with_file_name(EVENTS_FILE);
+                Some(std::fs::File::create(&path).map_err(|error| {
+                    anyhow::anyhow!("cannot write `{}`: {error}", path.display())
+                })?)
+            }
+        };
     let printer = tokio::spawn(async move {
         while let Some(event) = receiver.recv().await {
-            if let Ok(mut line) = serde_json::to_vec(&event) {
+            if let (Some(file), Ok(mut line)) = (&mut events_file, serde_json::to_vec(&event)) {
                 line.push(b'\n');
-                let _ = std::io::Write::write_all(&mut events_file, &line);
+                let _ = std::io::Write::write_all(file, &line);
             }
             match event {
                 NodeEvent::Message(text) => println!("{text}"),
@@ -798,6 +1007,9 @@ pub async fn run_node(job_path: &Path) -> anyhow::Result<std::process::ExitCode>
     let result = kind.run(context).await;
     stop.abort();
     let _ = printer.await;
+    if let Some(staged) = staged {
+        return staged.finish(&job, result).await;
+    }
     match result {
         Ok(()) => Ok(std::process::ExitCode::SUCCESS),
         // Stopped by Slurm (scancel, time limit, preemption): its state says why.
@@ -816,6 +1028,115 @@ pub async fn run_node(job_path: &Path) -> anyhow::Result<std::process::ExitCode>
             eprintln!("node `{}` failed: {}", job.node, result.message);
             Ok(std::process::ExitCode::from(1))
         }
+    }
+}
+
+/// A job working from the remote: its own folder in the compute node's temporary folder,
+/// holding a store whose second tier is the run's remote, the inputs fetched from there, and
+/// the output and log it sends back.
+struct Staged {
+    work: PathBuf,
+    store: peirce_store::Store,
+    result: String,
+}
+
+impl Staged {
+    /// Fetches the inputs and points the job's folders into its own.
+    async fn prepare(remote: RemoteJob, job: &mut JobFile) -> anyhow::Result<Self> {
+        let id = std::env::var("SLURM_JOB_ID").unwrap_or_else(|_| std::process::id().to_string());
+        let work = std::env::temp_dir().join(format!("peirce-job-{id}"));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(work.join("out"))
+            .map_err(|error| anyhow::anyhow!("cannot create `{}`: {error}", work.display()))?;
+        let redacted = |error: &dyn std::fmt::Display| peirce_store::redact_url(&error.to_string());
+        let origin = peirce_store::open_store(&remote.url)
+            .map_err(|error| anyhow::anyhow!("cannot open the remote: {}", redacted(&error)))?;
+        let store = peirce_store::Store::open_local(&work.join("store"))
+            .map_err(|error| {
+                anyhow::anyhow!("cannot open a store in `{}`: {error}", work.display())
+            })?
+            .with_remote(origin);
+        job.inputs.clear();
+        for (name, input) in remote.inputs {
+            let tree = input
+                .tree
+                .parse()
+                .map_err(|error| anyhow::anyhow!("input `{name}`: {error}"))?;
+            let dest = work.join("inputs").join(&name);
+            store.materialize(tree, &dest).await.map_err(|error| {
+                anyhow::anyhow!(
+                    "fetching input `{name}` from the remote: {}",
+                    redacted(&error)
+                )
+            })?;
+            let path = match &input.file {
+                Some(file) => dest.join(file),
+                None => dest,
+            };
+            job.inputs.insert(name, path);
+        }
+        job.output_dir = work.join("out");
+        job.log_path = work.join("log.txt");
+        job.scratch_dir = work.clone();
+        Ok(Self {
+            work,
+            store,
+            result: remote.result,
+        })
+    }
+
+    /// Sends the output (on success) and the log to the remote, then the result naming them,
+    /// and removes the job's folder.
+    async fn finish(
+        self,
+        job: &JobFile,
+        result: Result<(), NodeError>,
+    ) -> anyhow::Result<std::process::ExitCode> {
+        let sent = self.send(job, result).await;
+        let _ = std::fs::remove_dir_all(&self.work);
+        match sent {
+            Ok(true) => Ok(std::process::ExitCode::SUCCESS),
+            Ok(false) => Ok(std::process::ExitCode::from(1)),
+            Err(error) => {
+                eprintln!(
+                    "node `{}`: {}",
+                    job.node,
+                    peirce_store::redact_url(&format!("{error:#}"))
+                );
+                Ok(std::process::ExitCode::from(1))
+            }
+        }
+    }
+
+    /// Whether the node succeeded, once its result is on the remote.
+    async fn send(&self, job: &JobFile, result: Result<(), NodeError>) -> anyhow::Result<bool> {
+        let remote = self.store.remote().expect("a remote");
+        if let Err(NodeError::Cancelled) = result {
+            eprintln!("node `{}` stopped by a signal", job.node);
+            return Ok(false);
+        }
+        let log = match std::fs::metadata(&job.log_path) {
+            Ok(meta) if meta.len() > 0 => Some(remote.put_file(&job.log_path).await?.0.to_string()),
+            _ => None,
+        };
+        let (output, error, succeeded) = match result {
+            Ok(()) => {
+                let (tree, _) = self.store.publish_owned_dir(&job.output_dir).await?;
+                self.store.push_tree(tree, None).await?;
+                (Some(tree.to_string()), None, true)
+            }
+            Err(error) => {
+                eprintln!("node `{}` failed: {error}", job.node);
+                let failure = JobResult {
+                    class: error.class().to_owned(),
+                    message: error.to_string(),
+                };
+                (None, Some(failure), false)
+            }
+        };
+        let document = RemoteResult { output, log, error };
+        remote.put_document(&self.result, &document).await?;
+        Ok(succeeded)
     }
 }
 
