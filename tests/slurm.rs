@@ -622,6 +622,15 @@ fn jobs_working_from_the_remote_need_no_shared_folder() {
     assert!(error.contains("exit"), "{error}");
     assert_eq!(sandbox.peirce(&["log", "c"]).success().stdout, "oops\n");
     assert_eq!(jobs(&sandbox).len(), 3, "{:?}", jobs(&sandbox));
+    // Nothing is left in the temporary folder: the jobs' folders and their Slurm logs.
+    for job in jobs(&sandbox).into_iter().chain(jobs(&cluster)) {
+        for left in [
+            std::env::temp_dir().join(format!("peirce-job-{}", job.id)),
+            std::path::PathBuf::from(format!("/tmp/peirce-slurm-{}.out", job.id)),
+        ] {
+            assert!(!left.exists(), "{} is left", left.display());
+        }
+    }
     // The results the jobs left on the remote for the runner were taken.
     assert_eq!(
         common::s3::list_keys(&endpoint, &bucket, "team/slurm"),

@@ -273,33 +273,42 @@ impl SlurmKind {
         self.poller.forget(&id).await;
         let state = state?;
         let job_log = PathBuf::from(job_log.to_string_lossy().replace("%j", &id));
-        // When Slurm ended the job (cancelled, out of time or memory, lost), that is the
-        // outcome, whatever the job's own result file says of the signal it got.
-        let ended_by_slurm = matches!(
-            state.state.as_str(),
-            "CANCELLED"
-                | "TIMEOUT"
-                | "DEADLINE"
-                | "OUT_OF_MEMORY"
-                | "NODE_FAIL"
-                | "PREEMPTED"
-                | "BOOT_FAIL"
-        );
-        if ended_by_slurm {
-            return outcome(&id, &state, &job_log);
-        }
-        if let Some((store, _)) = &self.remote {
-            if let Some(result) = fetch_result(store, &context).await? {
-                return result;
+        let concluded = async {
+            // When Slurm ended the job (cancelled, out of time or memory, lost), that is the
+            // outcome, whatever the job's own result file says of the signal it got.
+            let ended_by_slurm = matches!(
+                state.state.as_str(),
+                "CANCELLED"
+                    | "TIMEOUT"
+                    | "DEADLINE"
+                    | "OUT_OF_MEMORY"
+                    | "NODE_FAIL"
+                    | "PREEMPTED"
+                    | "BOOT_FAIL"
+            );
+            if ended_by_slurm {
+                return outcome(&id, &state, &job_log);
             }
-            return outcome(&id, &state, &job_log);
+            if let Some((store, _)) = &self.remote {
+                if let Some(result) = fetch_result(store, &context).await? {
+                    return result;
+                }
+                return outcome(&id, &state, &job_log);
+            }
+            if let Ok(text) = std::fs::read(&result_path) {
+                let result: JobResult = serde_json::from_slice(&text)
+                    .map_err(|e| internal("reading the job's result", &e))?;
+                return Err(node_error(&result.class, result.message));
+            }
+            outcome(&id, &state, &job_log)
         }
-        if let Ok(text) = std::fs::read(&result_path) {
-            let result: JobResult = serde_json::from_slice(&text)
-                .map_err(|e| internal("reading the job's result", &e))?;
-            return Err(node_error(&result.class, result.message));
+        .await;
+        // A job working from the remote logged in the compute node's /tmp: removed when this
+        // machine sees it (a cluster of one machine).
+        if self.remote.is_some() {
+            let _ = std::fs::remove_file(&job_log);
         }
-        outcome(&id, &state, &job_log)
+        concluded
     }
 
     fn sbatch_placement_flags(&self) -> Vec<String> {
