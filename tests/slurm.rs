@@ -404,45 +404,60 @@ fn a_local_runner_and_a_slurm_runner_on_one_store_run_each_node_once() {
 
 #[test]
 fn a_jobs_progress_reaches_the_runners_output_as_it_happens() {
-    if slurm("a_jobs_progress_reaches_the_runners_output_as_it_happens").is_none() {
+    let test = "a_jobs_progress_reaches_the_runners_output_as_it_happens";
+    if slurm(test).is_none() {
         return;
     }
-    let sandbox = Sandbox::new();
-    // A worker reporting step 1 of 2, then step 2 three seconds later; its stderr is its log.
-    sandbox.write(
-        "steps.sh",
-        "progress() { echo \"{\\\"event\\\":\\\"progress\\\",\\\"done\\\":$1,\\\"total\\\":2,\\\"message\\\":\\\"step $1\\\"}\"; }\n\
-         echo starting >&2\nprogress 1\nsleep 3\nprogress 2\necho done > \"$PEIRCE_OUT/steps.txt\"\n",
-    );
-    sandbox.workflow(&format!(
-        "[steps]\nkind = \"worker\"\nprogram = \"sh\"\nargs = [{}]\n",
-        toml_string(&sandbox.path("steps.sh").display().to_string())
-    ));
-    // stderr is not a terminal: plain lines, each starting with the run's elapsed time.
-    let outcome = sandbox
-        .peirce(&["run", "wf.toml", "--executor", "slurm"])
-        .success();
-    let elapsed = |step: &str| -> f64 {
-        let line = outcome
-            .stderr
-            .lines()
-            .find(|line| line.contains("steps") && line.contains(&format!("[{step}/2 ")))
-            .unwrap_or_else(|| panic!("no progress {step}/2:\n{outcome}"));
-        let seconds = line.split_whitespace().nth(1).unwrap();
-        seconds.trim_end_matches("s]").parse().unwrap()
+    let Some(endpoint) = common::s3::endpoint(test) else {
+        return;
     };
-    // Step 1 was shown while the job ran, not when it ended.
-    assert!(elapsed("2") - elapsed("1") >= 2.0, "{outcome}");
-    let job = jobs(&sandbox).pop().unwrap();
-    assert!(
-        outcome
-            .stderr
-            .contains(&format!("Slurm job {} submitted", job.id)),
-        "{outcome}"
-    );
-    assert_eq!(sandbox.cat("steps", "steps.txt"), "done\n");
-    let log = sandbox.peirce(&["log", "steps"]).success();
-    assert_eq!(log.stdout, "starting\n", "{log}");
+    // Through the shared folder, then through the remote (`via_remote`).
+    for remote in [None, Some(common::s3::fresh_remote(&endpoint, "events").1)] {
+        let sandbox = Sandbox::new();
+        // A worker reporting step 1 of 2, then step 2 four seconds later; its stderr is its
+        // log.
+        sandbox.write(
+            "steps.sh",
+            "progress() { echo \"{\\\"event\\\":\\\"progress\\\",\\\"done\\\":$1,\\\"total\\\":2,\\\"message\\\":\\\"step $1\\\"}\"; }\n\
+             echo starting >&2\nprogress 1\nsleep 4\nprogress 2\necho done > \"$PEIRCE_OUT/steps.txt\"\n",
+        );
+        let settings = if remote.is_some() {
+            "[executor.slurm]\nvia_remote = true\n\n"
+        } else {
+            ""
+        };
+        sandbox.workflow(&format!(
+            "{settings}[steps]\nkind = \"worker\"\nprogram = \"sh\"\nargs = [{}]\n",
+            toml_string(&sandbox.path("steps.sh").display().to_string())
+        ));
+        let mut args = vec!["run", "wf.toml", "--executor", "slurm"];
+        if let Some(remote) = &remote {
+            args.extend(["--remote", remote]);
+        }
+        // stderr is not a terminal: plain lines, each starting with the run's elapsed time.
+        let outcome = sandbox.peirce(&args).success();
+        let elapsed = |step: &str| -> f64 {
+            let line = outcome
+                .stderr
+                .lines()
+                .find(|line| line.contains("steps") && line.contains(&format!("[{step}/2 ")))
+                .unwrap_or_else(|| panic!("no progress {step}/2:\n{outcome}"));
+            let seconds = line.split_whitespace().nth(1).unwrap();
+            seconds.trim_end_matches("s]").parse().unwrap()
+        };
+        // Step 1 was shown while the job ran, not when it ended.
+        assert!(elapsed("2") - elapsed("1") >= 2.0, "{outcome}");
+        let job = jobs(&sandbox).pop().unwrap();
+        assert!(
+            outcome
+                .stderr
+                .contains(&format!("Slurm job {} submitted", job.id)),
+            "{outcome}"
+        );
+        assert_eq!(sandbox.cat("steps", "steps.txt"), "done\n");
+        let log = sandbox.peirce(&["log", "steps"]).success();
+        assert_eq!(log.stdout, "starting\n", "{log}");
+    }
 }
 
 #[test]

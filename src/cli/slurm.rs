@@ -48,8 +48,9 @@ struct RemoteJob {
     /// Each input as a tree on the remote; `file` names the one file of an input that is a
     /// file, not a folder.
     inputs: BTreeMap<String, RemoteInput>,
-    /// Where on the remote the job writes its [`RemoteResult`].
-    result: String,
+    /// The folder on the remote where the job leaves its events ([`remote_events`]) and its
+    /// [`RemoteResult`] ([`remote_result`]).
+    location: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -193,7 +194,7 @@ impl SlurmKind {
                 Some((store, url)) => Some(RemoteJob {
                     url: url.clone(),
                     inputs: send_inputs(store, &context.inputs).await?,
-                    result: remote_result_location(scratch),
+                    location: remote_location(scratch),
                 }),
                 None => None,
             },
@@ -210,7 +211,7 @@ impl SlurmKind {
             if let Some((store, _)) = &self.remote {
                 let remote = store.remote().expect("a remote");
                 let _ = remote
-                    .delete_document(&remote_result_location(scratch))
+                    .delete_document(&remote_result(&remote_location(scratch)))
                     .await;
             }
             format!("#!/bin/sh\nexec {program} __run-node - <<'PEIRCE_JOB'\n{text}\nPEIRCE_JOB\n")
@@ -334,9 +335,9 @@ impl SlurmKind {
         let mut announced_running = false;
         let mut cancelled = false;
         let mut last_answer = std::time::Instant::now();
-        let mut events = EventTail::new(context.scratch_dir.join(EVENTS_FILE));
+        let mut events = EventTail::new(self, context);
         loop {
-            events.forward(context);
+            events.forward(context).await;
             tokio::select! {
                 _ = tokio::time::sleep(POLL_EVERY) => {}
                 _ = context.cancel.cancelled(), if !cancelled => {
@@ -371,7 +372,7 @@ impl SlurmKind {
                 )));
             }
             if state.is_final() {
-                events.forward(context);
+                events.forward(context).await;
                 if cancelled {
                     return Err(NodeError::Cancelled);
                 }
@@ -381,19 +382,25 @@ impl SlurmKind {
     }
 }
 
-/// Where on the remote the job of the node whose scratch folder is `scratch` leaves its
-/// [`RemoteResult`]: named by the run and the node's folder (`<node>-<key>`).
-fn remote_result_location(scratch: &Path) -> String {
+/// The folder on the remote where the job of the node whose scratch folder is `scratch`
+/// leaves its events and result: named by the run and the node's folder (`<node>-<key>`).
+fn remote_location(scratch: &Path) -> String {
     let name = |path: Option<&Path>| {
         path.and_then(Path::file_name)
             .map(|name| name.to_string_lossy().into_owned())
             .unwrap_or_default()
     };
-    format!(
-        "slurm/{}/{}.json",
-        name(scratch.parent()),
-        name(Some(scratch))
-    )
+    format!("slurm/{}/{}", name(scratch.parent()), name(Some(scratch)))
+}
+
+/// The job's [`RemoteResult`] in its folder on the remote.
+fn remote_result(location: &str) -> String {
+    format!("{location}/result.json")
+}
+
+/// The job's `index`th batch of events in its folder on the remote.
+fn remote_events(location: &str, index: u64) -> String {
+    format!("{location}/events-{index}.json")
 }
 
 fn store_error(what: &str, error: impl std::fmt::Display) -> NodeError {
@@ -457,7 +464,7 @@ async fn fetch_result(
     context: &NodeContext,
 ) -> Result<Option<Result<(), NodeError>>, NodeError> {
     let remote = store.remote().expect("a remote");
-    let location = remote_result_location(&context.scratch_dir);
+    let location = remote_result(&remote_location(&context.scratch_dir));
     let fetching = |error| store_error("fetching the job's result from the remote", error);
     let Some(result) = remote
         .get_document::<RemoteResult>(&location)
@@ -498,41 +505,86 @@ async fn fetch_result(
     Ok(Some(Ok(())))
 }
 
-/// Follows a job's events file: each call passes on the lines completed since the last.
-struct EventTail {
-    path: PathBuf,
-    /// Bytes of the file passed on so far (whole lines).
-    offset: u64,
+/// Follows a job's events: each call passes on those it wrote since the last, as the lines
+/// it completed in its events file or, for a job working from the remote, the batches it
+/// sent there (each removed once read).
+enum EventTail {
+    File {
+        path: PathBuf,
+        /// Bytes of the file passed on so far (whole lines).
+        offset: u64,
+    },
+    Remote {
+        remote: peirce_store::Store,
+        location: String,
+        /// The next batch to read.
+        next: u64,
+    },
 }
 
 impl EventTail {
-    fn new(path: PathBuf) -> Self {
-        Self { path, offset: 0 }
+    fn new(kind: &SlurmKind, context: &NodeContext) -> Self {
+        match &kind.remote {
+            Some((store, _)) => EventTail::Remote {
+                remote: store.remote().expect("a remote").clone(),
+                location: remote_location(&context.scratch_dir),
+                next: 0,
+            },
+            None => EventTail::File {
+                path: context.scratch_dir.join(EVENTS_FILE),
+                offset: 0,
+            },
+        }
     }
 
-    /// Emits the events the job wrote since the last call (none while the file is missing).
-    fn forward(&mut self, context: &NodeContext) {
-        use std::io::{Read, Seek};
-        let Ok(mut file) = std::fs::File::open(&self.path) else {
-            return;
-        };
-        let mut bytes = Vec::new();
-        if file.seek(std::io::SeekFrom::Start(self.offset)).is_err()
-            || file.read_to_end(&mut bytes).is_err()
-        {
-            return;
-        }
-        // A line still being written waits for the next call.
-        let Some(end) = bytes.iter().rposition(|byte| *byte == b'\n') else {
-            return;
-        };
-        self.offset += end as u64 + 1;
-        for line in bytes[..end].split(|byte| *byte == b'\n') {
-            if let Ok(event) = serde_json::from_slice::<NodeEvent>(line) {
-                context.emit(event);
+    /// Emits the events the job wrote since the last call (none while there are none).
+    async fn forward(&mut self, context: &NodeContext) {
+        match self {
+            EventTail::File { path, offset } => {
+                for event in read_event_lines(path, offset) {
+                    context.emit(event);
+                }
             }
+            EventTail::Remote {
+                remote,
+                location,
+                next,
+            } => loop {
+                let batch = remote_events(location, *next);
+                let Ok(Some(events)) = remote.get_document::<Vec<NodeEvent>>(&batch).await else {
+                    break;
+                };
+                let _ = remote.delete_document(&batch).await;
+                for event in events {
+                    context.emit(event);
+                }
+                *next += 1;
+            },
         }
     }
+}
+
+/// The events in the lines of `path` completed after `offset`, which moves past them.
+fn read_event_lines(path: &Path, offset: &mut u64) -> Vec<NodeEvent> {
+    use std::io::{Read, Seek};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let mut bytes = Vec::new();
+    if file.seek(std::io::SeekFrom::Start(*offset)).is_err()
+        || file.read_to_end(&mut bytes).is_err()
+    {
+        return Vec::new();
+    }
+    // A line still being written waits for the next call.
+    let Some(end) = bytes.iter().rposition(|byte| *byte == b'\n') else {
+        return Vec::new();
+    };
+    *offset += end as u64 + 1;
+    bytes[..end]
+        .split(|byte| *byte == b'\n')
+        .filter_map(|line| serde_json::from_slice(line).ok())
+        .collect()
 }
 
 /// Refuses a store folder the compute nodes cannot see: jobs read their inputs from and
@@ -956,9 +1008,10 @@ pub async fn run_node(job_path: &Path) -> anyhow::Result<std::process::ExitCode>
         _ => job.gpus.clone(),
     };
     let cancel = tokio_util::sync::CancellationToken::new();
-    let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+    let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel::<NodeEvent>();
     // Every event goes to the events file at once (the runner shows it; not for a job working
     // from the remote, whose folders the runner does not see) and to the job's log.
+    let batches = staged.as_ref().map(Staged::event_batches);
     let mut events_file =
         match staged {
             Some(_) => None,
@@ -969,24 +1022,32 @@ pub async fn run_node(job_path: &Path) -> anyhow::Result<std::process::ExitCode>
                 })?)
             }
         };
-    let printer = tokio::spawn(async move {
-        while let Some(event) = receiver.recv().await {
-            if let (Some(file), Ok(mut line)) = (&mut events_file, serde_json::to_vec(&event)) {
-                line.push(b'\n');
-                let _ = std::io::Write::write_all(file, &line);
+    let printer = {
+        let batches = batches.clone();
+        tokio::spawn(async move {
+            while let Some(event) = receiver.recv().await {
+                if let (Some(file), Ok(mut line)) = (&mut events_file, serde_json::to_vec(&event)) {
+                    line.push(b'\n');
+                    let _ = std::io::Write::write_all(file, &line);
+                }
+                if let Some(batches) = &batches {
+                    batches.push(event.clone()).await;
+                }
+                match event {
+                    NodeEvent::Message(text) => println!("{text}"),
+                    NodeEvent::Progress {
+                        done,
+                        total,
+                        message,
+                    } => println!("progress {done}/{total} {message}"),
+                    NodeEvent::Metric(json) => println!("metric {json}"),
+                    NodeEvent::Job(id) => println!("job {id}"),
+                }
             }
-            match event {
-                NodeEvent::Message(text) => println!("{text}"),
-                NodeEvent::Progress {
-                    done,
-                    total,
-                    message,
-                } => println!("progress {done}/{total} {message}"),
-                NodeEvent::Metric(json) => println!("metric {json}"),
-                NodeEvent::Job(id) => println!("job {id}"),
-            }
-        }
-    });
+        })
+    };
+    // A job working from the remote sends its events there, a batch a second.
+    let sending = batches.clone().map(EventBatches::send_every_second);
     // scancel sends SIGTERM first: stop the kind's processes before Slurm's SIGKILL.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stop = {
@@ -1016,6 +1077,11 @@ pub async fn run_node(job_path: &Path) -> anyhow::Result<std::process::ExitCode>
     let result = kind.run(context).await;
     stop.abort();
     let _ = printer.await;
+    if let (Some(batches), Some((stop, sending))) = (&batches, sending) {
+        stop.cancel();
+        let _ = sending.await;
+        batches.flush().await;
+    }
     if let Some(staged) = staged {
         return staged.finish(&job, result).await;
     }
@@ -1040,13 +1106,70 @@ pub async fn run_node(job_path: &Path) -> anyhow::Result<std::process::ExitCode>
     }
 }
 
+/// The events of a job working from the remote, sent there in numbered batches
+/// ([`remote_events`]) that the runner reads and removes as it polls.
+#[derive(Clone)]
+struct EventBatches {
+    remote: peirce_store::Store,
+    location: String,
+    /// Events not sent yet, and the next batch's number.
+    pending: Arc<tokio::sync::Mutex<(Vec<NodeEvent>, u64)>>,
+}
+
+impl EventBatches {
+    async fn push(&self, event: NodeEvent) {
+        self.pending.lock().await.0.push(event);
+    }
+
+    /// Sends the events not sent yet as the next batch (kept for the next try on failure).
+    async fn flush(&self) {
+        let mut pending = self.pending.lock().await;
+        if pending.0.is_empty() {
+            return;
+        }
+        let location = remote_events(&self.location, pending.1);
+        if self
+            .remote
+            .put_document(&location, &pending.0)
+            .await
+            .is_ok()
+        {
+            pending.0.clear();
+            pending.1 += 1;
+        }
+    }
+
+    /// Flushes once a second until the token returned is cancelled.
+    fn send_every_second(
+        self,
+    ) -> (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => self.flush().await,
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            })
+        };
+        (stop, task)
+    }
+}
+
 /// A job working from the remote: its own folder in the compute node's temporary folder,
 /// holding a store whose second tier is the run's remote, the inputs fetched from there, and
 /// the output and log it sends back.
 struct Staged {
     work: PathBuf,
     store: peirce_store::Store,
-    result: String,
+    /// Its folder on the remote ([`remote_location`]).
+    location: String,
 }
 
 impl Staged {
@@ -1090,8 +1213,16 @@ impl Staged {
         Ok(Self {
             work,
             store,
-            result: remote.result,
+            location: remote.location,
         })
+    }
+
+    fn event_batches(&self) -> EventBatches {
+        EventBatches {
+            remote: self.store.remote().expect("a remote").clone(),
+            location: self.location.clone(),
+            pending: Arc::new(tokio::sync::Mutex::new((Vec::new(), 0))),
+        }
     }
 
     /// Sends the output (on success) and the log to the remote, then the result naming them,
@@ -1144,7 +1275,9 @@ impl Staged {
             }
         };
         let document = RemoteResult { output, log, error };
-        remote.put_document(&self.result, &document).await?;
+        remote
+            .put_document(&remote_result(&self.location), &document)
+            .await?;
         Ok(succeeded)
     }
 }
