@@ -335,7 +335,7 @@ impl SlurmKind {
         let mut announced_running = false;
         let mut cancelled = false;
         let mut last_answer = std::time::Instant::now();
-        let mut events = EventTail::new(self, context);
+        let mut events = EventTail::new(self, context, id);
         loop {
             events.forward(context).await;
             tokio::select! {
@@ -398,9 +398,10 @@ fn remote_result(location: &str) -> String {
     format!("{location}/result.json")
 }
 
-/// The job's `index`th batch of events in its folder on the remote.
-fn remote_events(location: &str, index: u64) -> String {
-    format!("{location}/events-{index}.json")
+/// Job `job`'s `index`th batch of events in its folder on the remote (by job, so that no
+/// batch an earlier attempt left is taken for this one's).
+fn remote_events(location: &str, job: &str, index: u64) -> String {
+    format!("{location}/events-{job}-{index}.json")
 }
 
 fn store_error(what: &str, error: impl std::fmt::Display) -> NodeError {
@@ -517,17 +518,19 @@ enum EventTail {
     Remote {
         remote: peirce_store::Store,
         location: String,
+        job: String,
         /// The next batch to read.
         next: u64,
     },
 }
 
 impl EventTail {
-    fn new(kind: &SlurmKind, context: &NodeContext) -> Self {
+    fn new(kind: &SlurmKind, context: &NodeContext, job: &str) -> Self {
         match &kind.remote {
             Some((store, _)) => EventTail::Remote {
                 remote: store.remote().expect("a remote").clone(),
                 location: remote_location(&context.scratch_dir),
+                job: job.to_owned(),
                 next: 0,
             },
             None => EventTail::File {
@@ -548,9 +551,10 @@ impl EventTail {
             EventTail::Remote {
                 remote,
                 location,
+                job,
                 next,
             } => loop {
-                let batch = remote_events(location, *next);
+                let batch = remote_events(location, job, *next);
                 let Ok(Some(events)) = remote.get_document::<Vec<NodeEvent>>(&batch).await else {
                     break;
                 };
@@ -872,8 +876,10 @@ fn outcome(id: &str, state: &JobState, job_log: &Path) -> Result<(), NodeError> 
             format!("; job log `{}`:\n{tail}", job_log.display())
         }
         None => format!(
-            "; the job left no log at `{}`: the compute node may not see this store's folder \
-             (it must be on a filesystem shared at the same path, docs/architecture.md §21)",
+            "; the job left no log at `{}` that this machine sees: unless the jobs work from \
+             the remote (`via_remote`, whose logs stay on the compute nodes), the compute node \
+             may not see this store's folder (it must be on a filesystem shared at the same \
+             path, docs/architecture.md §21)",
             job_log.display()
         ),
     };
@@ -1112,6 +1118,8 @@ pub async fn run_node(job_path: &Path) -> anyhow::Result<std::process::ExitCode>
 struct EventBatches {
     remote: peirce_store::Store,
     location: String,
+    /// The Slurm job id.
+    job: String,
     /// Events not sent yet, and the next batch's number.
     pending: Arc<tokio::sync::Mutex<(Vec<NodeEvent>, u64)>>,
 }
@@ -1127,7 +1135,7 @@ impl EventBatches {
         if pending.0.is_empty() {
             return;
         }
-        let location = remote_events(&self.location, pending.1);
+        let location = remote_events(&self.location, &self.job, pending.1);
         if self
             .remote
             .put_document(&location, &pending.0)
@@ -1168,6 +1176,8 @@ impl EventBatches {
 struct Staged {
     work: PathBuf,
     store: peirce_store::Store,
+    /// The Slurm job id.
+    job: String,
     /// Its folder on the remote ([`remote_location`]).
     location: String,
 }
@@ -1213,6 +1223,7 @@ impl Staged {
         Ok(Self {
             work,
             store,
+            job: id,
             location: remote.location,
         })
     }
@@ -1221,6 +1232,7 @@ impl Staged {
         EventBatches {
             remote: self.store.remote().expect("a remote").clone(),
             location: self.location.clone(),
+            job: self.job.clone(),
             pending: Arc::new(tokio::sync::Mutex::new((Vec::new(), 0))),
         }
     }
