@@ -322,38 +322,59 @@ command = {command}
 
 #[test]
 fn interrupting_the_runner_cancels_its_jobs_and_stores_nothing() {
-    if slurm("interrupting_the_runner_cancels_its_jobs_and_stores_nothing").is_none() {
+    let test = "interrupting_the_runner_cancels_its_jobs_and_stores_nothing";
+    if slurm(test).is_none() {
         return;
     }
-    let sandbox = Sandbox::new();
-    sandbox.workflow(&format!(
-        r#"[slow]
+    let Some(endpoint) = common::s3::endpoint(test) else {
+        return;
+    };
+    // Through the shared folder, then through the remote (`via_remote`).
+    for remote in [
+        None,
+        Some(common::s3::fresh_remote(&endpoint, "interrupt").1),
+    ] {
+        let sandbox = Sandbox::new();
+        let settings = if remote.is_some() {
+            "[executor.slurm]\nvia_remote = true\n\n"
+        } else {
+            ""
+        };
+        sandbox.workflow(&format!(
+            r#"{settings}[slow]
 kind = "exec"
 command = {command}
 "#,
-        command = toml_string(&format!(
-            "{}; echo partial > out/partial; sleep 60",
-            sandbox.counter("slow")
-        ))
-    ));
-    let child = sandbox.spawn(&["run", "wf.toml", "--json", "--executor", "slurm"]);
-    let job = wait_running(&sandbox, "slow");
-    wait_for_line(&sandbox.path("count-slow"), Duration::from_secs(60));
-    let pid = child.id() as i32;
-    // SAFETY: signalling the child this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let outcome = finish(child);
-    assert_eq!(outcome.code, 130, "{outcome}");
-    expect_statuses(&outcome.json(), &[("slow", "cancelled")]);
-    let state = jobs(&sandbox)
-        .into_iter()
-        .find(|found| found.id == job.id)
-        .unwrap()
-        .state;
-    assert_eq!(state, "CANCELLED");
-    // Nothing partial: the node is not cached.
-    let plan = sandbox.plan(&[]);
-    assert_eq!(planned(&plan, "slow")["state"], "runs", "{plan:#}");
+            command = toml_string(&format!(
+                "{}; echo partial > out/partial; sleep 60",
+                sandbox.counter("slow")
+            ))
+        ));
+        let mut args = vec!["run", "wf.toml", "--json", "--executor", "slurm"];
+        if let Some(remote) = &remote {
+            args.extend(["--remote", remote]);
+        }
+        let child = sandbox.spawn(&args);
+        let job = wait_running(&sandbox, "slow");
+        wait_for_line(&sandbox.path("count-slow"), Duration::from_secs(60));
+        let pid = child.id() as i32;
+        // SAFETY: signalling the child this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        let outcome = finish(child);
+        assert_eq!(outcome.code, 130, "{outcome}");
+        expect_statuses(&outcome.json(), &[("slow", "cancelled")]);
+        let state = jobs(&sandbox)
+            .into_iter()
+            .find(|found| found.id == job.id)
+            .unwrap()
+            .state;
+        assert_eq!(state, "CANCELLED");
+        // Nothing partial: the node is not cached (nor, from the remote, its folder left).
+        let plan = sandbox.plan(&[]);
+        assert_eq!(planned(&plan, "slow")["state"], "runs", "{plan:#}");
+        let work = std::env::temp_dir().join(format!("peirce-job-{}", job.id));
+        assert!(!work.exists(), "{} is left", work.display());
+    }
 }
 
 #[test]
