@@ -372,8 +372,12 @@ command = {command}
         // Nothing partial: the node is not cached (nor, from the remote, its folder left).
         let plan = sandbox.plan(&[]);
         assert_eq!(planned(&plan, "slow")["state"], "runs", "{plan:#}");
-        let work = std::env::temp_dir().join(format!("peirce-job-{}", job.id));
-        assert!(!work.exists(), "{} is left", work.display());
+        for left in [
+            std::env::temp_dir().join(format!("peirce-job-{}", job.id)),
+            std::path::PathBuf::from(format!("/tmp/peirce-slurm-{}.out", job.id)),
+        ] {
+            assert!(!left.exists(), "{} is left", left.display());
+        }
     }
 }
 

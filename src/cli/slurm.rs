@@ -272,9 +272,9 @@ impl SlurmKind {
         context.emit(NodeEvent::Message(format!("Slurm job {id} submitted")));
         let state = self.wait(&context, &id).await;
         self.poller.forget(&id).await;
-        let state = state?;
         let job_log = PathBuf::from(job_log.to_string_lossy().replace("%j", &id));
         let concluded = async {
+            let state = state?;
             // When Slurm ended the job (cancelled, out of time or memory, lost), that is the
             // outcome, whatever the job's own result file says of the signal it got.
             let ended_by_slurm = matches!(
