@@ -2,7 +2,8 @@
 # after scripts/tools.sh). Installs Debian's `slurm-wlm` with apt-get when `sbatch` is
 # missing (needs root). Everything the cluster writes (config, state, spool, logs) lives in
 # one temporary folder, removed when the cluster stops; no systemd, no munge (auth/none:
-# only for a test cluster).
+# only for a test cluster). The node offers two stand-in GPUs (gres.conf over /dev/null), so
+# `--gres=gpu:N` jobs run, with CUDA_VISIBLE_DEVICES set by Slurm, on machines without GPUs.
 # peirce_start_slurm exports what the Slurm tests read:
 #   PEIRCE_TEST_SLURM  1 once the node is idle (tests/slurm.rs runs against it)
 #   SLURM_CONF         the cluster's slurm.conf, for sbatch/squeue/scontrol/scancel
@@ -61,9 +62,17 @@ MinJobAge=600
 DefMemPerCPU=2048
 KillWait=5
 InactiveLimit=0
-NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+GresTypes=gpu
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 EOF
+    # Two stand-in GPUs: Slurm hands them out by `--gres=gpu:N` and sets CUDA_VISIBLE_DEVICES
+    # (and SLURM_JOB_GPUS) in the job from the number that ends each one's device file.
+    # Plain empty files, so this works on a machine without GPUs.
+    mkdir -p "$dir/dev"
+    ln -s /dev/null "$dir/dev/nvidia0"
+    ln -s /dev/null "$dir/dev/nvidia1"
+    echo "Name=gpu File=$dir/dev/nvidia[0-1]" >"$dir/gres.conf"
     export SLURM_CONF="$dir/slurm.conf"
     PEIRCE_SLURM_DIR="$dir"
     slurmctld -D -f "$SLURM_CONF" >"$dir/log/slurmctld.out" 2>&1 &

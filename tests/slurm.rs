@@ -26,7 +26,8 @@ struct Job {
     state: String,
 }
 
-/// The cluster's jobs (recent finished ones too) that ran in `sandbox`.
+/// The cluster's jobs (recent finished ones too) that ran in `sandbox` (or, working from the
+/// remote, were submitted from it).
 fn jobs(sandbox: &Sandbox) -> Vec<Job> {
     let output = std::process::Command::new("scontrol")
         .args(["show", "job", "-o"])
@@ -36,7 +37,9 @@ fn jobs(sandbox: &Sandbox) -> Vec<Job> {
     let text = String::from_utf8_lossy(&output.stdout);
     let mut found: Vec<Job> = text
         .lines()
-        .filter(|line| line.contains(&format!("WorkDir={root}/")))
+        .filter(|line| {
+            line.contains(&format!("WorkDir={root}/")) || line.contains(&format!("Command={root}/"))
+        })
         .map(|line| {
             let field = |key: &str| {
                 line.split_whitespace()
@@ -126,6 +129,53 @@ fn example_through_slurm_matches_a_local_run_and_reruns_submit_nothing() {
         submitted.iter().all(|job| job.state == "COMPLETED"),
         "{submitted:?}"
     );
+    // The run record names each node's job; `status` and `runs` show them, `--json` carries
+    // them.
+    for job in &submitted {
+        let node = job.name.strip_prefix("peirce-").unwrap();
+        assert_eq!(
+            record["nodes"][node]["jobs"],
+            serde_json::json!([job.id]),
+            "{record:#}"
+        );
+    }
+    assert!(local_record["nodes"]["words"].get("jobs").is_none());
+    let words = &submitted
+        .iter()
+        .find(|job| job.name == "peirce-words")
+        .unwrap()
+        .id;
+    let status = cluster.peirce(&["status", "wf.toml"]).success().stdout;
+    assert!(
+        status
+            .lines()
+            .any(|line| line.contains("words") && line.ends_with(&format!("(Slurm job {words})"))),
+        "{status}"
+    );
+    let status = cluster
+        .peirce(&["status", "wf.toml", "--json"])
+        .success()
+        .json();
+    assert_eq!(
+        status["latest_run"]["nodes"]["words"]["jobs"],
+        serde_json::json!([words])
+    );
+    let mut ids: Vec<u64> = submitted
+        .iter()
+        .map(|job| job.id.parse().unwrap())
+        .collect();
+    ids.sort_unstable();
+    // Ranges of consecutive ids (other tests' jobs may come between).
+    let runs = cluster.peirce(&["runs"]).success().stdout;
+    let line = runs.lines().next().unwrap();
+    let first = format!("Slurm jobs {}", ids[0]);
+    assert!(line.contains(&first), "{first}: {runs}");
+    assert!(line.contains(&ids[3].to_string()), "{runs}");
+    let runs = cluster.peirce(&["runs", "--json"]).success().json();
+    assert_eq!(
+        runs[0]["nodes"]["words"]["jobs"],
+        serde_json::json!([words])
+    );
     assert_eq!(
         cluster.cat("report", "report.txt"),
         local.cat("report", "report.txt")
@@ -183,7 +233,7 @@ fn a_node_over_its_memory_is_reported_out_of_memory() {
         r#"[hog]
 kind = "exec"
 resources = { memory = "64M" }
-command = "python3 -c 'import time; x = b\"x\" * (400 << 20); time.sleep(10)' && echo done > out/x"
+command = "echo allocating; python3 -c 'import time; x = b\"x\" * (400 << 20); time.sleep(10)' && echo done > out/x"
 "#,
     );
     let (outcome, record) = sandbox.run(&["--executor", "slurm"]);
@@ -192,6 +242,16 @@ command = "python3 -c 'import time; x = b\"x\" * (400 << 20); time.sleep(10)' &&
     let error = record["nodes"]["hog"]["error"].as_str().unwrap();
     assert!(error.contains("out of memory"), "{error}");
     assert!(error.contains("exceeded memory limit"), "{error}");
+    let job = jobs(&sandbox).pop().unwrap();
+    assert_eq!(record["nodes"]["hog"]["jobs"], serde_json::json!([job.id]));
+    // `peirce log` shows what the job's command printed.
+    let log = sandbox.peirce(&["log", "hog"]).success();
+    assert_eq!(log.stdout, "allocating\n", "{log}");
+    let status = sandbox.peirce(&["status", "wf.toml"]).success().stdout;
+    assert!(
+        status.contains("last: failed") && status.contains(&format!("(Slurm job {})", job.id)),
+        "{status}"
+    );
     assert!(
         sandbox
             .peirce(&["status", "wf.toml", "--json"])
@@ -237,6 +297,11 @@ command = {command}
             assert_eq!(outcome.code, 0, "{outcome}");
             expect_statuses(&record, &[("slow", "ran")]);
             assert_eq!(record["nodes"]["slow"]["attempts"], 2, "{record:#}");
+            // One job per attempt, the cancelled one first.
+            let ids: Vec<String> = jobs(&sandbox).into_iter().map(|job| job.id).collect();
+            assert_eq!(ids.len(), 2, "{ids:?}");
+            assert_eq!(ids[0], job.id);
+            assert_eq!(record["nodes"]["slow"]["jobs"], serde_json::json!(ids));
             assert_eq!(sandbox.count("slow"), 2);
             assert_eq!(sandbox.cat("slow", "ok"), "ok\n");
         } else {
@@ -257,38 +322,63 @@ command = {command}
 
 #[test]
 fn interrupting_the_runner_cancels_its_jobs_and_stores_nothing() {
-    if slurm("interrupting_the_runner_cancels_its_jobs_and_stores_nothing").is_none() {
+    let test = "interrupting_the_runner_cancels_its_jobs_and_stores_nothing";
+    if slurm(test).is_none() {
         return;
     }
-    let sandbox = Sandbox::new();
-    sandbox.workflow(&format!(
-        r#"[slow]
+    let Some(endpoint) = common::s3::endpoint(test) else {
+        return;
+    };
+    // Through the shared folder, then through the remote (`via_remote`).
+    for remote in [
+        None,
+        Some(common::s3::fresh_remote(&endpoint, "interrupt").1),
+    ] {
+        let sandbox = Sandbox::new();
+        let settings = if remote.is_some() {
+            "[executor.slurm]\nvia_remote = true\n\n"
+        } else {
+            ""
+        };
+        sandbox.workflow(&format!(
+            r#"{settings}[slow]
 kind = "exec"
 command = {command}
 "#,
-        command = toml_string(&format!(
-            "{}; echo partial > out/partial; sleep 60",
-            sandbox.counter("slow")
-        ))
-    ));
-    let child = sandbox.spawn(&["run", "wf.toml", "--json", "--executor", "slurm"]);
-    let job = wait_running(&sandbox, "slow");
-    wait_for_line(&sandbox.path("count-slow"), Duration::from_secs(60));
-    let pid = child.id() as i32;
-    // SAFETY: signalling the child this test started.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let outcome = finish(child);
-    assert_eq!(outcome.code, 130, "{outcome}");
-    expect_statuses(&outcome.json(), &[("slow", "cancelled")]);
-    let state = jobs(&sandbox)
-        .into_iter()
-        .find(|found| found.id == job.id)
-        .unwrap()
-        .state;
-    assert_eq!(state, "CANCELLED");
-    // Nothing partial: the node is not cached.
-    let plan = sandbox.plan(&[]);
-    assert_eq!(planned(&plan, "slow")["state"], "runs", "{plan:#}");
+            command = toml_string(&format!(
+                "{}; echo partial > out/partial; sleep 60",
+                sandbox.counter("slow")
+            ))
+        ));
+        let mut args = vec!["run", "wf.toml", "--json", "--executor", "slurm"];
+        if let Some(remote) = &remote {
+            args.extend(["--remote", remote]);
+        }
+        let child = sandbox.spawn(&args);
+        let job = wait_running(&sandbox, "slow");
+        wait_for_line(&sandbox.path("count-slow"), Duration::from_secs(60));
+        let pid = child.id() as i32;
+        // SAFETY: signalling the child this test started.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+        let outcome = finish(child);
+        assert_eq!(outcome.code, 130, "{outcome}");
+        expect_statuses(&outcome.json(), &[("slow", "cancelled")]);
+        let state = jobs(&sandbox)
+            .into_iter()
+            .find(|found| found.id == job.id)
+            .unwrap()
+            .state;
+        assert_eq!(state, "CANCELLED");
+        // Nothing partial: the node is not cached (nor, from the remote, its folder left).
+        let plan = sandbox.plan(&[]);
+        assert_eq!(planned(&plan, "slow")["state"], "runs", "{plan:#}");
+        for left in [
+            std::env::temp_dir().join(format!("peirce-job-{}", job.id)),
+            std::path::PathBuf::from(format!("/tmp/peirce-slurm-{}.out", job.id)),
+        ] {
+            assert!(!left.exists(), "{} is left", left.display());
+        }
+    }
 }
 
 #[test]
@@ -335,6 +425,257 @@ fn a_local_runner_and_a_slurm_runner_on_one_store_run_each_node_once() {
         .filter(|status| *status == "ran")
         .count();
     assert_eq!(jobs(&sandbox).len(), ran_on_slurm, "{:?}", jobs(&sandbox));
+}
+
+#[test]
+fn a_jobs_progress_reaches_the_runners_output_as_it_happens() {
+    let test = "a_jobs_progress_reaches_the_runners_output_as_it_happens";
+    if slurm(test).is_none() {
+        return;
+    }
+    let Some(endpoint) = common::s3::endpoint(test) else {
+        return;
+    };
+    // Through the shared folder, then through the remote (`via_remote`).
+    for remote in [None, Some(common::s3::fresh_remote(&endpoint, "events").1)] {
+        let sandbox = Sandbox::new();
+        // A worker reporting step 1 of 2, then step 2 four seconds later; its stderr is its
+        // log.
+        sandbox.write(
+            "steps.sh",
+            "progress() { echo \"{\\\"event\\\":\\\"progress\\\",\\\"done\\\":$1,\\\"total\\\":2,\\\"message\\\":\\\"step $1\\\"}\"; }\n\
+             echo starting >&2\nprogress 1\nsleep 4\nprogress 2\necho done > \"$PEIRCE_OUT/steps.txt\"\n",
+        );
+        let settings = if remote.is_some() {
+            "[executor.slurm]\nvia_remote = true\n\n"
+        } else {
+            ""
+        };
+        sandbox.workflow(&format!(
+            "{settings}[steps]\nkind = \"worker\"\nprogram = \"sh\"\nargs = [{}]\n",
+            toml_string(&sandbox.path("steps.sh").display().to_string())
+        ));
+        let mut args = vec!["run", "wf.toml", "--executor", "slurm"];
+        if let Some(remote) = &remote {
+            args.extend(["--remote", remote]);
+        }
+        // stderr is not a terminal: plain lines, each starting with the run's elapsed time.
+        let outcome = sandbox.peirce(&args).success();
+        let elapsed = |step: &str| -> f64 {
+            let line = outcome
+                .stderr
+                .lines()
+                .find(|line| line.contains("steps") && line.contains(&format!("[{step}/2 ")))
+                .unwrap_or_else(|| panic!("no progress {step}/2:\n{outcome}"));
+            let seconds = line.split_whitespace().nth(1).unwrap();
+            seconds.trim_end_matches("s]").parse().unwrap()
+        };
+        // Step 1 was shown while the job ran, not when it ended.
+        assert!(elapsed("2") - elapsed("1") >= 2.0, "{outcome}");
+        let job = jobs(&sandbox).pop().unwrap();
+        assert!(
+            outcome
+                .stderr
+                .contains(&format!("Slurm job {} submitted", job.id)),
+            "{outcome}"
+        );
+        assert_eq!(sandbox.cat("steps", "steps.txt"), "done\n");
+        let log = sandbox.peirce(&["log", "steps"]).success();
+        assert_eq!(log.stdout, "starting\n", "{log}");
+    }
+}
+
+#[test]
+fn an_align_node_on_two_cpu_ranks_through_slurm_matches_a_local_run() {
+    if slurm("an_align_node_on_two_cpu_ranks_through_slurm_matches_a_local_run").is_none() {
+        return;
+    }
+    // `align-deduction` of the shrunk workflow with `ranks = 2`: first here (with its inputs),
+    // then again through Slurm alone (`--force`), as one job whose rank 0 starts rank 1.
+    let sandbox = tiny_meta_align::sandbox();
+    let args = tiny_meta_align::args(&["align-deduction.ranks=2"]);
+    let mut local: Vec<&str> = vec!["align-deduction"];
+    local.extend(args.iter().map(String::as_str));
+    let record = sandbox.run_ok(&local);
+    assert_eq!(record["nodes"]["align-deduction"]["status"], "ran");
+    let here = sandbox.listing("align-deduction");
+    let log = sandbox.peirce(&["log", "align-deduction"]).success().stdout;
+    assert!(log.contains("rank 1 of 2"), "{log}");
+    let mut forced = local.clone();
+    forced.extend(["--force", "align-deduction", "--executor", "slurm"]);
+    let record = sandbox.run_ok(&forced);
+    assert_eq!(record["nodes"]["align-deduction"]["status"], "ran");
+    assert!(
+        statuses(&record)
+            .iter()
+            .all(|(node, status)| node == "align-deduction" || status == "cached"),
+        "{record:#}"
+    );
+    let submitted = jobs(&sandbox);
+    assert_eq!(submitted.len(), 1, "{submitted:?}");
+    let details = std::process::Command::new("scontrol")
+        .args(["show", "job", "-o", &submitted[0].id])
+        .output()
+        .unwrap();
+    let details = String::from_utf8_lossy(&details.stdout);
+    assert!(details.contains("NumCPUs=2 "), "{details}");
+    let log = sandbox.peirce(&["log", "align-deduction"]).success().stdout;
+    // Rank 1's lines are the node's log (rank 0's are its events).
+    assert!(log.contains("rank 1 of 2"), "{log}");
+    // The same weights and evaluation as the local run (the per-step metrics and the chart
+    // record wall-clock seconds).
+    let there = sandbox.listing("align-deduction");
+    for file in ["model.safetensors", "eval.json", "config.json"] {
+        assert_eq!(here[file], there[file], "{file}");
+    }
+}
+
+#[test]
+fn a_gpu_node_through_slurm_sees_the_gpus_slurm_gave_it() {
+    if slurm("a_gpu_node_through_slurm_sees_the_gpus_slurm_gave_it").is_none() {
+        return;
+    }
+    // The test cluster has two stand-in GPUs (gres.conf, scripts/slurm.sh); this machine
+    // needs none: the nodes are placed on Slurm, not checked against the runner's devices.
+    let sandbox = Sandbox::new();
+    let node = |name: &str, gpus: u32| {
+        format!(
+            "[{name}]\nkind = \"exec\"\nresources = {{ gpus = {gpus} }}\ncommand = {}\n\n",
+            toml_string("echo \"[$CUDA_VISIBLE_DEVICES] [$SLURM_JOB_GPUS]\" > out/devices.txt")
+        )
+    };
+    sandbox.workflow(&format!(
+        "{}{}{}",
+        node("one", 1),
+        node("two", 2),
+        node("none", 0)
+    ));
+    let record = sandbox.run_ok(&["--executor", "slurm"]);
+    expect_statuses(&record, &[("one", "ran"), ("two", "ran"), ("none", "ran")]);
+    // As the local executor pins them: the node's devices, and none for a node asking none.
+    let one = sandbox.cat("one", "devices.txt");
+    assert!(one == "[0] [0]\n" || one == "[1] [1]\n", "{one}");
+    assert_eq!(sandbox.cat("two", "devices.txt"), "[0,1] [0,1]\n");
+    assert_eq!(sandbox.cat("none", "devices.txt"), "[] []\n");
+    for job in jobs(&sandbox) {
+        let details = std::process::Command::new("scontrol")
+            .args(["show", "job", "-o", &job.id])
+            .output()
+            .unwrap();
+        let details = String::from_utf8_lossy(&details.stdout);
+        let wanted = match job.name.as_str() {
+            "peirce-one" => Some("gres:gpu:1"),
+            "peirce-two" => Some("gres:gpu:2"),
+            _ => None,
+        };
+        match wanted {
+            Some(gres) => assert!(
+                details.contains(&format!("TresPerNode={gres}")),
+                "{details}"
+            ),
+            None => assert!(!details.contains("gres:gpu"), "{details}"),
+        }
+    }
+}
+
+#[test]
+fn jobs_working_from_the_remote_need_no_shared_folder() {
+    if slurm("jobs_working_from_the_remote_need_no_shared_folder").is_none() {
+        return;
+    }
+    let Some(endpoint) = common::s3::endpoint("jobs_working_from_the_remote_need_no_shared_folder")
+    else {
+        return;
+    };
+    let (bucket, remote) = common::s3::fresh_remote(&endpoint, "slurm");
+    let local = example();
+    let local_record = local.run_ok(&[]);
+    // The example (an external file input, node inputs) with `via_remote = true`: each job
+    // fetches its inputs from the remote and sends its output there.
+    let cluster = example();
+    let text = std::fs::read_to_string(cluster.workflow_path())
+        .unwrap()
+        .replace(
+            "name = \"example\"",
+            "name = \"example\"\n\n[executor.slurm]\nvia_remote = true",
+        );
+    cluster.workflow(&text);
+    // Without a remote it is refused.
+    let refused = cluster
+        .peirce(&["run", "wf.toml", "--executor", "slurm"])
+        .expect_code(2);
+    assert!(
+        refused.stderr.contains("via_remote = true` needs a remote"),
+        "{refused}"
+    );
+    let record = cluster.run_ok(&["--executor", "slurm", "--remote", &remote]);
+    expect_statuses(
+        &record,
+        &[
+            ("words", "ran"),
+            ("counts", "ran"),
+            ("top", "ran"),
+            ("report", "ran"),
+        ],
+    );
+    assert_eq!(outputs(&record), outputs(&local_record));
+    let submitted = jobs(&cluster);
+    assert_eq!(submitted.len(), 4, "{submitted:?}");
+    assert!(
+        submitted.iter().all(|job| job.state == "COMPLETED"),
+        "{submitted:?}"
+    );
+    // Another workspace finds every result on the remote: nothing runs.
+    let other = example();
+    other.workflow(&text);
+    let again = other.run_ok(&["--executor", "slurm", "--remote", &remote]);
+    assert!(
+        statuses(&again).values().all(|status| status == "cached"),
+        "{again:#}"
+    );
+    // The job's folders are its own (the compute node's temporary folder), not the store's;
+    // a failure comes back with its log.
+    let sandbox = Sandbox::new();
+    sandbox.workflow(
+        "[executor.slurm]\nvia_remote = true\n\n\
+         [a]\nkind = \"exec\"\ncommand = \"echo a > out/a\"\n\n\
+         [b]\nkind = \"exec\"\ninputs = [\"a\"]\n\
+         command = \"cat $PEIRCE_INPUT_A/a; echo $PEIRCE_INPUT_A $PEIRCE_OUT > out/paths\"\n\n\
+         [c]\nkind = \"exec\"\ninputs = [\"b\"]\ncommand = \"echo oops; exit 3\"\n",
+    );
+    let (outcome, record) = sandbox.run(&["--executor", "slurm", "--remote", &remote]);
+    assert_eq!(outcome.code, 1, "{outcome}");
+    expect_statuses(&record, &[("a", "ran"), ("b", "ran"), ("c", "failed")]);
+    let paths = sandbox.cat("b", "paths");
+    let root = sandbox.root().to_string_lossy().into_owned();
+    assert!(
+        paths.starts_with(
+            &std::env::temp_dir()
+                .join("peirce-job-")
+                .to_string_lossy()
+                .into_owned()
+        ) && !paths.contains(&root),
+        "{paths}"
+    );
+    assert_eq!(sandbox.peirce(&["log", "b"]).success().stdout, "a\n");
+    let error = record["nodes"]["c"]["error"].as_str().unwrap();
+    assert!(error.contains("exit"), "{error}");
+    assert_eq!(sandbox.peirce(&["log", "c"]).success().stdout, "oops\n");
+    assert_eq!(jobs(&sandbox).len(), 3, "{:?}", jobs(&sandbox));
+    // Nothing is left in the temporary folder: the jobs' folders and their Slurm logs.
+    for job in jobs(&sandbox).into_iter().chain(jobs(&cluster)) {
+        for left in [
+            std::env::temp_dir().join(format!("peirce-job-{}", job.id)),
+            std::path::PathBuf::from(format!("/tmp/peirce-slurm-{}.out", job.id)),
+        ] {
+            assert!(!left.exists(), "{} is left", left.display());
+        }
+    }
+    // The results the jobs left on the remote for the runner were taken.
+    assert_eq!(
+        common::s3::list_keys(&endpoint, &bucket, "team/slurm"),
+        Vec::<String>::new()
+    );
 }
 
 /// Needs no cluster: `sinfo` is a stand-in naming two other machines.

@@ -19,8 +19,10 @@ use crate::params::ParamSpec;
 use crate::spec::{KindCatalog, NodeSpec};
 use crate::value::Value;
 
-/// Something a running node reports.
-#[derive(Debug, Clone, PartialEq)]
+/// Something a running node reports. Serializable: a node run elsewhere (a Slurm job) writes
+/// its events to a file the runner reads back (docs/architecture.md §21).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum NodeEvent {
     /// Progress on a known amount of work.
     Progress {
@@ -35,6 +37,9 @@ pub enum NodeEvent {
     Metric(serde_json::Value),
     /// A line worth showing to the user.
     Message(String),
+    /// This attempt runs as a batch job of a cluster's scheduler (Slurm) with this id: the
+    /// engine keeps it in the node's run record (`NodeRun::jobs`).
+    Job(String),
 }
 
 /// How a node failed, which decides whether it is retried.

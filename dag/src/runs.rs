@@ -51,6 +51,10 @@ pub struct NodeRun {
     /// for a failed node, the only place its log is kept (`peirce log NODE` reads it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<BlobDigest>,
+    /// The cluster jobs (Slurm job ids) its attempts ran as, in order; empty when it ran on
+    /// the runner's machine (docs/architecture.md §21).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<String>,
 }
 
 impl NodeRun {
@@ -424,6 +428,7 @@ mod tests {
                         "Error performing GET http://minio:NODESECRET@127.0.0.1:1/b".into(),
                     ),
                     log: None,
+                    jobs: Vec::new(),
                 },
             )]),
             remote: Some(RemoteActivity {

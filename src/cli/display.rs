@@ -298,6 +298,8 @@ impl Display {
                         bar.set_message(metric.to_string());
                     }
                 }
+                // Its executor says so in a message of its own.
+                NodeEvent::Job(_) => {}
             },
             EngineEvent::Waiting { node, holder } => {
                 self.node_line(format!("  {node:20} waiting for another runner ({holder})"));
@@ -381,6 +383,7 @@ mod tests {
             attempts: 1,
             error: None,
             log: None,
+            jobs: Vec::new(),
         }
     }
 

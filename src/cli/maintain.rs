@@ -81,8 +81,14 @@ pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode>
             .iter()
             .map(|set| format!("  --set {set}"))
             .collect();
+        let jobs = super::slurm::jobs_text(record.nodes.values().flat_map(|node| &node.jobs));
+        let jobs = if jobs.is_empty() {
+            jobs
+        } else {
+            format!("  {jobs}")
+        };
         println!(
-            "{}  {}  {:10} {:>8}  {:20} ran {} cached {} failed {}{}{}{}",
+            "{}  {}  {:10} {:>8}  {:20} ran {} cached {} failed {}{}{}{}{}",
             record.id,
             format_utc(record.started_at),
             format!("{:?}", record.status).to_lowercase(),
@@ -97,6 +103,7 @@ pub async fn runs(globals: &Globals, args: RunsArgs) -> anyhow::Result<ExitCode>
                 ""
             },
             if record.pinned { "  (pinned)" } else { "" },
+            jobs,
             overrides
         );
     }

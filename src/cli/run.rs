@@ -224,15 +224,33 @@ pub async fn run(globals: &Globals, args: RunArgs) -> anyhow::Result<ExitCode> {
     let registry = if placed.is_empty() {
         peirce_nodes::registry()
     } else {
-        if let Err(message) = super::slurm::check_store(&root).await {
-            eprintln!("error: {message}");
-            return Ok(ExitCode::from(EXIT_INVALID));
-        }
+        // Jobs work from the remote (`via_remote`), or from the store folder, which the
+        // compute nodes must then see.
+        let remote = if workflow.slurm.via_remote {
+            match globals.remote_url(workflow.remote.as_deref())? {
+                Some((url, _)) => Some((store.clone(), url)),
+                None => {
+                    eprintln!(
+                        "error: `[executor.slurm] via_remote = true` needs a remote for the jobs \
+                         to work from (`--remote URL`, `remote` in `[workflow]` or the user \
+                         config), docs/architecture.md §21"
+                    );
+                    return Ok(ExitCode::from(EXIT_INVALID));
+                }
+            }
+        } else {
+            if let Err(message) = super::slurm::check_store(&root).await {
+                eprintln!("error: {message}");
+                return Ok(ExitCode::from(EXIT_INVALID));
+            }
+            None
+        };
         super::slurm::registry(
             &peirce_nodes::registry(),
             &workflow,
             &placed,
             &workflow.slurm,
+            remote,
         )?
     };
     options.placed_elsewhere = placed;
@@ -530,7 +548,11 @@ pub async fn status(globals: &Globals, args: StatusArgs) -> anyhow::Result<ExitC
 
 /// `last: ran 12.30s`: a node's outcome in a run and its running time (queueing excluded).
 fn last_run_text(run: &NodeRun) -> String {
-    format!("last: {:?} {:.2}s", run.status, run.running_s()).to_lowercase()
+    let text = format!("last: {:?} {:.2}s", run.status, run.running_s()).to_lowercase();
+    match super::slurm::jobs_text(&run.jobs) {
+        jobs if jobs.is_empty() => text,
+        jobs => format!("{text} ({jobs})"),
+    }
 }
 
 /// For nodes the latest run left out (a run of selected nodes), the most recent earlier run

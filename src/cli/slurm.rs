@@ -33,6 +33,43 @@ struct JobFile {
     log_path: PathBuf,
     cpus: u32,
     gpus: Vec<u32>,
+    /// Set when the job works from the remote, not from a shared store folder: then the
+    /// paths above are the runner's, and the job uses folders of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    remote: Option<RemoteJob>,
+}
+
+/// How a job that works from the remote (`via_remote`) finds its inputs and reports.
+#[derive(Debug, Serialize, Deserialize)]
+struct RemoteJob {
+    /// The remote's URL, as the runner opened it (credentials come from the environment,
+    /// which sbatch passes on).
+    url: String,
+    /// Each input as a tree on the remote; `file` names the one file of an input that is a
+    /// file, not a folder.
+    inputs: BTreeMap<String, RemoteInput>,
+    /// The folder on the remote where the job leaves its events ([`remote_events`]) and its
+    /// [`RemoteResult`] ([`remote_result`]).
+    location: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RemoteInput {
+    tree: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<String>,
+}
+
+/// What a job that works from the remote leaves there for the runner: its output tree (sent
+/// before this is written) or how it failed, and its log.
+#[derive(Debug, Serialize, Deserialize)]
+struct RemoteResult {
+    #[serde(default)]
+    output: Option<String>,
+    #[serde(default)]
+    log: Option<String>,
+    #[serde(default)]
+    error: Option<JobResult>,
 }
 
 /// How the kind failed inside the job, written beside the job file.
@@ -44,6 +81,9 @@ struct JobResult {
 
 const JOB_FILE: &str = "slurm-job.json";
 const RESULT_FILE: &str = "slurm-result.json";
+/// The kind's events, one JSON [`NodeEvent`] a line, written by the job as they happen and
+/// read by the runner as it polls (so a job's progress shows as a local node's does).
+const EVENTS_FILE: &str = "slurm-events.jsonl";
 /// How long Slurm may say nothing of a job before the runner gives it up.
 const LOST_AFTER: Duration = Duration::from_secs(180);
 
@@ -58,14 +98,19 @@ struct SlurmKind {
     program: PathBuf,
     /// Shared by the run's kinds: one `squeue` for all their jobs.
     poller: Arc<Poller>,
+    /// With `via_remote`: the run's store (with its remote) and the remote's URL.
+    remote: Option<(peirce_store::Store, String)>,
 }
 
 /// The registry whose kinds submit the nodes in `placed` to Slurm (and run the rest here).
+/// `remote`: the run's store and its remote's URL, for jobs that work from the remote
+/// (`via_remote`).
 pub fn registry(
     base: &Registry,
     workflow: &Workflow,
     placed: &std::collections::BTreeSet<String>,
     options: &SlurmSettings,
+    remote: Option<(peirce_store::Store, String)>,
 ) -> anyhow::Result<Registry> {
     let program = std::env::current_exe()
         .map_err(|error| anyhow::anyhow!("cannot find the peirce binary to submit: {error}"))?;
@@ -86,6 +131,7 @@ pub fn registry(
             options: options.clone(),
             program: program.clone(),
             poller: poller.clone(),
+            remote: remote.clone(),
         });
     }
     Ok(registry)
@@ -144,30 +190,56 @@ impl SlurmKind {
             log_path: context.log_path.clone(),
             cpus: context.cpus,
             gpus: context.gpus.clone(),
+            remote: match &self.remote {
+                Some((store, url)) => Some(RemoteJob {
+                    url: url.clone(),
+                    inputs: send_inputs(store, &context.inputs).await?,
+                    location: remote_location(scratch),
+                }),
+                None => None,
+            },
         };
         let job_path = scratch.join(JOB_FILE);
         let result_path = scratch.join(RESULT_FILE);
         let _ = std::fs::remove_file(&result_path);
-        let text = serde_json::to_vec_pretty(&job).expect("a job file serializes");
-        std::fs::write(&job_path, text).map_err(|e| internal("writing the job file", &e))?;
-        let script = format!(
-            "#!/bin/sh\nexec {} __run-node {}\n",
-            shell_quote(&self.program.to_string_lossy()),
-            shell_quote(&job_path.to_string_lossy())
-        );
+        let _ = std::fs::remove_file(scratch.join(EVENTS_FILE));
+        let text = serde_json::to_string_pretty(&job).expect("a job file serializes");
+        let program = shell_quote(&self.program.to_string_lossy());
+        let script = if job.remote.is_some() {
+            // The job file travels inside the script (sbatch sends it to the cluster): the
+            // compute node need not see this folder.
+            if let Some((store, _)) = &self.remote {
+                let remote = store.remote().expect("a remote");
+                let _ = remote
+                    .delete_document(&remote_result(&remote_location(scratch)))
+                    .await;
+            }
+            format!("#!/bin/sh\nexec {program} __run-node - <<'PEIRCE_JOB'\n{text}\nPEIRCE_JOB\n")
+        } else {
+            std::fs::write(&job_path, &text).map_err(|e| internal("writing the job file", &e))?;
+            format!(
+                "#!/bin/sh\nexec {program} __run-node {}\n",
+                shell_quote(&job_path.to_string_lossy())
+            )
+        };
         let script_path = scratch.join("slurm-job.sh");
         std::fs::write(&script_path, script).map_err(|e| internal("writing the job script", &e))?;
+        // A job working from the remote starts and logs in the compute node's /tmp.
+        let (workdir, job_log) = match &job.remote {
+            Some(_) => (
+                PathBuf::from("/tmp"),
+                PathBuf::from("/tmp/peirce-slurm-%j.out"),
+            ),
+            None => (scratch.clone(), scratch.join("slurm-%j.out")),
+        };
 
         let mut command = tokio::process::Command::new("sbatch");
         command
             .arg("--parsable")
             .arg(format!("--job-name=peirce-{}", context.node))
-            .arg(format!("--chdir={}", scratch.display()))
-            .arg(format!(
-                "--output={}",
-                scratch.join("slurm-%j.out").display()
-            ))
-            .args(sbatch_resource_flags(resources, timeout))
+            .arg(format!("--chdir={}", workdir.display()))
+            .arg(format!("--output={}", job_log.display()))
+            .args(sbatch_resource_flags(resources, ranks(&context), timeout))
             .args(self.sbatch_placement_flags())
             .arg(&script_path)
             .kill_on_drop(true);
@@ -196,32 +268,48 @@ impl SlurmKind {
                 stdout.trim()
             )));
         }
+        context.emit(NodeEvent::Job(id.clone()));
         context.emit(NodeEvent::Message(format!("Slurm job {id} submitted")));
         let state = self.wait(&context, &id).await;
         self.poller.forget(&id).await;
-        let state = state?;
-        let job_log = scratch.join(format!("slurm-{id}.out"));
-        // When Slurm ended the job (cancelled, out of time or memory, lost), that is the
-        // outcome, whatever the job's own result file says of the signal it got.
-        let ended_by_slurm = matches!(
-            state.state.as_str(),
-            "CANCELLED"
-                | "TIMEOUT"
-                | "DEADLINE"
-                | "OUT_OF_MEMORY"
-                | "NODE_FAIL"
-                | "PREEMPTED"
-                | "BOOT_FAIL"
-        );
-        if ended_by_slurm {
-            return outcome(&id, &state, &job_log);
+        let job_log = PathBuf::from(job_log.to_string_lossy().replace("%j", &id));
+        let concluded = async {
+            let state = state?;
+            // When Slurm ended the job (cancelled, out of time or memory, lost), that is the
+            // outcome, whatever the job's own result file says of the signal it got.
+            let ended_by_slurm = matches!(
+                state.state.as_str(),
+                "CANCELLED"
+                    | "TIMEOUT"
+                    | "DEADLINE"
+                    | "OUT_OF_MEMORY"
+                    | "NODE_FAIL"
+                    | "PREEMPTED"
+                    | "BOOT_FAIL"
+            );
+            if ended_by_slurm {
+                return outcome(&id, &state, &job_log);
+            }
+            if let Some((store, _)) = &self.remote {
+                if let Some(result) = fetch_result(store, &context).await? {
+                    return result;
+                }
+                return outcome(&id, &state, &job_log);
+            }
+            if let Ok(text) = std::fs::read(&result_path) {
+                let result: JobResult = serde_json::from_slice(&text)
+                    .map_err(|e| internal("reading the job's result", &e))?;
+                return Err(node_error(&result.class, result.message));
+            }
+            outcome(&id, &state, &job_log)
         }
-        if let Ok(text) = std::fs::read(&result_path) {
-            let result: JobResult = serde_json::from_slice(&text)
-                .map_err(|e| internal("reading the job's result", &e))?;
-            return Err(node_error(&result.class, result.message));
+        .await;
+        // A job working from the remote logged in the compute node's /tmp: removed when this
+        // machine sees it (a cluster of one machine).
+        if self.remote.is_some() {
+            let _ = std::fs::remove_file(&job_log);
         }
-        outcome(&id, &state, &job_log)
+        concluded
     }
 
     fn sbatch_placement_flags(&self) -> Vec<String> {
@@ -247,7 +335,9 @@ impl SlurmKind {
         let mut announced_running = false;
         let mut cancelled = false;
         let mut last_answer = std::time::Instant::now();
+        let mut events = EventTail::new(self, context, id);
         loop {
+            events.forward(context).await;
             tokio::select! {
                 _ = tokio::time::sleep(POLL_EVERY) => {}
                 _ = context.cancel.cancelled(), if !cancelled => {
@@ -282,6 +372,7 @@ impl SlurmKind {
                 )));
             }
             if state.is_final() {
+                events.forward(context).await;
                 if cancelled {
                     return Err(NodeError::Cancelled);
                 }
@@ -289,6 +380,215 @@ impl SlurmKind {
             }
         }
     }
+}
+
+/// The folder on the remote where the job of the node whose scratch folder is `scratch`
+/// leaves its events and result: named by the run and the node's folder (`<node>-<key>`).
+fn remote_location(scratch: &Path) -> String {
+    let name = |path: Option<&Path>| {
+        path.and_then(Path::file_name)
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    format!("slurm/{}/{}", name(scratch.parent()), name(Some(scratch)))
+}
+
+/// The job's [`RemoteResult`] in its folder on the remote.
+fn remote_result(location: &str) -> String {
+    format!("{location}/result.json")
+}
+
+/// Job `job`'s `index`th batch of events in its folder on the remote (by job, so that no
+/// batch an earlier attempt left is taken for this one's).
+fn remote_events(location: &str, job: &str, index: u64) -> String {
+    format!("{location}/events-{job}-{index}.json")
+}
+
+fn store_error(what: &str, error: impl std::fmt::Display) -> NodeError {
+    NodeError::Transient(format!(
+        "{what}: {}",
+        peirce_store::redact_url(&error.to_string())
+    ))
+}
+
+/// Sends each input (a folder, or a single file) to the remote as a tree, for a job that
+/// works from the remote.
+async fn send_inputs(
+    store: &peirce_store::Store,
+    inputs: &BTreeMap<String, PathBuf>,
+) -> Result<BTreeMap<String, RemoteInput>, NodeError> {
+    let mut sent = BTreeMap::new();
+    for (name, path) in inputs {
+        let sending = |error| store_error(&format!("sending input `{name}` to the remote"), error);
+        let (tree, file) = if path.is_dir() {
+            (store.publish_dir(path).await.map_err(sending)?.0, None)
+        } else {
+            let file = path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_else(|| name.clone());
+            let (digest, size) = store.put_file(path).await.map_err(sending)?;
+            let mode = std::fs::metadata(path)
+                .map(|meta| std::os::unix::fs::PermissionsExt::mode(&meta.permissions()))
+                .map_err(|error| {
+                    NodeError::BadInput(format!("input `{name}` (`{}`): {error}", path.display()))
+                })?;
+            let executable = mode & 0o111 != 0;
+            let mut tree = peirce_store::Tree::new();
+            tree.insert(
+                &file,
+                peirce_store::TreeEntry {
+                    digest,
+                    size,
+                    executable,
+                },
+            )
+            .map_err(sending)?;
+            (store.put_tree(&tree).await.map_err(sending)?, Some(file))
+        };
+        store.push_tree(tree, None).await.map_err(sending)?;
+        sent.insert(
+            name.clone(),
+            RemoteInput {
+                tree: tree.to_string(),
+                file,
+            },
+        );
+    }
+    Ok(sent)
+}
+
+/// The result a job working from the remote left there: its output fetched into the output
+/// folder and its log into the node's log. `None` when it left none.
+async fn fetch_result(
+    store: &peirce_store::Store,
+    context: &NodeContext,
+) -> Result<Option<Result<(), NodeError>>, NodeError> {
+    let remote = store.remote().expect("a remote");
+    let location = remote_result(&remote_location(&context.scratch_dir));
+    let fetching = |error| store_error("fetching the job's result from the remote", error);
+    let Some(result) = remote
+        .get_document::<RemoteResult>(&location)
+        .await
+        .map_err(fetching)?
+    else {
+        return Ok(None);
+    };
+    let _ = remote.delete_document(&location).await;
+    if let Some(log) = result.log.as_deref().and_then(|log| log.parse().ok()) {
+        let bytes = store.get_bytes(log).await.map_err(fetching)?;
+        // Appended: the node's log keeps every attempt's lines.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&context.log_path)
+            .and_then(|mut file| std::io::Write::write_all(&mut file, &bytes))
+            .map_err(|error| {
+                NodeError::Internal(format!("`{}`: {error}", context.log_path.display()))
+            })?;
+    }
+    if let Some(error) = result.error {
+        return Ok(Some(Err(node_error(&error.class, error.message))));
+    }
+    let Some(output) = result
+        .output
+        .as_deref()
+        .and_then(|output| output.parse::<peirce_store::BlobDigest>().ok())
+    else {
+        return Err(NodeError::Internal(format!(
+            "the job's result on the remote (`{location}`) names no output"
+        )));
+    };
+    store
+        .materialize(output.cast(), &context.output_dir)
+        .await
+        .map_err(fetching)?;
+    Ok(Some(Ok(())))
+}
+
+/// Follows a job's events: each call passes on those it wrote since the last, as the lines
+/// it completed in its events file or, for a job working from the remote, the batches it
+/// sent there (each removed once read).
+enum EventTail {
+    File {
+        path: PathBuf,
+        /// Bytes of the file passed on so far (whole lines).
+        offset: u64,
+    },
+    Remote {
+        remote: peirce_store::Store,
+        location: String,
+        job: String,
+        /// The next batch to read.
+        next: u64,
+    },
+}
+
+impl EventTail {
+    fn new(kind: &SlurmKind, context: &NodeContext, job: &str) -> Self {
+        match &kind.remote {
+            Some((store, _)) => EventTail::Remote {
+                remote: store.remote().expect("a remote").clone(),
+                location: remote_location(&context.scratch_dir),
+                job: job.to_owned(),
+                next: 0,
+            },
+            None => EventTail::File {
+                path: context.scratch_dir.join(EVENTS_FILE),
+                offset: 0,
+            },
+        }
+    }
+
+    /// Emits the events the job wrote since the last call (none while there are none).
+    async fn forward(&mut self, context: &NodeContext) {
+        match self {
+            EventTail::File { path, offset } => {
+                for event in read_event_lines(path, offset) {
+                    context.emit(event);
+                }
+            }
+            EventTail::Remote {
+                remote,
+                location,
+                job,
+                next,
+            } => loop {
+                let batch = remote_events(location, job, *next);
+                let Ok(Some(events)) = remote.get_document::<Vec<NodeEvent>>(&batch).await else {
+                    break;
+                };
+                let _ = remote.delete_document(&batch).await;
+                for event in events {
+                    context.emit(event);
+                }
+                *next += 1;
+            },
+        }
+    }
+}
+
+/// The events in the lines of `path` completed after `offset`, which moves past them.
+fn read_event_lines(path: &Path, offset: &mut u64) -> Vec<NodeEvent> {
+    use std::io::{Read, Seek};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Vec::new();
+    };
+    let mut bytes = Vec::new();
+    if file.seek(std::io::SeekFrom::Start(*offset)).is_err()
+        || file.read_to_end(&mut bytes).is_err()
+    {
+        return Vec::new();
+    }
+    // A line still being written waits for the next call.
+    let Some(end) = bytes.iter().rposition(|byte| *byte == b'\n') else {
+        return Vec::new();
+    };
+    *offset += end as u64 + 1;
+    bytes[..end]
+        .split(|byte| *byte == b'\n')
+        .filter_map(|line| serde_json::from_slice(line).ok())
+        .collect()
 }
 
 /// Refuses a store folder the compute nodes cannot see: jobs read their inputs from and
@@ -363,9 +663,16 @@ fn filesystem_type(path: &Path) -> Option<i64> {
     Some(kind)
 }
 
-/// `--cpus-per-task`, `--mem`, `--gres=gpu:N` and `--time` for a node.
-fn sbatch_resource_flags(resources: &Resources, timeout: Option<Duration>) -> Vec<String> {
-    let mut flags = vec![format!("--cpus-per-task={}", resources.cpus.max(1))];
+/// `--cpus-per-task`, `--mem`, `--gres=gpu:N` and `--time` for a node. A node of several
+/// CPU ranks (the torch kinds' `ranks`) is one job whose rank 0 starts the others inside it,
+/// as it does locally: the job asks for a CPU per rank at least.
+fn sbatch_resource_flags(
+    resources: &Resources,
+    ranks: Option<u32>,
+    timeout: Option<Duration>,
+) -> Vec<String> {
+    let cpus = resources.cpus.max(ranks.unwrap_or(1)).max(1);
+    let mut flags = vec![format!("--cpus-per-task={cpus}")];
     if let Some(bytes) = resources.memory_bytes {
         // Slurm counts megabytes; never round a limit down to 0.
         flags.push(format!("--mem={}M", bytes.div_ceil(1 << 20).max(1)));
@@ -382,6 +689,12 @@ fn sbatch_resource_flags(resources: &Resources, timeout: Option<Duration>) -> Ve
         flags.push(format!("--time={}", limit.as_secs().div_ceil(60) + 1));
     }
     flags
+}
+
+/// The node's `ranks` parameter (the torch kinds' CPU ranks), when it has one.
+fn ranks(context: &NodeContext) -> Option<u32> {
+    let ranks = context.params.get("ranks")?.as_i64()?;
+    u32::try_from(ranks).ok()
 }
 
 /// A job's state as `scontrol show job` tells it.
@@ -563,8 +876,10 @@ fn outcome(id: &str, state: &JobState, job_log: &Path) -> Result<(), NodeError> 
             format!("; job log `{}`:\n{tail}", job_log.display())
         }
         None => format!(
-            "; the job left no log at `{}`: the compute node may not see this store's folder \
-             (it must be on a filesystem shared at the same path, docs/architecture.md §21)",
+            "; the job left no log at `{}` that this machine sees: unless the jobs work from \
+             the remote (`via_remote`, whose logs stay on the compute nodes), the compute node \
+             may not see this store's folder (it must be on a filesystem shared at the same \
+             path, docs/architecture.md §21)",
             job_log.display()
         ),
     };
@@ -618,6 +933,45 @@ fn node_error(class: &str, message: String) -> NodeError {
     }
 }
 
+/// `Slurm job 12` or `Slurm jobs 12-15, 19`: job ids as `status` and `runs` show them, runs of
+/// consecutive numbers as ranges; empty for none.
+pub fn jobs_text<'a>(ids: impl IntoIterator<Item = &'a String>) -> String {
+    let mut numbers: Vec<u64> = Vec::new();
+    let mut others: Vec<&str> = Vec::new();
+    let mut count = 0;
+    for id in ids {
+        count += 1;
+        match id.parse() {
+            Ok(number) => numbers.push(number),
+            Err(_) => others.push(id),
+        }
+    }
+    numbers.sort_unstable();
+    numbers.dedup();
+    let mut parts: Vec<String> = Vec::new();
+    let mut index = 0;
+    while index < numbers.len() {
+        let start = numbers[index];
+        let mut end = start;
+        while index + 1 < numbers.len() && numbers[index + 1] == end + 1 {
+            index += 1;
+            end = numbers[index];
+        }
+        parts.push(if end == start {
+            start.to_string()
+        } else {
+            format!("{start}-{end}")
+        });
+        index += 1;
+    }
+    parts.extend(others.into_iter().map(str::to_owned));
+    match count {
+        0 => String::new(),
+        1 => format!("Slurm job {}", parts.join(", ")),
+        _ => format!("Slurm jobs {}", parts.join(", ")),
+    }
+}
+
 /// A word for `/bin/sh`, single-quoted.
 fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
@@ -627,19 +981,30 @@ fn shell_quote(text: &str) -> String {
 /// failed beside the job file (the runner reads it) and exits 1; exits 0 on success. A kind
 /// stopped by SIGTERM writes nothing: the job's Slurm state tells why it was stopped.
 pub async fn run_node(job_path: &Path) -> anyhow::Result<std::process::ExitCode> {
-    let text = std::fs::read(job_path).map_err(|error| {
-        anyhow::anyhow!(
-            "cannot read the job file `{}` ({error}): this compute node does not see the \
-             runner's store folder at the same path",
-            job_path.display()
-        )
-    })?;
-    let job: JobFile = serde_json::from_slice(&text)
+    // `-`: the job file comes on stdin (a job that works from the remote has it in its script).
+    let text = if job_path == Path::new("-") {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut text)?;
+        text
+    } else {
+        std::fs::read(job_path).map_err(|error| {
+            anyhow::anyhow!(
+                "cannot read the job file `{}` ({error}): this compute node does not see the \
+                 runner's store folder at the same path",
+                job_path.display()
+            )
+        })?
+    };
+    let mut job: JobFile = serde_json::from_slice(&text)
         .map_err(|error| anyhow::anyhow!("job file `{}`: {error}", job_path.display()))?;
     let registry = peirce_nodes::registry();
     let kind = registry
         .get(&job.kind)
         .ok_or_else(|| anyhow::anyhow!("this peirce has no kind `{}`", job.kind))?;
+    let staged = match job.remote.take() {
+        Some(remote) => Some(Staged::prepare(remote, &mut job).await?),
+        None => None,
+    };
     // Slurm gives the job its GPUs through CUDA_VISIBLE_DEVICES.
     let gpus = match std::env::var("CUDA_VISIBLE_DEVICES") {
         Ok(text) if !job.gpus.is_empty() => text
@@ -649,20 +1014,46 @@ pub async fn run_node(job_path: &Path) -> anyhow::Result<std::process::ExitCode>
         _ => job.gpus.clone(),
     };
     let cancel = tokio_util::sync::CancellationToken::new();
-    let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel();
-    let printer = tokio::spawn(async move {
-        while let Some(event) = receiver.recv().await {
-            match event {
-                NodeEvent::Message(text) => println!("{text}"),
-                NodeEvent::Progress {
-                    done,
-                    total,
-                    message,
-                } => println!("progress {done}/{total} {message}"),
-                NodeEvent::Metric(json) => println!("metric {json}"),
+    let (events, mut receiver) = tokio::sync::mpsc::unbounded_channel::<NodeEvent>();
+    // Every event goes to the events file at once (the runner shows it; not for a job working
+    // from the remote, whose folders the runner does not see) and to the job's log.
+    let batches = staged.as_ref().map(Staged::event_batches);
+    let mut events_file =
+        match staged {
+            Some(_) => None,
+            None => {
+                let path = job_path.with_file_name(EVENTS_FILE);
+                Some(std::fs::File::create(&path).map_err(|error| {
+                    anyhow::anyhow!("cannot write `{}`: {error}", path.display())
+                })?)
             }
-        }
-    });
+        };
+    let printer = {
+        let batches = batches.clone();
+        tokio::spawn(async move {
+            while let Some(event) = receiver.recv().await {
+                if let (Some(file), Ok(mut line)) = (&mut events_file, serde_json::to_vec(&event)) {
+                    line.push(b'\n');
+                    let _ = std::io::Write::write_all(file, &line);
+                }
+                if let Some(batches) = &batches {
+                    batches.push(event.clone()).await;
+                }
+                match event {
+                    NodeEvent::Message(text) => println!("{text}"),
+                    NodeEvent::Progress {
+                        done,
+                        total,
+                        message,
+                    } => println!("progress {done}/{total} {message}"),
+                    NodeEvent::Metric(json) => println!("metric {json}"),
+                    NodeEvent::Job(id) => println!("job {id}"),
+                }
+            }
+        })
+    };
+    // A job working from the remote sends its events there, a batch a second.
+    let sending = batches.clone().map(EventBatches::send_every_second);
     // scancel sends SIGTERM first: stop the kind's processes before Slurm's SIGKILL.
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let stop = {
@@ -692,6 +1083,14 @@ pub async fn run_node(job_path: &Path) -> anyhow::Result<std::process::ExitCode>
     let result = kind.run(context).await;
     stop.abort();
     let _ = printer.await;
+    if let (Some(batches), Some((stop, sending))) = (&batches, sending) {
+        stop.cancel();
+        let _ = sending.await;
+        batches.flush().await;
+    }
+    if let Some(staged) = staged {
+        return staged.finish(&job, result).await;
+    }
     match result {
         Ok(()) => Ok(std::process::ExitCode::SUCCESS),
         // Stopped by Slurm (scancel, time limit, preemption): its state says why.
@@ -710,6 +1109,188 @@ pub async fn run_node(job_path: &Path) -> anyhow::Result<std::process::ExitCode>
             eprintln!("node `{}` failed: {}", job.node, result.message);
             Ok(std::process::ExitCode::from(1))
         }
+    }
+}
+
+/// The events of a job working from the remote, sent there in numbered batches
+/// ([`remote_events`]) that the runner reads and removes as it polls.
+#[derive(Clone)]
+struct EventBatches {
+    remote: peirce_store::Store,
+    location: String,
+    /// The Slurm job id.
+    job: String,
+    /// Events not sent yet, and the next batch's number.
+    pending: Arc<tokio::sync::Mutex<(Vec<NodeEvent>, u64)>>,
+}
+
+impl EventBatches {
+    async fn push(&self, event: NodeEvent) {
+        self.pending.lock().await.0.push(event);
+    }
+
+    /// Sends the events not sent yet as the next batch (kept for the next try on failure).
+    async fn flush(&self) {
+        let mut pending = self.pending.lock().await;
+        if pending.0.is_empty() {
+            return;
+        }
+        let location = remote_events(&self.location, &self.job, pending.1);
+        if self
+            .remote
+            .put_document(&location, &pending.0)
+            .await
+            .is_ok()
+        {
+            pending.0.clear();
+            pending.1 += 1;
+        }
+    }
+
+    /// Flushes once a second until the token returned is cancelled.
+    fn send_every_second(
+        self,
+    ) -> (
+        tokio_util::sync::CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let task = {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => self.flush().await,
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            })
+        };
+        (stop, task)
+    }
+}
+
+/// A job working from the remote: its own folder in the compute node's temporary folder,
+/// holding a store whose second tier is the run's remote, the inputs fetched from there, and
+/// the output and log it sends back.
+struct Staged {
+    work: PathBuf,
+    store: peirce_store::Store,
+    /// The Slurm job id.
+    job: String,
+    /// Its folder on the remote ([`remote_location`]).
+    location: String,
+}
+
+impl Staged {
+    /// Fetches the inputs and points the job's folders into its own.
+    async fn prepare(remote: RemoteJob, job: &mut JobFile) -> anyhow::Result<Self> {
+        let id = std::env::var("SLURM_JOB_ID").unwrap_or_else(|_| std::process::id().to_string());
+        let work = std::env::temp_dir().join(format!("peirce-job-{id}"));
+        let _ = std::fs::remove_dir_all(&work);
+        std::fs::create_dir_all(work.join("out"))
+            .map_err(|error| anyhow::anyhow!("cannot create `{}`: {error}", work.display()))?;
+        let redacted = |error: &dyn std::fmt::Display| peirce_store::redact_url(&error.to_string());
+        let origin = peirce_store::open_store(&remote.url)
+            .map_err(|error| anyhow::anyhow!("cannot open the remote: {}", redacted(&error)))?;
+        let store = peirce_store::Store::open_local(&work.join("store"))
+            .map_err(|error| {
+                anyhow::anyhow!("cannot open a store in `{}`: {error}", work.display())
+            })?
+            .with_remote(origin);
+        job.inputs.clear();
+        for (name, input) in remote.inputs {
+            let tree = input
+                .tree
+                .parse()
+                .map_err(|error| anyhow::anyhow!("input `{name}`: {error}"))?;
+            let dest = work.join("inputs").join(&name);
+            store.materialize(tree, &dest).await.map_err(|error| {
+                anyhow::anyhow!(
+                    "fetching input `{name}` from the remote: {}",
+                    redacted(&error)
+                )
+            })?;
+            let path = match &input.file {
+                Some(file) => dest.join(file),
+                None => dest,
+            };
+            job.inputs.insert(name, path);
+        }
+        job.output_dir = work.join("out");
+        job.log_path = work.join("log.txt");
+        job.scratch_dir = work.clone();
+        Ok(Self {
+            work,
+            store,
+            job: id,
+            location: remote.location,
+        })
+    }
+
+    fn event_batches(&self) -> EventBatches {
+        EventBatches {
+            remote: self.store.remote().expect("a remote").clone(),
+            location: self.location.clone(),
+            job: self.job.clone(),
+            pending: Arc::new(tokio::sync::Mutex::new((Vec::new(), 0))),
+        }
+    }
+
+    /// Sends the output (on success) and the log to the remote, then the result naming them,
+    /// and removes the job's folder.
+    async fn finish(
+        self,
+        job: &JobFile,
+        result: Result<(), NodeError>,
+    ) -> anyhow::Result<std::process::ExitCode> {
+        let sent = self.send(job, result).await;
+        let _ = std::fs::remove_dir_all(&self.work);
+        match sent {
+            Ok(true) => Ok(std::process::ExitCode::SUCCESS),
+            Ok(false) => Ok(std::process::ExitCode::from(1)),
+            Err(error) => {
+                eprintln!(
+                    "node `{}`: {}",
+                    job.node,
+                    peirce_store::redact_url(&format!("{error:#}"))
+                );
+                Ok(std::process::ExitCode::from(1))
+            }
+        }
+    }
+
+    /// Whether the node succeeded, once its result is on the remote.
+    async fn send(&self, job: &JobFile, result: Result<(), NodeError>) -> anyhow::Result<bool> {
+        let remote = self.store.remote().expect("a remote");
+        if let Err(NodeError::Cancelled) = result {
+            eprintln!("node `{}` stopped by a signal", job.node);
+            return Ok(false);
+        }
+        let log = match std::fs::metadata(&job.log_path) {
+            Ok(meta) if meta.len() > 0 => Some(remote.put_file(&job.log_path).await?.0.to_string()),
+            _ => None,
+        };
+        let (output, error, succeeded) = match result {
+            Ok(()) => {
+                let (tree, _) = self.store.publish_owned_dir(&job.output_dir).await?;
+                self.store.push_tree(tree, None).await?;
+                (Some(tree.to_string()), None, true)
+            }
+            Err(error) => {
+                eprintln!("node `{}` failed: {error}", job.node);
+                let failure = JobResult {
+                    class: error.class().to_owned(),
+                    message: error.to_string(),
+                };
+                (None, Some(failure), false)
+            }
+        };
+        let document = RemoteResult { output, log, error };
+        remote
+            .put_document(&remote_result(&self.location), &document)
+            .await?;
+        Ok(succeeded)
     }
 }
 
@@ -747,7 +1328,7 @@ mod tests {
             memory_bytes: Some(1 << 30),
         };
         assert_eq!(
-            sbatch_resource_flags(&resources, Some(Duration::from_secs(90))),
+            sbatch_resource_flags(&resources, None, Some(Duration::from_secs(90))),
             [
                 "--cpus-per-task=4",
                 "--mem=1024M",
@@ -756,8 +1337,21 @@ mod tests {
             ]
         );
         assert_eq!(
-            sbatch_resource_flags(&Resources::default(), None),
+            sbatch_resource_flags(&Resources::default(), None, None),
             ["--cpus-per-task=1"]
+        );
+        // Four CPU ranks: four CPUs, however few the node asked for; more when it asked more.
+        assert_eq!(
+            sbatch_resource_flags(&Resources::default(), Some(4), None),
+            ["--cpus-per-task=4"]
+        );
+        let eight = Resources {
+            cpus: 8,
+            ..Resources::default()
+        };
+        assert_eq!(
+            sbatch_resource_flags(&eight, Some(4), None),
+            ["--cpus-per-task=8"]
         );
     }
 
@@ -790,5 +1384,17 @@ mod tests {
             "{message}"
         );
         assert_eq!(shell_quote("a'b"), r"'a'\''b'");
+    }
+
+    #[test]
+    fn job_ids_as_ranges() {
+        let ids = |list: &[&str]| list.iter().map(|id| id.to_string()).collect::<Vec<_>>();
+        assert_eq!(jobs_text(&ids(&[])), "");
+        assert_eq!(jobs_text(&ids(&["7"])), "Slurm job 7");
+        assert_eq!(
+            jobs_text(&ids(&["15", "12", "13", "14", "19", "21", "20"])),
+            "Slurm jobs 12-15, 19-21"
+        );
+        assert_eq!(jobs_text(&ids(&["3", "5"])), "Slurm jobs 3, 5");
     }
 }

@@ -23,7 +23,7 @@ use object_store::path::Path as ObjectPath;
 use object_store::PutMode;
 use serde::Serialize;
 
-use crate::digest::{ActionKey, BlobDigest};
+use crate::digest::{ActionKey, BlobDigest, TreeDigest};
 use crate::error::{Error, Result};
 use crate::record::ActionRecord;
 use crate::store::{blob_location, install_file, Lookup, Store};
@@ -233,17 +233,26 @@ impl Store {
 
     /// Every blob `record` reaches, with its size: the tree encoding, the files, the log.
     async fn reachable_blobs(&self, record: &ActionRecord) -> Result<Vec<(BlobDigest, u64)>> {
-        let tree = self.get_tree(record.output).await?;
+        self.tree_blobs(record.output, record.log).await
+    }
+
+    /// The tree encoding of `output`, its files, and `log`, with their sizes (in that order).
+    async fn tree_blobs(
+        &self,
+        output: TreeDigest,
+        log: Option<BlobDigest>,
+    ) -> Result<Vec<(BlobDigest, u64)>> {
+        let tree = self.get_tree(output).await?;
         let mut blobs: Vec<(BlobDigest, u64)> = Vec::new();
         let encoding = tree.encode();
-        blobs.push((record.output.cast(), encoding.len() as u64));
+        blobs.push((output.cast(), encoding.len() as u64));
         let mut seen = std::collections::HashSet::new();
         for (_, entry) in tree.iter() {
             if seen.insert(entry.digest) {
                 blobs.push((entry.digest, entry.size));
             }
         }
-        if let Some(log) = record.log {
+        if let Some(log) = log {
             let size = self
                 .available_size(log)
                 .await?
@@ -284,12 +293,36 @@ impl Store {
             }
         }
         let blobs = self.reachable_blobs(&record).await?;
+        let mut report = self.push_blobs(remote, &blobs).await?;
+        // The record after everything.
+        remote.put_action(&record).await?;
+        TransferStats::add(&stats.records_pushed, 1);
+        report.record_written = true;
+        Ok(report)
+    }
+
+    /// Sends tree `output` (which must be here), its files and `log` to the remote, the blobs
+    /// it lacks, the tree encoding after the files it names: a node's result without its
+    /// record, which the runner that holds the node's lease writes (a Slurm job working from
+    /// the remote, docs/architecture.md §21).
+    pub async fn push_tree(
+        &self,
+        output: TreeDigest,
+        log: Option<BlobDigest>,
+    ) -> Result<SyncReport> {
+        let remote = self.require_remote()?;
+        let blobs = self.tree_blobs(output, log).await?;
+        self.push_blobs(remote, &blobs).await
+    }
+
+    /// Sends `blobs` (a tree encoding first, then what it names) that the remote lacks: the
+    /// tree encoding last.
+    async fn push_blobs(&self, remote: &Store, blobs: &[(BlobDigest, u64)]) -> Result<SyncReport> {
         let mut report = SyncReport {
             blobs: blobs.len() as u64,
             bytes: blobs.iter().map(|(_, size)| size).sum(),
             ..Default::default()
         };
-        // The tree encoding goes after the files it names; the record after everything.
         let (tree_blob, files) = blobs.split_first().expect("a tree is always reachable");
         let sent: Vec<Option<u64>> = futures::stream::iter(files.iter().copied())
             .map(|(digest, size)| self.push_blob(remote, digest, size))
@@ -301,9 +334,6 @@ impl Store {
             report.transferred_blobs += 1;
             report.transferred_bytes += sent;
         }
-        remote.put_action(&record).await?;
-        TransferStats::add(&stats.records_pushed, 1);
-        report.record_written = true;
         Ok(report)
     }
 

@@ -678,6 +678,7 @@ fn skip_downstream<'a>(
         attempts: 0,
         error: Some(format!("input `{failed}` did not complete")),
         log: None,
+        jobs: Vec::new(),
     };
     let _ = events.send(EngineEvent::Finished {
         node: node.to_string(),

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{complete, resolve_inputs, Engine, EngineEvent, Reason};
 use crate::key::KeyInput;
-use crate::kind::{NodeContext, NodeError, NodeKind};
+use crate::kind::{NodeContext, NodeError, NodeEvent, NodeKind};
 use crate::runs::{now_seconds, NodeRun, NodeStatus, WorkflowRef};
 use crate::spec::{InputRef, NodeSpec, Workflow};
 
@@ -71,6 +71,7 @@ fn node_run(node: &NodeSpec, status: NodeStatus, started: Instant) -> NodeRun {
         attempts: 0,
         error: None,
         log: None,
+        jobs: Vec::new(),
     }
 }
 
@@ -478,6 +479,7 @@ async fn execute(
             &scratch,
             &log_path,
             &grant,
+            &mut run.jobs,
         )
         .await;
         // Whatever the outcome, the node may have written into the store through an input
@@ -743,6 +745,7 @@ async fn attempt_once(
     scratch: &std::path::Path,
     log_path: &std::path::Path,
     grant: &Option<crate::resources::Grant>,
+    jobs: &mut Vec<String>,
 ) -> Result<(), NodeError> {
     let cancel = shared.cancel.child_token();
     let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
@@ -750,12 +753,17 @@ async fn attempt_once(
         let shared = shared.clone();
         let name = node.name.clone();
         tokio::spawn(async move {
+            let mut jobs = Vec::new();
             while let Some(event) = receiver.recv().await {
+                if let NodeEvent::Job(id) = &event {
+                    jobs.push(id.clone());
+                }
                 shared.emit(EngineEvent::Progress {
                     node: name.clone(),
                     event,
                 });
             }
+            jobs
         })
     };
     // A node placed elsewhere gets what it asks for; its executor maps the GPU count onto
@@ -797,7 +805,7 @@ async fn attempt_once(
             }
         },
     };
-    let _ = forward.await;
+    jobs.extend(forward.await.unwrap_or_default());
     if shared.cancel.is_cancelled() {
         return Err(NodeError::Cancelled);
     }

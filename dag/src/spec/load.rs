@@ -407,7 +407,8 @@ impl Loader<'_> {
         }
     }
 
-    /// `[executor.slurm]`: partition, account, qos (strings) and flags (a list of strings).
+    /// `[executor.slurm]`: partition, account, qos (strings), flags (a list of strings) and
+    /// via_remote (a boolean).
     fn read_executor_table(&mut self, item: &Item, origin: &Origin, slurm: &mut SlurmSettings) {
         let Some(table) = item.as_table_like() else {
             self.reporter.error(
@@ -456,19 +457,35 @@ impl Loader<'_> {
                         }
                         continue;
                     }
+                    "via_remote" => {
+                        match item.as_bool() {
+                            Some(value) => slurm.via_remote = value,
+                            None => self.reporter.error(
+                                &origin,
+                                format!(
+                                    "Wrong type for `via_remote`: expected a boolean, found {}",
+                                    item_type(item)
+                                ),
+                                None,
+                            ),
+                        }
+                        continue;
+                    }
                     _ => {
                         self.reporter.error(
                             &origin,
                             format!("Unknown key `{key}` in `[executor.slurm]`"),
-                            did_you_mean(key, ["partition", "account", "qos", "flags"]).or_else(
-                                || {
-                                    Some(
-                                        "`[executor.slurm]` accepts `partition`, `account`, \
-                                         `qos` and `flags`"
-                                            .to_owned(),
-                                    )
-                                },
-                            ),
+                            did_you_mean(
+                                key,
+                                ["partition", "account", "qos", "flags", "via_remote"],
+                            )
+                            .or_else(|| {
+                                Some(
+                                    "`[executor.slurm]` accepts `partition`, `account`, `qos`, \
+                                     `flags` and `via_remote`"
+                                        .to_owned(),
+                                )
+                            }),
                         );
                         continue;
                     }

@@ -176,6 +176,9 @@ pub struct SlurmSettings {
     pub qos: Option<String>,
     /// Further `sbatch` flags, passed as they are.
     pub flags: Vec<String>,
+    /// `via_remote = true`: the compute nodes do not see the store folder; each job fetches
+    /// its inputs from the run's remote and sends its output there (docs/architecture.md §21).
+    pub via_remote: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

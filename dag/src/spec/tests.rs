@@ -845,7 +845,7 @@ fn bad_matrices_are_errors_naming_the_file_and_key() {
 fn executors_and_slurm_settings() {
     let workflow = parse(
         "[workflow]\nexecutor = \"slurm\"\n\n[executor.slurm]\npartition = \"gpu\"\n\
-         account = \"lab\"\nqos = \"high\"\nflags = [\"--constraint=h100\"]\n\n\
+         account = \"lab\"\nqos = \"high\"\nflags = [\"--constraint=h100\"]\nvia_remote = true\n\n\
          [defaults]\nexecutor = \"slurm\"\n\n[a]\nkind = \"train\"\n\n\
          [b]\nkind = \"train\"\nexecutor = \"local\"\n",
     )
@@ -858,6 +858,7 @@ fn executors_and_slurm_settings() {
             account: Some("lab".into()),
             qos: Some("high".into()),
             flags: vec!["--constraint=h100".into()],
+            via_remote: true,
         }
     );
     assert_eq!(workflow.node("a").unwrap().executor, Some(Executor::Slurm));
@@ -893,6 +894,14 @@ fn executors_and_slurm_settings() {
         error.message.contains("expected a list of strings"),
         "{error}"
     );
+    let error = single_error(parse(
+        "[executor.slurm]\nvia_remote = \"yes\"\n[a]\nkind = \"train\"\n",
+    ));
+    assert!(
+        error.message.contains("`via_remote`: expected a boolean"),
+        "{error}"
+    );
+    assert!(!plain.slurm.via_remote);
     let error = single_error(parse(
         "[executor.pbs]\nqueue = \"x\"\n[a]\nkind = \"train\"\n",
     ));

@@ -20,6 +20,11 @@ impl Store {
             .map(|_| ())
     }
 
+    /// Removes the document at `location` (nothing when absent).
+    pub async fn delete_document(&self, location: &str) -> Result<()> {
+        self.delete_raw(location).await
+    }
+
     /// Reads a JSON document, `None` when absent.
     pub async fn get_document<T: for<'de> Deserialize<'de>>(
         &self,
