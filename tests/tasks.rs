@@ -296,19 +296,19 @@ fn golden_dataset_digests() {
     let expected = [
         (
             "deduction",
-            "blake3:5aa75657e1d731d1f8d3f7c9aa58cdd9fa001965e09af308d09e45fc4a84454f",
+            "blake3:e5bf18ad6ed94aa41edaf0a92f94033fd6b5c0f07daba2ae7b9c1be0cfe6db6d",
         ),
         (
             "induction",
-            "blake3:b6ee2a2011b6884d8694d33c2431d7d6e3d513327d60a6aba70cc6302af576d1",
+            "blake3:b334958b5473a232e9c305757b09c3827adb8370a5a08fc6a0694750e973cb1f",
         ),
         (
             "abduction",
-            "blake3:6364694ab2e52bd8dc08a8b2b749375ffadc5f20e5d65ae7e8aa4939108db983",
+            "blake3:c0d037f297b4b6ce36ee24169b43fadb88d2656ab300c3d4caed3af3ab40ed50",
         ),
         (
             "arithmetic",
-            "blake3:68c93b4240a8a9cc1701673e24b6ca8243b45b000a6cfdb2451d92f6a3bff35f",
+            "blake3:37031cd2499dbe6accd1fc23a3d20df885698f36ed33f69a36071513cffb9e47",
         ),
     ];
     // The instances themselves (the JSONL files) have not changed since generate v3: v4
