@@ -4,7 +4,7 @@
 # module's and reward loader's imports: transformers, datasets, omegaconf, tensordict, ...),
 # and no torch of its own: torch, which verl imports but the round trip runs on CPU only, is
 # linked from the mergekit virtualenv (scripts/mergekit.sh, which CI sets up first), so this
-# venv costs about 0.8 GB and a minute instead of another 6 GB. The links are to package
+# venv costs about 0.95 GB and 3 minutes instead of another 6 GB. The links are to package
 # folders only (no metadata): pip in this venv never sees, upgrades or removes that torch,
 # and the mergekit venv is never written. peirce_verl_setup installs only when the venv
 # lacks this verl version's marker, checks the imports, and exports PEIRCE_VERL_PYTHON.

@@ -282,6 +282,7 @@ fn verl_round_trip() {
     );
     let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
         .unwrap_or_else(|error| panic!("no summary ({error}):\n{stdout}\n{stderr}"));
+    eprintln!("verl round trip: {summary}, {} corpus lines", lines.len());
     assert_eq!(summary["prompts"], prompts, "{summary}");
     assert_eq!(summary["perfect"], 2 * logic_records, "{summary}");
     assert_eq!(summary["refused_boxed"], 3, "{summary}");
