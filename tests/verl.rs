@@ -243,6 +243,12 @@ fn verl_round_trip() {
         ] {
             assert!(folder.join(file).is_file(), "{node} has no {file}");
         }
+        // The README's verl config quotes the exported template.
+        let template = std::fs::read_to_string(folder.join("chat_template.jinja")).unwrap();
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+                .unwrap();
+        assert!(readme.contains(&format!("chat_template: \"{template}\"")));
         let module = std::fs::read_to_string(folder.join("reward.py")).unwrap();
         assert!(
             module.contains(&format!("MODE = \"{}\"", mode.name())),
