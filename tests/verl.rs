@@ -14,7 +14,7 @@ use std::process::Command;
 
 use common::Sandbox;
 use peirce_tasks::dataset::{read_jsonl, Record};
-use peirce_tasks::reward::corpus::{fragment_string, mutate, SplitMix};
+use peirce_tasks::reward::corpus::{fragment_string, mode_cases, mutate, SplitMix};
 use peirce_tasks::reward::{perfect_response, score_with, AnswerStatus, RewardMode};
 use peirce_tasks::AnswerKind;
 use serde_json::{json, Value};
@@ -143,9 +143,10 @@ fn case(
     })
 }
 
-/// Every record's perfect responses (with and without its worked solution), then fuzzed
-/// responses: random fragments and mutated perfect responses, some behind an `Assistant:`
-/// (which the paper's rules read), some against a fuzzed ground truth.
+/// Every record's perfect responses (with and without its worked solution) and a wrong one,
+/// the README's mode-difference cases of its family, then fuzzed responses: random fragments
+/// and mutated perfect responses, some behind an `Assistant:` (which the paper's rules read),
+/// some against a fuzzed ground truth.
 fn corpus(dataset: &str, mode: RewardMode, records: &[Record], rng: &mut SplitMix) -> Vec<Value> {
     let mut lines = Vec::new();
     if records[0].answer_kind == AnswerKind::Boxed {
@@ -168,6 +169,21 @@ fn corpus(dataset: &str, mode: RewardMode, records: &[Record], rng: &mut SplitMi
             );
             lines.push(case(dataset, mode, record, &record.answer, response, true));
         }
+    }
+    // The README's table of differences between the modes, for this family.
+    for example in mode_cases()
+        .into_iter()
+        .filter(|example| example.kind == records[0].answer_kind)
+    {
+        let response = example.response.to_string();
+        lines.push(case(
+            dataset,
+            mode,
+            &records[0],
+            example.truth,
+            response,
+            false,
+        ));
     }
     for index in 0..FUZZ {
         let record = &records[rng.below(records.len())];
