@@ -108,7 +108,7 @@ fn verl_python() -> Option<String> {
     peirce_testing::external(
         "PEIRCE_VERL_PYTHON",
         "verl_round_trip",
-        "source scripts/mergekit.sh scripts/verl.sh, then run peirce_mergekit_setup and peirce_verl_setup",
+        "source scripts/mergekit.sh and scripts/verl.sh, then run peirce_mergekit_setup and peirce_verl_setup",
     )
 }
 
