@@ -296,25 +296,60 @@ fn golden_dataset_digests() {
     let expected = [
         (
             "deduction",
-            "blake3:5aa75657e1d731d1f8d3f7c9aa58cdd9fa001965e09af308d09e45fc4a84454f",
+            "blake3:e5bf18ad6ed94aa41edaf0a92f94033fd6b5c0f07daba2ae7b9c1be0cfe6db6d",
         ),
         (
             "induction",
-            "blake3:b6ee2a2011b6884d8694d33c2431d7d6e3d513327d60a6aba70cc6302af576d1",
+            "blake3:b334958b5473a232e9c305757b09c3827adb8370a5a08fc6a0694750e973cb1f",
         ),
         (
             "abduction",
-            "blake3:6364694ab2e52bd8dc08a8b2b749375ffadc5f20e5d65ae7e8aa4939108db983",
+            "blake3:c0d037f297b4b6ce36ee24169b43fadb88d2656ab300c3d4caed3af3ab40ed50",
         ),
         (
             "arithmetic",
-            "blake3:68c93b4240a8a9cc1701673e24b6ca8243b45b000a6cfdb2451d92f6a3bff35f",
+            "blake3:37031cd2499dbe6accd1fc23a3d20df885698f36ed33f69a36071513cffb9e47",
+        ),
+    ];
+    // The instances themselves (the JSONL files) have not changed since generate v3: v4
+    // changed only the verl files beside them (one-message prompts, chat template, reward).
+    let instances = [
+        (
+            "deduction",
+            "blake3:e336d3642caff906cc8e3f1aba0c58b014b0976466b50b536607612ade929631",
+            "blake3:e8f8cd9e8c818ea5740b22a05988b7b8b7efa7dd25bbfb0697b2e9f5759a264e",
+        ),
+        (
+            "induction",
+            "blake3:313c45ad52dce7b612ae7baeead49ef3292749a25bc558438bbde999269ce522",
+            "blake3:c0923dfe7274d239c8046b2f267a74c74328b5bdcc5f2faade2f9dfba73bb4e6",
+        ),
+        (
+            "abduction",
+            "blake3:c0b17ff56869522d4e27fc80f567e6876647c7118713c6a596359c0dbc8d5cb3",
+            "blake3:12b1008c84c473c4059edc2efc62a1d622b936671609a8da9d6ad913a19ef31d",
+        ),
+        (
+            "arithmetic",
+            "blake3:b7b833b0e41e0efb6a6818cec43ee06a039787e07fe438136d703a16813937b2",
+            "blake3:c347818e97312655940bf750eadbf87f65ca52651869e1593f6b73421b7a77c1",
         ),
     ];
     let mut mismatches = Vec::new();
     for (task, digest) in expected {
         if outputs[task] != digest {
             mismatches.push(format!("{task}: expected {digest}, got {}", outputs[task]));
+        }
+    }
+    for (task, train, test) in instances {
+        let listing = sandbox.listing(task);
+        for (file, digest) in [("train.jsonl", train), ("test.jsonl", test)] {
+            if listing[file].1 != digest {
+                mismatches.push(format!(
+                    "{task} {file}: expected {digest}, got {}",
+                    listing[file].1
+                ));
+            }
         }
     }
     assert!(

@@ -18,7 +18,8 @@ use serde::Serialize;
 use peirce_tasks::dataset::{level_stats, write_jsonl, Record};
 use peirce_tasks::import::{import, ImportOptions};
 use peirce_tasks::release;
-use peirce_tasks::verl::write_parquet;
+use peirce_tasks::reward::RewardMode;
+use peirce_tasks::verl::{write_parquet, write_verl_files};
 use peirce_tasks::{family, AnswerKind, Family, Instance, Options, TaskRng, FAMILIES};
 
 /// The instruction used for imported math problems.
@@ -30,7 +31,7 @@ pub struct Generate;
 
 impl Generate {
     /// Bump when generated datasets change meaning.
-    pub const VERSION: u32 = 3;
+    pub const VERSION: u32 = 4;
 }
 
 /// Generation settings read from a node's params.
@@ -218,19 +219,22 @@ struct GenerateStats {
     levels: BTreeMap<String, peirce_tasks::dataset::LevelStats>,
 }
 
-/// Writes the dataset files of a split pair and its statistics.
+/// Writes the dataset files of a split pair and its statistics, with verl's chat template
+/// and the reward module grading under `mode` beside the parquet files.
 pub fn write_dataset(
     dir: &Path,
     train: &[Record],
     test: &[Record],
     stats: &impl Serialize,
     stats_name: &str,
+    mode: RewardMode,
 ) -> Result<(), NodeError> {
     let internal = |e: peirce_tasks::dataset::DatasetError| NodeError::Internal(e.to_string());
     write_jsonl(&dir.join("train.jsonl"), train).map_err(internal)?;
     write_jsonl(&dir.join("test.jsonl"), test).map_err(internal)?;
     write_parquet(&dir.join("train.parquet"), train).map_err(internal)?;
     write_parquet(&dir.join("test.parquet"), test).map_err(internal)?;
+    write_verl_files(dir, mode).map_err(internal)?;
     let bytes = serde_json::to_vec_pretty(stats).expect("stats serialize");
     std::fs::write(dir.join(stats_name), bytes).map_err(|e| NodeError::Internal(e.to_string()))
 }
@@ -301,7 +305,14 @@ fn run_generate(context: &NodeContext) -> Result<(), NodeError> {
         test: test.len(),
         levels: level_stats(&all, family),
     };
-    write_dataset(&context.output_dir, &train, &test, &stats, "stats.json")
+    write_dataset(
+        &context.output_dir,
+        &train,
+        &test,
+        &stats,
+        "stats.json",
+        RewardMode::Strict,
+    )
 }
 
 #[async_trait]

@@ -28,7 +28,7 @@ pub struct Verify;
 
 impl Verify {
     /// Bump when verification rules change.
-    pub const VERSION: u32 = 2;
+    pub const VERSION: u32 = 3;
 }
 
 /// Why `verify` drops a record.
@@ -217,7 +217,14 @@ fn run_verify(context: &NodeContext) -> Result<(), NodeError> {
         .get("max_drop_fraction")
         .and_then(Value::as_f64)
         .unwrap_or(1.0);
-    write_dataset(&context.output_dir, &train, &test, &report, "report.json")?;
+    write_dataset(
+        &context.output_dir,
+        &train,
+        &test,
+        &report,
+        "report.json",
+        mode,
+    )?;
     if total > 0 && dropped as f64 / total as f64 > limit {
         return Err(NodeError::BadInput(format!(
             "{dropped} of {total} instances failed verification (more than `max_drop_fraction` = {limit}): {:?}",

@@ -3,10 +3,10 @@
 //! A dataset tree holds `train.jsonl`, `test.jsonl`, `train.parquet`, `test.parquet` and
 //! `stats.json`. The JSONL records are complete (rendered prompt, messages, puzzle, answer,
 //! parameters, worked solution); the parquet files carry the same rows in the column layout
-//! verl and OpenRLHF read: `data_source`, `prompt` (a list of `{role, content}` messages),
-//! `ability`, `reward_model {style, ground_truth}`, `extra_info {...}`. Output bytes depend
-//! only on the records (serde_json with sorted maps; parquet written without timestamps).
-//! The parquet side lives in [`crate::verl`].
+//! verl and OpenRLHF read: `data_source`, `prompt` (one `{role, content}` message holding the
+//! rendered prompt), `ability`, `reward_model {style, ground_truth}`, `extra_info {...}`.
+//! Output bytes depend only on the records (serde_json with sorted maps; parquet written
+//! without timestamps). The parquet side lives in [`crate::verl`].
 
 use std::collections::BTreeMap;
 use std::fs::File;

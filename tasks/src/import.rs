@@ -3,8 +3,9 @@
 //! Three layouts are read, row by row (a parquet row is read as the JSON object of its
 //! columns): plain rows with a problem and an answer column (names configurable, default
 //! `problem` / `answer`, optional `level`), and the verl layout (`prompt` as a list of
-//! messages, whose last user message is the problem, and `reward_model.ground_truth`) become
-//! math instances graded by boxed-answer equivalence; rows of the paper's release
+//! messages, whose last user message is the problem, or `extra_info.puzzle` in peirce's own
+//! export; and `reward_model.ground_truth`) become math instances graded by boxed-answer
+//! equivalence; rows of the paper's release
 //! (`puzzle_text`, a struct ground truth) become instances of their task family
 //! ([`crate::release`]).
 
@@ -90,11 +91,19 @@ fn row_instance(
         return release::instance(row, index);
     }
     let (puzzle, answer) = if let Some(messages) = row.get("prompt").and_then(|p| p.as_array()) {
-        let puzzle = messages
-            .iter()
-            .rev()
-            .find(|m| m.get("role").and_then(|r| r.as_str()) == Some("user"))
-            .and_then(|m| m.get("content")?.as_str())
+        // peirce's own export keeps the puzzle in `extra_info` (its one message is the
+        // whole rendered prompt); other verl data has it as the last user message.
+        let own = row
+            .get("extra_info")
+            .and_then(|extra| extra.get("puzzle")?.as_str());
+        let puzzle = own
+            .or_else(|| {
+                messages
+                    .iter()
+                    .rev()
+                    .find(|m| m.get("role").and_then(|r| r.as_str()) == Some("user"))
+                    .and_then(|m| m.get("content")?.as_str())
+            })
             .map(str::to_string);
         let answer = row
             .get("reward_model")

@@ -18,7 +18,8 @@ pub struct Message {
     pub content: String,
 }
 
-/// The system and user messages of an instance (the layout verl and OpenRLHF read).
+/// The system and user messages of an instance (the JSONL records' `messages`; the verl
+/// export holds the whole [`render`]ed prompt in one message instead, see [`crate::verl`]).
 pub fn messages(instruction: &str, puzzle: &str) -> Vec<Message> {
     vec![
         Message {

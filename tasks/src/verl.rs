@@ -3,6 +3,14 @@
 //! with the ground truth, `extra_info`), written without timestamps so the same records give
 //! the same bytes, and read back for `generate`'s import of user datasets.
 //!
+//! `prompt` is one user message holding peirce's whole rendered prompt (ChatML, the
+//! assistant turn opened with `<think>`), so every verl reads exactly that prompt: the
+//! paper's fork (arXiv 2505.10554) tokenizes the first message's content as it is, and
+//! current verl applies a chat template, for which the export writes [`CHAT_TEMPLATE_FILE`],
+//! a template that passes the one message through (`data.apply_chat_template_kwargs`).
+//! Beside it, [`write_verl_files`] writes [`crate::reward::python::MODULE_FILE`], peirce's
+//! reward as a `custom_reward_function`.
+//!
 //! Behind the crate's default `parquet` feature: the torch worker reads JSONL only and
 //! builds without arrow and parquet.
 
@@ -19,7 +27,30 @@ use parquet::file::properties::WriterProperties;
 
 use crate::dataset::{io, DatasetError, Record};
 use crate::prompt::Message;
+use crate::reward::python::{python_module, MODULE_FILE};
+use crate::reward::RewardMode;
 use crate::AnswerKind;
+
+/// The chat template that reads the `prompt` column into peirce's rendered prompt: the one
+/// message's content, verbatim (whatever `add_generation_prompt` says: the prompt already
+/// opens the assistant turn). Anything but one message is an error.
+pub const CHAT_TEMPLATE: &str = "{%- if messages | length != 1 -%}{{ raise_exception('a peirce dataset row holds its whole rendered prompt in one message') }}{%- endif -%}{{ messages[0]['content'] }}";
+
+/// The file the chat template is written to, beside the parquet files.
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
+
+/// Writes the files verl needs beside the parquet files: the chat template and the reward
+/// module grading under `mode`.
+pub fn write_verl_files(dir: &Path, mode: RewardMode) -> Result<(), DatasetError> {
+    for (name, text) in [
+        (CHAT_TEMPLATE_FILE, CHAT_TEMPLATE.to_string()),
+        (MODULE_FILE, python_module(mode)),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(io(&path))?;
+    }
+    Ok(())
+}
 
 fn parquet_error(path: &Path, error: impl std::fmt::Display) -> DatasetError {
     DatasetError::Parquet {
@@ -82,23 +113,18 @@ fn answer_kind_name(kind: AnswerKind) -> &'static str {
 /// Writes records as parquet in the verl/OpenRLHF layout.
 pub fn write_parquet(path: &Path, records: &[Record]) -> Result<(), DatasetError> {
     let schema = Arc::new(parquet_schema());
-    let mut prompts = ListBuilder::new(StructBuilder::from_fields(
-        message_fields(),
-        records.len() * 2,
-    ));
+    let mut prompts = ListBuilder::new(StructBuilder::from_fields(message_fields(), records.len()));
     for record in records {
-        let messages = prompts.values();
-        for message in &record.messages {
-            messages
-                .field_builder::<StringBuilder>(0)
-                .expect("role column")
-                .append_value(&message.role);
-            messages
-                .field_builder::<StringBuilder>(1)
-                .expect("content column")
-                .append_value(&message.content);
-            messages.append(true);
-        }
+        let message = prompts.values();
+        message
+            .field_builder::<StringBuilder>(0)
+            .expect("role column")
+            .append_value("user");
+        message
+            .field_builder::<StringBuilder>(1)
+            .expect("content column")
+            .append_value(&record.prompt);
+        message.append(true);
         prompts.append(true);
     }
     let prompts: ListArray = prompts.finish();
@@ -339,9 +365,14 @@ mod tests {
             string_column(batch, "extra_info.split").unwrap().value(0),
             "test"
         );
+        // One user message: the whole rendered prompt, which opens the assistant turn.
         let messages = prompt_messages(batch, 1).unwrap();
-        assert_eq!(messages[0].role, "system");
-        assert_eq!(messages[1].content, "puzzle 3");
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].role, "user");
+        assert_eq!(messages[0].content, records[1].prompt);
+        assert!(messages[0]
+            .content
+            .ends_with("<|im_start|>assistant\n<think>"));
     }
 
     #[test]

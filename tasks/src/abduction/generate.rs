@@ -104,7 +104,7 @@ pub(super) fn build(spec: &LevelSpec, layout: Layout, rng: &mut TaskRng) -> Buil
 
 /// One attempt: `None` if a guarantee fails (or the atoms run out).
 pub(super) fn try_build(spec: &LevelSpec, layout: Layout, rng: &mut TaskRng) -> Option<Built> {
-    Builder::new(rng).build(spec, layout)
+    Builder::new(rng, layout).build(spec)
 }
 
 /// Forward chaining that never takes `NOT X` as established: the derived atoms, the round
@@ -171,11 +171,14 @@ struct Builder<'r> {
     round: [u8; MAX_ATOMS],
     /// Per goal, its chain `Y_0` (known) to `Y_d` (the goal).
     chains: [[u8; 8]; 3],
+    /// Per goal, its chain's length `d` (premises on it; 0: the goal alone, paper layout).
+    lengths: [usize; 3],
+    layout: Layout,
     overflow: bool,
 }
 
 impl<'r> Builder<'r> {
-    fn new(rng: &'r mut TaskRng) -> Self {
+    fn new(rng: &'r mut TaskRng, layout: Layout) -> Self {
         Builder {
             rng,
             names: Vec::with_capacity(48),
@@ -186,6 +189,8 @@ impl<'r> Builder<'r> {
             derived: 0,
             round: [NOT_DERIVED; MAX_ATOMS],
             chains: [[0; 8]; 3],
+            lengths: [0; 3],
+            layout,
             overflow: false,
         }
     }
@@ -345,7 +350,8 @@ impl<'r> Builder<'r> {
                     let other = self.dead_atom(missing);
                     self.add(Op::Or, &[single(pos(missing)), single(pos(other))], head);
                 }
-                if self.rng.chance(1, 2) {
+                // The paper layout keeps the release's premise count: the link alone.
+                if self.layout == Layout::ShortcutFree && self.rng.chance(1, 2) {
                     let deeper = self.dead_atom(missing);
                     let known = self.known_atom(deeper);
                     self.add(Op::And, &[single(pos(deeper)), single(pos(known))], missing);
@@ -355,8 +361,14 @@ impl<'r> Builder<'r> {
     }
 
     /// Builds the chain of goal `index`: `depth` premises from a known atom to `goal`,
-    /// broken at a random step when the goal is to be unreachable.
+    /// broken at a random step when the goal is to be unreachable. A chain of length 0 is
+    /// the goal alone, concluding no premise.
     fn chain(&mut self, index: usize, goal: u8, reachable: bool, depth: usize) {
+        self.lengths[index] = depth;
+        if depth == 0 {
+            self.chains[index][0] = goal;
+            return;
+        }
         let base = self.known_atom(goal);
         self.chains[index][0] = base;
         let break_at = (!reachable).then(|| self.rng.range(1, depth as i64) as usize);
@@ -398,22 +410,25 @@ impl<'r> Builder<'r> {
 
     /// A random body atom for distractors aimed at chain `index`: known, dead, or from
     /// that chain (keeping goals' cones apart).
-    fn body_atom(&mut self, index: usize, depth: usize) -> u8 {
+    fn body_atom(&mut self, index: usize) -> u8 {
         match self.rng.below(3) {
             0 if self.known != 0 => self.pick(self.known),
             1 if self.dead != 0 => self.pick(self.dead),
-            _ => self.chains[index][self.rng.range(0, depth as i64) as usize],
+            _ => self.chains[index][self.rng.range(0, self.lengths[index] as i64) as usize],
         }
     }
 
     /// One candidate distractor, and whether its head is a fresh atom.
-    fn candidate(&mut self, goals: usize, depth: usize) -> (Premise, bool) {
+    fn candidate(&mut self, goals: usize) -> (Premise, bool) {
         let index = self.rng.below(goals as u64) as usize;
         let kind = self.rng.below(5);
-        // A dead alternative for a chain atom: its body is false in the closed world.
+        // A dead alternative for a chain atom: its body is false in the closed world. (A
+        // chain of length 0 offers its goal.)
         if kind < 2 {
-            let head = self.chains[index][self.rng.range(1, depth as i64) as usize];
-            let other = self.body_atom(index, depth);
+            let length = self.lengths[index];
+            let head =
+                self.chains[index][self.rng.range(length.min(1) as i64, length as i64) as usize];
+            let other = self.body_atom(index);
             let premise = match self.rng.below(4) {
                 0 => {
                     let dead = self.dead_atom(other);
@@ -451,7 +466,7 @@ impl<'r> Builder<'r> {
                     self.premise(Op::And, &[single(pos(base)), single(pos(known))], head)
                 }
                 _ => {
-                    let other = self.body_atom(index, depth);
+                    let other = self.body_atom(index);
                     self.premise(Op::Or, &[single(pos(base)), single(pos(other))], head)
                 }
             };
@@ -462,7 +477,7 @@ impl<'r> Builder<'r> {
         let head = if fresh {
             self.fresh()
         } else {
-            self.body_atom(index, depth)
+            self.body_atom(index)
         };
         let op = if self.rng.chance(1, 2) {
             Op::And
@@ -472,9 +487,9 @@ impl<'r> Builder<'r> {
         let count = self.rng.range(1, 3) as usize;
         let mut operands = [single(pos(0)); 3];
         for operand in &mut operands[..count] {
-            let first = self.random_lit(index, depth);
+            let first = self.random_lit(index);
             *operand = if self.rng.chance(1, 4) {
-                Operand::Group(first, self.random_lit(index, depth))
+                Operand::Group(first, self.random_lit(index))
             } else {
                 single(first)
             };
@@ -482,8 +497,8 @@ impl<'r> Builder<'r> {
         (self.premise(op, &operands[..count], head), fresh)
     }
 
-    fn random_lit(&mut self, index: usize, depth: usize) -> Lit {
-        let atom = self.body_atom(index, depth);
+    fn random_lit(&mut self, index: usize) -> Lit {
+        let atom = self.body_atom(index);
         Lit {
             atom,
             negated: self.rng.chance(1, 4),
@@ -515,7 +530,8 @@ impl<'r> Builder<'r> {
         }
     }
 
-    fn build(mut self, spec: &LevelSpec, layout: Layout) -> Option<Built> {
+    fn build(mut self, spec: &LevelSpec) -> Option<Built> {
+        let layout = self.layout;
         let depth = self
             .rng
             .range(i64::from(spec.depth.0), i64::from(spec.depth.1)) as usize;
@@ -535,11 +551,22 @@ impl<'r> Builder<'r> {
             goal.atom = self.fresh();
         }
         for (index, goal) in goals[..goal_count].iter().enumerate() {
-            self.chain(index, goal.atom, goal.reachable, depth);
+            // The release's generator (arXiv 2505.10554) keeps an unreachable goal's chain
+            // minus its last 1 or 2 premises; the paper layout does the same.
+            let length = match layout {
+                Layout::Paper if !goal.reachable => {
+                    depth.saturating_sub(self.rng.range(1, 2) as usize)
+                }
+                _ => depth,
+            };
+            self.chain(index, goal.atom, goal.reachable, length);
         }
+        // The release's cycles reuse chain atoms and add no premise: none in its layout.
         let mut cycles = 0;
-        for index in 0..goal_count {
-            cycles += u32::from(self.cycle(index, depth, spec.cycle));
+        if layout == Layout::ShortcutFree {
+            for index in 0..goal_count {
+                cycles += u32::from(self.cycle(index, depth, spec.cycle));
+            }
         }
 
         (self.derived, self.round, _) = forward(&self.premises, self.known);
@@ -550,7 +577,7 @@ impl<'r> Builder<'r> {
         for _ in 0..distractors {
             let mut accepted = None;
             for _ in 0..DISTRACTOR_TRIES {
-                let (premise, fresh) = self.candidate(goal_count, depth);
+                let (premise, fresh) = self.candidate(goal_count);
                 // Judged after the candidate is drawn: drawing may add known atoms.
                 let (mut next_derived, mut next_round) = (self.derived, self.round);
                 if !Self::admit(&premise, fresh, &mut next_derived, &mut next_round) {

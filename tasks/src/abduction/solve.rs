@@ -383,11 +383,11 @@ pub(super) fn verify(instance: &Instance) -> Result<(), VerifyError> {
         )));
     }
     let premises = program.rules.len();
-    if premises < spec.min_premises(goals) || premises > spec.max_premises(goals) {
+    if premises < spec.min_premises(layout) || premises > spec.max_premises(layout) {
         return Err(invalid(format!(
             "{premises} premises, outside {}..={} for level {}",
-            spec.min_premises(goals),
-            spec.max_premises(goals),
+            spec.min_premises(layout),
+            spec.max_premises(layout),
             instance.level
         )));
     }

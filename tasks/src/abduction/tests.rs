@@ -139,6 +139,47 @@ fn paper_layout_has_three_goals_one_reachable_and_known() {
     }
 }
 
+/// The release's generator (arXiv 2505.10554, its abduction script) at levels 1 and 2: the
+/// mean and standard deviation of the premise counts of the puzzles it keeps, measured by
+/// running that script's construction and validity filter for 2,000 and 1,000 puzzles
+/// (2026-12-06). The paper layout must draw from the same distribution.
+const RELEASE_PREMISES: [(u32, f64, f64); 2] = [(1, 8.35, 1.88), (2, 13.38, 1.86)];
+
+#[test]
+fn paper_layout_premise_counts_follow_the_release() {
+    let count = sample_size().max(1_000);
+    for (level, mean, deviation) in RELEASE_PREMISES {
+        let counts: Vec<f64> = (0..count)
+            .map(|index| {
+                let instance = instance(level, index, Some("paper"));
+                let premises = instance.params["premises"].as_u64().unwrap() as f64;
+                let listed = instance
+                    .puzzle
+                    .lines()
+                    .filter(|line| {
+                        line.split_once(". ").is_some_and(|(number, premise)| {
+                            number.parse::<u32>().is_ok() && premise.contains(" => ")
+                        })
+                    })
+                    .count() as f64;
+                assert_eq!(premises, listed, "{}", instance.puzzle);
+                premises
+            })
+            .collect();
+        let ours = counts.iter().sum::<f64>() / counts.len() as f64;
+        let spread =
+            (counts.iter().map(|c| (c - ours).powi(2)).sum::<f64>() / counts.len() as f64).sqrt();
+        assert!(
+            (ours - mean).abs() < 0.3,
+            "level {level}: mean {ours:.2} premises, the release's {mean}"
+        );
+        assert!(
+            (spread - deviation).abs() < 0.4,
+            "level {level}: deviation {spread:.2}, the release's {deviation}"
+        );
+    }
+}
+
 #[test]
 fn shortcut_free_answers_are_balanced() {
     let (mut reachable, mut total) = (0, 0);

@@ -223,7 +223,7 @@ pub(super) fn grade_lines(answer: &str, ground_truth: &str, reachability: bool) 
 }
 
 /// The zero of every run of ten decimal digits (Unicode category Nd, Unicode 13).
-const DIGIT_ZEROS: [u32; 65] = [
+pub(super) const DIGIT_ZEROS: [u32; 65] = [
     0x30, 0x660, 0x6F0, 0x7C0, 0x966, 0x9E6, 0xA66, 0xAE6, 0xB66, 0xBE6, 0xC66, 0xCE6, 0xD66,
     0xDE6, 0xE50, 0xED0, 0xF20, 0x1040, 0x1090, 0x17E0, 0x1810, 0x1946, 0x19D0, 0x1A80, 0x1A90,
     0x1B50, 0x1BB0, 0x1C40, 0x1C50, 0xA620, 0xA8D0, 0xA900, 0xA9D0, 0xA9F0, 0xAA50, 0xABF0, 0xFF10,
@@ -288,84 +288,17 @@ pub(super) fn grade_integer(answer: &str, ground_truth: &str) -> AnswerStatus {
 
 #[cfg(test)]
 mod tests {
+    use super::super::corpus::{mode_cases, ModeCase};
     use super::super::{score_with, RewardMode, Score};
     use super::*;
-    use crate::AnswerKind::Assignment;
-    use crate::AnswerKind::{self, Integer, Reachability};
+    use crate::AnswerKind::{Assignment, Integer, Reachability};
 
     const TRUTH: &str = "(1) A is True\n(2) B is False\n(3) C is True";
     const GOALS: &str = "(1) X is reachable\n(2) Y7 is unreachable\n(3) Z is unreachable";
 
-    /// One row of the README's table of differences: a response and its total under each
-    /// mode. `@` in the response stands for the answer block's usual contents.
-    struct Row {
-        row: &'static str,
-        kind: AnswerKind,
-        truth: &'static str,
-        response: &'static str,
-        strict: f64,
-        paper: f64,
-    }
-
-    fn corpus() -> Vec<Row> {
-        let row = |row, kind, truth, response, strict, paper| Row {
-            row,
-            kind,
-            truth,
-            response,
-            strict,
-            paper,
-        };
-        vec![
-            // Agreement: a perfect response, a wrong one, a broken format.
-            row("same", Assignment, TRUTH, "ok</think>\n<answer>\n(1) A is True\n(2) B is False\n(3) C is True\n</answer>", 3.0, 3.0),
-            row("same", Assignment, TRUTH, "ok</think>\n<answer>\n(1) A is True\n(2) B is True\n(3) C is True\n</answer>", -0.5, -0.5),
-            row("same", Integer, "10", "ok</think><answer>10</answer><|im_end|>", 3.0, 3.0),
-            row("same", Integer, "10", "<think>again</think><answer>10</answer>", -3.0, -3.0),
-            row("same", Integer, "10", "ok</think><answer>10</answer><answer>10</answer>", -3.0, -3.0),
-            row("same", Integer, "10", "ok</think><answer>ten</answer>", -1.0, -1.0),
-            row("same", Integer, "10", "ok</think><answer> </answer>", -1.0, -1.0),
-            // Text after `</answer>`.
-            row("text after </answer>", Integer, "10", "ok</think>\n<answer>10</answer>\nHope this helps!", -3.0, 3.0),
-            row("text after </answer>", Reachability, GOALS, "ok</think><answer>X is reachable\nY7 is unreachable\nZ is unreachable</answer> Done.", -3.0, 3.0),
-            // Text between `</think>` and `<answer>`.
-            row("text between </think> and <answer>", Integer, "10", "ok</think>\nSo the answer is:\n<answer>10</answer>", -3.0, 3.0),
-            row("text between </think> and <answer>", Assignment, TRUTH, "ok</think>Final: <answer>A is True\nB is False\nC is True</answer>", -3.0, 3.0),
-            // `1.` numbering.
-            row("1. numbering", Assignment, TRUTH, "ok</think><answer>\n1. A is True\n2. B is False\n3. C is True\n</answer>", -1.0, 3.0),
-            row("1. numbering", Reachability, GOALS, "ok</think><answer>\n1. X is reachable\n2. Y7 is unreachable\n3. Z is unreachable\n</answer>", -1.0, 3.0),
-            // Prose lines inside the answer.
-            row("prose lines", Assignment, TRUTH, "ok</think><answer>\nHere are the values:\n(1) A is True\n(2) B is False\n(3) C is True\nThat is all.\n</answer>", -1.0, 3.0),
-            row("prose lines", Assignment, TRUTH, "ok</think><answer>A is True, B is False and C is True</answer>", -1.0, 3.0),
-            // Trailing periods.
-            row("trailing periods", Assignment, TRUTH, "ok</think><answer>\n(1) A is True.\n(2) B is False.\n(3) C is True.\n</answer>", -1.0, 3.0),
-            row("trailing periods", Reachability, GOALS, "ok</think><answer>\n(1) X is reachable.\n(2) Y7 is unreachable.\n(3) Z is unreachable.\n</answer>", -1.0, 3.0),
-            // Abduction goals out of order.
-            row("goals out of order", Reachability, GOALS, "ok</think><answer>\n(1) Z is unreachable\n(2) X is reachable\n(3) Y7 is unreachable\n</answer>", -1.0, 3.0),
-            row("goals out of order", Reachability, GOALS, "ok</think><answer>\n(1) Z is unreachable\n(2) X is unreachable\n(3) Y7 is unreachable\n</answer>", -1.0, -0.5),
-            // Names in another case.
-            row("names in another case", Assignment, TRUTH, "ok</think><answer>\na is true\nb is false\nc is true\n</answer>", -1.0, 3.0),
-            // A value mentioned once too often (a restated line) cannot be read by either.
-            row("same", Assignment, TRUTH, "ok</think><answer>\n(1) A is True\n(2) B is False\n(3) C is True\nso A is True\n</answer>", -1.0, -1.0),
-            // `Assistant:` inside the thinking: the released code grades only what follows
-            // it, which lacks the prompt's `<think>`.
-            row("Assistant: in the response", Integer, "10", "Let me recall how the Assistant: replies.</think><answer>10</answer>", 3.0, -3.0),
-            row("Assistant: in the response", Assignment, TRUTH, "User asked, Assistant: thinks.</think>\n<answer>\n(1) A is True\n(2) B is False\n(3) C is True\n</answer>", 3.0, -3.0),
-            // ... and takes a `<think>` after it as the thought's opening.
-            row("Assistant: in the response", Integer, "10", "Assistant: <think>fine</think><answer>10</answer>", -3.0, 3.0),
-            // Digits with `_` or in other scripts: Python's int() reads them.
-            row("digits as 5_9", Integer, "59", "ok</think><answer>5_9</answer>", -1.0, 3.0),
-            row("digits as 5_9", Integer, "60", "ok</think><answer>5_9</answer>", -1.0, -0.5),
-            row("digits as 5_9", Integer, "59", "ok</think><answer>5__9</answer>", -1.0, -1.0),
-            row("digits in other scripts", Integer, "59", "ok</think><answer>٥٩</answer>", -1.0, 3.0),
-            row("digits in other scripts", Integer, "10", "ok</think><answer>１０</answer>", -1.0, 3.0),
-            row("digits in other scripts", Integer, "-7", "ok</think><answer>-७</answer>", -1.0, 3.0),
-        ]
-    }
-
     #[test]
     fn the_corpus_scores_as_the_readme_table_says_in_both_modes() {
-        let corpus = corpus();
+        let corpus = mode_cases();
         for row in &corpus {
             for (mode, expected) in [
                 (RewardMode::Strict, row.strict),
@@ -393,7 +326,7 @@ mod tests {
         assert!(rows.len() >= 9, "{rows:?}");
         for name in rows {
             let name = name.replace('`', "");
-            let cases: Vec<&Row> = corpus.iter().filter(|row| row.row == name).collect();
+            let cases: Vec<&ModeCase> = corpus.iter().filter(|row| row.row == name).collect();
             assert!(!cases.is_empty(), "README row `{name}` has no corpus case");
             assert!(cases.iter().any(|row| row.strict != row.paper), "{name}");
         }

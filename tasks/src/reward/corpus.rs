@@ -1,0 +1,241 @@
+//! A deterministic corpus of responses for testing reward implementations: random strings
+//! of fragments (tags, answer words, LaTeX, digits, odd Unicode) and mutations of perfect
+//! responses. The fuzz test of [`super::score`] and the agreement test of the exported
+//! Python reward (tests/verl.rs) draw from it, as from [`mode_cases`], the hand-written
+//! cases of the README's table of differences between the reward modes.
+
+use crate::AnswerKind::{self, Assignment, Integer, Reachability};
+
+/// SplitMix64: a tiny deterministic generator, so the fuzz corpus is the same on every run.
+pub struct SplitMix(pub u64);
+
+impl SplitMix {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform below `n` (with SplitMix's negligible modulo bias).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n as u64) as usize
+    }
+}
+
+/// Pieces responses are made of: the tags, end-of-turn tokens, answer words, LaTeX, digits
+/// and the odd Unicode character.
+pub const FRAGMENTS: &[&str] = &[
+    "<think>",
+    "</think>",
+    "<answer>",
+    "</answer>",
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<",
+    ">",
+    "/",
+    "\\boxed{",
+    "\\boxed ",
+    "\\boxed",
+    "\\fbox{",
+    "{",
+    "}",
+    "\\{",
+    "\\}",
+    "\\",
+    "\\frac",
+    "\\dfrac{",
+    "\\frac12",
+    "\\sqrt",
+    "\\text{",
+    "\\mbox{ cm}",
+    "\\left(",
+    "\\right)",
+    "\\rightarrow",
+    "\\!",
+    "\\,",
+    "$",
+    "\\$",
+    "%",
+    "\\%",
+    "^\\circ",
+    "^{\\circ}",
+    "=",
+    "x =",
+    "(1) ",
+    "(2) ",
+    "(3) ",
+    "(",
+    ")",
+    "A",
+    "B",
+    "C",
+    "X",
+    "Y",
+    "Z",
+    " is ",
+    "is",
+    "True",
+    "false",
+    "TRUE",
+    "reachable",
+    "unreachable",
+    "\n",
+    "\r\n",
+    " ",
+    "\t",
+    "-",
+    "+",
+    "--",
+    ".",
+    ",",
+    "1,000",
+    "0",
+    "1",
+    "7",
+    "10",
+    "42",
+    "0.5",
+    ".5",
+    "1/2",
+    "/0",
+    "999999999999999999999999999999999999999999",
+    "é",
+    "∧",
+    "→",
+    "😀",
+    "\u{200b}",
+    "\u{2212}",
+    "\u{b0}",
+    "٣",
+    "Ⅻ",
+    "\u{feff}",
+    "\u{0}",
+    "ß",
+];
+
+/// `pieces` fragments, random bytes (lossily decoded) or random characters, concatenated.
+pub fn fragment_string(rng: &mut SplitMix, pieces: usize) -> String {
+    let mut text = String::new();
+    for _ in 0..pieces {
+        match rng.below(10) {
+            0 => {
+                let bytes: Vec<u8> = (0..rng.below(6) + 1)
+                    .map(|_| rng.next_u64() as u8)
+                    .collect();
+                text.push_str(&String::from_utf8_lossy(&bytes));
+            }
+            1 => text.push(char::from_u32(rng.below(0x11_0000) as u32).unwrap_or('\u{fffd}')),
+            _ => text.push_str(FRAGMENTS[rng.below(FRAGMENTS.len())]),
+        }
+    }
+    text
+}
+
+/// Inserts, deletes or replaces a few pieces at char boundaries.
+pub fn mutate(rng: &mut SplitMix, text: &str) -> String {
+    let mut text = text.to_string();
+    for _ in 0..rng.below(3) + 1 {
+        let boundaries: Vec<usize> = text
+            .char_indices()
+            .map(|(index, _)| index)
+            .chain([text.len()])
+            .collect();
+        let at = boundaries[rng.below(boundaries.len())];
+        let mut after = boundaries.iter().copied().filter(|&boundary| boundary > at);
+        match rng.below(3) {
+            0 => text.insert_str(at, &fragment_string(rng, 1)),
+            1 => {
+                let end = after.nth(rng.below(12)).unwrap_or(text.len());
+                text.replace_range(at..end, "");
+            }
+            _ => {
+                let end = after.next().unwrap_or(text.len());
+                text.replace_range(at..end, &fragment_string(rng, 1));
+            }
+        }
+    }
+    text
+}
+
+/// A deduction ground truth of the mode cases.
+const TRUTH: &str = "(1) A is True\n(2) B is False\n(3) C is True";
+/// An abduction ground truth of the mode cases.
+const GOALS: &str = "(1) X is reachable\n(2) Y7 is unreachable\n(3) Z is unreachable";
+
+/// A case of the README's table of differences between the reward modes (or one where they
+/// agree, `row` "same"): a response and its total under each mode.
+pub struct ModeCase {
+    /// The README row it illustrates, or "same".
+    pub row: &'static str,
+    /// How it is graded.
+    pub kind: AnswerKind,
+    /// The ground truth.
+    pub truth: &'static str,
+    /// The response.
+    pub response: &'static str,
+    /// Its total under the strict rules.
+    pub strict: f64,
+    /// Its total under the paper's rules.
+    pub paper: f64,
+}
+
+/// Every case, each row of the README's table at least once.
+pub fn mode_cases() -> Vec<ModeCase> {
+    let row = |row, kind, truth, response, strict, paper| ModeCase {
+        row,
+        kind,
+        truth,
+        response,
+        strict,
+        paper,
+    };
+    vec![
+        // Agreement: a perfect response, a wrong one, a broken format.
+        row("same", Assignment, TRUTH, "ok</think>\n<answer>\n(1) A is True\n(2) B is False\n(3) C is True\n</answer>", 3.0, 3.0),
+        row("same", Assignment, TRUTH, "ok</think>\n<answer>\n(1) A is True\n(2) B is True\n(3) C is True\n</answer>", -0.5, -0.5),
+        row("same", Integer, "10", "ok</think><answer>10</answer><|im_end|>", 3.0, 3.0),
+        row("same", Integer, "10", "<think>again</think><answer>10</answer>", -3.0, -3.0),
+        row("same", Integer, "10", "ok</think><answer>10</answer><answer>10</answer>", -3.0, -3.0),
+        row("same", Integer, "10", "ok</think><answer>ten</answer>", -1.0, -1.0),
+        row("same", Integer, "10", "ok</think><answer> </answer>", -1.0, -1.0),
+        // Text after `</answer>`.
+        row("text after </answer>", Integer, "10", "ok</think>\n<answer>10</answer>\nHope this helps!", -3.0, 3.0),
+        row("text after </answer>", Reachability, GOALS, "ok</think><answer>X is reachable\nY7 is unreachable\nZ is unreachable</answer> Done.", -3.0, 3.0),
+        // Text between `</think>` and `<answer>`.
+        row("text between </think> and <answer>", Integer, "10", "ok</think>\nSo the answer is:\n<answer>10</answer>", -3.0, 3.0),
+        row("text between </think> and <answer>", Assignment, TRUTH, "ok</think>Final: <answer>A is True\nB is False\nC is True</answer>", -3.0, 3.0),
+        // `1.` numbering.
+        row("1. numbering", Assignment, TRUTH, "ok</think><answer>\n1. A is True\n2. B is False\n3. C is True\n</answer>", -1.0, 3.0),
+        row("1. numbering", Reachability, GOALS, "ok</think><answer>\n1. X is reachable\n2. Y7 is unreachable\n3. Z is unreachable\n</answer>", -1.0, 3.0),
+        // Prose lines inside the answer.
+        row("prose lines", Assignment, TRUTH, "ok</think><answer>\nHere are the values:\n(1) A is True\n(2) B is False\n(3) C is True\nThat is all.\n</answer>", -1.0, 3.0),
+        row("prose lines", Assignment, TRUTH, "ok</think><answer>A is True, B is False and C is True</answer>", -1.0, 3.0),
+        // Trailing periods.
+        row("trailing periods", Assignment, TRUTH, "ok</think><answer>\n(1) A is True.\n(2) B is False.\n(3) C is True.\n</answer>", -1.0, 3.0),
+        row("trailing periods", Reachability, GOALS, "ok</think><answer>\n(1) X is reachable.\n(2) Y7 is unreachable.\n(3) Z is unreachable.\n</answer>", -1.0, 3.0),
+        // Abduction goals out of order.
+        row("goals out of order", Reachability, GOALS, "ok</think><answer>\n(1) Z is unreachable\n(2) X is reachable\n(3) Y7 is unreachable\n</answer>", -1.0, 3.0),
+        row("goals out of order", Reachability, GOALS, "ok</think><answer>\n(1) Z is unreachable\n(2) X is unreachable\n(3) Y7 is unreachable\n</answer>", -1.0, -0.5),
+        // Names in another case.
+        row("names in another case", Assignment, TRUTH, "ok</think><answer>\na is true\nb is false\nc is true\n</answer>", -1.0, 3.0),
+        // A value mentioned once too often (a restated line) cannot be read by either.
+        row("same", Assignment, TRUTH, "ok</think><answer>\n(1) A is True\n(2) B is False\n(3) C is True\nso A is True\n</answer>", -1.0, -1.0),
+        // `Assistant:` inside the thinking: the released code grades only what follows
+        // it, which lacks the prompt's `<think>`.
+        row("Assistant: in the response", Integer, "10", "Let me recall how the Assistant: replies.</think><answer>10</answer>", 3.0, -3.0),
+        row("Assistant: in the response", Assignment, TRUTH, "User asked, Assistant: thinks.</think>\n<answer>\n(1) A is True\n(2) B is False\n(3) C is True\n</answer>", 3.0, -3.0),
+        // ... and takes a `<think>` after it as the thought's opening.
+        row("Assistant: in the response", Integer, "10", "Assistant: <think>fine</think><answer>10</answer>", -3.0, 3.0),
+        // Digits with `_` or in other scripts: Python's int() reads them.
+        row("digits as 5_9", Integer, "59", "ok</think><answer>5_9</answer>", -1.0, 3.0),
+        row("digits as 5_9", Integer, "60", "ok</think><answer>5_9</answer>", -1.0, -0.5),
+        row("digits as 5_9", Integer, "59", "ok</think><answer>5__9</answer>", -1.0, -1.0),
+        row("digits in other scripts", Integer, "59", "ok</think><answer>٥٩</answer>", -1.0, 3.0),
+        row("digits in other scripts", Integer, "10", "ok</think><answer>１０</answer>", -1.0, 3.0),
+        row("digits in other scripts", Integer, "-7", "ok</think><answer>-७</answer>", -1.0, 3.0),
+    ]
+}

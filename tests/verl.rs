@@ -1,0 +1,324 @@
+//! The verl round trip of exported datasets (issue 16): peirce generates and verifies a
+//! small dataset of each family (strict and paper reward) and a tiny model whose tokenizer
+//! is the datasets' tokenizer; then verl itself (from PyPI, in the virtualenv of
+//! scripts/verl.sh, on CPU) loads every parquet file with its own `RLHFDataset`, and the
+//! prompt its rollout builds decodes to exactly peirce's rendered prompt, as does the paper's
+//! fork's reading; verl's own loader loads the exported `reward.py`, every ground truth
+//! scores +3 and every response of a corpus scores exactly as peirce's reward scored it
+//! (tests/verl_check.py does the Python side).
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::Sandbox;
+use peirce_tasks::dataset::{read_jsonl, Record};
+use peirce_tasks::reward::corpus::{fragment_string, mode_cases, mutate, SplitMix};
+use peirce_tasks::reward::{perfect_response, score_with, AnswerStatus, RewardMode};
+use peirce_tasks::AnswerKind;
+use serde_json::{json, Value};
+
+const WORKFLOW: &str = r#"
+[defaults]
+seed = 4
+count = 10
+split = 0.3
+
+[deduction]
+kind = "generate"
+task = "deduction"
+levels = [1, 3]
+
+[induction]
+kind = "generate"
+task = "induction"
+levels = [1, 3]
+
+[abduction]
+kind = "generate"
+task = "abduction"
+levels = [1, 2]
+
+[abduction-paper]
+kind = "generate"
+task = "abduction"
+levels = [1, 2]
+layout = "paper"
+
+[arithmetic]
+kind = "generate"
+task = "arithmetic"
+levels = [1]
+
+[strict-deduction]
+kind = "verify"
+inputs = { data = "deduction" }
+
+[strict-induction]
+kind = "verify"
+inputs = { data = "induction" }
+
+[strict-abduction]
+kind = "verify"
+inputs = { data = "abduction" }
+
+[paper-deduction]
+kind = "verify"
+inputs = { data = "deduction" }
+reward = "paper"
+
+[paper-induction]
+kind = "verify"
+inputs = { data = "induction" }
+reward = "paper"
+
+[paper-abduction]
+kind = "verify"
+inputs = { data = "abduction-paper" }
+reward = "paper"
+
+[tokenizer]
+kind = "model"
+source = "tiny"
+hidden_size = 32
+intermediate_size = 64
+num_hidden_layers = 1
+num_attention_heads = 2
+num_key_value_heads = 1
+corpus_per_level = 20
+max_vocab = 400
+"#;
+
+/// The exported datasets and the reward mode each was made with.
+const DATASETS: [(&str, RewardMode); 7] = [
+    ("strict-deduction", RewardMode::Strict),
+    ("strict-induction", RewardMode::Strict),
+    ("strict-abduction", RewardMode::Strict),
+    ("paper-deduction", RewardMode::Paper),
+    ("paper-induction", RewardMode::Paper),
+    ("paper-abduction", RewardMode::Paper),
+    ("arithmetic", RewardMode::Strict),
+];
+
+/// Fuzzed responses per dataset.
+const FUZZ: usize = 1_500;
+
+fn verl_python() -> Option<String> {
+    peirce_testing::external(
+        "PEIRCE_VERL_PYTHON",
+        "verl_round_trip",
+        "source scripts/mergekit.sh and scripts/verl.sh, then run peirce_mergekit_setup and peirce_verl_setup",
+    )
+}
+
+fn kind_name(kind: AnswerKind) -> Value {
+    serde_json::to_value(kind).expect("answer kinds serialize")
+}
+
+/// One corpus line: a response, its ground truth, and peirce's score under `mode`.
+fn case(
+    dataset: &str,
+    mode: RewardMode,
+    record: &Record,
+    truth: &str,
+    response: String,
+    perfect: bool,
+) -> Value {
+    let score = score_with(mode, record.answer_kind, &response, truth);
+    json!({
+        "dataset": dataset,
+        "data_source": record.data_source,
+        "ground_truth": truth,
+        "extra_info": {"answer_kind": kind_name(record.answer_kind)},
+        "response": response,
+        "total": score.total,
+        "format_ok": score.format_ok,
+        "answer": match score.answer {
+            AnswerStatus::Correct => "correct",
+            AnswerStatus::Wrong => "wrong",
+            AnswerStatus::Unparseable => "unparseable",
+        },
+        "perfect": perfect,
+    })
+}
+
+/// Every record's perfect responses (with and without its worked solution) and a wrong one,
+/// the README's mode-difference cases of its family, then fuzzed responses: random fragments
+/// and mutated perfect responses, some behind an `Assistant:` (which the paper's rules read),
+/// some against a fuzzed ground truth.
+fn corpus(dataset: &str, mode: RewardMode, records: &[Record], rng: &mut SplitMix) -> Vec<Value> {
+    let mut lines = Vec::new();
+    if records[0].answer_kind == AnswerKind::Boxed {
+        // Boxed math is refused by name; a few rows check that.
+        for record in records.iter().take(3) {
+            let response = perfect_response(record.answer_kind, &record.answer, None);
+            lines.push(case(dataset, mode, record, &record.answer, response, true));
+        }
+        return lines;
+    }
+    for record in records {
+        // A wrong answer in the right form: -0.5 in both modes.
+        let response = perfect_response(record.answer_kind, &wrong(&record.answer), None);
+        lines.push(case(dataset, mode, record, &record.answer, response, false));
+        for solution in [record.solution.as_deref(), None] {
+            let response = perfect_response(record.answer_kind, &record.answer, solution);
+            assert_eq!(
+                score_with(mode, record.answer_kind, &response, &record.answer).total,
+                3.0
+            );
+            lines.push(case(dataset, mode, record, &record.answer, response, true));
+        }
+    }
+    // The README's table of differences between the modes, for this family.
+    for example in mode_cases()
+        .into_iter()
+        .filter(|example| example.kind == records[0].answer_kind)
+    {
+        let response = example.response.to_string();
+        lines.push(case(
+            dataset,
+            mode,
+            &records[0],
+            example.truth,
+            response,
+            false,
+        ));
+    }
+    for index in 0..FUZZ {
+        let record = &records[rng.below(records.len())];
+        let perfect = perfect_response(record.answer_kind, &record.answer, None);
+        let mut response = match index % 3 {
+            0 => {
+                let pieces = rng.below(40);
+                fragment_string(rng, pieces)
+            }
+            _ => mutate(rng, &perfect),
+        };
+        if index % 10 == 1 {
+            response = format!("Assistant: <think>{response}");
+        }
+        let truth = if index % 7 == 0 {
+            let pieces = rng.below(4);
+            format!("{}{}", record.answer, fragment_string(rng, pieces))
+        } else {
+            record.answer.clone()
+        };
+        lines.push(case(dataset, mode, record, &truth, response, false));
+    }
+    lines
+}
+
+/// `answer` with its first value changed: the integer plus one, or the first line's value
+/// word swapped.
+fn wrong(answer: &str) -> String {
+    if let Ok(number) = answer.trim().parse::<i64>() {
+        return (number + 1).to_string();
+    }
+    let (first, rest) = answer.split_once('\n').unwrap_or((answer, ""));
+    let swapped = [
+        ("True", "False"),
+        ("False", "True"),
+        ("unreachable", "reachable"),
+        ("reachable", "unreachable"),
+    ]
+    .into_iter()
+    .find_map(|(from, to)| Some(format!("{}{to}", first.strip_suffix(from)?)))
+    .unwrap_or_else(|| panic!("no value word to swap in {answer:?}"));
+    format!("{swapped}\n{rest}")
+}
+
+fn export(sandbox: &Sandbox, node: &str) -> std::path::PathBuf {
+    let folder = sandbox.path(&format!("export/{node}"));
+    sandbox
+        .peirce(&["export", node, folder.to_str().unwrap(), "-w", "wf.toml"])
+        .success();
+    folder
+}
+
+#[test]
+fn verl_round_trip() {
+    let Some(python) = verl_python() else {
+        return;
+    };
+    let sandbox = Sandbox::new();
+    sandbox.workflow(WORKFLOW);
+    sandbox.run_ok(&[]);
+    let tokenizer = export(&sandbox, "tokenizer");
+    let mut lines = Vec::new();
+    let mut arguments = Vec::new();
+    let mut rng = SplitMix(0x7E51_0016);
+    let (mut prompts, mut logic_records) = (0, 0);
+    for (node, mode) in DATASETS {
+        let folder = export(&sandbox, node);
+        for file in [
+            "reward.py",
+            "chat_template.jinja",
+            "train.parquet",
+            "test.parquet",
+        ] {
+            assert!(folder.join(file).is_file(), "{node} has no {file}");
+        }
+        // The README's verl config quotes the exported template.
+        let template = std::fs::read_to_string(folder.join("chat_template.jinja")).unwrap();
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+                .unwrap();
+        assert!(readme.contains(&format!("chat_template: \"{template}\"")));
+        let module = std::fs::read_to_string(folder.join("reward.py")).unwrap();
+        assert!(
+            module.contains(&format!("MODE = \"{}\"", mode.name())),
+            "{node}"
+        );
+        let mut records = read_jsonl(&folder.join("train.jsonl")).unwrap();
+        records.extend(read_jsonl(&folder.join("test.jsonl")).unwrap());
+        assert!(records.len() >= 10, "{node}: {} records", records.len());
+        prompts += records.len();
+        if records[0].answer_kind != AnswerKind::Boxed {
+            logic_records += records.len();
+        }
+        lines.extend(corpus(node, mode, &records, &mut rng));
+        arguments.push(format!("{node}={}", folder.display()));
+    }
+    let corpus_path = sandbox.path("corpus.jsonl");
+    let text: Vec<String> = lines.iter().map(Value::to_string).collect();
+    std::fs::write(&corpus_path, text.join("\n")).unwrap();
+
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/verl_check.py");
+    let output = Command::new(python)
+        .arg(script)
+        .arg(&tokenizer)
+        .arg(&corpus_path)
+        .args(&arguments)
+        // The project's libtorch (scripts/torch-env.sh) is not the one verl's torch needs.
+        .env_remove("LD_LIBRARY_PATH")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("TOKENIZERS_PARALLELISM", "false")
+        .output()
+        .expect("running the verl check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "verl round trip failed:\n{stderr}\n{stdout}"
+    );
+    let summary: Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())
+        .unwrap_or_else(|error| panic!("no summary ({error}):\n{stdout}\n{stderr}"));
+    eprintln!("verl round trip: {summary}, {} corpus lines", lines.len());
+    assert_eq!(summary["prompts"], prompts, "{summary}");
+    assert_eq!(summary["perfect"], 2 * logic_records, "{summary}");
+    assert_eq!(summary["refused_boxed"], 3, "{summary}");
+    assert_eq!(
+        summary["scored"],
+        lines.len() - 3,
+        "every logic line is scored: {summary}"
+    );
+    // The corpus is not all noise: it holds each total a logic task can give.
+    for total in [3.0, -0.5, -1.0, -3.0] {
+        let count = lines
+            .iter()
+            .filter(|line| line["perfect"] == false && line["total"] == total)
+            .count();
+        assert!(count >= 20, "only {count} fuzzed responses total {total}");
+    }
+}
