@@ -4,8 +4,9 @@
 //! scripts/verl.sh, on CPU) loads every parquet file with its own `RLHFDataset`, and the
 //! prompt its rollout builds decodes to exactly peirce's rendered prompt, as does the paper's
 //! fork's reading; verl's own loader loads the exported `reward.py`, every ground truth
-//! scores +3 and every response of a corpus scores exactly as peirce's reward scored it
-//! (tests/verl_check.py does the Python side).
+//! scores full marks (+3 for a logic task, 1 for boxed math) and every response of a corpus,
+//! logic and boxed math (arithmetic, both modes) alike, scores exactly as peirce's reward
+//! scored it (tests/verl_check.py does the Python side).
 
 mod common;
 
@@ -14,8 +15,11 @@ use std::process::Command;
 
 use common::Sandbox;
 use peirce_tasks::dataset::{read_jsonl, Record};
-use peirce_tasks::reward::corpus::{fragment_string, mode_cases, mutate, SplitMix};
-use peirce_tasks::reward::{perfect_response, score_with, AnswerStatus, RewardMode};
+use peirce_tasks::reward::corpus::{
+    box_response, fragment_string, integer_forms, mode_cases, mutate, SplitMix,
+    BOX_RESPONSE_VARIANTS, MATH_DIFFERENT, MATH_EQUIVALENT,
+};
+use peirce_tasks::reward::{perfect_response, score_with, totals, AnswerStatus, RewardMode};
 use peirce_tasks::AnswerKind;
 use serde_json::{json, Value};
 
@@ -49,7 +53,12 @@ layout = "paper"
 [arithmetic]
 kind = "generate"
 task = "arithmetic"
-levels = [1]
+levels = [1, 5]
+
+[paper-arithmetic]
+kind = "verify"
+inputs = { data = "arithmetic" }
+reward = "paper"
 
 [strict-deduction]
 kind = "verify"
@@ -91,7 +100,7 @@ max_vocab = 400
 "#;
 
 /// The exported datasets and the reward mode each was made with.
-const DATASETS: [(&str, RewardMode); 7] = [
+const DATASETS: [(&str, RewardMode); 8] = [
     ("strict-deduction", RewardMode::Strict),
     ("strict-induction", RewardMode::Strict),
     ("strict-abduction", RewardMode::Strict),
@@ -99,6 +108,7 @@ const DATASETS: [(&str, RewardMode); 7] = [
     ("paper-induction", RewardMode::Paper),
     ("paper-abduction", RewardMode::Paper),
     ("arithmetic", RewardMode::Strict),
+    ("paper-arithmetic", RewardMode::Paper),
 ];
 
 /// Fuzzed responses per dataset.
@@ -144,36 +154,33 @@ fn case(
 }
 
 /// Every record's perfect responses (with and without its worked solution) and a wrong one,
-/// the README's mode-difference cases of its family, then fuzzed responses: random fragments
-/// and mutated perfect responses, some behind an `Assistant:` (which the paper's rules read),
-/// some against a fuzzed ground truth.
+/// the README's mode-difference cases of its family (logic) or the boxed-math cases (math),
+/// then fuzzed responses: random fragments and mutated perfect responses (for math, also
+/// mutated boxed forms), some behind an `Assistant:` (which the paper's rules read), some
+/// against a fuzzed ground truth.
 fn corpus(dataset: &str, mode: RewardMode, records: &[Record], rng: &mut SplitMix) -> Vec<Value> {
     let mut lines = Vec::new();
-    if records[0].answer_kind == AnswerKind::Boxed {
-        // Boxed math is refused by name; a few rows check that.
-        for record in records.iter().take(3) {
-            let response = perfect_response(record.answer_kind, &record.answer, None);
-            lines.push(case(dataset, mode, record, &record.answer, response, true));
-        }
-        return lines;
-    }
+    let kind = records[0].answer_kind;
     for record in records {
-        // A wrong answer in the right form: -0.5 in both modes.
-        let response = perfect_response(record.answer_kind, &wrong(&record.answer), None);
+        // A wrong answer in the right form: -0.5 in both modes (logic), 0 (math).
+        let response = perfect_response(kind, &wrong(&record.answer), None);
         lines.push(case(dataset, mode, record, &record.answer, response, false));
         for solution in [record.solution.as_deref(), None] {
-            let response = perfect_response(record.answer_kind, &record.answer, solution);
+            let response = perfect_response(kind, &record.answer, solution);
             assert_eq!(
-                score_with(mode, record.answer_kind, &response, &record.answer).total,
-                3.0
+                score_with(mode, kind, &response, &record.answer).total,
+                totals(kind)[0]
             );
             lines.push(case(dataset, mode, record, &record.answer, response, true));
         }
     }
+    if kind == AnswerKind::Boxed {
+        lines.extend(boxed_cases(dataset, mode, records));
+    }
     // The README's table of differences between the modes, for this family.
     for example in mode_cases()
         .into_iter()
-        .filter(|example| example.kind == records[0].answer_kind)
+        .filter(|example| example.kind == kind)
     {
         let response = example.response.to_string();
         lines.push(case(
@@ -187,7 +194,12 @@ fn corpus(dataset: &str, mode: RewardMode, records: &[Record], rng: &mut SplitMi
     }
     for index in 0..FUZZ {
         let record = &records[rng.below(records.len())];
-        let perfect = perfect_response(record.answer_kind, &record.answer, None);
+        let mut perfect = perfect_response(kind, &record.answer, None);
+        if kind == AnswerKind::Boxed && index % 3 == 2 {
+            let forms = integer_forms(integer(&record.answer));
+            let (form, _) = &forms[rng.below(forms.len())];
+            perfect = box_response(form, rng.below(BOX_RESPONSE_VARIANTS));
+        }
         let mut response = match index % 3 {
             0 => {
                 let pieces = rng.below(40);
@@ -205,6 +217,41 @@ fn corpus(dataset: &str, mode: RewardMode, records: &[Record], rng: &mut SplitMi
             record.answer.clone()
         };
         lines.push(case(dataset, mode, record, &truth, response, false));
+    }
+    lines
+}
+
+/// An arithmetic ground truth: an integer.
+fn integer(answer: &str) -> i64 {
+    answer
+        .parse()
+        .unwrap_or_else(|_| panic!("arithmetic answer {answer:?} is not an integer"))
+}
+
+/// Boxed math: every record's answer written in each of [`integer_forms`] (in the answer
+/// block, and in one other of the [`box_response`] variants in turn), and both ways round
+/// the pairs of [`MATH_EQUIVALENT`] and [`MATH_DIFFERENT`] in every variant.
+fn boxed_cases(dataset: &str, mode: RewardMode, records: &[Record]) -> Vec<Value> {
+    let mut lines = Vec::new();
+    let mut turn = 0;
+    for record in records {
+        for (form, same) in integer_forms(integer(&record.answer)) {
+            let response = box_response(&form, 0);
+            let score = score_with(mode, AnswerKind::Boxed, &response, &record.answer);
+            assert_eq!(score.is_correct(), same, "{form:?} vs {}", record.answer);
+            lines.push(case(dataset, mode, record, &record.answer, response, false));
+            turn += 1;
+            let response = box_response(&form, 1 + turn % (BOX_RESPONSE_VARIANTS - 1));
+            lines.push(case(dataset, mode, record, &record.answer, response, false));
+        }
+    }
+    for (left, right) in MATH_EQUIVALENT.iter().chain(MATH_DIFFERENT) {
+        for (answer, truth) in [(left, right), (right, left)] {
+            for variant in 0..BOX_RESPONSE_VARIANTS {
+                let response = box_response(answer, variant);
+                lines.push(case(dataset, mode, &records[0], truth, response, false));
+            }
+        }
     }
     lines
 }
@@ -248,7 +295,7 @@ fn verl_round_trip() {
     let mut lines = Vec::new();
     let mut arguments = Vec::new();
     let mut rng = SplitMix(0x7E51_0016);
-    let (mut prompts, mut logic_records) = (0, 0);
+    let mut prompts = 0;
     for (node, mode) in DATASETS {
         let folder = export(&sandbox, node);
         for file in [
@@ -274,9 +321,6 @@ fn verl_round_trip() {
         records.extend(read_jsonl(&folder.join("test.jsonl")).unwrap());
         assert!(records.len() >= 10, "{node}: {} records", records.len());
         prompts += records.len();
-        if records[0].answer_kind != AnswerKind::Boxed {
-            logic_records += records.len();
-        }
         lines.extend(corpus(node, mode, &records, &mut rng));
         arguments.push(format!("{node}={}", folder.display()));
     }
@@ -306,19 +350,34 @@ fn verl_round_trip() {
         .unwrap_or_else(|error| panic!("no summary ({error}):\n{stdout}\n{stderr}"));
     eprintln!("verl round trip: {summary}, {} corpus lines", lines.len());
     assert_eq!(summary["prompts"], prompts, "{summary}");
-    assert_eq!(summary["perfect"], 2 * logic_records, "{summary}");
-    assert_eq!(summary["refused_boxed"], 3, "{summary}");
+    assert_eq!(summary["perfect"], 2 * prompts, "{summary}");
+    let boxed = lines
+        .iter()
+        .filter(|line| line["extra_info"]["answer_kind"] == "boxed")
+        .count();
+    assert_eq!(summary["boxed"], boxed, "{summary}");
     assert_eq!(
         summary["scored"],
-        lines.len() - 3,
-        "every logic line is scored: {summary}"
+        lines.len(),
+        "every line is scored: {summary}"
     );
-    // The corpus is not all noise: it holds each total a logic task can give.
+    // The corpus is not all noise: it holds each total a logic task can give, and each
+    // fate of a boxed answer.
+    let graded = |boxed: bool| {
+        lines.iter().filter(move |line| {
+            line["perfect"] == false && (line["extra_info"]["answer_kind"] == "boxed") == boxed
+        })
+    };
     for total in [3.0, -0.5, -1.0, -3.0] {
-        let count = lines
-            .iter()
-            .filter(|line| line["perfect"] == false && line["total"] == total)
-            .count();
-        assert!(count >= 20, "only {count} fuzzed responses total {total}");
+        let count = graded(false).filter(|line| line["total"] == total).count();
+        assert!(count >= 20, "only {count} logic responses total {total}");
     }
+    for answer in ["correct", "wrong", "unparseable"] {
+        let count = graded(true).filter(|line| line["answer"] == answer).count();
+        assert!(count >= 100, "only {count} boxed responses are {answer}");
+    }
+    eprintln!(
+        "boxed lines: {boxed} ({} graded 1)",
+        graded(true).filter(|line| line["total"] == 1.0).count()
+    );
 }

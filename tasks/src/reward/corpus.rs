@@ -2,7 +2,9 @@
 //! of fragments (tags, answer words, LaTeX, digits, odd Unicode) and mutations of perfect
 //! responses. The fuzz test of [`super::score`] and the agreement test of the exported
 //! Python reward (tests/verl.rs) draw from it, as from [`mode_cases`], the hand-written
-//! cases of the README's table of differences between the reward modes.
+//! cases of the README's table of differences between the reward modes, and from the boxed
+//! math cases: [`MATH_EQUIVALENT`] and [`MATH_DIFFERENT`] (which `math.rs`'s tests check),
+//! [`integer_forms`] of a ground truth and the [`box_response`]s around them.
 
 use crate::AnswerKind::{self, Assignment, Integer, Reachability};
 
@@ -239,3 +241,214 @@ pub fn mode_cases() -> Vec<ModeCase> {
         row("digits in other scripts", Integer, "-7", "ok</think><answer>-७</answer>", -1.0, 3.0),
     ]
 }
+
+/// Pairs of math answers (box contents) that `math.rs` reads as the same, each way round:
+/// every form it documents. Its unit tests and the Python reward's agreement test use them.
+pub const MATH_EQUIVALENT: &[(&str, &str)] = &[
+    // Exact rationals.
+    ("\\frac{1}{2}", "0.5"),
+    ("\\frac{1}{2}", "1/2"),
+    ("0.5", "1/2"),
+    (".5", "0.50"),
+    ("\\frac12", "0.5"),
+    ("\\dfrac{3}{4}", "0.75"),
+    ("\\tfrac{3}{4}", "3/4"),
+    ("\\boxed{\\dfrac{3}{4}}", "\\frac{3}{4}"),
+    ("\\frac{6}{8}", "\\frac{3}{4}"),
+    ("-\\frac{1}{2}", "\\frac{-1}{2}"),
+    ("\\frac{1}{-2}", "-0.5"),
+    ("1,000", "1000"),
+    ("1{,}000", "1000"),
+    ("1,234,567.5", "1234567.5"),
+    ("-3", "- 3"),
+    ("+3", "3"),
+    ("3.0", "3"),
+    ("007", "7"),
+    ("\u{2212}4", "-4"),
+    ("\\text{5}", "5.0"),
+    ("0.1234567890123456789012345", "0.1234567890123456789012345"),
+    // Decoration.
+    ("$42$", "42"),
+    ("\\$42", "42"),
+    ("5\\text{ cm}", "5"),
+    ("5 \\mbox{ meters}", "5"),
+    ("5\\text{ cm}^2", "5"),
+    ("30^\\circ", "30"),
+    ("30^{\\circ}", "30"),
+    ("30\u{b0}", "30"),
+    ("50\\%", "50"),
+    ("50%", "50"),
+    ("x = 5", "5"),
+    ("5.", "5"),
+    ("\\left( 1, 2 \\right)", "(1,2)"),
+    ("1\\,000", "1000"),
+    ("\\!\\!12", "12"),
+    ("\\displaystyle 12", "12"),
+    ("\\text{(A)}", "(A)"),
+    ("\\textbf{Yes}", "\\text{Yes}"),
+    ("\\boxed{5}", "5"),
+    // Normalized strings.
+    ("\\frac{1}{\\sqrt{2}}", "\\frac{1}{\\sqrt{2}}"),
+    ("\\dfrac{1}{\\sqrt{2}}", "\\frac{1}{\\sqrt2}"),
+    ("\\frac1{\\sqrt 2}", "\\frac{1}{\\sqrt{2}}"),
+    ("2\\sqrt{3}", "2 \\sqrt 3"),
+    ("\\pi", " \\pi "),
+    ("(1, 2)", "(1,2)"),
+    ("1,2", "1, 2"),
+    ("\\rightarrow", "\\right\\rightarrow"),
+    // At the edges of 128-bit fractions: i128::MAX, 10^-38, i128::MIN as a quotient.
+    (
+        "0170141183460469231731687303715884105727",
+        "170141183460469231731687303715884105727",
+    ),
+    (
+        "0.00000000000000000000000000000000000001",
+        "1/100000000000000000000000000000000000000",
+    ),
+    (
+        "\\frac{-21267647932558653966460912964485513216}{0.125}",
+        "\\frac{-21267647932558653966460912964485513216}{0.1250}",
+    ),
+];
+
+/// Pairs of math answers that `math.rs` reads as different, each way round.
+pub const MATH_DIFFERENT: &[(&str, &str)] = &[
+    ("0.3333", "\\frac{1}{3}"),
+    ("2", "3"),
+    ("-3", "3"),
+    ("--3", "3"),
+    ("1/0", "0"),
+    ("\\rightarrow", "arrow"),
+    ("50\\%", "0.5"),
+    ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt{2}}"),
+    ("x^2", "x^3"),
+    ("", ""),
+    ("$ $", ""),
+    ("ans = 5", "5"),
+    ("(5)", "5"),
+    ("5 + 0", "5"),
+    (
+        "999999999999999999999999999999999999999999",
+        "99999999999999999999999999999999999999999",
+    ),
+    (
+        "\\frac{999999999999999999999999999999999999999999}{999999999999999999999999999999999999999999}",
+        "1",
+    ),
+    // Past the edges: no longer numbers, so compared as strings.
+    (
+        "0170141183460469231731687303715884105728",
+        "170141183460469231731687303715884105728",
+    ),
+    (
+        "0.000000000000000000000000000000000000001",
+        "0.0000000000000000000000000000000000000010",
+    ),
+    (
+        "\\frac{-21267647932558653966460912964485513216}{0.125}",
+        "-170141183460469231731687303715884105728",
+    ),
+    (
+        "-\\frac{-21267647932558653966460912964485513216}{0.125}",
+        "-\\frac{-21267647932558653966460912964485513216}{0.1250}",
+    ),
+];
+
+/// Box contents that write `truth` (an integer ground truth, such as arithmetic's), each
+/// with whether `math.rs` reads it as the same number: every form it documents, then near
+/// misses.
+pub fn integer_forms(truth: i64) -> Vec<(String, bool)> {
+    let n = truth;
+    let magnitude = n.unsigned_abs();
+    let sign = if n < 0 { "-" } else { "" };
+    let mut same = vec![
+        format!("{n}"),
+        format!(" {n} "),
+        format!("{n}.0"),
+        format!("{n}.000"),
+        format!("{sign}0{magnitude}"),
+        format!("\\frac{{{}}}{{2}}", 2 * n),
+        format!("\\dfrac{{{n}}}{{1}}"),
+        format!("\\tfrac{{{}}}{{-3}}", -3 * n),
+        format!("{}/4", 4 * n),
+        format!("$ {n} $"),
+        format!("\\${n}"),
+        format!("x = {n}"),
+        format!("{n}."),
+        format!("{n}\\text{{ apples}}"),
+        format!("{n} \\mbox{{ cm}}^2"),
+        format!("{n}^\\circ"),
+        format!("{n}^{{\\circ}}"),
+        format!("{n}\u{b0}"),
+        format!("{n}\\%"),
+        format!("\\text{{{n}}}"),
+        format!("\\mathrm{{{n}}}"),
+        format!("\\displaystyle {n}"),
+        format!("\\!{n}\\,"),
+        format!("\\boxed{{{n}}}"),
+        format!("{sign} {magnitude}"),
+    ];
+    if n >= 0 {
+        same.push(format!("+{n}"));
+    } else {
+        same.push(format!("\u{2212}{magnitude}"));
+    }
+    let mut different = vec![
+        format!("{}", n + 1),
+        format!("{}", -n - 1),
+        format!("{n}.5"),
+        format!("\\frac{{{}}}{{2}}", 2 * n + 1),
+        format!("{n}/0"),
+        format!("\\left({n}\\right)"),
+        format!("{n} + 0"),
+        format!("ans = {n}"),
+        format!("{n}e0"),
+        format!("--{n}"),
+        format!("{n}, {n}"),
+        String::new(),
+        "$ $".to_string(),
+    ];
+    if magnitude >= 1_000 {
+        // Groups of three digits from the right.
+        let digits = magnitude.to_string();
+        let head = digits.len() % 3;
+        let mut groups: Vec<&str> = if head > 0 {
+            vec![&digits[..head]]
+        } else {
+            vec![]
+        };
+        groups.extend(
+            (head..digits.len())
+                .step_by(3)
+                .map(|at| &digits[at..at + 3]),
+        );
+        for separator in [",", "{,}", "\\,", "\\!"] {
+            same.push(format!("{sign}{}", groups.join(separator)));
+        }
+        // Not thousands groups.
+        different.push(format!("{sign}{}0", groups.join(",")));
+    }
+    let same = same.into_iter().map(|form| (form, true));
+    same.chain(different.into_iter().map(|form| (form, false)))
+        .collect()
+}
+
+/// Responses around the box contents `content`, one per `variant` (0 to
+/// [`BOX_RESPONSE_VARIANTS`] - 1): in the answer block, inside `$..$` with an end-of-turn
+/// token, in sloppy prose with no tags, after an earlier wrong box, as `\fbox`, after a box
+/// outside the block, as `\boxed ..` without braces, and with no box at all.
+pub fn box_response(content: &str, variant: usize) -> String {
+    match variant % BOX_RESPONSE_VARIANTS {
+        0 => format!("Adding up.</think>\n<answer>\\boxed{{{content}}}</answer>"),
+        1 => format!("ok</think><answer>The answer is $\\boxed{{{content}}}$.</answer><|im_end|>"),
+        2 => format!("So the answer is \\boxed{{{content}}}. Hope this helps!"),
+        3 => format!("first \\boxed{{0}}, then \\boxed{{{content}}}"),
+        4 => format!("ok</think>\n<answer>\\fbox{{{content}}}</answer>"),
+        5 => format!("ok \\boxed{{{content}}}</think>\n<answer>\\boxed{{1}}</answer>"),
+        6 => format!("ok</think>\n<answer>$\\boxed {content}$</answer>"),
+        _ => format!("ok</think>\n<answer>{content}</answer>"),
+    }
+}
+
+/// How many variants [`box_response`] has.
+pub const BOX_RESPONSE_VARIANTS: usize = 8;
