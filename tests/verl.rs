@@ -5,7 +5,7 @@
 //! prompt its rollout builds decodes to exactly peirce's rendered prompt, as does the paper's
 //! fork's reading; verl's own loader loads the exported `reward.py`, every ground truth
 //! scores full marks (+3 for a logic task, 1 for boxed math) and every response of a corpus,
-//! logic and boxed math (arithmetic, both modes) alike, scores exactly as peirce's reward
+//! logic and boxed math (arithmetic in both modes, an imported math set) alike, scores exactly as peirce's reward
 //! scored it (tests/verl_check.py does the Python side).
 
 mod common;
@@ -16,7 +16,7 @@ use std::process::Command;
 use common::Sandbox;
 use peirce_tasks::dataset::{read_jsonl, Record};
 use peirce_tasks::reward::corpus::{
-    box_response, fragment_string, integer_forms, mode_cases, mutate, SplitMix,
+    box_response, decorated_forms, fragment_string, integer_forms, mode_cases, mutate, SplitMix,
     BOX_RESPONSE_VARIANTS, MATH_DIFFERENT, MATH_EQUIVALENT,
 };
 use peirce_tasks::reward::{perfect_response, score_with, totals, AnswerStatus, RewardMode};
@@ -60,6 +60,11 @@ kind = "verify"
 inputs = { data = "arithmetic" }
 reward = "paper"
 
+[math]
+kind = "generate"
+task = "import"
+inputs = { source = "./math.jsonl" }
+
 [strict-deduction]
 kind = "verify"
 inputs = { data = "deduction" }
@@ -100,7 +105,7 @@ max_vocab = 400
 "#;
 
 /// The exported datasets and the reward mode each was made with.
-const DATASETS: [(&str, RewardMode); 8] = [
+const DATASETS: [(&str, RewardMode); 9] = [
     ("strict-deduction", RewardMode::Strict),
     ("strict-induction", RewardMode::Strict),
     ("strict-abduction", RewardMode::Strict),
@@ -109,6 +114,25 @@ const DATASETS: [(&str, RewardMode); 8] = [
     ("paper-abduction", RewardMode::Paper),
     ("arithmetic", RewardMode::Strict),
     ("paper-arithmetic", RewardMode::Paper),
+    ("math", RewardMode::Strict),
+];
+
+/// The imported math set's answers: the forms `math.rs` reads (see its module docs).
+const MATH_ANSWERS: [&str; 14] = [
+    "\\frac{1}{2}",
+    "\\boxed{3\\sqrt{2}}",
+    "(1, 2)",
+    "0.75",
+    "\\dfrac{7}{3}",
+    "10\\%",
+    "45^\\circ",
+    "x = 4",
+    "\\text{(B)}",
+    "1,000",
+    "-\\frac{3}{4}",
+    "\\pi",
+    "5\\text{ cm}",
+    "\\left[ 0, 1 \\right)",
 ];
 
 /// Fuzzed responses per dataset.
@@ -163,7 +187,9 @@ fn corpus(dataset: &str, mode: RewardMode, records: &[Record], rng: &mut SplitMi
     let kind = records[0].answer_kind;
     for record in records {
         // A wrong answer in the right form: -0.5 in both modes (logic), 0 (math).
-        let response = perfect_response(kind, &wrong(&record.answer), None);
+        let response = perfect_response(kind, &wrong(kind, &record.answer), None);
+        let score = score_with(mode, kind, &response, &record.answer);
+        assert!(!score.is_correct(), "{response:?} vs {:?}", record.answer);
         lines.push(case(dataset, mode, record, &record.answer, response, false));
         for solution in [record.solution.as_deref(), None] {
             let response = perfect_response(kind, &record.answer, solution);
@@ -196,8 +222,8 @@ fn corpus(dataset: &str, mode: RewardMode, records: &[Record], rng: &mut SplitMi
         let record = &records[rng.below(records.len())];
         let mut perfect = perfect_response(kind, &record.answer, None);
         if kind == AnswerKind::Boxed && index % 3 == 2 {
-            let forms = integer_forms(integer(&record.answer));
-            let (form, _) = &forms[rng.below(forms.len())];
+            let forms = boxed_forms(&record.answer);
+            let form = &forms[rng.below(forms.len())];
             perfect = box_response(form, rng.below(BOX_RESPONSE_VARIANTS));
         }
         let mut response = match index % 3 {
@@ -221,24 +247,31 @@ fn corpus(dataset: &str, mode: RewardMode, records: &[Record], rng: &mut SplitMi
     lines
 }
 
-/// An arithmetic ground truth: an integer.
-fn integer(answer: &str) -> i64 {
-    answer
-        .parse()
-        .unwrap_or_else(|_| panic!("arithmetic answer {answer:?} is not an integer"))
+/// Box contents for a math ground truth: its [`integer_forms`] when it is an integer (as
+/// arithmetic's are), and its [`decorated_forms`].
+fn boxed_forms(answer: &str) -> Vec<String> {
+    let integers = answer.parse().map(integer_forms).unwrap_or_default();
+    let integers = integers.into_iter().map(|(form, _)| form);
+    integers.chain(decorated_forms(answer)).collect()
 }
 
-/// Boxed math: every record's answer written in each of [`integer_forms`] (in the answer
-/// block, and in one other of the [`box_response`] variants in turn), and both ways round
-/// the pairs of [`MATH_EQUIVALENT`] and [`MATH_DIFFERENT`] in every variant.
+/// Boxed math: every record's answer written in each of its [`boxed_forms`] (in the answer
+/// block, and in one other of the [`box_response`] variants in turn; the integer forms must
+/// score as [`integer_forms`] says), and both ways round the pairs of [`MATH_EQUIVALENT`]
+/// and [`MATH_DIFFERENT`] in every variant.
 fn boxed_cases(dataset: &str, mode: RewardMode, records: &[Record]) -> Vec<Value> {
     let mut lines = Vec::new();
     let mut turn = 0;
     for record in records {
-        for (form, same) in integer_forms(integer(&record.answer)) {
+        if let Ok(truth) = record.answer.parse() {
+            for (form, same) in integer_forms(truth) {
+                let response = box_response(&form, 0);
+                let score = score_with(mode, AnswerKind::Boxed, &response, &record.answer);
+                assert_eq!(score.is_correct(), same, "{form:?} vs {truth}");
+            }
+        }
+        for form in boxed_forms(&record.answer) {
             let response = box_response(&form, 0);
-            let score = score_with(mode, AnswerKind::Boxed, &response, &record.answer);
-            assert_eq!(score.is_correct(), same, "{form:?} vs {}", record.answer);
             lines.push(case(dataset, mode, record, &record.answer, response, false));
             turn += 1;
             let response = box_response(&form, 1 + turn % (BOX_RESPONSE_VARIANTS - 1));
@@ -256,11 +289,15 @@ fn boxed_cases(dataset: &str, mode: RewardMode, records: &[Record]) -> Vec<Value
     lines
 }
 
-/// `answer` with its first value changed: the integer plus one, or the first line's value
+/// `answer` changed: the integer plus one, one plus a math answer, or the first line's value
 /// word swapped.
-fn wrong(answer: &str) -> String {
+fn wrong(kind: AnswerKind, answer: &str) -> String {
     if let Ok(number) = answer.trim().parse::<i64>() {
         return (number + 1).to_string();
+    }
+    if kind == AnswerKind::Boxed {
+        // In front: after a trailing unit (`5\\text{ cm}+1`), it would be dropped with it.
+        return format!("1+{answer}");
     }
     let (first, rest) = answer.split_once('\n').unwrap_or((answer, ""));
     let swapped = [
@@ -290,6 +327,14 @@ fn verl_round_trip() {
     };
     let sandbox = Sandbox::new();
     sandbox.workflow(WORKFLOW);
+    let rows: Vec<String> = MATH_ANSWERS
+        .iter()
+        .enumerate()
+        .map(|(index, answer)| {
+            json!({"problem": format!("Problem {index}."), "answer": answer}).to_string()
+        })
+        .collect();
+    sandbox.write("math.jsonl", &rows.join("\n"));
     sandbox.run_ok(&[]);
     let tokenizer = export(&sandbox, "tokenizer");
     let mut lines = Vec::new();

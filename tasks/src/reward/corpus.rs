@@ -4,7 +4,8 @@
 //! Python reward (tests/verl.rs) draw from it, as from [`mode_cases`], the hand-written
 //! cases of the README's table of differences between the reward modes, and from the boxed
 //! math cases: [`MATH_EQUIVALENT`] and [`MATH_DIFFERENT`] (which `math.rs`'s tests check),
-//! [`integer_forms`] of a ground truth and the [`box_response`]s around them.
+//! [`integer_forms`] and [`decorated_forms`] of a ground truth and the [`box_response`]s
+//! around them.
 
 use crate::AnswerKind::{self, Assignment, Integer, Reachability};
 
@@ -431,6 +432,32 @@ pub fn integer_forms(truth: i64) -> Vec<(String, bool)> {
     let same = same.into_iter().map(|form| (form, true));
     same.chain(different.into_iter().map(|form| (form, false)))
         .collect()
+}
+
+/// Box contents that write any math ground truth `truth` with decoration added (dollars,
+/// spaces, a box, `\displaystyle`, a period, a text wrapper, a unit, degrees, percent, an
+/// `x =`) or changed (negated, plus one, parenthesized); whether `math.rs` reads each as
+/// the same depends on `truth`.
+pub fn decorated_forms(truth: &str) -> Vec<String> {
+    [
+        "$@$",
+        " @ ",
+        "\\boxed{@}",
+        "\\displaystyle @",
+        "@.",
+        "\\text{@}",
+        "@\\text{ cm}",
+        "@^\\circ",
+        "@\\%",
+        "x = @",
+        "\\left(@\\right)",
+        "-@",
+        "@+1",
+        "\\dfrac{@}{1}",
+    ]
+    .iter()
+    .map(|template| template.replace('@', truth))
+    .collect()
 }
 
 /// Responses around the box contents `content`, one per `variant` (0 to
