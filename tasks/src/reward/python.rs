@@ -1,9 +1,10 @@
 //! The reward as a Python module, for verl's `custom_reward_function` (`reward.py`, written
 //! beside every exported dataset; see [`crate::verl`]).
 //!
-//! The rules are written once more in Python (`verl_reward.py`), but every character class
-//! they use comes from here: Rust's `char::is_whitespace` (what `str::trim` and
-//! `split_whitespace` strip), `char::is_alphanumeric` (the paper mode's word characters),
+//! The rules, the logic tasks' and boxed math's (`math.rs`, its exact rationals kept to
+//! Rust's 128 bits), are written once more in Python (`verl_reward.py`), but every
+//! character class they use comes from here: Rust's `char::is_whitespace` (what `str::trim`
+//! and `split_whitespace` strip, and what math answers lose), `char::is_alphanumeric` (the paper mode's word characters),
 //! `char::to_lowercase` (its case folding) and the decimal digits of the paper mode's
 //! integers are tabulated over all of Unicode when the module is written, so the module
 //! agrees with [`super::score_with`] on any text, not only on ASCII. Tests compare the two
