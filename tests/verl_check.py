@@ -51,7 +51,7 @@ def check_prompts(name, folder, tokenizer, model_type, cache):
     )
     checked = 0
     for split in ("train", "test"):
-        records = [json.loads(line) for line in (folder / f"{split}.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
+        records = [json.loads(line) for line in (folder / f"{split}.jsonl").read_text(encoding="utf-8").split("\n") if line.strip()]
         dataset = RLHFDataset(data_files=str(folder / f"{split}.parquet"), tokenizer=tokenizer, config=config)
         if len(dataset) != len(records):
             fail(f"{name}/{split}: verl kept {len(dataset)} rows of {len(records)}")
@@ -86,7 +86,9 @@ def main():
             {"reward": {"custom_reward_function": {"path": str(Path(folder) / "reward.py"), "name": "compute_score"}}}
         )
         rewards[name] = get_custom_reward_fn(config)
-    for number, line in enumerate(Path(corpus_path).read_text(encoding="utf-8").splitlines(), 1):
+    # JSON lines end at "\n" only: str.splitlines() would also split at the U+2028, U+0085 ...
+    # that JSON leaves unescaped inside strings.
+    for number, line in enumerate(Path(corpus_path).read_text(encoding="utf-8").split("\n"), 1):
         case = json.loads(line)
         reward = rewards[case["dataset"]]
         arguments = dict(
