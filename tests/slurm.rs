@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
+/// The nodes of workflows/example.toml.
+const EXAMPLE: [&str; 4] = ["words", "counts", "top", "report"];
+
 /// Whether the cluster is there; `None` skips (panics under PEIRCE_REQUIRE_EXTERNAL=1).
 fn slurm(test: &str) -> Option<String> {
     peirce_testing::external(
@@ -101,15 +104,7 @@ fn example_through_slurm_matches_a_local_run_and_reruns_submit_nothing() {
     let local_record = local.run_ok(&[]);
     let cluster = example();
     let record = cluster.run_ok(&["--executor", "slurm"]);
-    expect_statuses(
-        &record,
-        &[
-            ("words", "ran"),
-            ("counts", "ran"),
-            ("top", "ran"),
-            ("report", "ran"),
-        ],
-    );
+    expect_statuses(&record, &EXAMPLE.map(|node| (node, "ran")));
     assert_eq!(outputs(&record), outputs(&local_record));
     // Every node was one job, and each completed.
     let submitted = jobs(&cluster);
@@ -609,15 +604,7 @@ fn jobs_working_from_the_remote_need_no_shared_folder() {
         "{refused}"
     );
     let record = cluster.run_ok(&["--executor", "slurm", "--remote", &remote]);
-    expect_statuses(
-        &record,
-        &[
-            ("words", "ran"),
-            ("counts", "ran"),
-            ("top", "ran"),
-            ("report", "ran"),
-        ],
-    );
+    expect_statuses(&record, &EXAMPLE.map(|node| (node, "ran")));
     assert_eq!(outputs(&record), outputs(&local_record));
     let submitted = jobs(&cluster);
     assert_eq!(submitted.len(), 4, "{submitted:?}");
