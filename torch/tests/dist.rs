@@ -259,21 +259,24 @@ fn a_missing_rank_fails_the_rendezvous_within_the_timeout() {
     assert_all_succeeded(&results);
 }
 
-/// NCCL where this build has it and libtorch sees a GPU (never in CI): a group of one on
-/// CUDA device 0 (NCCL refuses two ranks on one GPU) runs every collective, which checks
-/// the NCCL half of the shim end to end. Elsewhere it says on stderr that it skipped.
+/// NCCL where this build has it and libtorch sees a GPU: a group of one on CUDA device 0
+/// (NCCL refuses two ranks on one GPU) runs every collective, which checks the NCCL half of
+/// the shim end to end. Without a GPU (CI), asking for an NCCL group is a clear error, not a
+/// crash: the build without NCCL, or the process without CUDA, is named.
 #[test]
 fn nccl_group_of_one_runs_every_collective() {
+    let dir = tempfile::tempdir().unwrap();
     if !peirce_torch::dist::nccl_available() {
-        use std::io::Write;
-        let _ = writeln!(
-            std::io::stderr().lock(),
-            "skipping `nccl_group_of_one_runs_every_collective`: no NCCL in this build or no \
-             CUDA device"
+        let error = ProcessGroup::new(dir.path(), 0, 1, Backend::Nccl, Duration::from_secs(10))
+            .expect_err("an NCCL group without NCCL or CUDA");
+        let message = error.to_string();
+        assert!(
+            message.contains("the NCCL backend needs CUDA, and this process has none")
+                || message.contains("built without NCCL"),
+            "{message}"
         );
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
     let group =
         ProcessGroup::new(dir.path(), 0, 1, Backend::Nccl, Duration::from_secs(60)).unwrap();
     let gpu = tch::Device::Cuda(0);
