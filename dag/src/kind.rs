@@ -89,6 +89,18 @@ impl NodeError {
             NodeError::Cancelled => "cancelled",
         }
     }
+
+    /// The error of class `class` ([`NodeError::class`]) with `message`, as a node run
+    /// elsewhere (a Slurm job) reports it; an unknown class is a plain failure.
+    pub fn from_class(class: &str, message: String) -> Self {
+        match class {
+            "transient" => NodeError::Transient(message),
+            "bad input" => NodeError::BadInput(message),
+            "internal" => NodeError::Internal(message),
+            "cancelled" => NodeError::Cancelled,
+            _ => NodeError::Failed(message),
+        }
+    }
 }
 
 /// Everything a kind gets to execute one node.
@@ -196,5 +208,25 @@ impl KindCatalog for Registry {
 
     fn params(&self, kind: &str) -> Option<Vec<ParamSpec>> {
         self.kinds.get(kind).map(|kind| kind.params())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeError;
+
+    #[test]
+    fn an_error_comes_back_from_its_class() {
+        for error in [
+            NodeError::Transient("t".into()),
+            NodeError::Failed("f".into()),
+            NodeError::BadInput("b".into()),
+            NodeError::Internal("i".into()),
+            NodeError::Cancelled,
+        ] {
+            let back = NodeError::from_class(error.class(), error.to_string());
+            assert_eq!(back.class(), error.class());
+        }
+        assert_eq!(NodeError::from_class("novel", "x".into()).class(), "failed");
     }
 }

@@ -205,15 +205,17 @@ impl SlurmKind {
         let _ = std::fs::remove_file(scratch.join(EVENTS_FILE));
         let text = serde_json::to_string_pretty(&job).expect("a job file serializes");
         let program = shell_quote(&self.program.to_string_lossy());
+        if let (Some((store, _)), Some(remote_job)) = (&self.remote, &job.remote) {
+            // As the result file above: no result an earlier attempt left is taken for this
+            // one's.
+            let remote = store.remote().expect("a remote");
+            let _ = remote
+                .delete_document(&remote_result(&remote_job.location))
+                .await;
+        }
         let script = if job.remote.is_some() {
             // The job file travels inside the script (sbatch sends it to the cluster): the
             // compute node need not see this folder.
-            if let Some((store, _)) = &self.remote {
-                let remote = store.remote().expect("a remote");
-                let _ = remote
-                    .delete_document(&remote_result(&remote_location(scratch)))
-                    .await;
-            }
             format!("#!/bin/sh\nexec {program} __run-node - <<'PEIRCE_JOB'\n{text}\nPEIRCE_JOB\n")
         } else {
             std::fs::write(&job_path, &text).map_err(|e| internal("writing the job file", &e))?;
@@ -299,7 +301,7 @@ impl SlurmKind {
             if let Ok(text) = std::fs::read(&result_path) {
                 let result: JobResult = serde_json::from_slice(&text)
                     .map_err(|e| internal("reading the job's result", &e))?;
-                return Err(node_error(&result.class, result.message));
+                return Err(NodeError::from_class(&result.class, result.message));
             }
             outcome(&id, &state, &job_log)
         }
@@ -420,32 +422,7 @@ async fn send_inputs(
     let mut sent = BTreeMap::new();
     for (name, path) in inputs {
         let sending = |error| store_error(&format!("sending input `{name}` to the remote"), error);
-        let (tree, file) = if path.is_dir() {
-            (store.publish_dir(path).await.map_err(sending)?.0, None)
-        } else {
-            let file = path
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_else(|| name.clone());
-            let (digest, size) = store.put_file(path).await.map_err(sending)?;
-            let mode = std::fs::metadata(path)
-                .map(|meta| std::os::unix::fs::PermissionsExt::mode(&meta.permissions()))
-                .map_err(|error| {
-                    NodeError::BadInput(format!("input `{name}` (`{}`): {error}", path.display()))
-                })?;
-            let executable = mode & 0o111 != 0;
-            let mut tree = peirce_store::Tree::new();
-            tree.insert(
-                &file,
-                peirce_store::TreeEntry {
-                    digest,
-                    size,
-                    executable,
-                },
-            )
-            .map_err(sending)?;
-            (store.put_tree(&tree).await.map_err(sending)?, Some(file))
-        };
+        let (tree, file) = store.publish_path(path).await.map_err(sending)?;
         store.push_tree(tree, None).await.map_err(sending)?;
         sent.insert(
             name.clone(),
@@ -488,7 +465,10 @@ async fn fetch_result(
             })?;
     }
     if let Some(error) = result.error {
-        return Ok(Some(Err(node_error(&error.class, error.message))));
+        return Ok(Some(Err(NodeError::from_class(
+            &error.class,
+            error.message,
+        ))));
     }
     let Some(output) = result
         .output
@@ -920,16 +900,6 @@ fn outcome(id: &str, state: &JobState, job_log: &Path) -> Result<(), NodeError> 
             "was cancelled outside this run",
         ))),
         _ => Err(NodeError::Failed(describe("failed"))),
-    }
-}
-
-fn node_error(class: &str, message: String) -> NodeError {
-    match class {
-        "transient" => NodeError::Transient(message),
-        "bad input" => NodeError::BadInput(message),
-        "internal" => NodeError::Internal(message),
-        "cancelled" => NodeError::Cancelled,
-        _ => NodeError::Failed(message),
     }
 }
 

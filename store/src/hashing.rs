@@ -249,13 +249,7 @@ impl StatCache {
                 )?;
             }
         } else {
-            let name = path
-                .file_name()
-                .and_then(|name| name.to_str())
-                .ok_or_else(|| Error::InvalidName {
-                    name: path.display().to_string(),
-                    reason: "not UTF-8",
-                })?;
+            let name = single_file_name(path)?;
             let (digest, size) = self.hash_file(path)?;
             let executable = metadata.permissions().mode() & 0o111 != 0;
             tree.insert(
@@ -270,6 +264,16 @@ impl StatCache {
         let digest = tree.digest();
         Ok((tree, digest))
     }
+}
+
+/// The name a single file's one-entry tree gives it: the file's own name.
+pub(crate) fn single_file_name(path: &Path) -> Result<&str> {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .ok_or_else(|| Error::InvalidName {
+            name: path.display().to_string(),
+            reason: "not UTF-8",
+        })
 }
 
 pub(crate) fn file_is_executable(path: &Path) -> Result<bool> {

@@ -9,7 +9,7 @@ use futures::{StreamExt, TryStreamExt};
 use super::{Store, CONCURRENCY};
 use crate::digest::TreeDigest;
 use crate::error::{Error, Result};
-use crate::hashing::{file_is_executable, walk_files};
+use crate::hashing::{file_is_executable, single_file_name, walk_files};
 use crate::tree::{Tree, TreeEntry};
 
 impl Store {
@@ -44,6 +44,28 @@ impl Store {
     /// then the tree naming them.
     pub async fn publish_dir(&self, dir: &Path) -> Result<(TreeDigest, Tree)> {
         self.publish(dir, None).await
+    }
+
+    /// Stores an input as [`crate::StatCache::hash_path`] names it: a folder's files (as
+    /// [`Store::publish_dir`]), or a single file as a one-entry tree named after the file.
+    /// Returns the tree and, for a single file, its name in the tree.
+    pub async fn publish_path(&self, path: &Path) -> Result<(TreeDigest, Option<String>)> {
+        let metadata = fs::metadata(path).map_err(|error| Error::io(path, error))?;
+        if metadata.is_dir() {
+            return Ok((self.publish_dir(path).await?.0, None));
+        }
+        let name = single_file_name(path)?;
+        let (digest, size) = self.put_file(path).await?;
+        let mut tree = Tree::new();
+        tree.insert(
+            name,
+            TreeEntry {
+                digest,
+                size,
+                executable: file_is_executable(path)?,
+            },
+        )?;
+        Ok((self.put_tree(&tree).await?, Some(name.to_owned())))
     }
 
     /// Stores every file under `dir`, a folder the caller owns and nothing writes any more
