@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Context};
 use clap::Args;
 use peirce_dag::engine::lineage::{lineage, trees_containing, Lineage};
 use peirce_dag::runs::{format_utc, NodeRef, NodeRun, NodeStatus, RunRecord, WorkflowRef};
-use peirce_store::{ActionRecord, BlobDigest, Store, TreeDigest};
+use peirce_store::{ActionKey, ActionRecord, BlobDigest, Store, TreeDigest};
 
 use super::{to_stdout, Globals, Missing};
 
@@ -151,6 +151,28 @@ pub(super) async fn node_in_run(
     Ok((run, found))
 }
 
+/// The key and output of `node`'s result: its latest, or its result in run `run`.
+async fn result_of(
+    store: &Store,
+    node: &str,
+    workflow: Option<&PathBuf>,
+    run: Option<&str>,
+) -> anyhow::Result<(ActionKey, TreeDigest)> {
+    let Some(wanted) = run else {
+        let (_, latest) = node_ref(store, node, workflow).await?;
+        return Ok((latest.key, latest.output));
+    };
+    let (run, found) = node_in_run(store, wanted, node).await?;
+    match (found.key, found.output) {
+        (Some(key), Some(output)) => Ok((key, output)),
+        _ => bail!(
+            "Run {} has no result for node `{node}` (it {})",
+            run.id,
+            status_words(found.status)
+        ),
+    }
+}
+
 /// The output of `node`: its latest, or its output in run `run`.
 pub(super) async fn output_of(
     store: &Store,
@@ -158,19 +180,7 @@ pub(super) async fn output_of(
     workflow: Option<&PathBuf>,
     run: Option<&str>,
 ) -> anyhow::Result<TreeDigest> {
-    match run {
-        Some(wanted) => {
-            let (run, found) = node_in_run(store, wanted, node).await?;
-            found.output.ok_or_else(|| {
-                anyhow!(
-                    "Run {} has no result for node `{node}` (it {})",
-                    run.id,
-                    status_words(found.status)
-                )
-            })
-        }
-        None => Ok(node_ref(store, node, workflow).await?.1.output),
-    }
+    Ok(result_of(store, node, workflow, run).await?.1)
 }
 
 /// The action record of `node`: of its latest result, or of its result in run `run`.
@@ -180,20 +190,7 @@ pub(super) async fn record_of(
     workflow: Option<&PathBuf>,
     run: Option<&str>,
 ) -> anyhow::Result<ActionRecord> {
-    let key = match run {
-        Some(wanted) => {
-            let (run, found) = node_in_run(store, wanted, node).await?;
-            match (found.key, found.output) {
-                (Some(key), Some(_)) => key,
-                _ => bail!(
-                    "Run {} has no result for node `{node}` (it {})",
-                    run.id,
-                    status_words(found.status)
-                ),
-            }
-        }
-        None => node_ref(store, node, workflow).await?.1.key,
-    };
+    let (key, _) = result_of(store, node, workflow, run).await?;
     store
         .get_action(key)
         .await?
