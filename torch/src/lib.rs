@@ -11,6 +11,7 @@
 //! a CUDA error or an out-of-memory kill fails one node only. Build it through
 //! `scripts/torch-env.sh`, which provides the libtorch it links.
 
+pub mod attention;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
