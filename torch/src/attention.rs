@@ -79,6 +79,17 @@ pub fn decode(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tenso
     }
 }
 
+/// Which kernel decoding's attention uses in this process: `"cudnn"`, `"libtorch"`
+/// (libtorch's own choice, always so on the CPU), or `"undecided"` before the first CUDA
+/// decoding step.
+pub fn decode_kernel() -> &'static str {
+    match CHOICE.load(Ordering::Relaxed) {
+        CUDNN => "cudnn",
+        LIBTORCH => "libtorch",
+        _ => "undecided",
+    }
+}
+
 fn keep_libtorch(why: &str) {
     if CHOICE.swap(LIBTORCH, Ordering::Relaxed) != LIBTORCH {
         eprintln!("peirce-worker: {why}; decoding uses libtorch's attention kernels");
@@ -95,7 +106,11 @@ fn difference(y: &Tensor, reference: &Tensor) -> Result<f64> {
         .f_abs()?
         .f_max()?
         .f_double_value(&[])?;
-    Ok(if worst.is_finite() { worst / scale } else { f64::INFINITY })
+    Ok(if worst.is_finite() {
+        worst / scale
+    } else {
+        f64::INFINITY
+    })
 }
 
 fn libtorch(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
