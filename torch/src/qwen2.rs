@@ -597,7 +597,8 @@ impl SelfAttention {
         })
     }
 
-    fn forward(
+    /// The attention's output before `o_proj`, `[batch, new, heads * head_dim]`.
+    fn attend(
         &self,
         x: &Tensor,
         rotary: Rotary<'_>,
@@ -666,7 +667,7 @@ impl SelfAttention {
         let y = y
             .f_transpose(1, 2)?
             .f_reshape([batch, new, self.heads * self.head_dim])?;
-        self.o_proj.forward(&y)
+        Ok(y)
     }
 }
 
@@ -702,15 +703,38 @@ impl Mlp {
             .forward(&gate.f_mul(&self.up_proj.forward(x)?)?)
     }
 
-    /// The same with `[gate; up]` concatenated and transposed (`[hidden, 2 intermediate]`):
-    /// one product instead of two.
-    fn forward_fused(&self, x: &Tensor, gate_up_weight_t: &Tensor) -> Result<Tensor> {
+    /// `silu(gate(x)) * up(x)`, the input of `down_proj`, with `[gate; up]` concatenated and
+    /// transposed (`[hidden, 2 intermediate]`): one product instead of two.
+    fn gated_fused(x: &Tensor, gate_up_weight_t: &Tensor) -> Result<Tensor> {
         let gate_up = x.f_matmul(gate_up_weight_t)?;
         let inner = gate_up.size().last().copied().unwrap_or(0) / 2;
         let gate = gate_up.f_narrow(-1, 0, inner)?.f_silu()?;
-        self.down_proj
-            .forward(&gate.f_mul(&gate_up.f_narrow(-1, inner, inner)?)?)
+        Ok(gate.f_mul(&gate_up.f_narrow(-1, inner, inner)?)?)
     }
+}
+
+/// `x + linear(y)`. Decoding on CUDA (`fused`, no autograd, no bias): one matrix product
+/// that accumulates into `x` in place (cuBLAS's `C = A B + C`), instead of a product and an
+/// add: one kernel fewer per residual, and decoding a small batch is bound by kernel launches.
+/// The sum is rounded once instead of twice. `x` is the layer's own activation, which its
+/// caller replaces with the result.
+fn residual(x: &Tensor, y: &Tensor, linear: &Linear, fused: bool) -> Result<Tensor> {
+    let width = x.size().last().copied().unwrap_or(0);
+    if fused
+        && x.device().is_cuda()
+        && linear.bias.is_none()
+        && !x.requires_grad()
+        && x.is_contiguous()
+    {
+        let inner = y.size().last().copied().unwrap_or(0);
+        let mut rows = x.f_view([-1, width])?;
+        let _ = rows.f_addmm_(
+            &y.f_reshape([-1, inner])?,
+            &linear.weight.f_transpose(0, 1)?,
+        )?;
+        return Ok(x.shallow_clone());
+    }
+    Ok(x.f_add(&linear.forward(y)?)?)
 }
 
 /// One pre-norm decoder layer.
@@ -744,21 +768,21 @@ impl DecoderLayer {
             }
         };
         let normed = norm(&self.input_layernorm, x)?;
-        let attended = self.self_attn.forward(
+        let attended = self.self_attn.attend(
             &normed,
             rotation,
             mask,
             cache.as_mut().map(|(c, p)| (&mut **c, *p)),
         )?;
-        let x = x.f_add(&attended)?;
+        let x = residual(x, &attended, &self.self_attn.o_proj, decoding)?;
         let normed = norm(&self.post_attention_layernorm, &x)?;
-        let mlp = match &cache {
-            Some((cache, _)) => self
-                .mlp
-                .forward_fused(&normed, &cache.fused.gate_up_weight_t)?,
-            None => self.mlp.forward(&normed)?,
-        };
-        Ok(x.f_add(&mlp)?)
+        match &cache {
+            Some((cache, _)) => {
+                let gated = Mlp::gated_fused(&normed, &cache.fused.gate_up_weight_t)?;
+                residual(&x, &gated, &self.mlp.down_proj, true)
+            }
+            None => Ok(x.f_add(&self.mlp.forward(&normed)?)?),
+        }
     }
 
     fn new(path: nn::Path, cfg: &Config) -> Result<Self> {
