@@ -18,8 +18,6 @@
 //! `csrc/graph.cpp` binds libtorch's CUDA graphs (`at::cuda::CUDAGraph`), also missing from
 //! tch; it needs the CUDA runtime headers only, and without them (or with
 //! `PEIRCE_CUDA_GRAPHS=0`) it builds as stubs that say graphs are unavailable.
-//! `csrc/attention.cpp` binds cuDNN's fused attention (`_scaled_dot_product_cudnn_attention`),
-//! which decoding asks for by name.
 
 use std::path::{Path, PathBuf};
 
@@ -44,7 +42,6 @@ fn build_dist_shim(lib: &Path, cuda: bool) {
         "csrc/dist.cpp",
         "csrc/optim.cpp",
         "csrc/graph.cpp",
-        "csrc/attention.cpp",
         "csrc/message.h",
         "csrc/dist_nccl.cpp",
         "csrc/gloo-decl",
@@ -78,8 +75,7 @@ fn build_dist_shim(lib: &Path, cuda: bool) {
         .extra_warnings(true)
         .file("csrc/dist.cpp")
         .file("csrc/optim.cpp")
-        .file("csrc/graph.cpp")
-        .file("csrc/attention.cpp");
+        .file("csrc/graph.cpp");
 
     let cuda_include = if cuda { cuda_headers(torch) } else { None };
     if let Some(cuda_include) = &cuda_include {

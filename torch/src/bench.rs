@@ -552,7 +552,6 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
         },
         "cuda_graphs": stats.graph_replays > 0,
         "graphs_captured": stats.graphs_captured,
-        "decode_attention": crate::attention::decode_kernel(),
         "batch": options.batch,
         "prompt_tokens": options.prompt_tokens,
         "new_tokens": options.new_tokens,

@@ -11,7 +11,6 @@
 //! a CUDA error or an out-of-memory kill fails one node only. Build it through
 //! `scripts/torch-env.sh`, which provides the libtorch it links.
 
-pub mod attention;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;

@@ -425,14 +425,22 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask) -> Result<Tens
 /// (`[rows, kv_heads, keys, dim]`) under a `[rows, 1, 1, keys]` mask, without repeating the
 /// key/value heads: the `heads / kv_heads` query heads that share a key/value head are laid
 /// out as that head's queries (`[rows, kv_heads, groups, dim]`), which is the same
-/// arithmetic as grouped-query attention and reads each cached key and value once. On CUDA,
-/// cuDNN's kernel ([`crate::attention::decode`]).
+/// arithmetic as grouped-query attention and reads each cached key and value once.
 fn grouped_decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
     let size = q.size();
     let (rows, heads, dim) = (size[0], size[1], size[3]);
     let kv_heads = k.size()[1];
     let grouped = q.f_reshape([rows, kv_heads, heads / kv_heads, dim])?;
-    let y = crate::attention::decode(&grouped, k, v, mask)?;
+    let y = Tensor::f_scaled_dot_product_attention(
+        &grouped,
+        k,
+        v,
+        Some(mask),
+        0.0,
+        false,
+        None,
+        false,
+    )?;
     Ok(y.f_reshape([rows, heads, 1, dim])?)
 }
 
