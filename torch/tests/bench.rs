@@ -63,6 +63,52 @@ fn bench_prints_positive_sampling_and_training_throughput() {
     );
 }
 
+/// `--shared-reference`: the KL's reference forward runs on the policy itself, so after a
+/// warm-up step has moved the policy its KL is zero, where a frozen copy's is not.
+#[test]
+fn a_shared_reference_is_the_policy_itself() {
+    let kl = |shared: bool| {
+        let mut args = vec![
+            "--preset",
+            "tiny",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--skip-sample",
+            "--train-rows",
+            "3",
+            "--train-prompt-tokens",
+            "5",
+            "--response-tokens",
+            "6",
+            "--train-warmup",
+            "2",
+            "--train-iterations",
+            "1",
+        ];
+        if shared {
+            args.push("--shared-reference");
+        }
+        let output = bench(&args);
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(result["train"]["shared_reference"], shared, "{result}");
+        result["train"]["kl"].as_f64().unwrap()
+    };
+    let (own, copy) = (kl(true), kl(false));
+    assert_eq!(own, 0.0, "KL against the policy itself");
+    assert!(
+        copy > 0.0,
+        "KL against the frozen copy after two steps: {copy}"
+    );
+}
+
 #[test]
 fn bench_rejects_unknown_arguments_and_presets() {
     for args in [
