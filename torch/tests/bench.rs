@@ -12,9 +12,21 @@ fn bench(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// A successful bench run's JSON line.
+fn bench_json(args: &[&str]) -> serde_json::Value {
+    let output = bench(args);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
 #[test]
 fn bench_prints_positive_sampling_and_training_throughput() {
-    let output = bench(&[
+    let result = bench_json(&[
         "--preset",
         "tiny",
         "--device",
@@ -42,13 +54,6 @@ fn bench_prints_positive_sampling_and_training_throughput() {
         "--train-iterations",
         "1",
     ]);
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(result["bench"], "peirce");
     assert_eq!(result["model"]["hidden_size"], 32);
     assert_eq!(result["sample"]["batch"], 3);
@@ -90,14 +95,7 @@ fn a_shared_reference_is_the_policy_itself() {
         if shared {
             args.push("--shared-reference");
         }
-        let output = bench(&args);
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(
-            output.status.success(),
-            "{stdout}{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let result: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        let result = bench_json(&args);
         assert_eq!(result["train"]["shared_reference"], shared, "{result}");
         result["train"]["kl"].as_f64().unwrap()
     };
