@@ -24,15 +24,25 @@ fn bench_json(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(stdout.trim()).unwrap()
 }
 
+/// A tiny model on one CPU thread, and a training step of 3 rows of 5 + 6 tokens.
+const TINY: &[&str] = &[
+    "--preset",
+    "tiny",
+    "--device",
+    "cpu",
+    "--threads",
+    "1",
+    "--train-rows",
+    "3",
+    "--train-prompt-tokens",
+    "5",
+    "--response-tokens",
+    "6",
+];
+
 #[test]
 fn bench_prints_positive_sampling_and_training_throughput() {
-    let result = bench_json(&[
-        "--preset",
-        "tiny",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
+    let args = [
         "--batch",
         "3",
         "--prompt-tokens",
@@ -41,19 +51,14 @@ fn bench_prints_positive_sampling_and_training_throughput() {
         "6",
         "--warmup-tokens",
         "2",
-        "--train-rows",
-        "3",
-        "--train-prompt-tokens",
-        "5",
-        "--response-tokens",
-        "6",
         "--micro-batch",
         "2",
         "--train-warmup",
         "1",
         "--train-iterations",
         "1",
-    ]);
+    ];
+    let result = bench_json(&[TINY, &args].concat());
     assert_eq!(result["bench"], "peirce");
     assert_eq!(result["model"]["hidden_size"], 32);
     assert_eq!(result["sample"]["batch"], 3);
@@ -73,25 +78,14 @@ fn bench_prints_positive_sampling_and_training_throughput() {
 #[test]
 fn a_shared_reference_is_the_policy_itself() {
     let kl = |shared: bool| {
-        let mut args = vec![
-            "--preset",
-            "tiny",
-            "--device",
-            "cpu",
-            "--threads",
-            "1",
+        let mut args = TINY.to_vec();
+        args.extend([
             "--skip-sample",
-            "--train-rows",
-            "3",
-            "--train-prompt-tokens",
-            "5",
-            "--response-tokens",
-            "6",
             "--train-warmup",
             "2",
             "--train-iterations",
             "1",
-        ];
+        ]);
         if shared {
             args.push("--shared-reference");
         }
