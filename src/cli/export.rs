@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use super::inspect::{output_of, store_for};
+use super::inspect::{output_of, Pick};
 use super::Globals;
 
 #[derive(Debug, Args)]
@@ -19,26 +19,16 @@ pub struct ExportArgs {
     node: String,
     /// The folder to create (or an empty one)
     dir: PathBuf,
-    /// The workflow the node belongs to
-    #[arg(short, long)]
-    workflow: Option<PathBuf>,
-    /// Export the node's output in this run (an experiment's, say) instead of the latest
-    #[arg(long, value_name = "RUN")]
-    run: Option<String>,
+    #[command(flatten)]
+    pick: Pick,
     /// Copy every file instead of hard-linking it (a folder to edit in place)
     #[arg(long)]
     copy: bool,
 }
 
 pub async fn export(globals: &Globals, args: ExportArgs) -> anyhow::Result<ExitCode> {
-    let store = store_for(globals, args.workflow.as_ref())?;
-    let output = output_of(
-        &store,
-        &args.node,
-        args.workflow.as_ref(),
-        args.run.as_deref(),
-    )
-    .await?;
+    let store = args.pick.store(globals)?;
+    let output = output_of(&store, &args.node, &args.pick).await?;
     let occupied = std::fs::read_dir(&args.dir)
         .map(|mut entries| entries.next().is_some())
         .unwrap_or(false);

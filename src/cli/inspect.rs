@@ -12,16 +12,30 @@ use peirce_store::{ActionKey, ActionRecord, BlobDigest, Store, TreeDigest};
 
 use super::{to_stdout, Globals, Missing};
 
+/// Which result of a node `show`, `log`, `cat`, `why` and `export` read: `-w` and `--run`.
 #[derive(Debug, Args)]
-pub struct ShowArgs {
-    /// The node
-    node: String,
+pub struct Pick {
     /// The workflow the node belongs to (default: the one workflow in the store that has it)
     #[arg(short, long)]
     workflow: Option<PathBuf>,
     /// The node's result in this run (an experiment's, say) instead of its latest
     #[arg(long, value_name = "RUN")]
     run: Option<String>,
+}
+
+impl Pick {
+    /// The store these flags (and the global ones) name.
+    pub(super) fn store(&self, globals: &Globals) -> anyhow::Result<Store> {
+        globals.open_store(self.workflow.as_deref(), Missing::Fail)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// The node
+    node: String,
+    #[command(flatten)]
+    pick: Pick,
     /// Print as JSON
     #[arg(long)]
     json: bool,
@@ -31,12 +45,8 @@ pub struct ShowArgs {
 pub struct LogArgs {
     /// The node
     node: String,
-    /// The workflow the node belongs to
-    #[arg(short, long)]
-    workflow: Option<PathBuf>,
-    /// The node's log in this run (an experiment's, say) instead of its latest
-    #[arg(long, value_name = "RUN")]
-    run: Option<String>,
+    #[command(flatten)]
+    pick: Pick,
 }
 
 #[derive(Debug, Args)]
@@ -45,24 +55,16 @@ pub struct CatArgs {
     target: String,
     /// A file inside the tree
     path: Option<String>,
-    /// The workflow, when TARGET is a node name
-    #[arg(short, long)]
-    workflow: Option<PathBuf>,
-    /// When TARGET is a node name: its output in this run (an experiment's, say)
-    #[arg(long, value_name = "RUN")]
-    run: Option<String>,
+    #[command(flatten)]
+    pick: Pick,
 }
 
 #[derive(Debug, Args)]
 pub struct WhyArgs {
     /// A digest (an output tree, or a file inside one) or a node name
     target: String,
-    /// The workflow, when TARGET is a node name
-    #[arg(short, long)]
-    workflow: Option<PathBuf>,
-    /// When TARGET is a node name: its output in this run (an experiment's, say)
-    #[arg(long, value_name = "RUN")]
-    run: Option<String>,
+    #[command(flatten)]
+    pick: Pick,
     /// How many levels of inputs to follow
     #[arg(long, default_value_t = 32)]
     depth: usize,
@@ -155,11 +157,10 @@ pub(super) async fn node_in_run(
 async fn result_of(
     store: &Store,
     node: &str,
-    workflow: Option<&PathBuf>,
-    run: Option<&str>,
+    pick: &Pick,
 ) -> anyhow::Result<(ActionKey, TreeDigest)> {
-    let Some(wanted) = run else {
-        let (_, latest) = node_ref(store, node, workflow).await?;
+    let Some(wanted) = pick.run.as_deref() else {
+        let (_, latest) = node_ref(store, node, pick.workflow.as_ref()).await?;
         return Ok((latest.key, latest.output));
     };
     let (run, found) = node_in_run(store, wanted, node).await?;
@@ -177,20 +178,14 @@ async fn result_of(
 pub(super) async fn output_of(
     store: &Store,
     node: &str,
-    workflow: Option<&PathBuf>,
-    run: Option<&str>,
+    pick: &Pick,
 ) -> anyhow::Result<TreeDigest> {
-    Ok(result_of(store, node, workflow, run).await?.1)
+    Ok(result_of(store, node, pick).await?.1)
 }
 
 /// The action record of `node`: of its latest result, or of its result in run `run`.
-pub(super) async fn record_of(
-    store: &Store,
-    node: &str,
-    workflow: Option<&PathBuf>,
-    run: Option<&str>,
-) -> anyhow::Result<ActionRecord> {
-    let (key, _) = result_of(store, node, workflow, run).await?;
+async fn record_of(store: &Store, node: &str, pick: &Pick) -> anyhow::Result<ActionRecord> {
+    let (key, _) = result_of(store, node, pick).await?;
     store
         .get_action(key)
         .await?
@@ -206,19 +201,9 @@ fn status_words(status: NodeStatus) -> &'static str {
     }
 }
 
-pub(super) fn store_for(globals: &Globals, workflow: Option<&PathBuf>) -> anyhow::Result<Store> {
-    globals.open_store(workflow.map(PathBuf::as_path), Missing::Fail)
-}
-
 pub async fn show(globals: &Globals, args: ShowArgs) -> anyhow::Result<ExitCode> {
-    let store = store_for(globals, args.workflow.as_ref())?;
-    let record = record_of(
-        &store,
-        &args.node,
-        args.workflow.as_ref(),
-        args.run.as_deref(),
-    )
-    .await?;
+    let store = args.pick.store(globals)?;
+    let record = record_of(&store, &args.node, &args.pick).await?;
     let tree = store.check_tree(record.output).await?;
     if args.json {
         let files: Option<serde_json::Value> = tree.as_ref().ok().map(|tree| {
@@ -324,11 +309,11 @@ async fn latest_failure(
 }
 
 pub async fn log(globals: &Globals, args: LogArgs) -> anyhow::Result<ExitCode> {
-    let store = store_for(globals, args.workflow.as_ref())?;
-    let failure = match &args.run {
+    let store = args.pick.store(globals)?;
+    let failure = match &args.pick.run {
         Some(wanted) => Some(node_in_run(&store, wanted, &args.node).await?)
             .filter(|(_, run)| run.status == NodeStatus::Failed),
-        None => latest_failure(&store, &args.node, args.workflow.as_ref()).await?,
+        None => latest_failure(&store, &args.node, args.pick.workflow.as_ref()).await?,
     };
     if let Some((record, run)) = failure {
         let error = run.error.unwrap_or_default();
@@ -354,13 +339,7 @@ pub async fn log(globals: &Globals, args: LogArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let record = record_of(
-        &store,
-        &args.node,
-        args.workflow.as_ref(),
-        args.run.as_deref(),
-    )
-    .await?;
+    let record = record_of(&store, &args.node, &args.pick).await?;
     match record.log {
         Some(log) => {
             let bytes = store.get_bytes(log).await?;
@@ -372,14 +351,9 @@ pub async fn log(globals: &Globals, args: LogArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// A digest argument, or a node name meaning its latest output.
-async fn resolve_target(
-    store: &Store,
-    target: &str,
-    workflow: Option<&PathBuf>,
-    run: Option<&str>,
-) -> anyhow::Result<BlobDigest> {
+async fn resolve_target(store: &Store, target: &str, pick: &Pick) -> anyhow::Result<BlobDigest> {
     if let Ok(digest) = target.parse::<BlobDigest>() {
-        if run.is_some() {
+        if pick.run.is_some() {
             bail!("`--run` picks a node's result: give a node name, not a digest");
         }
         return Ok(digest);
@@ -387,18 +361,12 @@ async fn resolve_target(
     if target.starts_with("blake3:") {
         bail!("`{target}` is not a digest: expected `blake3:` and 64 hex digits");
     }
-    Ok(output_of(store, target, workflow, run).await?.cast())
+    Ok(output_of(store, target, pick).await?.cast())
 }
 
 pub async fn cat(globals: &Globals, args: CatArgs) -> anyhow::Result<ExitCode> {
-    let store = store_for(globals, args.workflow.as_ref())?;
-    let digest = resolve_target(
-        &store,
-        &args.target,
-        args.workflow.as_ref(),
-        args.run.as_deref(),
-    )
-    .await?;
+    let store = args.pick.store(globals)?;
+    let digest = resolve_target(&store, &args.target, &args.pick).await?;
     let bytes = store.get_bytes(digest).await?;
     let as_tree =
         peirce_store::Tree::decode(digest.cast::<peirce_store::digest::TreeKind>(), &bytes).ok();
@@ -464,14 +432,8 @@ fn print_lineage(item: &Lineage, name: &str, indent: usize) {
 }
 
 pub async fn why(globals: &Globals, args: WhyArgs) -> anyhow::Result<ExitCode> {
-    let store = store_for(globals, args.workflow.as_ref())?;
-    let digest = resolve_target(
-        &store,
-        &args.target,
-        args.workflow.as_ref(),
-        args.run.as_deref(),
-    )
-    .await?;
+    let store = args.pick.store(globals)?;
+    let digest = resolve_target(&store, &args.target, &args.pick).await?;
     let tree: TreeDigest = digest.cast();
     let roots: Vec<(TreeDigest, Option<String>)> = if store.producer_of(tree).await?.is_some() {
         vec![(tree, None)]
