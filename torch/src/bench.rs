@@ -742,14 +742,12 @@ fn train(
     let device = policy.device();
     // The frozen reference starts equal to the policy, as in `align` (or is the policy itself,
     // `--shared-reference`: the same forward, without the copy).
-    let copy = match options.shared_reference {
-        true => None,
-        false => {
-            let (mut reference_vs, reference) =
-                random_model(cfg, device, options.dtype, options.seed)?;
-            reference_vs.freeze();
-            Some((reference_vs, reference))
-        }
+    let copy = if options.shared_reference {
+        None
+    } else {
+        let (mut reference_vs, reference) = random_model(cfg, device, options.dtype, options.seed)?;
+        reference_vs.freeze();
+        Some((reference_vs, reference))
     };
     let reference = copy.as_ref().map_or(policy, |(_, reference)| reference);
     let totals = [3.0, -0.5, -1.0, -3.0];
