@@ -18,6 +18,9 @@
 //! `csrc/graph.cpp` binds libtorch's CUDA graphs (`at::cuda::CUDAGraph`), also missing from
 //! tch; it needs the CUDA runtime headers only, and without them (or with
 //! `PEIRCE_CUDA_GRAPHS=0`) it builds as stubs that say graphs are unavailable.
+//! `csrc/kernels.cpp` holds peirce's own decoding kernels, compiled at run time by NVRTC
+//! (opened with dlopen, as is the driver: nothing more to link); it too needs the CUDA
+//! headers and is a stub without them.
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +45,7 @@ fn build_dist_shim(lib: &Path, cuda: bool) {
         "csrc/dist.cpp",
         "csrc/optim.cpp",
         "csrc/graph.cpp",
+        "csrc/kernels.cpp",
         "csrc/message.h",
         "csrc/dist_nccl.cpp",
         "csrc/gloo-decl",
@@ -75,7 +79,8 @@ fn build_dist_shim(lib: &Path, cuda: bool) {
         .extra_warnings(true)
         .file("csrc/dist.cpp")
         .file("csrc/optim.cpp")
-        .file("csrc/graph.cpp");
+        .file("csrc/graph.cpp")
+        .file("csrc/kernels.cpp");
 
     let cuda_include = if cuda { cuda_headers(torch) } else { None };
     if let Some(cuda_include) = &cuda_include {
@@ -84,11 +89,12 @@ fn build_dist_shim(lib: &Path, cuda: bool) {
             .flag(cuda_include.display().to_string())
             // After every other folder: a complete CUDA include folder wins over ours.
             .flag("-idirafter")
-            .flag(Path::new("csrc/cuda-decl").display().to_string());
+            .flag(Path::new("csrc/cuda-decl").display().to_string())
+            .define("PEIRCE_CUDA_KERNELS", None);
+        // `c10::cuda`'s streams live in libc10_cuda.so, which tch does not link.
+        println!("cargo:rustc-link-lib=dylib=c10_cuda");
         if std::env::var("PEIRCE_CUDA_GRAPHS").as_deref() != Ok("0") {
             build.define("PEIRCE_CUDA_GRAPHS", None);
-            // `c10::cuda`'s streams live in libc10_cuda.so, which tch does not link.
-            println!("cargo:rustc-link-lib=dylib=c10_cuda");
         }
     }
 

@@ -19,9 +19,10 @@ use std::time::Instant;
 use peirce_tasks::reward::{AnswerStatus, Score};
 use serde_json::json;
 use tch::nn::OptimizerConfig;
-use tch::{nn, Device, Kind};
+use tch::{nn, Device, Kind, Tensor};
 
 use crate::error::{read_json, Result, TorchError};
+use crate::kernels::{self, Kernels};
 use crate::optim::{Optimizer, StatePlacement};
 use crate::parallel::Ranks;
 use crate::pretrained::{self, parse_dtype, CONFIG};
@@ -41,7 +42,7 @@ pub const USAGE: &str =
 [--train-iterations N] [--optimizer master|offload|pure] [--gradient-checkpointing] \
 [--shared-reference] [--seed N] \
 [--threads N] [--skip-sample] [--skip-train] [--sampler continuous|static] [--cuda-graphs on|off] \
-[--skewed-requests N] [--skewed-max-tokens N]";
+[--kernels libtorch|exact|all] [--skewed-requests N] [--skewed-max-tokens N]";
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -97,6 +98,8 @@ pub struct BenchOptions {
     pub sampler: BenchSampler,
     /// Continuous batching on CUDA: replay decoding steps as CUDA graphs.
     pub cuda_graphs: bool,
+    /// Continuous batching on CUDA: which decoding kernels ([`crate::kernels`]).
+    pub kernels: Kernels,
     /// When above 0: the skewed rollout instead of the fixed-length figure: this many
     /// requests with response lengths drawn from a skewed distribution, decoded in `batch`
     /// slots by static and by continuous batching.
@@ -183,6 +186,7 @@ impl Default for BenchOptions {
             skip_train: false,
             sampler: BenchSampler::Continuous,
             cuda_graphs: true,
+            kernels: Kernels::All,
             skewed_requests: 0,
             skewed_max_tokens: 8192,
         }
@@ -236,17 +240,8 @@ impl BenchOptions {
                         }
                     }
                 }
-                "--cuda-graphs" => {
-                    options.cuda_graphs = match value()?.as_str() {
-                        "on" => true,
-                        "off" => false,
-                        other => {
-                            return Err(TorchError::Invalid(format!(
-                                "`--cuda-graphs` is on or off, not `{other}`"
-                            )))
-                        }
-                    }
-                }
+                "--cuda-graphs" => options.cuda_graphs = on_off(flag, value()?)?,
+                "--kernels" => options.kernels = Kernels::parse(value()?)?,
                 "--skewed-requests" => options.skewed_requests = number(flag, value()?)?,
                 "--skewed-max-tokens" => options.skewed_max_tokens = number(flag, value()?)?,
                 other => {
@@ -276,6 +271,16 @@ fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T> {
     value
         .parse()
         .map_err(|_| TorchError::Invalid(format!("`{flag}` takes a number, not `{value}`")))
+}
+
+fn on_off(flag: &str, value: &str) -> Result<bool> {
+    match value {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        other => Err(TorchError::Invalid(format!(
+            "`{flag}` is on or off, not `{other}`"
+        ))),
+    }
 }
 
 fn parse_device(name: &str) -> Result<Device> {
@@ -499,6 +504,7 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
         stop_sequences: Vec::new(),
         pad: 0,
         cuda_graphs: options.cuda_graphs,
+        kernels: options.kernels,
         ..SamplingParams::default()
     };
     let device = model.device();
@@ -559,6 +565,7 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
         },
         "cuda_graphs": stats.graph_replays > 0,
         "graphs_captured": stats.graphs_captured,
+        "kernels": stats.kernels,
         "batch": options.batch,
         "prompt_tokens": options.prompt_tokens,
         "new_tokens": options.new_tokens,
@@ -593,26 +600,111 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
         };
         result["check_tokens"] = json!(check.max_new_tokens);
         result["rows_equal_graphs_vs_eager"] = json!(same(&graphs, &eager));
+        // Where two runs' kernels round differently (and a random model's next-token scores
+        // are close): the tokens they agree on before the first difference, on average.
+        let common_prefix = |a: &[Completion], b: &[Completion]| {
+            let tokens: usize = a
+                .iter()
+                .zip(b)
+                .map(|(a, b)| {
+                    a.tokens
+                        .iter()
+                        .zip(&b.tokens)
+                        .take_while(|(x, y)| x == y)
+                        .count()
+                })
+                .sum();
+            tokens as f64 / a.len().max(1) as f64
+        };
+        // peirce's exact kernels give libtorch's ops' bits: the same tokens as without them.
+        // Its attention rounds differently: how far its tokens follow the exact kernels',
+        // and its error against fp32 beside libtorch's attention's.
+        if stats.kernels != Kernels::Libtorch {
+            let with = |kernels: Kernels| SamplingParams {
+                kernels,
+                ..check.clone()
+            };
+            let (exact, _) = match stats.kernels {
+                Kernels::Exact => (graphs.clone(), stats),
+                _ => run(&with(Kernels::Exact))?,
+            };
+            let (libtorch, _) = run(&with(Kernels::Libtorch))?;
+            result["rows_equal_exact_vs_libtorch"] = json!(same(&exact, &libtorch));
+            if stats.kernels == Kernels::All {
+                result["rows_equal_all_vs_exact"] = json!(same(&graphs, &exact));
+                result["mean_common_prefix_all_vs_exact"] = json!(common_prefix(&graphs, &exact));
+                result["attention_error"] =
+                    attention_error(&model.config, options.dtype, device, options.batch as i64)?;
+            }
+        }
         result["rows_equal_continuous_vs_static"] = json!(same(&graphs, &fixed));
-        // Where they differ (bf16 kernels of other shapes round differently, and a random
-        // model's next-token scores are close): the tokens they agree on before the first
-        // difference, on average.
-        let prefix: usize = graphs
-            .iter()
-            .zip(&fixed)
-            .map(|(a, b)| {
-                a.tokens
-                    .iter()
-                    .zip(&b.tokens)
-                    .take_while(|(x, y)| x == y)
-                    .count()
-            })
-            .sum();
-        result["mean_common_prefix_continuous_vs_static"] =
-            json!(prefix as f64 / prompts.len() as f64);
+        result["mean_common_prefix_continuous_vs_static"] = json!(common_prefix(&graphs, &fixed));
         result["rows"] = json!(prompts.len());
     }
     Ok(result)
+}
+
+/// peirce's decoding attention ([`kernels::decode_attention`]) against libtorch's, both
+/// measured against an fp32 reference, on random queries and cache at the model's shape
+/// (`rows` rows, each at a random position of 512): the largest absolute error of each, and
+/// the largest absolute output.
+fn attention_error(
+    cfg: &Config,
+    dtype: Kind,
+    device: Device,
+    rows: i64,
+) -> Result<serde_json::Value> {
+    let (heads, kv_heads, dim) = (
+        cfg.num_attention_heads,
+        cfg.num_key_value_heads,
+        cfg.head_dim(),
+    );
+    let (capacity, attend) = (640, 512);
+    let options = (Kind::Float, device);
+    let q = Tensor::f_randn([rows, heads, dim], options)?;
+    let keys = Tensor::f_randn([rows, kv_heads, capacity, dim], options)?;
+    let values = Tensor::f_randn([rows, kv_heads, capacity, dim], options)?;
+    let positions = Tensor::f_randint(attend, [rows, 1], (Kind::Int64, device))?;
+    // libtorch's grouped decoding attention under the rows' masks, in `kind`.
+    let libtorch = |kind: Kind| -> Result<Tensor> {
+        let hidden = Tensor::f_arange(attend, (Kind::Int64, device))?
+            .f_unsqueeze(0)?
+            .f_gt_tensor(&positions)?
+            .f_view([rows, 1, 1, attend])?;
+        let mask = Tensor::f_zeros([rows, 1, 1, attend], (kind, device))?
+            .f_masked_fill(&hidden, f64::NEG_INFINITY)?;
+        let grouped = q
+            .f_to_kind(kind)?
+            .f_view([rows, kv_heads, heads / kv_heads, dim])?;
+        let y = Tensor::f_scaled_dot_product_attention(
+            &grouped,
+            &keys.f_narrow(2, 0, attend)?.f_to_kind(kind)?,
+            &values.f_narrow(2, 0, attend)?.f_to_kind(kind)?,
+            Some(&mask),
+            0.0,
+            false,
+            None,
+            false,
+        )?;
+        Ok(y.f_view([rows, heads, dim])?.f_to_kind(Kind::Float)?)
+    };
+    let reference = libtorch(Kind::Float)?;
+    let ours = kernels::decode_attention(
+        &q.f_to_kind(dtype)?,
+        &keys.f_to_kind(dtype)?,
+        &values.f_to_kind(dtype)?,
+        &positions,
+        attend,
+    )?
+    .f_to_kind(Kind::Float)?;
+    let max = |t: Tensor| -> Result<f64> { Ok(t.f_abs()?.f_max()?.f_double_value(&[])?) };
+    Ok(json!({
+        "rows": rows,
+        "positions_below": attend,
+        "peirce_max_abs_error": max(ours.f_sub(&reference)?)?,
+        "libtorch_max_abs_error": max(libtorch(dtype)?.f_sub(&reference)?)?,
+        "max_abs_output": max(reference)?,
+    }))
 }
 
 /// Bytes a decoding step must read at least: every weight once (the input embedding only
@@ -684,6 +776,7 @@ fn skewed(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
         temperature: options.temperature,
         seed: options.seed,
         cuda_graphs: options.cuda_graphs,
+        kernels: options.kernels,
         ..SamplingParams::default()
     };
     let device = model.device();

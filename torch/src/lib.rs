@@ -18,6 +18,7 @@ pub mod device;
 pub mod dist;
 pub mod error;
 pub mod graph;
+pub mod kernels;
 pub mod optim;
 pub mod parallel;
 pub mod pretrained;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, Kind, Tensor};
 
 use crate::error::{Result, TorchError};
+use crate::kernels::{self, Kernels};
 
 fn default_max_position_embeddings() -> i64 {
     32768
@@ -265,7 +266,7 @@ pub fn apply_rotary(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     Ok(x.f_mul(cos)?.f_add(&rotate_half(x)?.f_mul(sin)?)?)
 }
 
-/// The rotary embedding of one forward pass, in one of two equal forms.
+/// The rotary embedding of one forward pass, in one of three equal forms.
 #[derive(Debug, Clone, Copy)]
 enum Rotary<'a> {
     /// `cos` and `sin` per position ([`rotary`]), applied elementwise ([`apply_rotary`]).
@@ -275,6 +276,18 @@ enum Rotary<'a> {
     /// product. A decoding step is bound by kernel launches, and this is one kernel per layer
     /// where the elementwise form takes five.
     Matrix(&'a Tensor),
+    /// One new token per row, rotated by peirce's fused kernel, which also writes the new
+    /// key and value into the cache ([`kernels::rope_write`]): each row's `cos` and `sin`
+    /// (`[rows, dim]`, in the model's dtype, rounded as [`Rotary::Matrix`]'s entries are)
+    /// and its position (`[rows, 1]`). Cached decoding of rows only ([`CacheWrite::Rows`]).
+    /// With `attention`, the attention too is peirce's ([`kernels::decode_attention`]), and
+    /// the SwiGLU activation always is ([`kernels::silu_mul`]).
+    Kernel {
+        cos: &'a Tensor,
+        sin: &'a Tensor,
+        positions: &'a Tensor,
+        attention: bool,
+    },
 }
 
 impl Rotary<'_> {
@@ -289,6 +302,9 @@ impl Rotary<'_> {
                     .f_bmm(rotation)?
                     .f_reshape([rows, heads, 1, dim])?)
             }
+            Self::Kernel { .. } => Err(TorchError::Invalid(
+                "the fused rotary kernel runs with its cache write only".into(),
+            )),
         }
     }
 }
@@ -521,6 +537,8 @@ pub struct KvCache {
     layers: Vec<LayerCache>,
     len: i64,
     capacity: i64,
+    /// Which kernels [`Qwen2::decode_slots`] runs on this cache.
+    kernels: Kernels,
 }
 
 impl KvCache {
@@ -549,7 +567,28 @@ impl KvCache {
             layers,
             len: 0,
             capacity,
+            kernels: Kernels::Libtorch,
         })
+    }
+
+    /// Which kernels [`Qwen2::decode_slots`] runs on this cache ([`crate::kernels`]):
+    /// libtorch's by default; peirce's where they can run (a CUDA device, bf16 or fp32, a
+    /// build with them). The error says why they cannot, leaving libtorch's.
+    pub fn use_kernels(&mut self, choice: Kernels) -> Result<()> {
+        self.kernels = Kernels::Libtorch;
+        if choice != Kernels::Libtorch {
+            let Some(layer) = self.layers.first() else {
+                return Ok(());
+            };
+            kernels::prepare(&layer.keys)?;
+            self.kernels = choice;
+        }
+        Ok(())
+    }
+
+    /// The kernels decoding steps on this cache run.
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
     }
 
     /// Tokens cached so far.
@@ -619,6 +658,50 @@ impl SelfAttention {
             Ok(t.f_view([batch, new, heads, self.head_dim])?
                 .f_transpose(1, 2)?)
         };
+        if let (
+            Some((cache, CacheWrite::Rows(_, attend))),
+            Rotary::Kernel {
+                cos,
+                sin,
+                positions,
+                attention,
+            },
+        ) = (&cache, rotary)
+        {
+            // One kernel rotates q and k, writes k and v at each row's position and lays q
+            // out for attention.
+            let fused = &cache.fused;
+            let qkv = x.f_linear(&fused.qkv_weight, fused.qkv_bias.as_ref())?;
+            let q = kernels::rope_write(
+                &qkv,
+                cos,
+                sin,
+                positions,
+                &cache.keys,
+                &cache.values,
+                self.heads,
+                self.kv_heads,
+            )?;
+            if attention {
+                return Ok(kernels::decode_attention(
+                    &q,
+                    &cache.keys,
+                    &cache.values,
+                    positions,
+                    *attend,
+                )?
+                .f_view([batch, new, self.heads * self.head_dim])?);
+            }
+            let q = q.f_view([batch, self.heads, 1, self.head_dim])?;
+            let Mask::Explicit(mask) = mask else {
+                return Err(TorchError::Invalid("decoding rows needs their mask".into()));
+            };
+            let keys = cache.keys.f_narrow(2, 0, *attend)?;
+            let values = cache.values.f_narrow(2, 0, *attend)?;
+            return Ok(grouped_decode_attention(&q, &keys, &values, mask)?
+                .f_transpose(1, 2)?
+                .f_reshape([batch, new, self.heads * self.head_dim])?);
+        }
         let (q, k, v) = match &cache {
             Some((cache, _)) => {
                 // One product for q, k and v, one rotation for q and k together.
@@ -712,9 +795,13 @@ impl Mlp {
     }
 
     /// `silu(gate(x)) * up(x)`, the input of `down_proj`, with `[gate; up]` concatenated and
-    /// transposed (`[hidden, 2 intermediate]`): one product instead of two.
-    fn gated_fused(x: &Tensor, gate_up_weight_t: &Tensor) -> Result<Tensor> {
+    /// transposed (`[hidden, 2 intermediate]`): one product instead of two; with `kernel`,
+    /// the activation and product in one kernel ([`kernels::silu_mul`]).
+    fn gated_fused(x: &Tensor, gate_up_weight_t: &Tensor, kernel: bool) -> Result<Tensor> {
         let gate_up = x.f_matmul(gate_up_weight_t)?;
+        if kernel {
+            return kernels::silu_mul(&gate_up);
+        }
         let inner = gate_up.size().last().copied().unwrap_or(0) / 2;
         let gate = gate_up.f_narrow(-1, 0, inner)?.f_silu()?;
         Ok(gate.f_mul(&gate_up.f_narrow(-1, inner, inner)?)?)
@@ -768,6 +855,7 @@ impl DecoderLayer {
         mut cache: Option<(&mut LayerCache, CacheWrite<'_>)>,
     ) -> Result<Tensor> {
         let decoding = cache.is_some();
+        let kernels = matches!(rotation, Rotary::Kernel { .. });
         let norm = |norm: &RmsNorm, x: &Tensor| {
             if decoding {
                 norm.forward_fused(x)
@@ -786,7 +874,7 @@ impl DecoderLayer {
         let normed = norm(&self.post_attention_layernorm, &x)?;
         match &cache {
             Some((cache, _)) => {
-                let gated = Mlp::gated_fused(&normed, &cache.fused.gate_up_weight_t)?;
+                let gated = Mlp::gated_fused(&normed, &cache.fused.gate_up_weight_t, kernels)?;
                 residual(&x, &gated, &self.mlp.down_proj, true)
             }
             None => Ok(x.f_add(&self.mlp.forward(&normed)?)?),
@@ -1007,11 +1095,23 @@ impl Qwen2 {
         let index = positions
             .f_view([rows, 1, 1, 1])?
             .f_expand([rows, cfg.num_key_value_heads, 1, cfg.head_dim()], false)?;
-        let rotation = rotation_matrices(positions, cfg.head_dim(), self.theta, self.kind())?;
+        let (rotation, cos, sin);
+        let rotary = if cache.kernels != Kernels::Libtorch {
+            (cos, sin) = rotary(positions, cfg.head_dim(), self.theta, self.kind())?;
+            Rotary::Kernel {
+                cos: &cos,
+                sin: &sin,
+                positions,
+                attention: cache.kernels == Kernels::All,
+            }
+        } else {
+            rotation = rotation_matrices(positions, cfg.head_dim(), self.theta, self.kind())?;
+            Rotary::Matrix(&rotation)
+        };
         let mut x = Tensor::f_embedding(&self.embed_tokens, tokens, -1, false, false)?;
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let write = Some((layer_cache, CacheWrite::Rows(&index, attend)));
-            x = layer.forward(&x, Rotary::Matrix(&rotation), &mask, write)?;
+            x = layer.forward(&x, rotary, &mask, write)?;
         }
         self.norm.forward_fused(&x)
     }

@@ -28,6 +28,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, TorchError};
 use crate::graph::{self, Graph, Pool};
+use crate::kernels::Kernels;
 use crate::qwen2::{positions_from_mask, KvCache, Qwen2};
 
 /// How to generate.
@@ -57,6 +58,10 @@ pub struct SamplingParams {
     /// Continuous batching on a CUDA device: replay each decoding step as a CUDA graph
     /// (false: launch its kernels one by one, as on the CPU).
     pub cuda_graphs: bool,
+    /// Continuous batching on a CUDA device: which kernels the decoding step runs
+    /// ([`crate::kernels`]): libtorch's ops, peirce's fused kernels that give the same bits,
+    /// or those and peirce's decoding attention.
+    pub kernels: Kernels,
 }
 
 impl Default for SamplingParams {
@@ -72,6 +77,7 @@ impl Default for SamplingParams {
             pad: 0,
             check_every: 8,
             cuda_graphs: true,
+            kernels: Kernels::Libtorch,
         }
     }
 }
@@ -464,6 +470,9 @@ pub struct DecodeStats {
     pub graph_replays: u64,
     /// CUDA graphs captured (one per KV-length bucket reached).
     pub graphs_captured: u64,
+    /// The kernels decoding steps ran ([`SamplingParams::kernels`]; libtorch's where
+    /// peirce's cannot run).
+    pub kernels: Kernels,
 }
 
 /// Generates a completion for each request, `batching.slots` rows at a time, and says what
@@ -510,7 +519,7 @@ pub fn generate_requests(
         .unwrap_or(1);
     let keys = request_keys(params.seed, requests.len());
     let stats = tch::no_grad(|| -> Result<DecodeStats> {
-        let mut decoder = Decoder::new(model, slots, longest, params.cuda_graphs)?;
+        let mut decoder = Decoder::new(model, slots, longest, params)?;
         let mut active: Vec<Option<Active>> = (0..slots).map(|_| None).collect();
         let mut waiting = waiting.into_iter();
         // Per slot, per step: token and position.
@@ -651,21 +660,32 @@ struct Decoder<'m> {
 }
 
 impl<'m> Decoder<'m> {
-    fn new(model: &'m Qwen2, slots: usize, capacity: i64, cuda_graphs: bool) -> Result<Self> {
+    fn new(model: &'m Qwen2, slots: usize, capacity: i64, params: &SamplingParams) -> Result<Self> {
         let device = model.device();
         let slots = slots as i64;
-        let graphs = if cuda_graphs && graph::usable_on(device) {
+        let graphs = if params.cuda_graphs && graph::usable_on(device) {
             Some((Pool::new()?, HashMap::new()))
         } else {
             None
         };
+        let mut cache = KvCache::new(model, slots, capacity)?;
+        if params.kernels != Kernels::Libtorch && device.is_cuda() {
+            // Where they cannot run (fp16, no NVRTC), libtorch's ops do the same work.
+            if let Err(error) = cache.use_kernels(params.kernels) {
+                eprintln!("peirce-worker: decoding with libtorch's kernels: {error}");
+            }
+        }
+        let stats = DecodeStats {
+            kernels: cache.kernels(),
+            ..DecodeStats::default()
+        };
         Ok(Self {
             model,
-            cache: KvCache::new(model, slots, capacity)?,
+            cache,
             inputs: Tensor::f_zeros([slots, 2], (Kind::Int64, device))?,
             logits: Tensor::f_zeros([slots, model.config.vocab_size], (Kind::Float, device))?,
             graphs,
-            stats: DecodeStats::default(),
+            stats,
         })
     }
 

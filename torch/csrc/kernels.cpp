@@ -1,0 +1,690 @@
+// peirce's own CUDA kernels for the decoding step (torch/src/kernels.rs), compiled at run
+// time with NVRTC for the GPU at hand and launched on libtorch's current stream, so a
+// captured CUDA graph records them like any libtorch kernel.
+//
+// Why: a decoding step of a small batch is mostly matrix products that read the weights
+// once, plus a tail of small kernels that each cost a launch and a pass over the
+// activations. Two of those tails are fused here, each into one kernel that gives the same
+// bits as the libtorch ops it replaces (the same fp32 arithmetic, rounded to the tensor's
+// dtype once at the same points):
+//   - `peirce_rope_write`: the rotary embedding of q and k, the new key and value written
+//     at each row's own position of the KV cache, and q laid out for attention (replaces a
+//     batched matrix product and two scatters);
+//   - `peirce_silu_mul`: SwiGLU's `silu(gate) * up` from the concatenated gate/up product
+//     (replaces two elementwise kernels).
+//
+// No CUDA toolkit is needed to build or run this: the driver (`libcuda.so.1`) and NVRTC
+// (`libnvrtc.so.<CUDA major>`, shipped with PyTorch's CUDA wheels beside torch) are opened
+// with dlopen at first use; a machine without them gets an error message, and the caller
+// falls back to libtorch's ops. Built only with the CUDA headers (build.rs defines
+// PEIRCE_CUDA_KERNELS); without them every call says the kernels are unavailable.
+//
+// Same rules as dist.cpp: every C++ exception is caught and returned as a malloc'd message
+// (NULL: success), freed by Rust with `peirce_dist_free_error`.
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "message.h"
+
+#ifdef PEIRCE_CUDA_KERNELS
+#include <dlfcn.h>
+
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <utility>
+#include <vector>
+#include <algorithm>
+#include <cmath>
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAStream.h>
+#include <cuda.h>
+#include <nvrtc.h>
+
+namespace {
+
+// The kernels, as CUDA C++ for NVRTC. `scalar` is the tensors' element type and `load` /
+// `store` convert it to and from fp32: bfloat16 is handled as its 16 bits (an fp32's top
+// half, stored with round-to-nearest-even as libtorch rounds), so the source needs no
+// header. PEIRCE_BF16 picks the variant.
+const char* kSource = R"CUDA(
+#ifdef PEIRCE_BF16
+typedef unsigned short scalar;
+__device__ __forceinline__ float load(scalar v) { return __uint_as_float(((unsigned)v) << 16); }
+__device__ __forceinline__ scalar store(float f) {
+  unsigned u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (scalar)((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (scalar)(u >> 16);
+}
+#else
+typedef float scalar;
+__device__ __forceinline__ float load(scalar v) { return v; }
+__device__ __forceinline__ scalar store(float f) { return f; }
+#endif
+
+// One block per (row, head of q, k or v), one thread per element of the head.
+// qkv: [rows, heads + 2 kv_heads, dim], the fused projection's output.
+// cos, sin: [rows, dim], each row's rotation (rounded to `scalar`, as the matrices are).
+// positions: each row's position, `positions[row * position_stride]`.
+// q: [rows, heads, dim] out. keys, values: [rows, kv_heads, capacity, dim], written at the
+// row's position.
+// Rotated element j: x[j] cos[j] - x[j + half] sin[j] (j < half), x[j] cos[j] +
+// x[j - half] sin[j - half] (j >= half): both products are exact in fp32 and the sum is
+// rounded once, as the matrix product with two nonzeros per column does.
+extern "C" __global__ void rope_write(const scalar* __restrict__ qkv,
+                                      const scalar* __restrict__ cos,
+                                      const scalar* __restrict__ sin,
+                                      const long long* __restrict__ positions,
+                                      long long position_stride, scalar* __restrict__ q,
+                                      scalar* __restrict__ keys, scalar* __restrict__ values,
+                                      int heads, int kv_heads, int dim, long long capacity) {
+  const int row = blockIdx.x;
+  const int head = blockIdx.y;
+  const int j = threadIdx.x;
+  const int half = dim / 2;
+  const scalar* x = qkv + ((long long)row * (heads + 2 * kv_heads) + head) * dim;
+  const long long position = positions[row * position_stride];
+  if (head >= heads + kv_heads) {
+    const int kv = head - heads - kv_heads;
+    values[(((long long)row * kv_heads + kv) * capacity + position) * dim + j] = x[j];
+    return;
+  }
+  const float c = load(cos[(long long)row * dim + j]);
+  float rotated;
+  if (j < half) {
+    const float s = load(sin[(long long)row * dim + j]);
+    rotated = __fmaf_rn(-load(x[j + half]), s, load(x[j]) * c);
+  } else {
+    const float s = load(sin[(long long)row * dim + j - half]);
+    rotated = __fmaf_rn(load(x[j - half]), s, load(x[j]) * c);
+  }
+  if (head < heads) {
+    q[((long long)row * heads + head) * dim + j] = store(rotated);
+  } else {
+    const int kv = head - heads;
+    keys[(((long long)row * kv_heads + kv) * capacity + position) * dim + j] = store(rotated);
+  }
+}
+
+// gate_up: [rows, 2 inner] ([gate | up] per row); out: [rows, inner] = silu(gate) * up, with
+// silu rounded to `scalar` before the product, as two separate kernels would.
+extern "C" __global__ void silu_mul(const scalar* __restrict__ gate_up,
+                                    scalar* __restrict__ out, long long rows, long long inner) {
+  const long long total = rows * inner;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+       i += (long long)gridDim.x * blockDim.x) {
+    const long long row = i / inner;
+    const long long col = i - row * inner;
+    const float gate = load(gate_up[row * 2 * inner + col]);
+    const float up = load(gate_up[row * 2 * inner + inner + col]);
+    const float silu = load(store(gate / (1.0f + expf(-gate))));
+    out[i] = store(silu * up);
+  }
+}
+
+// Decoding attention, split over the keys (flash-decoding): one block per (row, key/value
+// head, split of the keys), `dim` threads; each block scores its keys against the key/value
+// head's `groups` queries, keeps a running max and sum per query (online softmax, fp32) and
+// writes its unnormalized output and (max, sum) per query; `decode_attention_combine`
+// merges the splits. A row attends to its keys 0..=position only, so it reads its own
+// keys, not the longest row's.
+// q: [rows, heads, dim]; keys, values: [rows, kv_heads, capacity, dim]; partial: [rows,
+// heads, splits, dim] fp32; stats: [rows, heads, splits, 2] fp32.
+#define PEIRCE_NEG_INF __uint_as_float(0xff800000u)
+#define PEIRCE_BLOCK_KEYS 64
+#define PEIRCE_MAX_GROUPS 16
+#define PEIRCE_MAX_DIM 256
+extern "C" __global__ void decode_attention_partial(
+    const scalar* __restrict__ q, const scalar* __restrict__ keys,
+    const scalar* __restrict__ values, const long long* __restrict__ positions,
+    long long position_stride, float* __restrict__ partial, float* __restrict__ stats,
+    int heads, int kv_heads, int dim, long long capacity, int chunk, float scale) {
+  __shared__ float queries[PEIRCE_MAX_GROUPS][PEIRCE_MAX_DIM];
+  __shared__ float probabilities[PEIRCE_MAX_GROUPS][PEIRCE_BLOCK_KEYS];
+  __shared__ float running_max[PEIRCE_MAX_GROUPS];
+  __shared__ float running_sum[PEIRCE_MAX_GROUPS];
+  __shared__ float rescale[PEIRCE_MAX_GROUPS];
+  const int row = blockIdx.x;
+  const int kv = blockIdx.y;
+  const int split = blockIdx.z;
+  const int splits = gridDim.z;
+  const int groups = heads / kv_heads;
+  const int t = threadIdx.x;
+  const int lane = t & 31;
+  const int warp = t >> 5;
+  const int warps = blockDim.x >> 5;
+  long long length = positions[row * position_stride] + 1;
+  if (length > capacity) length = capacity;
+  const long long begin = (long long)split * chunk;
+  const long long end = begin + chunk < length ? begin + chunk : length;
+  const scalar* q_row = q + ((long long)row * heads + (long long)kv * groups) * dim;
+  for (int i = t; i < groups * dim; i += blockDim.x) {
+    queries[i / dim][i % dim] = load(q_row[i]);
+  }
+  if (t < groups) {
+    running_max[t] = PEIRCE_NEG_INF;
+    running_sum[t] = 0.0f;
+  }
+  float acc[PEIRCE_MAX_GROUPS];
+#pragma unroll
+  for (int g = 0; g < PEIRCE_MAX_GROUPS; ++g) acc[g] = 0.0f;
+  __syncthreads();
+  const long long head_offset = ((long long)row * kv_heads + kv) * capacity * dim;
+  const scalar* k_head = keys + head_offset;
+  const scalar* v_head = values + head_offset;
+  for (long long block = begin; block < end; block += PEIRCE_BLOCK_KEYS) {
+    const int n = end - block < PEIRCE_BLOCK_KEYS ? (int)(end - block) : PEIRCE_BLOCK_KEYS;
+    // Scores: one warp per key.
+    for (int k = warp; k < n; k += warps) {
+      const scalar* key = k_head + (block + k) * dim;
+      float dot[PEIRCE_MAX_GROUPS];
+#pragma unroll
+      for (int g = 0; g < PEIRCE_MAX_GROUPS; ++g) dot[g] = 0.0f;
+      for (int e = lane; e < dim; e += 32) {
+        const float x = load(key[e]);
+#pragma unroll
+        for (int g = 0; g < PEIRCE_MAX_GROUPS; ++g) {
+          if (g < groups) dot[g] = __fmaf_rn(queries[g][e], x, dot[g]);
+        }
+      }
+#pragma unroll
+      for (int g = 0; g < PEIRCE_MAX_GROUPS; ++g) {
+        if (g < groups) {
+          float v = dot[g];
+          for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(0xffffffffu, v, offset);
+          if (lane == 0) probabilities[g][k] = v * scale;
+        }
+      }
+    }
+    __syncthreads();
+    // Online softmax: one warp per query.
+    for (int g = warp; g < groups; g += warps) {
+      float block_max = PEIRCE_NEG_INF;
+      for (int k = lane; k < n; k += 32) block_max = fmaxf(block_max, probabilities[g][k]);
+      for (int offset = 16; offset > 0; offset >>= 1)
+        block_max = fmaxf(block_max, __shfl_xor_sync(0xffffffffu, block_max, offset));
+      const float previous = running_max[g];
+      const float next = fmaxf(previous, block_max);
+      float sum = 0.0f;
+      for (int k = lane; k < n; k += 32) {
+        const float p = expf(probabilities[g][k] - next);
+        probabilities[g][k] = p;
+        sum += p;
+      }
+      for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+      __syncwarp();
+      if (lane == 0) {
+        const float factor = expf(previous - next);
+        rescale[g] = factor;
+        running_sum[g] = running_sum[g] * factor + sum;
+        running_max[g] = next;
+      }
+    }
+    __syncthreads();
+    // Values: one thread per element of the head.
+#pragma unroll
+    for (int g = 0; g < PEIRCE_MAX_GROUPS; ++g) {
+      if (g < groups) acc[g] *= rescale[g];
+    }
+    for (int k = 0; k < n; ++k) {
+      const float v = load(v_head[(block + k) * dim + t]);
+#pragma unroll
+      for (int g = 0; g < PEIRCE_MAX_GROUPS; ++g) {
+        if (g < groups) acc[g] = __fmaf_rn(probabilities[g][k], v, acc[g]);
+      }
+    }
+    __syncthreads();
+  }
+#pragma unroll
+  for (int g = 0; g < PEIRCE_MAX_GROUPS; ++g) {
+    if (g < groups) {
+      const long long slot = ((long long)row * heads + (long long)kv * groups + g) * splits + split;
+      partial[slot * dim + t] = acc[g];
+      if (t == 0) {
+        stats[slot * 2] = running_max[g];
+        stats[slot * 2 + 1] = running_sum[g];
+      }
+    }
+  }
+}
+
+// One block per (row, head), `dim` threads: the splits' outputs rescaled to the common max
+// and divided by the common sum; out: [rows, heads, dim].
+extern "C" __global__ void decode_attention_combine(const float* __restrict__ partial,
+                                                    const float* __restrict__ stats,
+                                                    scalar* __restrict__ out, int splits,
+                                                    int dim) {
+  const long long head = blockIdx.x;
+  const int t = threadIdx.x;
+  const float* head_stats = stats + head * splits * 2;
+  float top = PEIRCE_NEG_INF;
+  for (int s = 0; s < splits; ++s) top = fmaxf(top, head_stats[2 * s]);
+  float sum = 0.0f;
+  float value = 0.0f;
+  for (int s = 0; s < splits; ++s) {
+    const float weight = expf(head_stats[2 * s] - top);
+    sum += head_stats[2 * s + 1] * weight;
+    value += partial[(head * splits + s) * dim + t] * weight;
+  }
+  out[head * dim + t] = store(value / sum);
+}
+)CUDA";
+
+// The driver and NVRTC entry points used here, opened once.
+struct Api {
+  CUresult (*cuModuleLoadData)(CUmodule*, const void*);
+  CUresult (*cuModuleGetFunction)(CUfunction*, CUmodule, const char*);
+  CUresult (*cuLaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned,
+                             unsigned, unsigned, CUstream, void**, void**);
+  CUresult (*cuGetErrorString)(CUresult, const char**);
+  nvrtcResult (*nvrtcCreateProgram)(nvrtcProgram*, const char*, const char*, int,
+                                    const char* const*, const char* const*);
+  nvrtcResult (*nvrtcCompileProgram)(nvrtcProgram, int, const char* const*);
+  nvrtcResult (*nvrtcGetProgramLogSize)(nvrtcProgram, size_t*);
+  nvrtcResult (*nvrtcGetProgramLog)(nvrtcProgram, char*);
+  nvrtcResult (*nvrtcGetCUBINSize)(nvrtcProgram, size_t*);
+  nvrtcResult (*nvrtcGetCUBIN)(nvrtcProgram, char*);
+  nvrtcResult (*nvrtcDestroyProgram)(nvrtcProgram*);
+  const char* (*nvrtcGetErrorString)(nvrtcResult);
+};
+
+template <typename F>
+void bind(void* library, const char* name, F* slot) {
+  void* symbol = dlsym(library, name);
+  if (symbol == nullptr) {
+    throw std::runtime_error(std::string("peirce kernels: no ") + name + " in the CUDA libraries");
+  }
+  *slot = reinterpret_cast<F>(symbol);
+}
+
+// NVRTC of the CUDA major version the headers (and so libtorch) were built for: already
+// loaded, on the library path, or pulled in by libtorch's own NVRTC stub (whose rpath
+// points at the wheel's copy).
+void* open_nvrtc() {
+  const std::string name = "libnvrtc.so." + std::to_string(CUDA_VERSION / 1000);
+  if (void* library = dlopen(name.c_str(), RTLD_LAZY | RTLD_NOLOAD)) {
+    return library;
+  }
+  if (void* library = dlopen(name.c_str(), RTLD_LAZY)) {
+    return library;
+  }
+  if (dlopen("libcaffe2_nvrtc.so", RTLD_LAZY | RTLD_LOCAL) != nullptr) {
+    if (void* library = dlopen(name.c_str(), RTLD_LAZY | RTLD_NOLOAD)) {
+      return library;
+    }
+  }
+  throw std::runtime_error("peirce kernels: cannot open " + name +
+                           " (NVRTC, shipped with PyTorch's CUDA wheels)");
+}
+
+// NVRTC opens its builtins library (`libnvrtc-builtins.so.<major>.<minor>`) by name when it
+// compiles, and the wheel's copy is not on the loader's path: load it from NVRTC's own
+// folder first, so that name is found already loaded. Where that fails, compiling says so.
+void load_builtins(void* nvrtc) {
+  using Version = nvrtcResult (*)(int*, int*);
+  auto version = reinterpret_cast<Version>(dlsym(nvrtc, "nvrtcVersion"));
+  void* create = dlsym(nvrtc, "nvrtcCreateProgram");
+  Dl_info info{};
+  int major = 0;
+  int minor = 0;
+  if (version == nullptr || create == nullptr || version(&major, &minor) != NVRTC_SUCCESS ||
+      dladdr(create, &info) == 0 || info.dli_fname == nullptr) {
+    return;
+  }
+  const std::string library = info.dli_fname;
+  const auto slash = library.rfind('/');
+  const std::string folder = slash == std::string::npos ? "" : library.substr(0, slash + 1);
+  const std::string builtins =
+      folder + "libnvrtc-builtins.so." + std::to_string(major) + "." + std::to_string(minor);
+  dlopen(builtins.c_str(), RTLD_LAZY | RTLD_LOCAL);
+}
+
+const Api& api() {
+  static const Api loaded = [] {
+    Api api{};
+    void* cuda = dlopen("libcuda.so.1", RTLD_LAZY);
+    if (cuda == nullptr) {
+      throw std::runtime_error("peirce kernels: cannot open libcuda.so.1 (the CUDA driver)");
+    }
+    void* nvrtc = open_nvrtc();
+    load_builtins(nvrtc);
+    bind(cuda, "cuModuleLoadData", &api.cuModuleLoadData);
+    bind(cuda, "cuModuleGetFunction", &api.cuModuleGetFunction);
+    bind(cuda, "cuLaunchKernel", &api.cuLaunchKernel);
+    bind(cuda, "cuGetErrorString", &api.cuGetErrorString);
+    bind(nvrtc, "nvrtcCreateProgram", &api.nvrtcCreateProgram);
+    bind(nvrtc, "nvrtcCompileProgram", &api.nvrtcCompileProgram);
+    bind(nvrtc, "nvrtcGetProgramLogSize", &api.nvrtcGetProgramLogSize);
+    bind(nvrtc, "nvrtcGetProgramLog", &api.nvrtcGetProgramLog);
+    bind(nvrtc, "nvrtcGetCUBINSize", &api.nvrtcGetCUBINSize);
+    bind(nvrtc, "nvrtcGetCUBIN", &api.nvrtcGetCUBIN);
+    bind(nvrtc, "nvrtcDestroyProgram", &api.nvrtcDestroyProgram);
+    bind(nvrtc, "nvrtcGetErrorString", &api.nvrtcGetErrorString);
+    return api;
+  }();
+  return loaded;
+}
+
+void check(CUresult result, const char* what) {
+  if (result != CUDA_SUCCESS) {
+    const char* text = "unknown error";
+    api().cuGetErrorString(result, &text);
+    throw std::runtime_error(std::string("peirce kernels: ") + what + ": " + text);
+  }
+}
+
+void check(nvrtcResult result, const char* what) {
+  if (result != NVRTC_SUCCESS) {
+    throw std::runtime_error(std::string("peirce kernels: ") + what + ": " +
+                             api().nvrtcGetErrorString(result));
+  }
+}
+
+// Makes `device` current for its lifetime (CUDAGuard's inline code would need the CUDA
+// runtime at link time; these two live in libc10_cuda).
+class OnDevice {
+ public:
+  explicit OnDevice(const at::Device& device)
+      : previous_(c10::cuda::current_device()), device_(device.index()) {
+    if (device_ != previous_) {
+      c10::cuda::set_device(device_);
+    }
+  }
+  ~OnDevice() {
+    if (device_ != previous_) {
+      c10::cuda::set_device(previous_);
+    }
+  }
+  OnDevice(const OnDevice&) = delete;
+  OnDevice& operator=(const OnDevice&) = delete;
+
+ private:
+  c10::DeviceIndex previous_;
+  c10::DeviceIndex device_;
+};
+
+struct Module {
+  CUfunction rope_write = nullptr;
+  CUfunction silu_mul = nullptr;
+  CUfunction attention_partial = nullptr;
+  CUfunction attention_combine = nullptr;
+};
+
+// Compiles the kernels for the current device's architecture and `bf16` or fp32, and loads
+// them into the current context.
+Module compile(bool bf16) {
+  const Api& cuda = api();
+  const cudaDeviceProp* properties = at::cuda::getCurrentDeviceProperties();
+  const std::string arch = "--gpu-architecture=sm_" + std::to_string(properties->major) +
+                           std::to_string(properties->minor);
+  nvrtcProgram program = nullptr;
+  check(cuda.nvrtcCreateProgram(&program, kSource, "peirce_kernels.cu", 0, nullptr, nullptr),
+        "creating the program");
+  std::vector<const char*> options{arch.c_str(), "--std=c++17"};
+  if (bf16) {
+    options.push_back("-DPEIRCE_BF16");
+  }
+  const nvrtcResult compiled =
+      cuda.nvrtcCompileProgram(program, static_cast<int>(options.size()), options.data());
+  if (compiled != NVRTC_SUCCESS) {
+    size_t size = 0;
+    cuda.nvrtcGetProgramLogSize(program, &size);
+    std::string log(size, '\0');
+    cuda.nvrtcGetProgramLog(program, log.data());
+    cuda.nvrtcDestroyProgram(&program);
+    throw std::runtime_error("peirce kernels: NVRTC failed (" + arch + "): " + log);
+  }
+  size_t size = 0;
+  check(cuda.nvrtcGetCUBINSize(program, &size), "sizing the CUBIN");
+  std::string cubin(size, '\0');
+  check(cuda.nvrtcGetCUBIN(program, cubin.data()), "reading the CUBIN");
+  cuda.nvrtcDestroyProgram(&program);
+  CUmodule module = nullptr;
+  check(cuda.cuModuleLoadData(&module, cubin.data()), "loading the module");
+  Module kernels;
+  check(cuda.cuModuleGetFunction(&kernels.rope_write, module, "rope_write"), "rope_write");
+  check(cuda.cuModuleGetFunction(&kernels.silu_mul, module, "silu_mul"), "silu_mul");
+  check(cuda.cuModuleGetFunction(&kernels.attention_partial, module, "decode_attention_partial"),
+        "decode_attention_partial");
+  check(cuda.cuModuleGetFunction(&kernels.attention_combine, module, "decode_attention_combine"),
+        "decode_attention_combine");
+  return kernels;
+}
+
+// The kernels for (device, dtype), compiled at first use.
+const Module& module_for(const at::Tensor& tensor) {
+  if (!tensor.is_cuda()) {
+    throw std::runtime_error("peirce kernels: tensors must be on a CUDA device");
+  }
+  const bool bf16 = tensor.scalar_type() == at::kBFloat16;
+  if (!bf16 && tensor.scalar_type() != at::kFloat) {
+    throw std::runtime_error("peirce kernels: bfloat16 or float32 only");
+  }
+  static std::mutex mutex;
+  static std::map<std::pair<int, bool>, Module> modules;
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_pair(static_cast<int>(tensor.get_device()), bf16);
+  auto found = modules.find(key);
+  if (found == modules.end()) {
+    OnDevice on(tensor.device());
+    found = modules.emplace(key, compile(bf16)).first;
+  }
+  return found->second;
+}
+
+void launch(CUfunction function, dim3 grid, dim3 block, void** arguments) {
+  const auto stream = at::cuda::getCurrentCUDAStream();
+  check(api().cuLaunchKernel(function, grid.x, grid.y, grid.z, block.x, block.y, block.z, 0,
+                             stream.stream(), arguments, nullptr),
+        "launching a kernel");
+}
+
+void require(bool condition, const char* what) {
+  if (!condition) {
+    throw std::runtime_error(std::string("peirce kernels: ") + what);
+  }
+}
+
+}  // namespace
+
+// Runs `body`, returning any C++ exception as a message.
+template <typename F>
+char* guarded(F&& body) {
+  try {
+    body();
+    return nullptr;
+  } catch (const std::exception& error) {
+    return peirce_message(error.what());
+  } catch (...) {
+    return peirce_message("unknown C++ exception in peirce kernels");
+  }
+}
+#endif
+
+extern "C" {
+
+// Compiles (once per device and dtype) and loads the kernels for `like`'s device and dtype;
+// an error says why they cannot run there.
+char* peirce_kernels_prepare(at::Tensor* like) {
+#ifdef PEIRCE_CUDA_KERNELS
+  return guarded([&] { module_for(*like); });
+#else
+  (void)like;
+  return peirce_message("this peirce-worker was built without CUDA kernels");
+#endif
+}
+
+// See `rope_write` above. qkv: [rows, (heads + 2 kv_heads) dim] contiguous; cos, sin:
+// [rows, dim] contiguous; positions: int64, `rows` of them `position_stride` apart; q: [rows,
+// heads, dim] contiguous; keys, values: [rows, kv_heads, capacity, dim] contiguous. Every
+// floating tensor of one dtype, on one device.
+char* peirce_rope_write(at::Tensor* qkv, at::Tensor* cos, at::Tensor* sin,
+                        at::Tensor* positions, at::Tensor* q, at::Tensor* keys,
+                        at::Tensor* values, int64_t heads, int64_t kv_heads) {
+#ifdef PEIRCE_CUDA_KERNELS
+  return guarded([&] {
+    const Module& kernels = module_for(*qkv);
+    const int64_t rows = keys->size(0);
+    const int64_t capacity = keys->size(2);
+    int dim = static_cast<int>(keys->size(3));
+    require(keys->dim() == 4 && keys->size(1) == kv_heads && values->sizes() == keys->sizes(),
+            "keys and values must be [rows, kv_heads, capacity, dim] alike");
+    require(qkv->numel() == rows * (heads + 2 * kv_heads) * dim && qkv->is_contiguous(),
+            "qkv must be [rows, (heads + 2 kv_heads) dim], contiguous");
+    require(cos->numel() == rows * dim && sin->numel() == rows * dim && cos->is_contiguous() &&
+                sin->is_contiguous(),
+            "cos and sin must be [rows, dim], contiguous");
+    require(q->numel() == rows * heads * dim && q->is_contiguous(),
+            "q must be [rows, heads, dim], contiguous");
+    require(keys->is_contiguous() && values->is_contiguous(), "the cache must be contiguous");
+    require(positions->scalar_type() == at::kLong && positions->numel() == rows,
+            "positions must be int64, one per row");
+    require(dim % 2 == 0 && dim <= 1024, "head_dim must be even and at most 1024");
+    for (const at::Tensor* t : {cos, sin, q, keys, values}) {
+      require(t->scalar_type() == qkv->scalar_type() && t->device() == qkv->device(),
+              "every tensor must have qkv's dtype and device");
+    }
+    require(positions->device() == qkv->device(), "positions must be on qkv's device");
+    OnDevice on(qkv->device());
+    long long position_stride = positions->dim() == 0 ? 0 : positions->stride(0);
+    void* qkv_ptr = qkv->data_ptr();
+    void* cos_ptr = cos->data_ptr();
+    void* sin_ptr = sin->data_ptr();
+    void* positions_ptr = positions->data_ptr();
+    void* q_ptr = q->data_ptr();
+    void* keys_ptr = keys->data_ptr();
+    void* values_ptr = values->data_ptr();
+    int heads_int = static_cast<int>(heads);
+    int kv_heads_int = static_cast<int>(kv_heads);
+    long long capacity_ll = capacity;
+    void* arguments[] = {&qkv_ptr, &cos_ptr,   &sin_ptr,   &positions_ptr,
+                         &position_stride, &q_ptr, &keys_ptr, &values_ptr,
+                         &heads_int, &kv_heads_int, &dim, &capacity_ll};
+    launch(kernels.rope_write,
+           dim3(static_cast<unsigned>(rows), static_cast<unsigned>(heads + 2 * kv_heads)),
+           dim3(static_cast<unsigned>(dim)), arguments);
+  });
+#else
+  (void)qkv, (void)cos, (void)sin, (void)positions, (void)q, (void)keys, (void)values;
+  (void)heads, (void)kv_heads;
+  return peirce_message("this peirce-worker was built without CUDA kernels");
+#endif
+}
+
+// out ([rows, inner], contiguous) = silu(gate) * up for gate_up ([rows, 2 inner],
+// contiguous).
+char* peirce_silu_mul(at::Tensor* gate_up, at::Tensor* out) {
+#ifdef PEIRCE_CUDA_KERNELS
+  return guarded([&] {
+    const Module& kernels = module_for(*gate_up);
+    require(gate_up->is_contiguous() && out->is_contiguous(), "tensors must be contiguous");
+    require(out->scalar_type() == gate_up->scalar_type() && out->device() == gate_up->device(),
+            "out must have gate_up's dtype and device");
+    long long inner = out->size(-1);
+    long long rows = inner == 0 ? 0 : out->numel() / inner;
+    require(gate_up->numel() == 2 * rows * inner && gate_up->size(-1) == 2 * inner,
+            "gate_up must be [rows, 2 inner] for out [rows, inner]");
+    if (rows * inner == 0) {
+      return;
+    }
+    OnDevice on(gate_up->device());
+    void* in_ptr = gate_up->data_ptr();
+    void* out_ptr = out->data_ptr();
+    void* arguments[] = {&in_ptr, &out_ptr, &rows, &inner};
+    const long long threads = 256;
+    const long long blocks = std::min<long long>((rows * inner + threads - 1) / threads, 65535);
+    launch(kernels.silu_mul, dim3(static_cast<unsigned>(blocks)),
+           dim3(static_cast<unsigned>(threads)), arguments);
+  });
+#else
+  (void)gate_up, (void)out;
+  return peirce_message("this peirce-worker was built without CUDA kernels");
+#endif
+}
+
+// Decoding attention of one new token per row: q ([rows, heads, dim], contiguous) over the
+// cached keys and values ([rows, kv_heads, capacity, dim], contiguous), row r over its
+// positions 0..=positions[r] (int64, `position_stride` apart), in splits of `chunk` keys
+// (`splits * chunk` covers every row's keys); partial ([rows, heads, splits, dim]) and stats
+// ([rows, heads, splits, 2]) are fp32 scratch; out: [rows, heads, dim], q's dtype.
+char* peirce_decode_attention(at::Tensor* q, at::Tensor* keys, at::Tensor* values,
+                              at::Tensor* positions, at::Tensor* partial, at::Tensor* stats,
+                              at::Tensor* out, int64_t chunk) {
+#ifdef PEIRCE_CUDA_KERNELS
+  return guarded([&] {
+    const Module& kernels = module_for(*q);
+    require(keys->dim() == 4 && values->sizes() == keys->sizes() && keys->is_contiguous() &&
+                values->is_contiguous(),
+            "keys and values must be [rows, kv_heads, capacity, dim] alike, contiguous");
+    const int64_t rows = keys->size(0);
+    const int64_t kv_heads = keys->size(1);
+    const int64_t capacity = keys->size(2);
+    int dim = static_cast<int>(keys->size(3));
+    require(q->dim() == 3 && q->size(0) == rows && q->size(2) == dim && q->is_contiguous(),
+            "q must be [rows, heads, dim], contiguous");
+    const int64_t heads = q->size(1);
+    require(heads % kv_heads == 0 && heads / kv_heads <= 16,
+            "heads must be a multiple of kv_heads, at most 16 times it");
+    require(dim % 32 == 0 && dim <= 256, "head_dim must be a multiple of 32, at most 256");
+    require(positions->scalar_type() == at::kLong && positions->numel() == rows,
+            "positions must be int64, one per row");
+    require(chunk > 0, "chunk must be positive");
+    const int64_t splits = partial->dim() == 4 ? partial->size(2) : 0;
+    require(partial->scalar_type() == at::kFloat && stats->scalar_type() == at::kFloat &&
+                partial->is_contiguous() && stats->is_contiguous() &&
+                partial->numel() == rows * heads * splits * dim &&
+                stats->numel() == rows * heads * splits * 2 && splits > 0,
+            "partial and stats must be fp32 [rows, heads, splits, dim] and [.., 2]");
+    require(out->numel() == rows * heads * dim && out->is_contiguous() &&
+                out->scalar_type() == q->scalar_type(),
+            "out must be [rows, heads, dim] in q's dtype, contiguous");
+    for (const at::Tensor* t : {keys, values, positions, partial, stats, out}) {
+      require(t->device() == q->device(), "every tensor must be on q's device");
+    }
+    require(keys->scalar_type() == q->scalar_type() && values->scalar_type() == q->scalar_type(),
+            "keys and values must have q's dtype");
+    if (rows == 0) {
+      return;
+    }
+    OnDevice on(q->device());
+    long long position_stride = positions->dim() == 0 ? 0 : positions->stride(0);
+    void* q_ptr = q->data_ptr();
+    void* keys_ptr = keys->data_ptr();
+    void* values_ptr = values->data_ptr();
+    void* positions_ptr = positions->data_ptr();
+    void* partial_ptr = partial->data_ptr();
+    void* stats_ptr = stats->data_ptr();
+    void* out_ptr = out->data_ptr();
+    int heads_int = static_cast<int>(heads);
+    int kv_heads_int = static_cast<int>(kv_heads);
+    long long capacity_ll = capacity;
+    int chunk_int = static_cast<int>(chunk);
+    float scale = 1.0f / std::sqrt(static_cast<float>(dim));
+    void* partial_arguments[] = {&q_ptr,     &keys_ptr,     &values_ptr,   &positions_ptr,
+                                 &position_stride, &partial_ptr, &stats_ptr, &heads_int,
+                                 &kv_heads_int, &dim,      &capacity_ll,  &chunk_int, &scale};
+    launch(kernels.attention_partial,
+           dim3(static_cast<unsigned>(rows), static_cast<unsigned>(kv_heads),
+                static_cast<unsigned>(splits)),
+           dim3(static_cast<unsigned>(dim)), partial_arguments);
+    int splits_int = static_cast<int>(splits);
+    void* combine_arguments[] = {&partial_ptr, &stats_ptr, &out_ptr, &splits_int, &dim};
+    launch(kernels.attention_combine, dim3(static_cast<unsigned>(rows * heads)),
+           dim3(static_cast<unsigned>(dim)), combine_arguments);
+  });
+#else
+  (void)q, (void)keys, (void)values, (void)positions, (void)partial, (void)stats, (void)out;
+  (void)chunk;
+  return peirce_message("this peirce-worker was built without CUDA kernels");
+#endif
+}
+
+}  // extern "C"

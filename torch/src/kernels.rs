@@ -1,0 +1,278 @@
+//! peirce's own CUDA kernels for the decoding step (`torch/csrc/kernels.cpp`).
+//!
+//! A decoding step of a small batch reads every weight once in a few large matrix products;
+//! what else it launches is a tail of small kernels, each a launch and a pass over the
+//! activations, and at Qwen2.5-7B's shape that tail is a sixth of the step (docs §20). Two
+//! of its pieces are fused here, each into one kernel:
+//!
+//! - [`rope_write`]: q and k rotated, the new key and value written at each row's own
+//!   position of the KV cache, q laid out for attention: one kernel where libtorch's ops
+//!   take a batched matrix product and two scatters;
+//! - [`silu_mul`]: SwiGLU's `silu(gate) * up`: one kernel instead of two.
+//!
+//! Both give the same bits as the libtorch ops they replace (the same fp32 arithmetic,
+//! rounded to the dtype at the same points), so the fused and unfused decoding steps produce
+//! the same tokens; `peirce-worker bench` checks that on the GPU.
+//!
+//! A third replaces libtorch's attention in the decoding step: [`decode_attention`], split
+//! over the keys (flash-decoding) so that every SM has work at small batches, each row
+//! reading its own keys only, where the masked attention kernel reads the longest row's
+//! for every row. Its fp32 softmax rounds differently from libtorch's, so its tokens can
+//! part from the exact kernels' where a random model's top scores are close; the bench
+//! measures its error against libtorch's attention.
+//!
+//! The kernels are CUDA C++ compiled at run time by NVRTC (which PyTorch's CUDA wheels
+//! ship) for the GPU at hand, bf16 or fp32, and launched on libtorch's current stream, so a
+//! captured CUDA graph records them. [`prepare`] compiles them once per device and dtype
+//! and says why they cannot run where they cannot (a CPU, fp16, a build without the CUDA
+//! headers, no NVRTC): the caller then keeps libtorch's ops.
+
+use std::ffi::c_char;
+
+use tch::{Kind, Tensor};
+
+use crate::dist::{ffi::AtTensor, take_error, tensor_ptr};
+use crate::error::{Result, TorchError};
+
+/// Which kernels a decoding step on a CUDA device runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kernels {
+    /// libtorch's ops only.
+    #[default]
+    Libtorch,
+    /// [`rope_write`] and [`silu_mul`]: the same bits as libtorch's ops, fewer kernels.
+    Exact,
+    /// [`Kernels::Exact`] and [`decode_attention`] (what the sampler runs by default).
+    All,
+}
+
+impl Kernels {
+    /// Parses `libtorch`, `exact` or `all`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "libtorch" => Ok(Self::Libtorch),
+            "exact" => Ok(Self::Exact),
+            "all" => Ok(Self::All),
+            other => Err(TorchError::Invalid(format!(
+                "unknown kernels `{other}` (libtorch, exact, all)"
+            ))),
+        }
+    }
+
+    /// The name [`Kernels::parse`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Libtorch => "libtorch",
+            Self::Exact => "exact",
+            Self::All => "all",
+        }
+    }
+}
+
+/// Compiles and loads the kernels for `like`'s device and dtype (once per pair; later calls
+/// return at once). An error says why they cannot run there.
+pub fn prepare(like: &Tensor) -> Result<()> {
+    if !like.device().is_cuda() {
+        return Err(TorchError::Invalid(format!(
+            "peirce kernels run on CUDA devices, not {:?}",
+            like.device()
+        )));
+    }
+    if !matches!(like.kind(), Kind::BFloat16 | Kind::Float) {
+        return Err(TorchError::Invalid(format!(
+            "peirce kernels take bfloat16 or float32, not {:?}",
+            like.kind()
+        )));
+    }
+    // SAFETY: a live tensor, borrowed for the call.
+    check(unsafe { ffi::peirce_kernels_prepare(tensor_ptr(like)) })
+}
+
+/// The rotary embedding and KV-cache write of one decoding step of one layer.
+///
+/// `qkv`: `[rows, (heads + 2 kv_heads) dim]` (or any shape of that many elements),
+/// contiguous, the fused q/k/v projection; `cos`, `sin`: `[rows, dim]`, contiguous, each row's
+/// rotation in the model's dtype ([`crate::qwen2::rotary`] rounded to it); `positions`: one
+/// int64 per row (any row stride); `keys`, `values`: the layer's cache, `[rows, kv_heads,
+/// capacity, dim]`. Writes each row's rotated key and its value at the row's position of
+/// the cache, and returns the rotated queries, `[rows, heads, dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn rope_write(
+    qkv: &Tensor,
+    cos: &Tensor,
+    sin: &Tensor,
+    positions: &Tensor,
+    keys: &Tensor,
+    values: &Tensor,
+    heads: i64,
+    kv_heads: i64,
+) -> Result<Tensor> {
+    let size = keys.size();
+    let (rows, dim) = (size[0], size[3]);
+    let q = Tensor::f_empty([rows, heads, dim], (qkv.kind(), qkv.device()))?;
+    // SAFETY: live tensors, borrowed for the call; the shim checks their shapes, dtypes and
+    // devices before launching, and catches every C++ exception.
+    check(unsafe {
+        ffi::peirce_rope_write(
+            tensor_ptr(qkv),
+            tensor_ptr(cos),
+            tensor_ptr(sin),
+            tensor_ptr(positions),
+            tensor_ptr(&q),
+            tensor_ptr(keys),
+            tensor_ptr(values),
+            heads,
+            kv_heads,
+        )
+    })?;
+    Ok(q)
+}
+
+/// `silu(gate) * up` for `gate_up` (`[..., 2 inner]`, contiguous, `[gate | up]` in the last
+/// dimension): `[..., inner]`.
+pub fn silu_mul(gate_up: &Tensor) -> Result<Tensor> {
+    let mut size = gate_up.size();
+    let inner = size.last().copied().unwrap_or(0) / 2;
+    if let Some(last) = size.last_mut() {
+        *last = inner;
+    }
+    let out = Tensor::f_empty(size.as_slice(), (gate_up.kind(), gate_up.device()))?;
+    // SAFETY: as in `rope_write`.
+    check(unsafe { ffi::peirce_silu_mul(tensor_ptr(gate_up), tensor_ptr(&out)) })?;
+    Ok(out)
+}
+
+/// Keys per split of [`decode_attention`] for steps attending to `attend` positions: 64 at
+/// least, and at most 16 splits.
+pub fn attention_chunk(attend: i64) -> i64 {
+    let per_split = (attend.max(1) + 15) / 16;
+    ((per_split + 63) / 64 * 64).max(64)
+}
+
+/// Attention of one new token per row: `q` (`[rows, heads, dim]`, contiguous) over the
+/// cached `keys` and `values` (`[rows, kv_heads, capacity, dim]`), row `r` over its positions
+/// `0..=positions[r]` (`positions`: one int64 per row, any row stride), grouped-query where
+/// `kv_heads < heads`, scaled by `1/sqrt(dim)`; no row may attend past `attend`. Returns
+/// `[rows, heads, dim]`.
+pub fn decode_attention(
+    q: &Tensor,
+    keys: &Tensor,
+    values: &Tensor,
+    positions: &Tensor,
+    attend: i64,
+) -> Result<Tensor> {
+    let size = q.size();
+    let (rows, heads, dim) = (size[0], size[1], size[2]);
+    let chunk = attention_chunk(attend);
+    let splits = (attend.max(1) + chunk - 1) / chunk;
+    let device = q.device();
+    let partial = Tensor::f_empty([rows, heads, splits, dim], (Kind::Float, device))?;
+    let stats = Tensor::f_empty([rows, heads, splits, 2], (Kind::Float, device))?;
+    let out = Tensor::f_empty([rows, heads, dim], (q.kind(), device))?;
+    // SAFETY: as in `rope_write`.
+    check(unsafe {
+        ffi::peirce_decode_attention(
+            tensor_ptr(q),
+            tensor_ptr(keys),
+            tensor_ptr(values),
+            tensor_ptr(positions),
+            tensor_ptr(&partial),
+            tensor_ptr(&stats),
+            tensor_ptr(&out),
+            chunk,
+        )
+    })?;
+    Ok(out)
+}
+
+fn check(error: *mut c_char) -> Result<()> {
+    // SAFETY: `error` is null or a message from the shim, taken once.
+    match unsafe { take_error(error) } {
+        None => Ok(()),
+        Some(message) => Err(TorchError::Invalid(message)),
+    }
+}
+
+/// The shim's C ABI (torch/csrc/kernels.cpp).
+mod ffi {
+    use std::ffi::c_char;
+
+    use super::AtTensor;
+
+    extern "C" {
+        pub fn peirce_kernels_prepare(like: *mut AtTensor) -> *mut c_char;
+        pub fn peirce_rope_write(
+            qkv: *mut AtTensor,
+            cos: *mut AtTensor,
+            sin: *mut AtTensor,
+            positions: *mut AtTensor,
+            q: *mut AtTensor,
+            keys: *mut AtTensor,
+            values: *mut AtTensor,
+            heads: i64,
+            kv_heads: i64,
+        ) -> *mut c_char;
+        pub fn peirce_silu_mul(gate_up: *mut AtTensor, out: *mut AtTensor) -> *mut c_char;
+        #[allow(clippy::too_many_arguments)]
+        pub fn peirce_decode_attention(
+            q: *mut AtTensor,
+            keys: *mut AtTensor,
+            values: *mut AtTensor,
+            positions: *mut AtTensor,
+            partial: *mut AtTensor,
+            stats: *mut AtTensor,
+            out: *mut AtTensor,
+            chunk: i64,
+        ) -> *mut c_char;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernels_say_why_they_cannot_run_on_a_cpu() {
+        let cpu = Tensor::zeros([2], (Kind::BFloat16, tch::Device::Cpu));
+        let error = prepare(&cpu).unwrap_err().to_string();
+        assert!(error.contains("CUDA devices"), "{error}");
+        // The shim itself refuses too (a caller that skipped `prepare`).
+        let error = silu_mul(&Tensor::zeros([2, 4], (Kind::Float, tch::Device::Cpu)))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("CUDA") || error.contains("without CUDA kernels"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn attention_splits_cover_every_position_in_at_most_sixteen_chunks_of_64_keys_or_more() {
+        for attend in [
+            1, 63, 64, 65, 128, 320, 384, 1000, 1024, 4096, 8192, 8193, 40_000,
+        ] {
+            let chunk = attention_chunk(attend);
+            let splits = (attend + chunk - 1) / chunk;
+            assert!(chunk >= 64 && chunk % 64 == 0, "{attend}: {chunk}");
+            assert!(
+                splits * chunk >= attend && splits <= 16,
+                "{attend}: {splits} x {chunk}"
+            );
+        }
+        assert_eq!(attention_chunk(320), 64);
+        assert_eq!(attention_chunk(8192), 512);
+    }
+
+    #[test]
+    fn kernel_choices_parse_and_name_each_other() {
+        for kernels in [Kernels::Libtorch, Kernels::Exact, Kernels::All] {
+            assert_eq!(Kernels::parse(kernels.name()).unwrap(), kernels);
+        }
+        let error = Kernels::parse("fast").unwrap_err().to_string();
+        assert!(
+            error.contains("`fast`") && error.contains("libtorch, exact, all"),
+            "{error}"
+        );
+    }
+}
