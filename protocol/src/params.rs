@@ -65,6 +65,7 @@ param_types! {
     Source => Type::String,
     Split => Type::String,
     RewardMode => Type::String,
+    DecodeKernels => Type::String,
     PerTask => Type::Either(Box::new(Type::Int), Box::new(Type::Map(Box::new(Type::Int)))),
 }
 
@@ -241,6 +242,8 @@ kind_params! {
         pub rollout_batch: NonZeroU32 = positive(64),
         /// On a GPU, replay each decoding step as a CUDA graph (false: launch its kernels one by one)
         pub cuda_graphs: bool = true,
+        /// On a GPU, the decoding step's kernels: `all` (peirce's fused kernels and attention), `exact` (its fused kernels only: libtorch's bits) or `libtorch`
+        pub decode_kernels: DecodeKernels = DecodeKernels::Libtorch,
         /// Held-out prompts evaluated before and after
         pub eval_count: u32 = 64,
         /// Seeds data order and sampling
@@ -289,6 +292,8 @@ kind_params! {
         pub batch: NonZeroU32 = positive(64),
         /// On a GPU, replay each decoding step as a CUDA graph (false: launch its kernels one by one)
         pub cuda_graphs: bool = true,
+        /// On a GPU, the decoding step's kernels: `all` (peirce's fused kernels and attention), `exact` (its fused kernels only: libtorch's bits) or `libtorch`
+        pub decode_kernels: DecodeKernels = DecodeKernels::Libtorch,
         /// Seeds the avg@k samples
         pub seed: u64 = 0,
         /// Evaluation dtype: float32 or bfloat16
@@ -319,6 +324,42 @@ pub enum Algorithm {
     /// GRPO: advantages normalized within each prompt's group of rollouts.
     #[serde(rename = "grpo")]
     Grpo,
+}
+
+/// Which kernels a decoding step on a CUDA device runs (docs/architecture.md §20).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DecodeKernels {
+    /// libtorch's ops only (and what runs wherever peirce's kernels cannot: a CPU, fp16).
+    #[default]
+    Libtorch,
+    /// peirce's fused rotary + KV-cache write and SwiGLU kernels: libtorch's bits in fewer
+    /// kernels.
+    Exact,
+    /// [`DecodeKernels::Exact`] and peirce's split-K decoding attention, each row reading its
+    /// own keys (rounds differently from libtorch's attention).
+    All,
+}
+
+impl DecodeKernels {
+    /// Parses `libtorch`, `exact` or `all`.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "libtorch" => Ok(Self::Libtorch),
+            "exact" => Ok(Self::Exact),
+            "all" => Ok(Self::All),
+            other => Err(format!("unknown kernels `{other}` (libtorch, exact, all)")),
+        }
+    }
+
+    /// The name [`DecodeKernels::parse`] reads.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Libtorch => "libtorch",
+            Self::Exact => "exact",
+            Self::All => "all",
+        }
+    }
 }
 
 /// A dataset split.
@@ -629,6 +670,23 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn decode_kernels_parse_and_name_each_other() {
+        for kernels in [
+            DecodeKernels::Libtorch,
+            DecodeKernels::Exact,
+            DecodeKernels::All,
+        ] {
+            assert_eq!(DecodeKernels::parse(kernels.name()).unwrap(), kernels);
+            assert_eq!(json!(kernels), json!(kernels.name()));
+        }
+        let error = DecodeKernels::parse("fast").unwrap_err();
+        assert!(
+            error.contains("`fast`") && error.contains("libtorch, exact, all"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -241,7 +241,9 @@ impl BenchOptions {
                     }
                 }
                 "--cuda-graphs" => options.cuda_graphs = on_off(flag, value()?)?,
-                "--kernels" => options.kernels = Kernels::parse(value()?)?,
+                "--kernels" => {
+                    options.kernels = Kernels::parse(value()?).map_err(TorchError::Invalid)?
+                }
                 "--skewed-requests" => options.skewed_requests = number(flag, value()?)?,
                 "--skewed-max-tokens" => options.skewed_max_tokens = number(flag, value()?)?,
                 other => {

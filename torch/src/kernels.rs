@@ -34,45 +34,20 @@ use tch::{Kind, Tensor};
 use crate::dist::{ffi::AtTensor, take_error, tensor_ptr};
 use crate::error::{Result, TorchError};
 
-/// Which kernels a decoding step on a CUDA device runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kernels {
-    /// libtorch's ops only.
-    #[default]
-    Libtorch,
-    /// [`rope_write`] and [`silu_mul`]: the same bits as libtorch's ops, fewer kernels.
-    Exact,
-    /// [`Kernels::Exact`] and [`decode_attention`] (what the sampler runs by default).
-    All,
+/// Which kernels a decoding step on a CUDA device runs: libtorch's, [`rope_write`] and
+/// [`silu_mul`] (`Exact`: libtorch's bits), or those and [`decode_attention`] (`All`).
+pub use peirce_protocol::params::DecodeKernels as Kernels;
+
+/// Whether [`decode_attention`] takes heads of `head_dim` and `groups` query heads per
+/// key/value head.
+pub fn attention_fits(head_dim: i64, groups: i64) -> bool {
+    matches!(head_dim, 32 | 64 | 128) && (1..=8).contains(&groups)
 }
 
-impl Kernels {
-    /// Parses `libtorch`, `exact` or `all`.
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "libtorch" => Ok(Self::Libtorch),
-            "exact" => Ok(Self::Exact),
-            "all" => Ok(Self::All),
-            other => Err(TorchError::Invalid(format!(
-                "unknown kernels `{other}` (libtorch, exact, all)"
-            ))),
-        }
-    }
-
-    /// The name [`Kernels::parse`] reads.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Libtorch => "libtorch",
-            Self::Exact => "exact",
-            Self::All => "all",
-        }
-    }
-}
-
-/// Compiles and loads the kernels for `like`'s device and dtype (once per pair; later calls
-/// return at once). An error says why they cannot run there.
-pub fn prepare(like: &Tensor) -> Result<()> {
+/// Compiles and loads the kernels for `like`'s device and dtype, with [`decode_attention`]
+/// for heads of `head_dim` (0: without it), once per triple (later calls return at once). An
+/// error says why they cannot run there.
+pub fn prepare(like: &Tensor, head_dim: i64) -> Result<()> {
     if !like.device().is_cuda() {
         return Err(TorchError::Invalid(format!(
             "peirce kernels run on CUDA devices, not {:?}",
@@ -86,7 +61,7 @@ pub fn prepare(like: &Tensor) -> Result<()> {
         )));
     }
     // SAFETY: a live tensor, borrowed for the call.
-    check(unsafe { ffi::peirce_kernels_prepare(tensor_ptr(like)) })
+    check(unsafe { ffi::peirce_kernels_prepare(tensor_ptr(like), head_dim) })
 }
 
 /// The rotary embedding and KV-cache write of one decoding step of one layer.
@@ -143,11 +118,12 @@ pub fn silu_mul(gate_up: &Tensor) -> Result<Tensor> {
     Ok(out)
 }
 
-/// Keys per split of [`decode_attention`] for steps attending to `attend` positions: 64 at
-/// least, and at most 16 splits.
+/// Keys per split of [`decode_attention`] for steps attending to `attend` positions: 128 at
+/// least (a block's fixed costs are worth two blocks of 64 keys), a multiple of 64, and at
+/// most 16 splits.
 pub fn attention_chunk(attend: i64) -> i64 {
     let per_split = (attend.max(1) + 15) / 16;
-    ((per_split + 63) / 64 * 64).max(64)
+    ((per_split + 63) / 64 * 64).max(128)
 }
 
 /// Attention of one new token per row: `q` (`[rows, heads, dim]`, contiguous) over the
@@ -201,7 +177,7 @@ mod ffi {
     use super::AtTensor;
 
     extern "C" {
-        pub fn peirce_kernels_prepare(like: *mut AtTensor) -> *mut c_char;
+        pub fn peirce_kernels_prepare(like: *mut AtTensor, head_dim: i64) -> *mut c_char;
         pub fn peirce_rope_write(
             qkv: *mut AtTensor,
             cos: *mut AtTensor,
@@ -235,7 +211,7 @@ mod tests {
     #[test]
     fn kernels_say_why_they_cannot_run_on_a_cpu() {
         let cpu = Tensor::zeros([2], (Kind::BFloat16, tch::Device::Cpu));
-        let error = prepare(&cpu).unwrap_err().to_string();
+        let error = prepare(&cpu, 128).unwrap_err().to_string();
         assert!(error.contains("CUDA devices"), "{error}");
         // The shim itself refuses too (a caller that skipped `prepare`).
         let error = silu_mul(&Tensor::zeros([2, 4], (Kind::Float, tch::Device::Cpu)))
@@ -248,31 +224,19 @@ mod tests {
     }
 
     #[test]
-    fn attention_splits_cover_every_position_in_at_most_sixteen_chunks_of_64_keys_or_more() {
+    fn attention_splits_cover_every_position_in_at_most_sixteen_chunks_of_128_keys_or_more() {
         for attend in [
             1, 63, 64, 65, 128, 320, 384, 1000, 1024, 4096, 8192, 8193, 40_000,
         ] {
             let chunk = attention_chunk(attend);
             let splits = (attend + chunk - 1) / chunk;
-            assert!(chunk >= 64 && chunk % 64 == 0, "{attend}: {chunk}");
+            assert!(chunk >= 128 && chunk % 64 == 0, "{attend}: {chunk}");
             assert!(
                 splits * chunk >= attend && splits <= 16,
                 "{attend}: {splits} x {chunk}"
             );
         }
-        assert_eq!(attention_chunk(320), 64);
+        assert_eq!(attention_chunk(320), 128);
         assert_eq!(attention_chunk(8192), 512);
-    }
-
-    #[test]
-    fn kernel_choices_parse_and_name_each_other() {
-        for kernels in [Kernels::Libtorch, Kernels::Exact, Kernels::All] {
-            assert_eq!(Kernels::parse(kernels.name()).unwrap(), kernels);
-        }
-        let error = Kernels::parse("fast").unwrap_err().to_string();
-        assert!(
-            error.contains("`fast`") && error.contains("libtorch, exact, all"),
-            "{error}"
-        );
     }
 }

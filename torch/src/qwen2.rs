@@ -539,6 +539,8 @@ pub struct KvCache {
     capacity: i64,
     /// Which kernels [`Qwen2::decode_slots`] runs on this cache.
     kernels: Kernels,
+    /// The model's query heads.
+    heads: i64,
 }
 
 impl KvCache {
@@ -568,6 +570,7 @@ impl KvCache {
             len: 0,
             capacity,
             kernels: Kernels::Libtorch,
+            heads: cfg.num_attention_heads,
         })
     }
 
@@ -580,7 +583,16 @@ impl KvCache {
             let Some(layer) = self.layers.first() else {
                 return Ok(());
             };
-            kernels::prepare(&layer.keys)?;
+            let size = layer.keys.size();
+            let (kv_heads, head_dim) = (size[1], size[3]);
+            let groups = self.heads / kv_heads.max(1);
+            // The attention kernel where it takes this shape; the exact ones everywhere.
+            let choice = match choice {
+                Kernels::All if !kernels::attention_fits(head_dim, groups) => Kernels::Exact,
+                other => other,
+            };
+            let attention = if choice == Kernels::All { head_dim } else { 0 };
+            kernels::prepare(&layer.keys, attention)?;
             self.kernels = choice;
         }
         Ok(())

@@ -84,6 +84,7 @@ fn train_node(
         top_p: params.top_p,
         top_k: i64::from(params.top_k),
         cuda_graphs: params.cuda_graphs,
+        kernels: params.decode_kernels,
         max_new_tokens: i64::from(params.max_new_tokens.get()),
         ..SamplingParams::default()
     };

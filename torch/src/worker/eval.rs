@@ -116,6 +116,7 @@ fn evaluate(
         top_p: params.top_p,
         top_k: i64::from(params.top_k),
         cuda_graphs: params.cuda_graphs,
+        kernels: params.decode_kernels,
         max_new_tokens: i64::from(params.max_new_tokens.get()),
         seed: params.seed,
         ..SamplingParams::default()
