@@ -242,8 +242,8 @@ kind_params! {
         pub rollout_batch: NonZeroU32 = positive(64),
         /// On a GPU, replay each decoding step as a CUDA graph (false: launch its kernels one by one)
         pub cuda_graphs: bool = true,
-        /// On a GPU, the decoding step's kernels: `all` (peirce's fused kernels and attention), `exact` (its fused kernels only: libtorch's bits) or `libtorch`
-        pub decode_kernels: DecodeKernels = DecodeKernels::Libtorch,
+        /// On a GPU, the decoding step's kernels: `all` (peirce's fused kernels and attention), `fused` (its fused kernels, libtorch's attention) or `libtorch`
+        pub decode_kernels: DecodeKernels = DecodeKernels::All,
         /// Held-out prompts evaluated before and after
         pub eval_count: u32 = 64,
         /// Seeds data order and sampling
@@ -292,8 +292,8 @@ kind_params! {
         pub batch: NonZeroU32 = positive(64),
         /// On a GPU, replay each decoding step as a CUDA graph (false: launch its kernels one by one)
         pub cuda_graphs: bool = true,
-        /// On a GPU, the decoding step's kernels: `all` (peirce's fused kernels and attention), `exact` (its fused kernels only: libtorch's bits) or `libtorch`
-        pub decode_kernels: DecodeKernels = DecodeKernels::Libtorch,
+        /// On a GPU, the decoding step's kernels: `all` (peirce's fused kernels and attention), `fused` (its fused kernels, libtorch's attention) or `libtorch`
+        pub decode_kernels: DecodeKernels = DecodeKernels::All,
         /// Seeds the avg@k samples
         pub seed: u64 = 0,
         /// Evaluation dtype: float32 or bfloat16
@@ -333,22 +333,23 @@ pub enum DecodeKernels {
     /// libtorch's ops only (and what runs wherever peirce's kernels cannot: a CPU, fp16).
     #[default]
     Libtorch,
-    /// peirce's fused rotary + KV-cache write and SwiGLU kernels: libtorch's bits in fewer
-    /// kernels.
-    Exact,
-    /// [`DecodeKernels::Exact`] and peirce's split-K decoding attention, each row reading its
+    /// peirce's fused rotary + KV-cache write and SwiGLU kernels (libtorch's arithmetic in
+    /// fp32, rounded once; libtorch's own matrix product for the rotation may round
+    /// differently), libtorch's attention.
+    Fused,
+    /// [`DecodeKernels::Fused`] and peirce's split-K decoding attention, each row reading its
     /// own keys (rounds differently from libtorch's attention).
     All,
 }
 
 impl DecodeKernels {
-    /// Parses `libtorch`, `exact` or `all`.
+    /// Parses `libtorch`, `fused` or `all`.
     pub fn parse(name: &str) -> Result<Self, String> {
         match name {
             "libtorch" => Ok(Self::Libtorch),
-            "exact" => Ok(Self::Exact),
+            "fused" => Ok(Self::Fused),
             "all" => Ok(Self::All),
-            other => Err(format!("unknown kernels `{other}` (libtorch, exact, all)")),
+            other => Err(format!("unknown kernels `{other}` (libtorch, fused, all)")),
         }
     }
 
@@ -356,7 +357,7 @@ impl DecodeKernels {
     pub fn name(self) -> &'static str {
         match self {
             Self::Libtorch => "libtorch",
-            Self::Exact => "exact",
+            Self::Fused => "fused",
             Self::All => "all",
         }
     }
@@ -676,7 +677,7 @@ mod tests {
     fn decode_kernels_parse_and_name_each_other() {
         for kernels in [
             DecodeKernels::Libtorch,
-            DecodeKernels::Exact,
+            DecodeKernels::Fused,
             DecodeKernels::All,
         ] {
             assert_eq!(DecodeKernels::parse(kernels.name()).unwrap(), kernels);
@@ -684,7 +685,7 @@ mod tests {
         }
         let error = DecodeKernels::parse("fast").unwrap_err();
         assert!(
-            error.contains("`fast`") && error.contains("libtorch, exact, all"),
+            error.contains("`fast`") && error.contains("libtorch, fused, all"),
             "{error}"
         );
     }

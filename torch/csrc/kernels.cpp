@@ -139,7 +139,7 @@ extern "C" __global__ void silu_mul(const scalar* __restrict__ gate_up,
 // the longest row's. Each thread owns 8 consecutive elements of a head (one 16-byte load of
 // bf16) of every KEY_LANES-th key, and issues all its loads of a block of 64 keys before it
 // uses them, so that enough bytes are in flight to run at the memory's speed.
-// PEIRCE_HEAD_DIM (32, 64 or 128) is fixed at compile time.
+// PEIRCE_HEAD_DIM (64 or 128) is fixed at compile time.
 // q: [rows, heads, dim]; keys, values: [rows, kv_heads, capacity, dim]; partial: [rows,
 // heads, splits, dim] fp32; stats: [rows, heads, splits, 2] fp32.
 #define PEIRCE_NEG_INF __uint_as_float(0xff800000u)
@@ -151,6 +151,9 @@ extern "C" __global__ void silu_mul(const scalar* __restrict__ gate_up,
 #define LANES (DIM / 8)
 #define KEY_LANES (PEIRCE_THREADS / LANES)
 #define KEYS_PER_THREAD (PEIRCE_BLOCK_KEYS / KEY_LANES)
+#define K_LANES (DIM / 32)
+#define K_KEY_LANES (PEIRCE_THREADS / K_LANES)
+#define K_KEYS_PER_THREAD (PEIRCE_BLOCK_KEYS / K_KEY_LANES)
 
 // 8 consecutive elements as loaded (16 bytes of bf16, 32 of fp32), read as fp32 one by one
 // (`e` is a constant once the loops are unrolled), so registers hold the raw bytes.
@@ -190,12 +193,12 @@ extern "C" __global__ void __launch_bounds__(PEIRCE_THREADS) decode_attention_pa
     const scalar* __restrict__ values, const long long* __restrict__ positions,
     long long position_stride, float* __restrict__ partial, float* __restrict__ stats,
     int heads, int kv_heads, long long capacity, int chunk, float scale) {
-  __shared__ float queries[PEIRCE_MAX_GROUPS][DIM];
+  __shared__ __align__(16) float queries[PEIRCE_MAX_GROUPS][DIM];
   __shared__ float probabilities[PEIRCE_MAX_GROUPS][PEIRCE_BLOCK_KEYS];
   __shared__ float running_max[PEIRCE_MAX_GROUPS];
   __shared__ float running_sum[PEIRCE_MAX_GROUPS];
   __shared__ float rescale[PEIRCE_MAX_GROUPS];
-  __shared__ float sums[KEY_LANES][PEIRCE_MAX_GROUPS][DIM];
+  __shared__ __align__(16) float sums[KEY_LANES][PEIRCE_MAX_GROUPS][DIM];
   const int row = blockIdx.x;
   const int kv = blockIdx.y;
   const int split = blockIdx.z;
@@ -226,38 +229,57 @@ extern "C" __global__ void __launch_bounds__(PEIRCE_THREADS) decode_attention_pa
     for (int e = 0; e < 8; ++e) acc[g][e] = 0.0f;
   __syncthreads();
   const long long head_offset = ((long long)row * kv_heads + kv) * capacity * DIM;
-  const scalar* k_head = keys + head_offset + d0;
+  // Scores use a wider slice per thread than values: 32 elements of a key (K_LANES threads
+  // per key), so that a dot product needs fewer shuffles to sum.
+  const int k_sub = t % K_LANES;
+  const int k_key_lane = t / K_LANES;
+  const int k_d0 = k_sub * 32;
+  const scalar* k_head = keys + head_offset + k_d0;
   const scalar* v_head = values + head_offset + d0;
   for (long long block = begin; block < end; block += PEIRCE_BLOCK_KEYS) {
     const int n = end - block < PEIRCE_BLOCK_KEYS ? (int)(end - block) : PEIRCE_BLOCK_KEYS;
-    // Every load of the block first: this thread's slice of its keys and values.
-    Raw8 k_slices[KEYS_PER_THREAD];
+    // Every load of the block first: this thread's slices of its keys and values.
+    Raw8 k_slices[K_KEYS_PER_THREAD][4];
     Raw8 v_slices[KEYS_PER_THREAD];
 #pragma unroll
-    for (int i = 0; i < KEYS_PER_THREAD; ++i) {
-      const int k = key_lane + i * KEY_LANES;
-      if (k < n) {
-        k_slices[i] = load8(k_head + (block + k) * DIM);
-        v_slices[i] = load8(v_head + (block + k) * DIM);
-      } else {
-        k_slices[i] = zero8();
-        v_slices[i] = zero8();
+    for (int i = 0; i < K_KEYS_PER_THREAD; ++i) {
+      const int k = k_key_lane + i * K_KEY_LANES;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        k_slices[i][j] = k < n ? load8(k_head + (block + k) * DIM + 8 * j) : zero8();
       }
     }
-    // Scores: the LANES threads of a key sum their slices' dot products.
 #pragma unroll
     for (int i = 0; i < KEYS_PER_THREAD; ++i) {
       const int k = key_lane + i * KEY_LANES;
+      v_slices[i] = k < n ? load8(v_head + (block + k) * DIM) : zero8();
+    }
+    // Scores: the K_LANES threads of a key sum their slices' dot products.
 #pragma unroll
-      for (int g = 0; g < PEIRCE_MAX_GROUPS; ++g) {
-        if (g < groups) {
+    for (int g = 0; g < PEIRCE_MAX_GROUPS; ++g) {
+      if (g < groups) {
+        float query[32];
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          const float4 part = *reinterpret_cast<const float4*>(&queries[g][k_d0 + 4 * j]);
+          query[4 * j] = part.x;
+          query[4 * j + 1] = part.y;
+          query[4 * j + 2] = part.z;
+          query[4 * j + 3] = part.w;
+        }
+#pragma unroll
+        for (int i = 0; i < K_KEYS_PER_THREAD; ++i) {
+          const int k = k_key_lane + i * K_KEY_LANES;
           float dot = 0.0f;
 #pragma unroll
-          for (int e = 0; e < 8; ++e) dot = __fmaf_rn(queries[g][d0 + e], element(k_slices[i], e), dot);
+          for (int j = 0; j < 4; ++j)
 #pragma unroll
-          for (int offset = LANES / 2; offset > 0; offset >>= 1)
+            for (int e = 0; e < 8; ++e)
+              dot = __fmaf_rn(query[8 * j + e], element(k_slices[i][j], e), dot);
+#pragma unroll
+          for (int offset = K_LANES / 2; offset > 0; offset >>= 1)
             dot += __shfl_xor_sync(0xffffffffu, dot, offset);
-          if (sub == 0 && k < n) probabilities[g][k] = dot * scale;
+          if (k_sub == 0 && k < n) probabilities[g][k] = dot * scale;
         }
       }
     }
@@ -315,8 +337,10 @@ extern "C" __global__ void __launch_bounds__(PEIRCE_THREADS) decode_attention_pa
 #pragma unroll
   for (int g = 0; g < PEIRCE_MAX_GROUPS; ++g) {
     if (g < groups) {
-#pragma unroll
-      for (int e = 0; e < 8; ++e) sums[key_lane][g][d0 + e] = acc[g][e];
+      *reinterpret_cast<float4*>(&sums[key_lane][g][d0]) =
+          make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
+      *reinterpret_cast<float4*>(&sums[key_lane][g][d0 + 4]) =
+          make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
     }
   }
   __syncthreads();
@@ -547,7 +571,7 @@ Module compile(bool bf16, int head_dim) {
 }
 
 // Head sizes the attention kernel is compiled for.
-bool attention_dim(int64_t dim) { return dim == 32 || dim == 64 || dim == 128; }
+bool attention_dim(int64_t dim) { return dim == 64 || dim == 128; }
 
 // The kernels for (device, dtype, head_dim), compiled at first use; `head_dim` -1: any
 // module of the device and dtype (compiling one without attention if there is none).
@@ -572,8 +596,8 @@ const Module& module_for(const at::Tensor& tensor, int head_dim) {
     head_dim = 0;
   }
   if (head_dim != 0 && !attention_dim(head_dim)) {
-    throw std::runtime_error("peirce kernels: the attention kernel takes head_dim 32, 64 or 128, "
-                             "not " + std::to_string(head_dim));
+    throw std::runtime_error("peirce kernels: the attention kernel takes head_dim 64 or 128, not " +
+                             std::to_string(head_dim));
   }
   const auto key = std::make_tuple(device, bf16, head_dim);
   auto found = modules.find(key);

@@ -42,7 +42,7 @@ pub const USAGE: &str =
 [--train-iterations N] [--optimizer master|offload|pure] [--gradient-checkpointing] \
 [--shared-reference] [--seed N] \
 [--threads N] [--skip-sample] [--skip-train] [--sampler continuous|static] [--cuda-graphs on|off] \
-[--kernels libtorch|exact|all] [--skewed-requests N] [--skewed-max-tokens N]";
+[--kernels libtorch|fused|all] [--skewed-requests N] [--skewed-max-tokens N]";
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -618,23 +618,23 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
                 .sum();
             tokens as f64 / a.len().max(1) as f64
         };
-        // peirce's exact kernels give libtorch's ops' bits: the same tokens as without them.
-        // Its attention rounds differently: how far its tokens follow the exact kernels',
-        // and its error against fp32 beside libtorch's attention's.
+        // peirce's fused kernels compute libtorch's ops' arithmetic: how many rows give the same
+        // tokens as without them. Its attention rounds differently: how far its tokens follow
+        // the fused kernels', and its error against fp32 beside libtorch's attention's.
         if stats.kernels != Kernels::Libtorch {
             let with = |kernels: Kernels| SamplingParams {
                 kernels,
                 ..check.clone()
             };
-            let (exact, _) = match stats.kernels {
-                Kernels::Exact => (graphs.clone(), stats),
-                _ => run(&with(Kernels::Exact))?,
+            let (fused, _) = match stats.kernels {
+                Kernels::Fused => (graphs.clone(), stats),
+                _ => run(&with(Kernels::Fused))?,
             };
             let (libtorch, _) = run(&with(Kernels::Libtorch))?;
-            result["rows_equal_exact_vs_libtorch"] = json!(same(&exact, &libtorch));
+            result["rows_equal_fused_vs_libtorch"] = json!(same(&fused, &libtorch));
             if stats.kernels == Kernels::All {
-                result["rows_equal_all_vs_exact"] = json!(same(&graphs, &exact));
-                result["mean_common_prefix_all_vs_exact"] = json!(common_prefix(&graphs, &exact));
+                result["rows_equal_all_vs_fused"] = json!(same(&graphs, &fused));
+                result["mean_common_prefix_all_vs_fused"] = json!(common_prefix(&graphs, &fused));
                 result["attention_error"] =
                     attention_error(&model.config, options.dtype, device, options.batch as i64)?;
             }
@@ -688,7 +688,7 @@ fn attention_error(
             None,
             false,
         )?;
-        Ok(y.f_view([rows, heads, dim])?.f_to_kind(Kind::Float)?)
+        Ok(y.f_reshape([rows, heads, dim])?.f_to_kind(Kind::Float)?)
     };
     let reference = libtorch(Kind::Float)?;
     let ours = kernels::decode_attention(

@@ -586,9 +586,9 @@ impl KvCache {
             let size = layer.keys.size();
             let (kv_heads, head_dim) = (size[1], size[3]);
             let groups = self.heads / kv_heads.max(1);
-            // The attention kernel where it takes this shape; the exact ones everywhere.
+            // The attention kernel where it is the faster; the fused ones everywhere.
             let choice = match choice {
-                Kernels::All if !kernels::attention_fits(head_dim, groups) => Kernels::Exact,
+                Kernels::All if !kernels::attention_chosen(head_dim, groups) => Kernels::Fused,
                 other => other,
             };
             let attention = if choice == Kernels::All { head_dim } else { 0 };

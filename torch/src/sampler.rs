@@ -59,8 +59,8 @@ pub struct SamplingParams {
     /// (false: launch its kernels one by one, as on the CPU).
     pub cuda_graphs: bool,
     /// Continuous batching on a CUDA device: which kernels the decoding step runs
-    /// ([`crate::kernels`]): libtorch's ops, peirce's fused kernels that give the same bits,
-    /// or those and peirce's decoding attention.
+    /// ([`crate::kernels`]): libtorch's ops, peirce's fused kernels,
+    /// or those and peirce's decoding attention where it is the faster (the default).
     pub kernels: Kernels,
 }
 
@@ -77,7 +77,7 @@ impl Default for SamplingParams {
             pad: 0,
             check_every: 8,
             cuda_graphs: true,
-            kernels: Kernels::Libtorch,
+            kernels: Kernels::All,
         }
     }
 }
