@@ -401,13 +401,16 @@ struct Api {
   const char* (*nvrtcGetErrorString)(nvrtcResult);
 };
 
-template <typename F>
-void bind(void* library, const char* name, F* slot) {
+// Looks up each (name, slot) pair's symbol in `library` and stores it in the slot.
+void bind(void*) {}
+template <typename F, typename... Rest>
+void bind(void* library, const char* name, F* slot, Rest... rest) {
   void* symbol = dlsym(library, name);
   if (symbol == nullptr) {
     throw std::runtime_error(std::string("peirce kernels: no ") + name + " in the CUDA libraries");
   }
   *slot = reinterpret_cast<F>(symbol);
+  bind(library, rest...);
 }
 
 // NVRTC of the CUDA major version the headers (and so libtorch) were built for: already
@@ -461,18 +464,14 @@ const Api& api() {
     }
     void* nvrtc = open_nvrtc();
     load_builtins(nvrtc);
-    bind(cuda, "cuModuleLoadData", &api.cuModuleLoadData);
-    bind(cuda, "cuModuleGetFunction", &api.cuModuleGetFunction);
-    bind(cuda, "cuLaunchKernel", &api.cuLaunchKernel);
-    bind(cuda, "cuGetErrorString", &api.cuGetErrorString);
-    bind(nvrtc, "nvrtcCreateProgram", &api.nvrtcCreateProgram);
-    bind(nvrtc, "nvrtcCompileProgram", &api.nvrtcCompileProgram);
-    bind(nvrtc, "nvrtcGetProgramLogSize", &api.nvrtcGetProgramLogSize);
-    bind(nvrtc, "nvrtcGetProgramLog", &api.nvrtcGetProgramLog);
-    bind(nvrtc, "nvrtcGetCUBINSize", &api.nvrtcGetCUBINSize);
-    bind(nvrtc, "nvrtcGetCUBIN", &api.nvrtcGetCUBIN);
-    bind(nvrtc, "nvrtcDestroyProgram", &api.nvrtcDestroyProgram);
-    bind(nvrtc, "nvrtcGetErrorString", &api.nvrtcGetErrorString);
+#define PEIRCE_SYMBOL(name) #name, &api.name
+    bind(cuda, PEIRCE_SYMBOL(cuModuleLoadData), PEIRCE_SYMBOL(cuModuleGetFunction),
+         PEIRCE_SYMBOL(cuLaunchKernel), PEIRCE_SYMBOL(cuGetErrorString));
+    bind(nvrtc, PEIRCE_SYMBOL(nvrtcCreateProgram), PEIRCE_SYMBOL(nvrtcCompileProgram),
+         PEIRCE_SYMBOL(nvrtcGetProgramLogSize), PEIRCE_SYMBOL(nvrtcGetProgramLog),
+         PEIRCE_SYMBOL(nvrtcGetCUBINSize), PEIRCE_SYMBOL(nvrtcGetCUBIN),
+         PEIRCE_SYMBOL(nvrtcDestroyProgram), PEIRCE_SYMBOL(nvrtcGetErrorString));
+#undef PEIRCE_SYMBOL
     return api;
   }();
   return loaded;
@@ -608,11 +607,20 @@ const Module& module_for(const at::Tensor& tensor, int head_dim) {
   return found->second;
 }
 
-void launch(CUfunction function, dim3 grid, dim3 block, void** arguments) {
+// Launches `function` on the current stream with `arguments`, each passed as the exact type
+// the kernel declares (pointers as void*, int, long long, float).
+template <typename... Args>
+void launch(CUfunction function, dim3 grid, dim3 block, Args... values) {
+  void* arguments[] = {static_cast<void*>(&values)...};
   const auto stream = at::cuda::getCurrentCUDAStream();
   check(api().cuLaunchKernel(function, grid.x, grid.y, grid.z, block.x, block.y, block.z, 0,
                              stream.stream(), arguments, nullptr),
         "launching a kernel");
+}
+
+// The distance between two rows' positions, in elements (one position per row).
+long long position_stride(const at::Tensor& positions) {
+  return positions.dim() == 0 ? 0 : positions.stride(0);
 }
 
 void require(bool condition, const char* what) {
@@ -635,7 +643,6 @@ char* guarded(F&& body) {
     return peirce_message("unknown C++ exception in peirce kernels");
   }
 }
-#endif
 
 extern "C" {
 
@@ -643,12 +650,7 @@ extern "C" {
 // and dtype, the attention kernel for `head_dim` (0: without it); an error says why they
 // cannot run there.
 char* peirce_kernels_prepare(at::Tensor* like, int64_t head_dim) {
-#ifdef PEIRCE_CUDA_KERNELS
   return guarded([&] { module_for(*like, static_cast<int>(head_dim)); });
-#else
-  (void)like, (void)head_dim;
-  return peirce_message("this peirce-worker was built without CUDA kernels");
-#endif
 }
 
 // See `rope_write` above. qkv: [rows, (heads + 2 kv_heads) dim] contiguous; cos, sin:
@@ -658,7 +660,6 @@ char* peirce_kernels_prepare(at::Tensor* like, int64_t head_dim) {
 char* peirce_rope_write(at::Tensor* qkv, at::Tensor* cos, at::Tensor* sin,
                         at::Tensor* positions, at::Tensor* q, at::Tensor* keys,
                         at::Tensor* values, int64_t heads, int64_t kv_heads) {
-#ifdef PEIRCE_CUDA_KERNELS
   return guarded([&] {
     const Module& kernels = module_for(*qkv, -1);
     const int64_t rows = keys->size(0);
@@ -683,35 +684,18 @@ char* peirce_rope_write(at::Tensor* qkv, at::Tensor* cos, at::Tensor* sin,
     }
     require(positions->device() == qkv->device(), "positions must be on qkv's device");
     OnDevice on(qkv->device());
-    long long position_stride = positions->dim() == 0 ? 0 : positions->stride(0);
-    void* qkv_ptr = qkv->data_ptr();
-    void* cos_ptr = cos->data_ptr();
-    void* sin_ptr = sin->data_ptr();
-    void* positions_ptr = positions->data_ptr();
-    void* q_ptr = q->data_ptr();
-    void* keys_ptr = keys->data_ptr();
-    void* values_ptr = values->data_ptr();
-    int heads_int = static_cast<int>(heads);
-    int kv_heads_int = static_cast<int>(kv_heads);
-    long long capacity_ll = capacity;
-    void* arguments[] = {&qkv_ptr, &cos_ptr,   &sin_ptr,   &positions_ptr,
-                         &position_stride, &q_ptr, &keys_ptr, &values_ptr,
-                         &heads_int, &kv_heads_int, &dim, &capacity_ll};
     launch(kernels.rope_write,
            dim3(static_cast<unsigned>(rows), static_cast<unsigned>(heads + 2 * kv_heads)),
-           dim3(static_cast<unsigned>(dim)), arguments);
+           dim3(static_cast<unsigned>(dim)), qkv->data_ptr(), cos->data_ptr(), sin->data_ptr(),
+           positions->data_ptr(), position_stride(*positions), q->data_ptr(), keys->data_ptr(),
+           values->data_ptr(), static_cast<int>(heads), static_cast<int>(kv_heads), dim,
+           static_cast<long long>(capacity));
   });
-#else
-  (void)qkv, (void)cos, (void)sin, (void)positions, (void)q, (void)keys, (void)values;
-  (void)heads, (void)kv_heads;
-  return peirce_message("this peirce-worker was built without CUDA kernels");
-#endif
 }
 
 // out ([rows, inner], contiguous) = silu(gate) * up for gate_up ([rows, 2 inner],
 // contiguous).
 char* peirce_silu_mul(at::Tensor* gate_up, at::Tensor* out) {
-#ifdef PEIRCE_CUDA_KERNELS
   return guarded([&] {
     const Module& kernels = module_for(*gate_up, -1);
     require(gate_up->is_contiguous() && out->is_contiguous(), "tensors must be contiguous");
@@ -725,18 +709,12 @@ char* peirce_silu_mul(at::Tensor* gate_up, at::Tensor* out) {
       return;
     }
     OnDevice on(gate_up->device());
-    void* in_ptr = gate_up->data_ptr();
-    void* out_ptr = out->data_ptr();
-    void* arguments[] = {&in_ptr, &out_ptr, &rows, &inner};
     const long long threads = 256;
     const long long blocks = std::min<long long>((rows * inner + threads - 1) / threads, 65535);
     launch(kernels.silu_mul, dim3(static_cast<unsigned>(blocks)),
-           dim3(static_cast<unsigned>(threads)), arguments);
+           dim3(static_cast<unsigned>(threads)), gate_up->data_ptr(), out->data_ptr(), rows,
+           inner);
   });
-#else
-  (void)gate_up, (void)out;
-  return peirce_message("this peirce-worker was built without CUDA kernels");
-#endif
 }
 
 // Decoding attention of one new token per row: q ([rows, heads, dim], contiguous) over the
@@ -747,7 +725,6 @@ char* peirce_silu_mul(at::Tensor* gate_up, at::Tensor* out) {
 char* peirce_decode_attention(at::Tensor* q, at::Tensor* keys, at::Tensor* values,
                               at::Tensor* positions, at::Tensor* partial, at::Tensor* stats,
                               at::Tensor* out, int64_t chunk) {
-#ifdef PEIRCE_CUDA_KERNELS
   return guarded([&] {
     require(keys->dim() == 4 && values->sizes() == keys->sizes() && keys->is_contiguous() &&
                 values->is_contiguous(),
@@ -783,36 +760,41 @@ char* peirce_decode_attention(at::Tensor* q, at::Tensor* keys, at::Tensor* value
       return;
     }
     OnDevice on(q->device());
-    long long position_stride = positions->dim() == 0 ? 0 : positions->stride(0);
-    void* q_ptr = q->data_ptr();
-    void* keys_ptr = keys->data_ptr();
-    void* values_ptr = values->data_ptr();
-    void* positions_ptr = positions->data_ptr();
-    void* partial_ptr = partial->data_ptr();
-    void* stats_ptr = stats->data_ptr();
-    void* out_ptr = out->data_ptr();
-    int heads_int = static_cast<int>(heads);
-    int kv_heads_int = static_cast<int>(kv_heads);
-    long long capacity_ll = capacity;
-    int chunk_int = static_cast<int>(chunk);
-    float scale = 1.0f / std::sqrt(static_cast<float>(dim));
-    void* partial_arguments[] = {&q_ptr,     &keys_ptr,     &values_ptr,   &positions_ptr,
-                                 &position_stride, &partial_ptr, &stats_ptr, &heads_int,
-                                 &kv_heads_int, &capacity_ll,  &chunk_int, &scale};
+    const float scale = 1.0f / std::sqrt(static_cast<float>(dim));
     launch(kernels.attention_partial,
            dim3(static_cast<unsigned>(rows), static_cast<unsigned>(kv_heads),
                 static_cast<unsigned>(splits)),
-           dim3(128), partial_arguments);
-    int splits_int = static_cast<int>(splits);
-    void* combine_arguments[] = {&partial_ptr, &stats_ptr, &out_ptr, &splits_int, &dim};
+           dim3(128), q->data_ptr(), keys->data_ptr(), values->data_ptr(), positions->data_ptr(),
+           position_stride(*positions), partial->data_ptr(), stats->data_ptr(),
+           static_cast<int>(heads), static_cast<int>(kv_heads), static_cast<long long>(capacity),
+           static_cast<int>(chunk), scale);
     launch(kernels.attention_combine, dim3(static_cast<unsigned>(rows * heads)),
-           dim3(static_cast<unsigned>(dim)), combine_arguments);
+           dim3(static_cast<unsigned>(dim)), partial->data_ptr(), stats->data_ptr(),
+           out->data_ptr(), static_cast<int>(splits), dim);
   });
-#else
-  (void)q, (void)keys, (void)values, (void)positions, (void)partial, (void)stats, (void)out;
-  (void)chunk;
-  return peirce_message("this peirce-worker was built without CUDA kernels");
-#endif
 }
 
 }  // extern "C"
+#else
+// Without the CUDA headers: every entry point says so.
+namespace at {
+class Tensor;
+}  // namespace at
+
+namespace {
+char* unavailable() { return peirce_message("this peirce-worker was built without CUDA kernels"); }
+}  // namespace
+
+extern "C" {
+char* peirce_kernels_prepare(at::Tensor*, int64_t) { return unavailable(); }
+char* peirce_rope_write(at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*,
+                        at::Tensor*, at::Tensor*, int64_t, int64_t) {
+  return unavailable();
+}
+char* peirce_silu_mul(at::Tensor*, at::Tensor*) { return unavailable(); }
+char* peirce_decode_attention(at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*,
+                              at::Tensor*, at::Tensor*, int64_t) {
+  return unavailable();
+}
+}  // extern "C"
+#endif  // PEIRCE_CUDA_KERNELS
