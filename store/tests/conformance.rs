@@ -458,6 +458,56 @@ mod local_only {
         assert!(names_in(&root(&fixture).join("quarantine")).is_empty());
     }
 
+    /// Publishing bytes the store already holds keeps its file even when this process no
+    /// longer vouches for the file's stamp (other nodes' links and input checks move its
+    /// change time): the file is hashed and kept, not replaced, so a node that holds it as
+    /// its input and replaced its own name for it still finds it in the store when its
+    /// input is checked. Found by the meta-alignment test: two verify nodes shared an input
+    /// file, one published the same bytes while the other ran, and the other's check said
+    /// its input had left the store.
+    #[tokio::test]
+    async fn publishing_bytes_the_store_holds_keeps_the_file_nodes_hold() {
+        use std::os::unix::fs::MetadataExt;
+        let fixture = Fixture::local();
+        let scratch = tempfile::tempdir().unwrap();
+        let source = scratch.path().join("source");
+        fs::create_dir(&source).unwrap();
+        fs::write(source.join("reward.py"), b"def reward(): return 1\n").unwrap();
+        let (tree, listing) = fixture.store.publish_dir(&source).await.unwrap();
+        let digest = listing.get("reward.py").unwrap().digest;
+        let blob = root(&fixture).join(blob_location(digest));
+        let inode = fs::metadata(&blob).unwrap().ino();
+
+        let node = scratch.path().join("node");
+        let input = fixture.store.materialize_input(tree, &node).await.unwrap();
+        // The node replaces its link by a copy of the same bytes (allowed: the store is
+        // untouched), and the blob's change time moves as another node's link moves it.
+        let linked = node.join("reward.py");
+        let bytes = fs::read(&linked).unwrap();
+        fs::remove_file(&linked).unwrap();
+        fs::write(&linked, &bytes).unwrap();
+        fs::set_permissions(&blob, fs::Permissions::from_mode(0o444)).unwrap();
+
+        // Another node publishes the same bytes.
+        let output = scratch.path().join("output");
+        fs::create_dir(&output).unwrap();
+        fs::write(output.join("copy.py"), &bytes).unwrap();
+        fixture.store.publish_dir(&output).await.unwrap();
+        assert_eq!(
+            fs::metadata(&blob).unwrap().ino(),
+            inode,
+            "the blob was replaced"
+        );
+        assert_eq!(fixture.store.check_input(&input).await.unwrap(), vec![]);
+
+        // A blob whose bytes no longer match its name is still replaced by a sound copy.
+        fs::set_permissions(&blob, fs::Permissions::from_mode(0o644)).unwrap();
+        fs::write(&blob, b"def reward(): return 0\n").unwrap();
+        fixture.store.publish_dir(&output).await.unwrap();
+        assert_ne!(fs::metadata(&blob).unwrap().ino(), inode);
+        assert_eq!(fs::read(&blob).unwrap(), bytes);
+    }
+
     /// A node's output folder is published without copying: a 1 GiB sparse file becomes the
     /// blob itself (one inode), holes and all, so publishing takes no extra disk. A file with
     /// another name outside the folder is copied, and the copy keeps its holes too.

@@ -213,7 +213,15 @@ impl Store {
                 fs::copy(&source, dest).map_err(|error| Error::io(dest, error))?;
                 set_mode(dest, 0o555)?;
             } else if fs::hard_link(&source, dest).is_ok() {
-                return Ok((before, true));
+                // The link must name the file verified above: one replaced in between (a
+                // corrupt blob healed by a publish) gets this reader a private copy instead.
+                if stamp_of(dest)?.same_file(&before) {
+                    return Ok((before, true));
+                }
+                let _ = fs::remove_file(dest);
+                return self
+                    .private_verified_copy(digest, &source, dest, executable)
+                    .await;
             } else {
                 fs::copy(&source, dest).map_err(|error| Error::io(dest, error))?;
                 set_mode(dest, 0o444)?;
@@ -319,17 +327,32 @@ fn install_or_drop(
         .copied()
         .flatten();
     let store_path = root.join(blob_location(&digest));
-    // An existing blob is kept only if this process hashed it and it has not changed since;
-    // otherwise the verified file replaces it (a same-size blob may still be corrupt,
-    // docs/architecture.md §5). Nodes holding links to the old file keep it.
+    // An existing blob is kept if this process hashed it and it has not changed since, or
+    // if it hashes to its name now (its stamp moves whenever a node's input links it, or
+    // an input check sets its mode back). Only a corrupt or missing one is replaced by the
+    // verified file (a same-size blob may still be corrupt, docs/architecture.md §5):
+    // replacing a sound one would take it from under the nodes that hold it linked as
+    // their input, whose check then finds their file gone from the store.
     let current = FileStamp::of_path(&store_path).ok();
     if current.is_some() && current == known {
         let _ = fs::remove_file(temp);
-        Ok(false)
-    } else {
-        install_file(temp, &store_path)?;
-        Ok(true)
+        return Ok(false);
     }
+    if let Some(before) = current {
+        if let Ok((actual, _)) = hash_file(&store_path) {
+            let after = FileStamp::of_path(&store_path).ok();
+            if actual == digest && after == Some(before) {
+                let _ = fs::remove_file(temp);
+                verified
+                    .lock()
+                    .expect("verified set lock")
+                    .insert(digest, Some(before));
+                return Ok(false);
+            }
+        }
+    }
+    install_file(temp, &store_path)?;
+    Ok(true)
 }
 
 /// What tells that a file changed: its identity, size, modification and change times.
