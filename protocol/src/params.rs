@@ -330,7 +330,7 @@ pub enum Algorithm {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DecodeKernels {
-    /// libtorch's ops only (and what runs wherever peirce's kernels cannot: a CPU, fp16).
+    /// libtorch's ops only (and what runs wherever peirce's kernels cannot: a CPU, fp32, fp16).
     #[default]
     Libtorch,
     /// peirce's fused rotary + KV-cache write and SwiGLU kernels (libtorch's arithmetic in

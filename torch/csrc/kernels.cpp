@@ -4,14 +4,15 @@
 //
 // Why: a decoding step of a small batch is mostly matrix products that read the weights
 // once, plus a tail of small kernels that each cost a launch and a pass over the
-// activations. Two of those tails are fused here, each into one kernel that gives the same
-// bits as the libtorch ops it replaces (the same fp32 arithmetic, rounded to the tensor's
-// dtype once at the same points):
+// activations. Two of those tails are fused here, each into one kernel that computes what
+// the libtorch ops it replaces compute (fp32 arithmetic, rounded to bf16 at the same points):
 //   - `peirce_rope_write`: the rotary embedding of q and k, the new key and value written
 //     at each row's own position of the KV cache, and q laid out for attention (replaces a
 //     batched matrix product and two scatters);
 //   - `peirce_silu_mul`: SwiGLU's `silu(gate) * up` from the concatenated gate/up product
 //     (replaces two elementwise kernels).
+// And `peirce_decode_attention` is a split-K decoding attention in which each row reads its
+// own keys only. bfloat16 only: the dtype they were measured in on the GPU.
 //
 // No CUDA toolkit is needed to build or run this: the driver (`libcuda.so.1`) and NVRTC
 // (`libnvrtc.so.<CUDA major>`, shipped with PyTorch's CUDA wheels beside torch) are opened
@@ -34,7 +35,6 @@
 #include <dlfcn.h>
 
 #include <map>
-#include <tuple>
 #include <mutex>
 #include <stdexcept>
 #include <utility>
@@ -51,12 +51,11 @@
 
 namespace {
 
-// The kernels, as CUDA C++ for NVRTC. `scalar` is the tensors' element type and `load` /
-// `store` convert it to and from fp32: bfloat16 is handled as its 16 bits (an fp32's top
-// half, stored with round-to-nearest-even as libtorch rounds), so the source needs no
-// header. PEIRCE_BF16 picks the variant.
+// The kernels, as CUDA C++ for NVRTC, for bfloat16 tensors (the dtype they were measured
+// in; others keep libtorch's ops). `scalar` is the element type, handled as its 16 bits (an
+// fp32's top half, stored with round-to-nearest-even as libtorch rounds), so the source
+// needs no header; `load` and `store` convert it to and from fp32.
 const char* kSource = R"CUDA(
-#ifdef PEIRCE_BF16
 typedef unsigned short scalar;
 __device__ __forceinline__ float load(scalar v) { return __uint_as_float(((unsigned)v) << 16); }
 __device__ __forceinline__ scalar store(float f) {
@@ -65,11 +64,6 @@ __device__ __forceinline__ scalar store(float f) {
   u += 0x7fffu + ((u >> 16) & 1u);
   return (scalar)(u >> 16);
 }
-#else
-typedef float scalar;
-__device__ __forceinline__ float load(scalar v) { return v; }
-__device__ __forceinline__ scalar store(float f) { return f; }
-#endif
 
 // One block per (row, head of q, k or v), one thread per element of the head.
 // qkv: [rows, heads + 2 kv_heads, dim], the fused projection's output.
@@ -155,9 +149,8 @@ extern "C" __global__ void silu_mul(const scalar* __restrict__ gate_up,
 #define K_KEY_LANES (PEIRCE_THREADS / K_LANES)
 #define K_KEYS_PER_THREAD (PEIRCE_BLOCK_KEYS / K_KEY_LANES)
 
-// 8 consecutive elements as loaded (16 bytes of bf16, 32 of fp32), read as fp32 one by one
-// (`e` is a constant once the loops are unrolled), so registers hold the raw bytes.
-#ifdef PEIRCE_BF16
+// 8 consecutive elements as loaded (16 bytes), read as fp32 one by one (`e` is a constant
+// once the loops are unrolled), so registers hold the raw bytes.
 typedef uint4 Raw8;
 __device__ __forceinline__ Raw8 load8(const scalar* p) { return *reinterpret_cast<const uint4*>(p); }
 __device__ __forceinline__ Raw8 zero8() { return make_uint4(0u, 0u, 0u, 0u); }
@@ -165,28 +158,6 @@ __device__ __forceinline__ float element(const Raw8& r, int e) {
   const unsigned w = e < 2 ? r.x : e < 4 ? r.y : e < 6 ? r.z : r.w;
   return (e & 1) ? __uint_as_float(w & 0xffff0000u) : __uint_as_float(w << 16);
 }
-#else
-struct Raw8 {
-  float4 a, b;
-};
-__device__ __forceinline__ Raw8 load8(const scalar* p) {
-  Raw8 r;
-  r.a = *reinterpret_cast<const float4*>(p);
-  r.b = *reinterpret_cast<const float4*>(p + 4);
-  return r;
-}
-__device__ __forceinline__ Raw8 zero8() {
-  Raw8 r;
-  r.a = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-  r.b = r.a;
-  return r;
-}
-__device__ __forceinline__ float element(const Raw8& r, int e) {
-  const float4& h = e < 4 ? r.a : r.b;
-  const int i = e & 3;
-  return i == 0 ? h.x : i == 1 ? h.y : i == 2 ? h.z : h.w;
-}
-#endif
 
 extern "C" __global__ void __launch_bounds__(PEIRCE_THREADS) decode_attention_partial(
     const scalar* __restrict__ q, const scalar* __restrict__ keys,
@@ -522,9 +493,9 @@ struct Module {
   CUfunction attention_combine = nullptr;
 };
 
-// Compiles the kernels for the current device's architecture, `bf16` or fp32 and the
-// attention's `head_dim` (0: no attention kernel), and loads them into the current context.
-Module compile(bool bf16, int head_dim) {
+// Compiles the kernels for the current device's architecture and the attention's
+// `head_dim` (0: no attention kernel), and loads them into the current context.
+Module compile(int head_dim) {
   const Api& cuda = api();
   const cudaDeviceProp* properties = at::cuda::getCurrentDeviceProperties();
   const std::string arch = "--gpu-architecture=sm_" + std::to_string(properties->major) +
@@ -533,9 +504,6 @@ Module compile(bool bf16, int head_dim) {
   check(cuda.nvrtcCreateProgram(&program, kSource, "peirce_kernels.cu", 0, nullptr, nullptr),
         "creating the program");
   std::vector<const char*> options{arch.c_str(), "--std=c++17"};
-  if (bf16) {
-    options.push_back("-DPEIRCE_BF16");
-  }
   const std::string dim_option = "-DPEIRCE_HEAD_DIM=" + std::to_string(head_dim);
   if (head_dim > 0) {
     options.push_back(dim_option.c_str());
@@ -572,23 +540,22 @@ Module compile(bool bf16, int head_dim) {
 // Head sizes the attention kernel is compiled for.
 bool attention_dim(int64_t dim) { return dim == 64 || dim == 128; }
 
-// The kernels for (device, dtype, head_dim), compiled at first use; `head_dim` -1: any
-// module of the device and dtype (compiling one without attention if there is none).
+// The kernels for (device, head_dim), compiled at first use; `head_dim` -1: any module of
+// the device (compiling one without attention if there is none).
 const Module& module_for(const at::Tensor& tensor, int head_dim) {
   if (!tensor.is_cuda()) {
     throw std::runtime_error("peirce kernels: tensors must be on a CUDA device");
   }
-  const bool bf16 = tensor.scalar_type() == at::kBFloat16;
-  if (!bf16 && tensor.scalar_type() != at::kFloat) {
-    throw std::runtime_error("peirce kernels: bfloat16 or float32 only");
+  if (tensor.scalar_type() != at::kBFloat16) {
+    throw std::runtime_error("peirce kernels: bfloat16 only");
   }
   static std::mutex mutex;
-  static std::map<std::tuple<int, bool, int>, Module> modules;
+  static std::map<std::pair<int, int>, Module> modules;
   std::lock_guard<std::mutex> lock(mutex);
   const int device = static_cast<int>(tensor.get_device());
   if (head_dim < 0) {
     for (const auto& [key, module] : modules) {
-      if (std::get<0>(key) == device && std::get<1>(key) == bf16) {
+      if (key.first == device) {
         return module;
       }
     }
@@ -598,11 +565,11 @@ const Module& module_for(const at::Tensor& tensor, int head_dim) {
     throw std::runtime_error("peirce kernels: the attention kernel takes head_dim 64 or 128, not " +
                              std::to_string(head_dim));
   }
-  const auto key = std::make_tuple(device, bf16, head_dim);
+  const auto key = std::make_pair(device, head_dim);
   auto found = modules.find(key);
   if (found == modules.end()) {
     OnDevice on(tensor.device());
-    found = modules.emplace(key, compile(bf16, head_dim)).first;
+    found = modules.emplace(key, compile(head_dim)).first;
   }
   return found->second;
 }

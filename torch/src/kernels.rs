@@ -24,9 +24,9 @@
 //! measures its error against libtorch's attention.
 //!
 //! The kernels are CUDA C++ compiled at run time by NVRTC (which PyTorch's CUDA wheels
-//! ship) for the GPU at hand, bf16 or fp32, and launched on libtorch's current stream, so a
+//! ship) for the GPU at hand, for bf16 tensors (the dtype they were measured in), and launched on libtorch's current stream, so a
 //! captured CUDA graph records them. [`prepare`] compiles them once per device and dtype
-//! and says why they cannot run where they cannot (a CPU, fp16, a build without the CUDA
+//! and says why they cannot run where they cannot (a CPU, fp32 or fp16, a build without the CUDA
 //! headers, no NVRTC): the caller then keeps libtorch's ops.
 
 use std::ffi::c_char;
@@ -65,9 +65,9 @@ pub fn prepare(like: &Tensor, head_dim: i64) -> Result<()> {
             like.device()
         )));
     }
-    if !matches!(like.kind(), Kind::BFloat16 | Kind::Float) {
+    if like.kind() != Kind::BFloat16 {
         return Err(TorchError::Invalid(format!(
-            "peirce kernels take bfloat16 or float32, not {:?}",
+            "peirce kernels take bfloat16 (the dtype they were measured in), not {:?}",
             like.kind()
         )));
     }

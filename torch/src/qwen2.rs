@@ -575,7 +575,7 @@ impl KvCache {
     }
 
     /// Which kernels [`Qwen2::decode_slots`] runs on this cache ([`crate::kernels`]):
-    /// libtorch's by default; peirce's where they can run (a CUDA device, bf16 or fp32, a
+    /// libtorch's by default; peirce's where they can run (a CUDA device, bf16, a
     /// build with them). The error says why they cannot, leaving libtorch's.
     pub fn use_kernels(&mut self, choice: Kernels) -> Result<()> {
         self.kernels = Kernels::Libtorch;

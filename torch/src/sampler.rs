@@ -670,7 +670,7 @@ impl<'m> Decoder<'m> {
         };
         let mut cache = KvCache::new(model, slots, capacity)?;
         if params.kernels != Kernels::Libtorch && device.is_cuda() {
-            // Where they cannot run (fp16, no NVRTC), libtorch's ops do the same work.
+            // Where they cannot run (fp32, fp16, no NVRTC), libtorch's ops do the same work.
             if let Err(error) = cache.use_kernels(params.kernels) {
                 eprintln!("peirce-worker: decoding with libtorch's kernels: {error}");
             }
