@@ -613,8 +613,8 @@ char* guarded(F&& body) {
 
 extern "C" {
 
-// Compiles (once per device, dtype and head size) and loads the kernels for `like`'s device
-// and dtype, the attention kernel for `head_dim` (0: without it); an error says why they
+// Compiles (once per device and head size) and loads the kernels for `like`'s device
+// (bf16 only), the attention kernel for `head_dim` (0: without it); an error says why they
 // cannot run there.
 char* peirce_kernels_prepare(at::Tensor* like, int64_t head_dim) {
   return guarded([&] { module_for(*like, static_cast<int>(head_dim)); });

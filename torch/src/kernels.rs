@@ -24,10 +24,11 @@
 //! measures its error against libtorch's attention.
 //!
 //! The kernels are CUDA C++ compiled at run time by NVRTC (which PyTorch's CUDA wheels
-//! ship) for the GPU at hand, for bf16 tensors (the dtype they were measured in), and launched on libtorch's current stream, so a
-//! captured CUDA graph records them. [`prepare`] compiles them once per device and dtype
-//! and says why they cannot run where they cannot (a CPU, fp32 or fp16, a build without the CUDA
-//! headers, no NVRTC): the caller then keeps libtorch's ops.
+//! ship) for the GPU at hand, for bf16 tensors (the dtype they were measured in), and
+//! launched on libtorch's current stream, so a captured CUDA graph records them.
+//! [`prepare`] compiles them once per device and head size and says why they cannot run
+//! where they cannot (a CPU, fp32 or fp16, a build without the CUDA headers, no NVRTC): the
+//! caller then keeps libtorch's ops.
 
 use std::ffi::c_char;
 
@@ -55,9 +56,9 @@ pub fn attention_chosen(head_dim: i64, groups: i64) -> bool {
     head_dim == 64 && attention_fits(head_dim, groups)
 }
 
-/// Compiles and loads the kernels for `like`'s device and dtype, with [`decode_attention`]
-/// for heads of `head_dim` (0: without it), once per triple (later calls return at once). An
-/// error says why they cannot run there.
+/// Compiles and loads the kernels for `like`'s device (`like` must be bf16), with
+/// [`decode_attention`] for heads of `head_dim` (0: without it), once per device and head
+/// size (later calls return at once). An error says why they cannot run there.
 pub fn prepare(like: &Tensor, head_dim: i64) -> Result<()> {
     if !like.device().is_cuda() {
         return Err(TorchError::Invalid(format!(
