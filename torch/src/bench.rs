@@ -26,7 +26,7 @@ use crate::kernels::{self, Kernels};
 use crate::optim::{Optimizer, StatePlacement};
 use crate::parallel::Ranks;
 use crate::pretrained::{self, parse_dtype, CONFIG};
-use crate::qwen2::{Config, Qwen2};
+use crate::qwen2::{self, Config, Qwen2};
 use crate::sampler::{
     self, generate, generate_requests, Batching, Completion, Finish, Request, SamplingParams,
     Schedule,
@@ -678,24 +678,11 @@ fn attention_error(
     let positions = Tensor::f_randint(attend, [rows, 1], (Kind::Int64, device))?;
     // libtorch's grouped decoding attention under the rows' masks, in `kind`.
     let libtorch = |kind: Kind| -> Result<Tensor> {
-        let hidden = Tensor::f_arange(attend, (Kind::Int64, device))?
-            .f_unsqueeze(0)?
-            .f_gt_tensor(&positions)?
-            .f_view([rows, 1, 1, attend])?;
-        let mask = Tensor::f_zeros([rows, 1, 1, attend], (kind, device))?
-            .f_masked_fill(&hidden, f64::NEG_INFINITY)?;
-        let grouped = q
-            .f_to_kind(kind)?
-            .f_view([rows, kv_heads, heads / kv_heads, dim])?;
-        let y = Tensor::f_scaled_dot_product_attention(
-            &grouped,
+        let y = qwen2::grouped_decode_attention(
+            &q.f_to_kind(kind)?.f_view([rows, heads, 1, dim])?,
             &keys.f_narrow(2, 0, attend)?.f_to_kind(kind)?,
             &values.f_narrow(2, 0, attend)?.f_to_kind(kind)?,
-            Some(&mask),
-            0.0,
-            false,
-            None,
-            false,
+            &qwen2::rows_mask(&positions, attend, kind)?,
         )?;
         Ok(y.f_reshape([rows, heads, dim])?.f_to_kind(Kind::Float)?)
     };

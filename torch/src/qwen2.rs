@@ -442,7 +442,12 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Mask) -> Result<Tens
 /// key/value heads: the `heads / kv_heads` query heads that share a key/value head are laid
 /// out as that head's queries (`[rows, kv_heads, groups, dim]`), which is the same
 /// arithmetic as grouped-query attention and reads each cached key and value once.
-fn grouped_decode_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor) -> Result<Tensor> {
+pub(crate) fn grouped_decode_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: &Tensor,
+) -> Result<Tensor> {
     let size = q.size();
     let (rows, heads, dim) = (size[0], size[1], size[3]);
     let kv_heads = k.size()[1];
@@ -478,6 +483,34 @@ struct LayerCache {
     keys: Tensor,
     values: Tensor,
     fused: FusedLayer,
+}
+
+impl LayerCache {
+    /// libtorch's attention of one new token per row (`q`: `[rows, heads, 1, dim]`) over
+    /// the first `attend` cached positions of every row, under the rows' mask
+    /// ([`rows_mask`]).
+    fn attend_rows(&self, q: &Tensor, attend: i64, mask: &Mask) -> Result<Tensor> {
+        let Mask::Explicit(mask) = mask else {
+            return Err(TorchError::Invalid("decoding rows needs their mask".into()));
+        };
+        let keys = self.keys.f_narrow(2, 0, attend)?;
+        let values = self.values.f_narrow(2, 0, attend)?;
+        grouped_decode_attention(q, &keys, &values, mask)
+    }
+}
+
+/// The mask of one new token per row (`positions`, `[rows, 1]`) over `attend` cached
+/// positions: each row sees its positions `0..=position` only. An additive bias
+/// (`[rows, 1, 1, attend]`, 0 or -inf) in `kind`, what the attention kernels take.
+pub(crate) fn rows_mask(positions: &Tensor, attend: i64, kind: Kind) -> Result<Tensor> {
+    let rows = positions.size()[0];
+    let device = positions.device();
+    let hidden = Tensor::f_arange(attend, (Kind::Int64, device))?
+        .f_unsqueeze(0)?
+        .f_gt_tensor(positions)?
+        .f_view([rows, 1, 1, attend])?;
+    Ok(Tensor::f_zeros([rows, 1, 1, attend], (kind, device))?
+        .f_masked_fill(&hidden, f64::NEG_INFINITY)?)
 }
 
 /// Where a forward pass writes its new keys and values in a [`KvCache`].
@@ -670,6 +703,11 @@ impl SelfAttention {
             Ok(t.f_view([batch, new, heads, self.head_dim])?
                 .f_transpose(1, 2)?)
         };
+        // `[batch, heads, new, dim]` to `[batch, new, heads * dim]`.
+        let merge = |y: Tensor| -> Result<Tensor> {
+            Ok(y.f_transpose(1, 2)?
+                .f_reshape([batch, new, self.heads * self.head_dim])?)
+        };
         if let (
             Some((cache, CacheWrite::Rows(_, attend))),
             Rotary::Kernel {
@@ -705,14 +743,7 @@ impl SelfAttention {
                 .f_view([batch, new, self.heads * self.head_dim])?);
             }
             let q = q.f_view([batch, self.heads, 1, self.head_dim])?;
-            let Mask::Explicit(mask) = mask else {
-                return Err(TorchError::Invalid("decoding rows needs their mask".into()));
-            };
-            let keys = cache.keys.f_narrow(2, 0, *attend)?;
-            let values = cache.values.f_narrow(2, 0, *attend)?;
-            return Ok(grouped_decode_attention(&q, &keys, &values, mask)?
-                .f_transpose(1, 2)?
-                .f_reshape([batch, new, self.heads * self.head_dim])?);
+            return merge(cache.attend_rows(&q, *attend, mask)?);
         }
         let (q, k, v) = match &cache {
             Some((cache, _)) => {
@@ -758,19 +789,11 @@ impl SelfAttention {
             Some((cache, CacheWrite::Rows(index, attend))) => {
                 let _ = cache.keys.f_scatter_(2, index, &k)?;
                 let _ = cache.values.f_scatter_(2, index, &v)?;
-                let Mask::Explicit(mask) = mask else {
-                    return Err(TorchError::Invalid("decoding rows needs their mask".into()));
-                };
-                let keys = cache.keys.f_narrow(2, 0, attend)?;
-                let values = cache.values.f_narrow(2, 0, attend)?;
-                grouped_decode_attention(&q, &keys, &values, mask)?
+                cache.attend_rows(&q, attend, mask)?
             }
             None => attention(&q, &k, &v, mask)?,
         };
-        let y = y
-            .f_transpose(1, 2)?
-            .f_reshape([batch, new, self.heads * self.head_dim])?;
-        Ok(y)
+        merge(y)
     }
 }
 
@@ -1092,17 +1115,8 @@ impl Qwen2 {
             )));
         }
         let rows = tokens.size()[0];
-        let device = self.device();
-        // Once per step, not per layer: the mask as an additive bias in the model's dtype
-        // (what the attention kernels take), and the rotations as matrices.
-        let keys = Tensor::f_arange(attend, (Kind::Int64, device))?.f_unsqueeze(0)?;
-        let hidden = keys
-            .f_gt_tensor(positions)?
-            .f_unsqueeze(1)?
-            .f_unsqueeze(1)?;
-        let mask = Tensor::f_zeros([rows, 1, 1, attend], (self.kind(), device))?
-            .f_masked_fill(&hidden, f64::NEG_INFINITY)?;
-        let mask = Mask::Explicit(mask);
+        // Once per step, not per layer: the mask and the rotations.
+        let mask = Mask::Explicit(rows_mask(positions, attend, self.kind())?);
         let cfg = &self.config;
         let index = positions
             .f_view([rows, 1, 1, 1])?
