@@ -50,8 +50,9 @@ pub fn attention_fits(head_dim: i64, groups: i64) -> bool {
 /// Whether [`Kernels::All`] runs [`decode_attention`] for heads of `head_dim` and `groups`
 /// query heads per key/value head: where it takes them and measured faster than libtorch's
 /// attention, at head_dim 64 (Qwen2-0.5B, batch 64, one H100: 1.70 against 1.95 ms per
-/// step). At head_dim 128 it measured slower (Qwen2.5-7B: 7.39 against 6.92 ms), and there
-/// `All` keeps libtorch's attention.
+/// step). At head_dim 128 it measured slower (Qwen2.5-7B: 7.39 against 6.92 ms; with at
+/// most four query heads per block, 7.47 against 7.11 ms), and there `All` keeps libtorch's
+/// attention.
 pub fn attention_chosen(head_dim: i64, groups: i64) -> bool {
     head_dim == 64 && attention_fits(head_dim, groups)
 }
