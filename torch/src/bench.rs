@@ -161,6 +161,8 @@ pub enum ModelSource {
 
 impl Default for BenchOptions {
     fn default() -> Self {
+        // The decoding defaults are the sampler's (what `align`, `domain-rl` and `eval` run).
+        let decoding = SamplingParams::default();
         Self {
             model: ModelSource::Preset("qwen2-0.5b".into()),
             device: Device::cuda_if_available(),
@@ -185,8 +187,8 @@ impl Default for BenchOptions {
             skip_sample: false,
             skip_train: false,
             sampler: BenchSampler::Continuous,
-            cuda_graphs: true,
-            kernels: Kernels::All,
+            cuda_graphs: decoding.cuda_graphs,
+            kernels: decoding.kernels,
             skewed_requests: 0,
             skewed_max_tokens: 8192,
         }
