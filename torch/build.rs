@@ -20,7 +20,8 @@
 //! `PEIRCE_CUDA_GRAPHS=0`) it builds as stubs that say graphs are unavailable.
 //! `csrc/kernels.cpp` holds peirce's own decoding kernels, compiled at run time by NVRTC
 //! (opened with dlopen, as is the driver: nothing more to link); it too needs the CUDA
-//! headers and is a stub without them.
+//! headers and is a stub without them. `csrc/profile.cpp` binds libtorch's profiler (Kineto),
+//! which the bench uses to say where a decoding step's time goes.
 
 use std::path::{Path, PathBuf};
 
@@ -46,6 +47,7 @@ fn build_dist_shim(lib: &Path, cuda: bool) {
         "csrc/optim.cpp",
         "csrc/graph.cpp",
         "csrc/kernels.cpp",
+        "csrc/profile.cpp",
         "csrc/message.h",
         "csrc/dist_nccl.cpp",
         "csrc/gloo-decl",
@@ -80,7 +82,8 @@ fn build_dist_shim(lib: &Path, cuda: bool) {
         .file("csrc/dist.cpp")
         .file("csrc/optim.cpp")
         .file("csrc/graph.cpp")
-        .file("csrc/kernels.cpp");
+        .file("csrc/kernels.cpp")
+        .file("csrc/profile.cpp");
 
     let cuda_include = if cuda { cuda_headers(torch) } else { None };
     if let Some(cuda_include) = &cuda_include {

@@ -11,7 +11,11 @@
 //!
 //! It measures wall-clock time around whole calls, after warm-up, with the device
 //! synchronized on both sides of each timing, and the training step's peak GPU memory as the
-//! driver reports it; it does not profile kernels.
+//! driver reports it. With `--profile-kernels N` it also profiles one more generation and its
+//! prefill alone (libtorch's profiler, [`crate::profile`]) and prints the `N` kernels that
+//! take most of a decoding step, each as milliseconds and launches per step, beside the sum of
+//! all kernels' time per step (what the step's wall time has beyond it is the device idle:
+//! launches, host work, synchronization).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -26,6 +30,7 @@ use crate::kernels::{self, Kernels};
 use crate::optim::{Optimizer, StatePlacement};
 use crate::parallel::Ranks;
 use crate::pretrained::{self, parse_dtype, CONFIG};
+use crate::profile;
 use crate::qwen2::{self, Config, Qwen2};
 use crate::sampler::{
     self, generate, generate_requests, Batching, Completion, Finish, Request, SamplingParams,
@@ -42,7 +47,7 @@ pub const USAGE: &str =
 [--train-iterations N] [--optimizer master|offload|pure] [--gradient-checkpointing] \
 [--shared-reference] [--seed N] \
 [--threads N] [--skip-sample] [--skip-train] [--sampler continuous|static] [--cuda-graphs on|off] \
-[--kernels libtorch|fused|all] [--skewed-requests N] [--skewed-max-tokens N]";
+[--kernels libtorch|fused|all] [--skewed-requests N] [--skewed-max-tokens N] [--profile-kernels N]";
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -106,6 +111,9 @@ pub struct BenchOptions {
     pub skewed_requests: usize,
     /// The skewed rollout's longest response.
     pub skewed_max_tokens: i64,
+    /// When above 0: profile a generation and print this many of its kernels that take most
+    /// of a decoding step.
+    pub profile_kernels: usize,
 }
 
 /// The sampler of the bench's generation figure.
@@ -191,6 +199,7 @@ impl Default for BenchOptions {
             kernels: decoding.kernels,
             skewed_requests: 0,
             skewed_max_tokens: 8192,
+            profile_kernels: 0,
         }
     }
 }
@@ -248,6 +257,7 @@ impl BenchOptions {
                 }
                 "--skewed-requests" => options.skewed_requests = number(flag, value()?)?,
                 "--skewed-max-tokens" => options.skewed_max_tokens = number(flag, value()?)?,
+                "--profile-kernels" => options.profile_kernels = number(flag, value()?)?,
                 other => {
                     return Err(TorchError::Invalid(format!(
                         "unknown bench argument `{other}`"
@@ -653,6 +663,39 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
         result["rows_equal_continuous_vs_static"] = json!(same(&graphs, &fixed));
         result["mean_common_prefix_continuous_vs_static"] = json!(common_prefix(&graphs, &fixed));
         result["rows"] = json!(prompts.len());
+    }
+    if options.profile_kernels > 0 {
+        // A decoding step's kernels: those of the whole generation less those of its prefill
+        // and first token, per step, as `decode_ms_per_step` is computed.
+        let profiled = |new_tokens: i64| -> Result<Vec<profile::KernelTime>> {
+            synchronize(device);
+            let (_, kernels) = profile::kernels(|| {
+                let done = run(&params(new_tokens, options.seed + 1));
+                synchronize(device);
+                done
+            })?;
+            Ok(kernels)
+        };
+        let prefill = profiled(1)?;
+        let whole = profiled(options.new_tokens)?;
+        let steps = (options.new_tokens - 1).max(1) as f64;
+        let step = profile::difference(&whole, &prefill);
+        let kernel_ms = step.iter().map(|k| k.nanos as f64).sum::<f64>() / 1e6 / steps;
+        let launches = step.iter().map(|k| k.calls as f64).sum::<f64>() / steps;
+        result["kernel_profile"] = json!({
+            "kernel_ms_per_step": kernel_ms,
+            "kernels_per_step": launches,
+            "device_busy_fraction": kernel_ms / ms_per_step,
+            "top": step
+                .iter()
+                .take(options.profile_kernels)
+                .map(|k| json!({
+                    "ms_per_step": k.nanos as f64 / 1e6 / steps,
+                    "per_step": k.calls as f64 / steps,
+                    "kernel": k.name.chars().take(160).collect::<String>(),
+                }))
+                .collect::<Vec<_>>(),
+        });
     }
     Ok(result)
 }

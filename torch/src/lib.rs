@@ -22,6 +22,7 @@ pub mod kernels;
 pub mod optim;
 pub mod parallel;
 pub mod pretrained;
+pub mod profile;
 pub mod qwen2;
 pub mod rl;
 pub mod sampler;

@@ -113,3 +113,28 @@ fn bench_rejects_unknown_arguments_and_presets() {
         assert!(stderr.contains("usage: peirce-worker bench"), "{stderr}");
     }
 }
+
+/// `--profile-kernels`: the generation is profiled; a CPU run has no device kernels, so the
+/// profile is there and empty (on a GPU it lists the step's kernels).
+#[test]
+fn the_kernel_profile_is_reported_and_a_cpu_has_no_device_kernels() {
+    let args = [
+        "--batch",
+        "2",
+        "--prompt-tokens",
+        "4",
+        "--new-tokens",
+        "4",
+        "--warmup-tokens",
+        "1",
+        "--skip-train",
+        "--profile-kernels",
+        "5",
+    ];
+    let result = bench_json(&[TINY, &args].concat());
+    let profile = &result["sample"]["kernel_profile"];
+    assert_eq!(profile["kernels_per_step"].as_f64(), Some(0.0), "{result}");
+    assert_eq!(profile["top"].as_array().map(Vec::len), Some(0), "{result}");
+    let plain = bench_json(&[TINY, &args[..args.len() - 2]].concat());
+    assert!(plain["sample"].get("kernel_profile").is_none(), "{plain}");
+}
