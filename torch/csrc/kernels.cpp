@@ -11,8 +11,10 @@
 //     batched matrix product and two scatters);
 //   - `peirce_silu_mul`: SwiGLU's `silu(gate) * up` from the concatenated gate/up product
 //     (replaces two elementwise kernels).
-// And `peirce_decode_attention` is a split-K decoding attention in which each row reads its
-// own keys only. bfloat16 only: the dtype they were measured in on the GPU.
+// `peirce_rms_norm` is the decoding step's RMS norm (one block per row, 16-byte loads), where
+// libtorch's fused norm kernel took 5 µs a call at batch 64. And `peirce_decode_attention` is
+// a split-K decoding attention on tensor cores in which each row reads its own keys only.
+// bfloat16 only: the dtype they were measured in on the GPU.
 //
 // No CUDA toolkit is needed to build or run this: the driver (`libcuda.so.1`) and NVRTC
 // (`libnvrtc.so.<CUDA major>`, shipped with PyTorch's CUDA wheels beside torch) are opened
@@ -28,6 +30,8 @@
 #include <cstring>
 #include <exception>
 #include <string>
+
+#include <ATen/Context.h>
 
 #include "message.h"
 
@@ -67,7 +71,9 @@ __device__ __forceinline__ scalar store(float f) {
 
 // One block per (row, head of q, k or v), one thread per element of the head.
 // qkv: [rows, heads + 2 kv_heads, dim], the fused projection's output.
-// cos, sin: [rows, dim], each row's rotation (rounded to `scalar`, as the matrices are).
+// inv_freq: [dim / 2] fp32, the rotary frequencies; a row at position p rotates element
+// pair i by the angle p * inv_freq[i], whose cosine and sine are rounded to `scalar` (as
+// libtorch's `cos` and `sin` of the same fp32 angle, cast to the model's dtype, are).
 // positions: each row's position, `positions[row * position_stride]`.
 // q: [rows, heads, dim] out. keys, values: [rows, kv_heads, capacity, dim], written at the
 // row's position.
@@ -75,8 +81,7 @@ __device__ __forceinline__ scalar store(float f) {
 // x[j - half] sin[j - half] (j >= half): both products are exact in fp32 and the sum is
 // rounded once, as the matrix product with two nonzeros per column does.
 extern "C" __global__ void rope_write(const scalar* __restrict__ qkv,
-                                      const scalar* __restrict__ cos,
-                                      const scalar* __restrict__ sin,
+                                      const float* __restrict__ inv_freq,
                                       const long long* __restrict__ positions,
                                       long long position_stride, scalar* __restrict__ q,
                                       scalar* __restrict__ keys, scalar* __restrict__ values,
@@ -92,15 +97,11 @@ extern "C" __global__ void rope_write(const scalar* __restrict__ qkv,
     values[(((long long)row * kv_heads + kv) * capacity + position) * dim + j] = x[j];
     return;
   }
-  const float c = load(cos[(long long)row * dim + j]);
-  float rotated;
-  if (j < half) {
-    const float s = load(sin[(long long)row * dim + j]);
-    rotated = __fmaf_rn(-load(x[j + half]), s, load(x[j]) * c);
-  } else {
-    const float s = load(sin[(long long)row * dim + j - half]);
-    rotated = __fmaf_rn(load(x[j - half]), s, load(x[j]) * c);
-  }
+  const float angle = (float)position * inv_freq[j < half ? j : j - half];
+  const float c = load(store(cosf(angle)));
+  const float s = load(store(sinf(angle)));
+  const float rotated = j < half ? __fmaf_rn(-load(x[j + half]), s, load(x[j]) * c)
+                                 : __fmaf_rn(load(x[j - half]), s, load(x[j]) * c);
   if (head < heads) {
     q[((long long)row * heads + head) * dim + j] = store(rotated);
   } else {
@@ -108,46 +109,6 @@ extern "C" __global__ void rope_write(const scalar* __restrict__ qkv,
     keys[(((long long)row * kv_heads + kv) * capacity + position) * dim + j] = store(rotated);
   }
 }
-
-// gate_up: [rows, 2 inner] ([gate | up] per row); out: [rows, inner] = silu(gate) * up, with
-// silu rounded to `scalar` before the product, as two separate kernels would.
-extern "C" __global__ void silu_mul(const scalar* __restrict__ gate_up,
-                                    scalar* __restrict__ out, long long rows, long long inner) {
-  const long long total = rows * inner;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-       i += (long long)gridDim.x * blockDim.x) {
-    const long long row = i / inner;
-    const long long col = i - row * inner;
-    const float gate = load(gate_up[row * 2 * inner + col]);
-    const float up = load(gate_up[row * 2 * inner + inner + col]);
-    const float silu = load(store(gate / (1.0f + expf(-gate))));
-    out[i] = store(silu * up);
-  }
-}
-
-// Decoding attention, split over the keys (flash-decoding): one block of 128 threads per
-// (row, key/value head, split of the keys). Each block scores its keys against the key/value
-// head's `groups` queries, keeps a running max and sum per query (online softmax, fp32) and
-// writes its unnormalized output and (max, sum) per query; `decode_attention_combine` merges
-// the splits. A row attends to its keys 0..=position only, so it reads its own keys, not
-// the longest row's. Each thread owns 8 consecutive elements of a head (one 16-byte load of
-// bf16) of every KEY_LANES-th key, and issues all its loads of a block of 64 keys before it
-// uses them, so that enough bytes are in flight to run at the memory's speed.
-// PEIRCE_HEAD_DIM (64 or 128) is fixed at compile time.
-// q: [rows, heads, dim]; keys, values: [rows, kv_heads, capacity, dim]; partial: [rows,
-// heads, splits, dim] fp32; stats: [rows, heads, splits, 2] fp32.
-#define PEIRCE_NEG_INF __uint_as_float(0xff800000u)
-#define PEIRCE_BLOCK_KEYS 64
-#define PEIRCE_MAX_GROUPS 8
-#define PEIRCE_THREADS 128
-#ifdef PEIRCE_HEAD_DIM
-#define DIM PEIRCE_HEAD_DIM
-#define LANES (DIM / 8)
-#define KEY_LANES (PEIRCE_THREADS / LANES)
-#define KEYS_PER_THREAD (PEIRCE_BLOCK_KEYS / KEY_LANES)
-#define K_LANES (DIM / 32)
-#define K_KEY_LANES (PEIRCE_THREADS / K_LANES)
-#define K_KEYS_PER_THREAD (PEIRCE_BLOCK_KEYS / K_KEY_LANES)
 
 // 8 consecutive elements as loaded (16 bytes), read as fp32 one by one (`e` is a constant
 // once the loops are unrolled), so registers hold the raw bytes.
@@ -158,176 +119,250 @@ __device__ __forceinline__ float element(const Raw8& r, int e) {
   const unsigned w = e < 2 ? r.x : e < 4 ? r.y : e < 6 ? r.z : r.w;
   return (e & 1) ? __uint_as_float(w & 0xffff0000u) : __uint_as_float(w << 16);
 }
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+  return (unsigned)store(lo) | ((unsigned)store(hi) << 16);
+}
+__device__ __forceinline__ Raw8 pack8(const float* v) {
+  return make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]),
+                    pack_bf16(v[6], v[7]));
+}
 
-extern "C" __global__ void __launch_bounds__(PEIRCE_THREADS) decode_attention_partial(
+// gate_up: [rows, 2 inner] ([gate | up] per row); out: [rows, inner] = silu(gate) * up, with
+// silu rounded to `scalar` before the product, as two separate kernels would. One thread per
+// 8 consecutive elements (16-byte loads and stores; `inner` a multiple of 8).
+extern "C" __global__ void silu_mul(const scalar* __restrict__ gate_up,
+                                    scalar* __restrict__ out, int rows, int inner) {
+  const int groups = inner / 8;
+  const int index = blockIdx.x * blockDim.x + threadIdx.x;
+  if (index >= rows * groups) return;
+  const int row = index / groups;
+  const int col = (index - row * groups) * 8;
+  const scalar* gate_row = gate_up + (long long)row * 2 * inner;
+  const Raw8 gate = load8(gate_row + col);
+  const Raw8 up = load8(gate_row + inner + col);
+  float result[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) {
+    const float g = element(gate, e);
+    const float silu = load(store(g / (1.0f + expf(-g))));
+    result[e] = silu * element(up, e);
+  }
+  *reinterpret_cast<Raw8*>(out + (long long)row * inner + col) = pack8(result);
+}
+
+// RMS norm of one row per block, one thread per 8 consecutive elements of the row (`width` a
+// multiple of 8, `blockDim.x` = width / 8): out = x * rsqrt(mean(x^2) + eps) * weight in fp32,
+// rounded once to `scalar` (as libtorch's fused `rms_norm` with a weight computes it; the sum
+// of squares is added in another order).
+extern "C" __global__ void rms_norm(const scalar* __restrict__ x, const scalar* __restrict__ weight,
+                                    scalar* __restrict__ out, int width, float eps) {
+  __shared__ float partial[32];
+  const int row = blockIdx.x;
+  const int t = threadIdx.x;
+  const Raw8 values = load8(x + (long long)row * width + 8 * t);
+  float squares = 0.0f;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) squares = __fmaf_rn(element(values, e), element(values, e), squares);
+#pragma unroll
+  for (int offset = 16; offset > 0; offset >>= 1)
+    squares += __shfl_xor_sync(0xffffffffu, squares, offset);
+  if ((t & 31) == 0) partial[t >> 5] = squares;
+  __syncthreads();
+  if (t < 32) {
+    float total = t < (int)((blockDim.x + 31) / 32) ? partial[t] : 0.0f;
+#pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1)
+      total += __shfl_xor_sync(0xffffffffu, total, offset);
+    if (t == 0) partial[0] = rsqrtf(total / (float)width + eps);
+  }
+  __syncthreads();
+  const float scale = partial[0];
+  const Raw8 w = load8(weight + 8 * t);
+  float result[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) result[e] = element(values, e) * scale * element(w, e);
+  *reinterpret_cast<Raw8*>(out + (long long)row * width + 8 * t) = pack8(result);
+}
+
+#define PEIRCE_NEG_INF __uint_as_float(0xff800000u)
+#define PEIRCE_MAX_GROUPS 8
+
+// Decoding attention, split over the keys (flash-decoding), on tensor cores (sm_80 and
+// later): one block of MMA_WARPS warps per (row, key/value head, split of the keys), each
+// warp taking every MMA_WARPS-th tile of 16 keys. A warp's `mma.m16n8k16` multiplies the
+// key/value head's grouped queries (rows 0..groups of the 16-row operand; the rest zero) by a
+// tile's keys, and the tile's probabilities (rounded to bf16, as flash attention rounds them)
+// by its values; the online softmax runs in fp32 on the scores' fragments (base 2), the warps'
+// results are merged in the block, and each block writes its unnormalized output and (max,
+// sum) per query for `decode_attention_combine` to merge the splits. A row attends to its
+// keys 0..=position only, so it reads its own keys, not the longest row's. The dot product's
+// 16-element steps take a head's dimensions in an order (the same for queries and keys) that
+// lets each thread read 8 consecutive elements of a key with one 16-byte load; values go
+// through shared memory (`cp.async`) and are read transposed by `ldmatrix`.
+// PEIRCE_HEAD_DIM (64 or 128) is fixed at compile time.
+// q: [rows, heads, dim]; keys, values: [rows, kv_heads, capacity, dim]; partial: [rows,
+// heads, splits, dim] fp32; stats: [rows, heads, splits, 2] fp32.
+#if defined(PEIRCE_HEAD_DIM) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800)
+#define DIM PEIRCE_HEAD_DIM
+#define MMA_WARPS 4
+#define MMA_KEYS 16
+#define V_STRIDE (DIM + 8)
+
+// d = a b + c for one m16n8k16 tile; rows 8..15 of `a` are zero and their results unused.
+__device__ __forceinline__ void mma_rows8(float& d0, float& d1, unsigned a0, unsigned a2,
+                                          unsigned b0, unsigned b1) {
+  float unused0 = 0.0f, unused1 = 0.0f;
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d0), "+f"(d1), "+f"(unused0), "+f"(unused1)
+      : "r"(a0), "r"(0u), "r"(a2), "r"(0u), "r"(b0), "r"(b1));
+}
+
+extern "C" __global__ void __launch_bounds__(32 * MMA_WARPS) decode_attention_partial(
     const scalar* __restrict__ q, const scalar* __restrict__ keys,
     const scalar* __restrict__ values, const long long* __restrict__ positions,
     long long position_stride, float* __restrict__ partial, float* __restrict__ stats,
     int heads, int kv_heads, long long capacity, int chunk, float scale) {
-  __shared__ __align__(16) float queries[PEIRCE_MAX_GROUPS][DIM];
-  __shared__ float probabilities[PEIRCE_MAX_GROUPS][PEIRCE_BLOCK_KEYS];
-  __shared__ float running_max[PEIRCE_MAX_GROUPS];
-  __shared__ float running_sum[PEIRCE_MAX_GROUPS];
-  __shared__ float rescale[PEIRCE_MAX_GROUPS];
-  __shared__ __align__(16) float sums[KEY_LANES][PEIRCE_MAX_GROUPS][DIM];
+  __shared__ __align__(16) scalar value_tiles[MMA_WARPS][MMA_KEYS * V_STRIDE];
+  __shared__ __align__(16) float warp_out[MMA_WARPS][PEIRCE_MAX_GROUPS][DIM];
+  __shared__ float warp_max[MMA_WARPS][PEIRCE_MAX_GROUPS];
+  __shared__ float warp_sum[MMA_WARPS][PEIRCE_MAX_GROUPS];
   const int row = blockIdx.x;
   const int kv = blockIdx.y;
   const int split = blockIdx.z;
   const int splits = gridDim.z;
   const int groups = heads / kv_heads;
-  const int t = threadIdx.x;
-  const int lane = t & 31;
-  const int warp = t >> 5;
-  const int sub = t % LANES;
-  const int key_lane = t / LANES;
-  const int d0 = sub * 8;
+  const int warp = threadIdx.x >> 5;
+  const int lane = threadIdx.x & 31;
+  const int r = lane >> 2;  // this thread's query row, and its key in a tile's half
+  const int c = lane & 3;
   long long length = positions[row * position_stride] + 1;
   if (length > capacity) length = capacity;
   const long long begin = (long long)split * chunk;
   const long long end = begin + chunk < length ? begin + chunk : length;
-  const scalar* q_row = q + ((long long)row * heads + (long long)kv * groups) * DIM;
-  for (int i = t; i < groups * DIM; i += PEIRCE_THREADS) {
-    queries[i / DIM][i % DIM] = load(q_row[i]);
-  }
-  if (t < groups) {
-    running_max[t] = PEIRCE_NEG_INF;
-    running_sum[t] = 0.0f;
-  }
-  float acc[PEIRCE_MAX_GROUPS][8];
+  // Query row r's elements [32 s + 8 c, + 8) for every s: the A operand of two k-steps.
+  Raw8 query[DIM / 32];
+  const scalar* q_row = q + ((long long)row * heads + (long long)kv * groups + r) * DIM;
 #pragma unroll
-  for (int g = 0; g < PEIRCE_MAX_GROUPS; ++g)
+  for (int s = 0; s < DIM / 32; ++s) query[s] = r < groups ? load8(q_row + 32 * s + 8 * c) : zero8();
+  float out[DIM / 8][2];
 #pragma unroll
-    for (int e = 0; e < 8; ++e) acc[g][e] = 0.0f;
-  __syncthreads();
+  for (int d = 0; d < DIM / 8; ++d) out[d][0] = out[d][1] = 0.0f;
+  float top = PEIRCE_NEG_INF;  // base-2 units
+  float sum = 0.0f;            // this thread's part of its row's sum
+  const float scale2 = scale * 1.4426950408889634f;
   const long long head_offset = ((long long)row * kv_heads + kv) * capacity * DIM;
-  // Scores use a wider slice per thread than values: 32 elements of a key (K_LANES threads
-  // per key), so that a dot product needs fewer shuffles to sum.
-  const int k_sub = t % K_LANES;
-  const int k_key_lane = t / K_LANES;
-  const int k_d0 = k_sub * 32;
-  const scalar* k_head = keys + head_offset + k_d0;
-  const scalar* v_head = values + head_offset + d0;
-  for (long long block = begin; block < end; block += PEIRCE_BLOCK_KEYS) {
-    const int n = end - block < PEIRCE_BLOCK_KEYS ? (int)(end - block) : PEIRCE_BLOCK_KEYS;
-    // Every load of the block first: this thread's slices of its keys and values.
-    Raw8 k_slices[K_KEYS_PER_THREAD][4];
-    Raw8 v_slices[KEYS_PER_THREAD];
+  const scalar* k_head = keys + head_offset;
+  const scalar* v_head = values + head_offset;
+  scalar* tile_values = value_tiles[warp];
+  const unsigned tile_address = (unsigned)__cvta_generic_to_shared(tile_values);
+  for (long long tile = begin + warp * MMA_KEYS; tile < end; tile += MMA_WARPS * MMA_KEYS) {
+    const int n = end - tile < MMA_KEYS ? (int)(end - tile) : MMA_KEYS;
+    // Values into shared memory (keys past the end as zeros), keys into registers.
 #pragma unroll
-    for (int i = 0; i < K_KEYS_PER_THREAD; ++i) {
-      const int k = k_key_lane + i * K_KEY_LANES;
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        k_slices[i][j] = k < n ? load8(k_head + (block + k) * DIM + 8 * j) : zero8();
-      }
+    for (int i = 0; i < MMA_KEYS * DIM / 8 / 32; ++i) {
+      const int piece = lane + 32 * i;
+      const int key = piece / (DIM / 8);
+      const int part = piece % (DIM / 8);
+      const unsigned target = tile_address + (unsigned)((key * V_STRIDE + 8 * part) * 2);
+      const scalar* source = v_head + (tile + (key < n ? key : 0)) * DIM + 8 * part;
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(target),
+                   "l"(source), "r"(key < n ? 16 : 0));
     }
+    asm volatile("cp.async.commit_group;\n" ::);
+    Raw8 key_slices[2][DIM / 32];
 #pragma unroll
-    for (int i = 0; i < KEYS_PER_THREAD; ++i) {
-      const int k = key_lane + i * KEY_LANES;
-      v_slices[i] = k < n ? load8(v_head + (block + k) * DIM) : zero8();
+    for (int j = 0; j < 2; ++j) {
+      const int key = 8 * j + r;
+#pragma unroll
+      for (int s = 0; s < DIM / 32; ++s)
+        key_slices[j][s] = key < n ? load8(k_head + (tile + key) * DIM + 32 * s + 8 * c) : zero8();
     }
-    // Scores: the K_LANES threads of a key sum their slices' dot products.
+    // Scores of row r against keys 8 j + 2 c and 8 j + 2 c + 1.
+    float score[2][2];
 #pragma unroll
-    for (int g = 0; g < PEIRCE_MAX_GROUPS; ++g) {
-      if (g < groups) {
-        float query[32];
+    for (int j = 0; j < 2; ++j) {
+      float d0 = 0.0f, d1 = 0.0f;
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-          const float4 part = *reinterpret_cast<const float4*>(&queries[g][k_d0 + 4 * j]);
-          query[4 * j] = part.x;
-          query[4 * j + 1] = part.y;
-          query[4 * j + 2] = part.z;
-          query[4 * j + 3] = part.w;
-        }
-#pragma unroll
-        for (int i = 0; i < K_KEYS_PER_THREAD; ++i) {
-          const int k = k_key_lane + i * K_KEY_LANES;
-          float dot = 0.0f;
-#pragma unroll
-          for (int j = 0; j < 4; ++j)
-#pragma unroll
-            for (int e = 0; e < 8; ++e)
-              dot = __fmaf_rn(query[8 * j + e], element(k_slices[i][j], e), dot);
-#pragma unroll
-          for (int offset = K_LANES / 2; offset > 0; offset >>= 1)
-            dot += __shfl_xor_sync(0xffffffffu, dot, offset);
-          if (k_sub == 0 && k < n) probabilities[g][k] = dot * scale;
-        }
+      for (int s = 0; s < DIM / 32; ++s) {
+        mma_rows8(d0, d1, query[s].x, query[s].y, key_slices[j][s].x, key_slices[j][s].y);
+        mma_rows8(d0, d1, query[s].z, query[s].w, key_slices[j][s].z, key_slices[j][s].w);
       }
+      score[j][0] = 8 * j + 2 * c < n ? d0 * scale2 : PEIRCE_NEG_INF;
+      score[j][1] = 8 * j + 2 * c + 1 < n ? d1 * scale2 : PEIRCE_NEG_INF;
     }
-    __syncthreads();
-    // Online softmax: one warp per query.
-    for (int g = warp; g < groups; g += PEIRCE_THREADS / 32) {
-      float block_max = PEIRCE_NEG_INF;
-      for (int k = lane; k < n; k += 32) block_max = fmaxf(block_max, probabilities[g][k]);
-      for (int offset = 16; offset > 0; offset >>= 1)
-        block_max = fmaxf(block_max, __shfl_xor_sync(0xffffffffu, block_max, offset));
-      const float previous = running_max[g];
-      const float next = fmaxf(previous, block_max);
-      float sum = 0.0f;
-      for (int k = lane; k < n; k += 32) {
-        const float p = expf(probabilities[g][k] - next);
-        probabilities[g][k] = p;
-        sum += p;
-      }
-      for (int offset = 16; offset > 0; offset >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-      __syncwarp();
-      if (lane == 0) {
-        const float factor = expf(previous - next);
-        rescale[g] = factor;
-        running_sum[g] = running_sum[g] * factor + sum;
-        running_max[g] = next;
-      }
+    float tile_max = fmaxf(fmaxf(score[0][0], score[0][1]), fmaxf(score[1][0], score[1][1]));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
+    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 2));
+    const float next = fmaxf(top, tile_max);
+    const float factor = exp2f(top - next);
+    top = next;
+    float p[2][2];
+#pragma unroll
+    for (int j = 0; j < 2; ++j)
+#pragma unroll
+      for (int e = 0; e < 2; ++e) p[j][e] = exp2f(score[j][e] - next);
+    sum = sum * factor + (p[0][0] + p[0][1]) + (p[1][0] + p[1][1]);
+#pragma unroll
+    for (int d = 0; d < DIM / 8; ++d) {
+      out[d][0] *= factor;
+      out[d][1] *= factor;
     }
-    __syncthreads();
-    // Values.
+    const unsigned p_low = pack_bf16(p[0][0], p[0][1]);
+    const unsigned p_high = pack_bf16(p[1][0], p[1][1]);
+    asm volatile("cp.async.wait_all;\n" ::);
+    __syncwarp();
+    // O += P V, two 8-element column tiles per `ldmatrix`.
+    const int matrix = lane >> 3;
+    const int value_key = (matrix & 1) * 8 + (lane & 7);
 #pragma unroll
-    for (int g = 0; g < PEIRCE_MAX_GROUPS; ++g) {
-      if (g < groups) {
-        const float factor = rescale[g];
-#pragma unroll
-        for (int e = 0; e < 8; ++e) acc[g][e] *= factor;
-      }
+    for (int d = 0; d < DIM / 8; d += 2) {
+      const unsigned address =
+          tile_address + (unsigned)((value_key * V_STRIDE + 8 * d + (matrix >> 1) * 8) * 2);
+      unsigned b0, b1, b2, b3;
+      asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                   : "=r"(b0), "=r"(b1), "=r"(b2), "=r"(b3)
+                   : "r"(address));
+      mma_rows8(out[d][0], out[d][1], p_low, p_high, b0, b1);
+      mma_rows8(out[d + 1][0], out[d + 1][1], p_low, p_high, b2, b3);
     }
-#pragma unroll
-    for (int i = 0; i < KEYS_PER_THREAD; ++i) {
-      const int k = key_lane + i * KEY_LANES;
-      if (k < n) {
-#pragma unroll
-        for (int g = 0; g < PEIRCE_MAX_GROUPS; ++g) {
-          if (g < groups) {
-            const float p = probabilities[g][k];
-#pragma unroll
-            for (int e = 0; e < 8; ++e) acc[g][e] = __fmaf_rn(p, element(v_slices[i], e), acc[g][e]);
-          }
-        }
-      }
-    }
-    __syncthreads();
+    __syncwarp();
   }
-  // The key lanes' sums, then one thread per (query, element) writes.
+  sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+  sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+  if (c == 0) {
+    warp_max[warp][r] = top;
+    warp_sum[warp][r] = sum;
+  }
 #pragma unroll
-  for (int g = 0; g < PEIRCE_MAX_GROUPS; ++g) {
-    if (g < groups) {
-      *reinterpret_cast<float4*>(&sums[key_lane][g][d0]) =
-          make_float4(acc[g][0], acc[g][1], acc[g][2], acc[g][3]);
-      *reinterpret_cast<float4*>(&sums[key_lane][g][d0 + 4]) =
-          make_float4(acc[g][4], acc[g][5], acc[g][6], acc[g][7]);
-    }
+  for (int d = 0; d < DIM / 8; ++d) {
+    warp_out[warp][r][8 * d + 2 * c] = out[d][0];
+    warp_out[warp][r][8 * d + 2 * c + 1] = out[d][1];
   }
   __syncthreads();
-  for (int i = t; i < groups * DIM; i += PEIRCE_THREADS) {
+  // The warps merged; stats in natural-log units, as the combine kernel reads them.
+  for (int i = threadIdx.x; i < groups * DIM; i += 32 * MMA_WARPS) {
     const int g = i / DIM;
     const int d = i % DIM;
-    float total = 0.0f;
+    float best = PEIRCE_NEG_INF;
 #pragma unroll
-    for (int l = 0; l < KEY_LANES; ++l) total += sums[l][g][d];
+    for (int w = 0; w < MMA_WARPS; ++w) best = fmaxf(best, warp_max[w][g]);
+    float total = 0.0f;
+    float weight_sum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < MMA_WARPS; ++w) {
+      if (warp_max[w][g] != PEIRCE_NEG_INF) {
+        const float weight = exp2f(warp_max[w][g] - best);
+        total += warp_out[w][g][d] * weight;
+        weight_sum += warp_sum[w][g] * weight;
+      }
+    }
     const long long slot = ((long long)row * heads + (long long)kv * groups + g) * splits + split;
     partial[slot * DIM + d] = total;
-  }
-  if (t < groups) {
-    const long long slot = ((long long)row * heads + (long long)kv * groups + t) * splits + split;
-    stats[slot * 2] = running_max[t];
-    stats[slot * 2 + 1] = running_sum[t];
+    if (d == 0) {
+      stats[slot * 2] = best * 0.6931471805599453f;
+      stats[slot * 2 + 1] = weight_sum;
+    }
   }
 }
 #endif
@@ -489,6 +524,7 @@ class OnDevice {
 struct Module {
   CUfunction rope_write = nullptr;
   CUfunction silu_mul = nullptr;
+  CUfunction rms_norm = nullptr;
   CUfunction attention_partial = nullptr;
   CUfunction attention_combine = nullptr;
 };
@@ -500,6 +536,12 @@ Module compile(int head_dim) {
   const cudaDeviceProp* properties = at::cuda::getCurrentDeviceProperties();
   const std::string arch = "--gpu-architecture=sm_" + std::to_string(properties->major) +
                            std::to_string(properties->minor);
+  if (head_dim > 0 && properties->major < 8) {
+    throw std::runtime_error(
+        "peirce kernels: the decoding attention runs on tensor cores, compute capability 8.0 "
+        "or later (this GPU: " + std::to_string(properties->major) + "." +
+        std::to_string(properties->minor) + ")");
+  }
   nvrtcProgram program = nullptr;
   check(cuda.nvrtcCreateProgram(&program, kSource, "peirce_kernels.cu", 0, nullptr, nullptr),
         "creating the program");
@@ -528,6 +570,7 @@ Module compile(int head_dim) {
   Module kernels;
   check(cuda.cuModuleGetFunction(&kernels.rope_write, module, "rope_write"), "rope_write");
   check(cuda.cuModuleGetFunction(&kernels.silu_mul, module, "silu_mul"), "silu_mul");
+  check(cuda.cuModuleGetFunction(&kernels.rms_norm, module, "rms_norm"), "rms_norm");
   if (head_dim > 0) {
     check(cuda.cuModuleGetFunction(&kernels.attention_partial, module, "decode_attention_partial"),
           "decode_attention_partial");
@@ -620,13 +663,23 @@ char* peirce_kernels_prepare(at::Tensor* like, int64_t head_dim) {
   return guarded([&] { module_for(*like, static_cast<int>(head_dim)); });
 }
 
-// See `rope_write` above. qkv: [rows, (heads + 2 kv_heads) dim] contiguous; cos, sin:
-// [rows, dim] contiguous; positions: int64, `rows` of them `position_stride` apart; q: [rows,
+// `*major` and `*minor`: the compute capability of `like`'s CUDA device.
+char* peirce_kernels_capability(at::Tensor* like, int* major, int* minor) {
+  return guarded([&] {
+    require(like->is_cuda(), "tensors must be on a CUDA device");
+    const cudaDeviceProp* properties = at::cuda::getDeviceProperties(like->get_device());
+    *major = properties->major;
+    *minor = properties->minor;
+  });
+}
+
+// See `rope_write` above. qkv: [rows, (heads + 2 kv_heads) dim] contiguous; inv_freq: [dim
+// / 2] fp32, contiguous; positions: int64, `rows` of them `position_stride` apart; q: [rows,
 // heads, dim] contiguous; keys, values: [rows, kv_heads, capacity, dim] contiguous. Every
-// floating tensor of one dtype, on one device.
-char* peirce_rope_write(at::Tensor* qkv, at::Tensor* cos, at::Tensor* sin,
-                        at::Tensor* positions, at::Tensor* q, at::Tensor* keys,
-                        at::Tensor* values, int64_t heads, int64_t kv_heads) {
+// other floating tensor of qkv's dtype, all on one device.
+char* peirce_rope_write(at::Tensor* qkv, at::Tensor* inv_freq, at::Tensor* positions,
+                        at::Tensor* q, at::Tensor* keys, at::Tensor* values, int64_t heads,
+                        int64_t kv_heads) {
   return guarded([&] {
     const Module& kernels = module_for(*qkv, -1);
     const int64_t rows = keys->size(0);
@@ -636,16 +689,16 @@ char* peirce_rope_write(at::Tensor* qkv, at::Tensor* cos, at::Tensor* sin,
             "keys and values must be [rows, kv_heads, capacity, dim] alike");
     require(qkv->numel() == rows * (heads + 2 * kv_heads) * dim && qkv->is_contiguous(),
             "qkv must be [rows, (heads + 2 kv_heads) dim], contiguous");
-    require(cos->numel() == rows * dim && sin->numel() == rows * dim && cos->is_contiguous() &&
-                sin->is_contiguous(),
-            "cos and sin must be [rows, dim], contiguous");
+    require(inv_freq->numel() == dim / 2 && inv_freq->is_contiguous() &&
+                inv_freq->scalar_type() == at::kFloat && inv_freq->device() == qkv->device(),
+            "inv_freq must be fp32 [dim / 2], contiguous, on qkv's device");
     require(q->numel() == rows * heads * dim && q->is_contiguous(),
             "q must be [rows, heads, dim], contiguous");
     require(keys->is_contiguous() && values->is_contiguous(), "the cache must be contiguous");
     require(positions->scalar_type() == at::kLong && positions->numel() == rows,
             "positions must be int64, one per row");
     require(dim % 2 == 0 && dim <= 1024, "head_dim must be even and at most 1024");
-    for (const at::Tensor* t : {cos, sin, q, keys, values}) {
+    for (const at::Tensor* t : {q, keys, values}) {
       require(t->scalar_type() == qkv->scalar_type() && t->device() == qkv->device(),
               "every tensor must have qkv's dtype and device");
     }
@@ -653,7 +706,7 @@ char* peirce_rope_write(at::Tensor* qkv, at::Tensor* cos, at::Tensor* sin,
     OnDevice on(qkv->device());
     launch(kernels.rope_write,
            dim3(static_cast<unsigned>(rows), static_cast<unsigned>(heads + 2 * kv_heads)),
-           dim3(static_cast<unsigned>(dim)), qkv->data_ptr(), cos->data_ptr(), sin->data_ptr(),
+           dim3(static_cast<unsigned>(dim)), qkv->data_ptr(), inv_freq->data_ptr(),
            positions->data_ptr(), position_stride(*positions), q->data_ptr(), keys->data_ptr(),
            values->data_ptr(), static_cast<int>(heads), static_cast<int>(kv_heads), dim,
            static_cast<long long>(capacity));
@@ -672,15 +725,43 @@ char* peirce_silu_mul(at::Tensor* gate_up, at::Tensor* out) {
     long long rows = inner == 0 ? 0 : out->numel() / inner;
     require(gate_up->numel() == 2 * rows * inner && gate_up->size(-1) == 2 * inner,
             "gate_up must be [rows, 2 inner] for out [rows, inner]");
+    require(inner % 8 == 0 && rows * inner < (1LL << 31),
+            "inner must be a multiple of 8, rows * inner below 2^31");
     if (rows * inner == 0) {
       return;
     }
     OnDevice on(gate_up->device());
     const long long threads = 256;
-    const long long blocks = std::min<long long>((rows * inner + threads - 1) / threads, 65535);
+    const long long blocks = (rows * inner / 8 + threads - 1) / threads;
     launch(kernels.silu_mul, dim3(static_cast<unsigned>(blocks)),
-           dim3(static_cast<unsigned>(threads)), gate_up->data_ptr(), out->data_ptr(), rows,
-           inner);
+           dim3(static_cast<unsigned>(threads)), gate_up->data_ptr(), out->data_ptr(),
+           static_cast<int>(rows), static_cast<int>(inner));
+  });
+}
+
+// See `rms_norm` above. x, out: [rows, width] contiguous alike; weight: [width], x's dtype;
+// width a multiple of 8, at most 8192.
+char* peirce_rms_norm(at::Tensor* x, at::Tensor* weight, at::Tensor* out, double eps) {
+  return guarded([&] {
+    const Module& kernels = module_for(*x, -1);
+    const long long width = x->dim() == 0 ? 0 : x->size(-1);
+    require(width > 0 && width % 8 == 0 && width <= 8192,
+            "the width must be a positive multiple of 8, at most 8192");
+    require(x->is_contiguous() && out->is_contiguous() && out->sizes() == x->sizes() &&
+                weight->is_contiguous() && weight->numel() == width,
+            "x and out must be [rows, width] alike and weight [width], contiguous");
+    for (const at::Tensor* t : {weight, out}) {
+      require(t->scalar_type() == x->scalar_type() && t->device() == x->device(),
+              "every tensor must have x's dtype and device");
+    }
+    const long long rows = x->numel() / width;
+    if (rows == 0) {
+      return;
+    }
+    OnDevice on(x->device());
+    launch(kernels.rms_norm, dim3(static_cast<unsigned>(rows)),
+           dim3(static_cast<unsigned>(width / 8)), x->data_ptr(), weight->data_ptr(),
+           out->data_ptr(), static_cast<int>(width), static_cast<float>(eps));
   });
 }
 
@@ -754,14 +835,33 @@ char* unavailable() { return peirce_message("this peirce-worker was built withou
 
 extern "C" {
 char* peirce_kernels_prepare(at::Tensor*, int64_t) { return unavailable(); }
+char* peirce_kernels_capability(at::Tensor*, int*, int*) { return unavailable(); }
 char* peirce_rope_write(at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*,
-                        at::Tensor*, at::Tensor*, int64_t, int64_t) {
+                        at::Tensor*, int64_t, int64_t) {
   return unavailable();
 }
 char* peirce_silu_mul(at::Tensor*, at::Tensor*) { return unavailable(); }
+char* peirce_rms_norm(at::Tensor*, at::Tensor*, at::Tensor*, double) { return unavailable(); }
 char* peirce_decode_attention(at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*,
                               at::Tensor*, at::Tensor*, int64_t) {
   return unavailable();
 }
 }  // extern "C"
 #endif  // PEIRCE_CUDA_KERNELS
+
+extern "C" {
+// libtorch's preferred library for CUDA matrix products: cuBLASLt when `lt` is 1, libtorch's
+// default when 0. `*previous` gets the preference before (1: cuBLASLt, 0: any other).
+char* peirce_blas_prefer_lt(int lt, int* previous) {
+  try {
+    *previous = at::globalContext().blasPreferredBackend() == at::BlasBackend::Cublaslt ? 1 : 0;
+    at::globalContext().setBlasPreferredBackend(lt != 0 ? at::BlasBackend::Cublaslt
+                                                        : at::BlasBackend::Default);
+    return nullptr;
+  } catch (const std::exception& error) {
+    return peirce_message(error.what());
+  } catch (...) {
+    return peirce_message("unknown C++ exception setting the BLAS library");
+  }
+}
+}  // extern "C"

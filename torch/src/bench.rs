@@ -649,14 +649,9 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
                 result["mean_common_prefix_all_vs_fused"] = json!(common_prefix(&graphs, &fused));
             }
         }
-        // The attention kernel's error wherever it takes the model's heads, also where `all`
-        // keeps libtorch's attention as the faster.
+        // The attention kernel's error wherever it ran.
         let cfg = &model.config;
-        let groups = cfg.num_attention_heads / cfg.num_key_value_heads.max(1);
-        if options.kernels == Kernels::All
-            && stats.kernels != Kernels::Libtorch
-            && kernels::attention_fits(cfg.head_dim(), groups)
-        {
+        if stats.kernels == Kernels::All {
             result["attention_error"] =
                 attention_error(cfg, options.dtype, device, options.batch as i64)?;
         }

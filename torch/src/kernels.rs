@@ -2,26 +2,29 @@
 //!
 //! A decoding step of a small batch reads every weight once in a few large matrix products;
 //! what else it launches is a tail of small kernels, each a launch and a pass over the
-//! activations, and at Qwen2.5-7B's shape that tail is a sixth of the step (docs §20). Two
-//! of its pieces are fused here, each into one kernel:
+//! activations, and at Qwen2.5-7B's shape that tail is a sixth of the step (docs §20). Three
+//! of its pieces are fused or rewritten here, each into one kernel:
 //!
-//! - [`rope_write`]: q and k rotated, the new key and value written at each row's own
-//!   position of the KV cache, q laid out for attention: one kernel where libtorch's ops
-//!   take a batched matrix product and two scatters;
-//! - [`silu_mul`]: SwiGLU's `silu(gate) * up`: one kernel instead of two.
+//! - [`rope_write`]: q and k rotated (each row's cosines and sines computed in the kernel
+//!   from the rotary frequencies), the new key and value written at each row's own position
+//!   of the KV cache, q laid out for attention: one kernel where libtorch's ops take a
+//!   batched matrix product, two scatters and the per-step rotation's own dozen;
+//! - [`silu_mul`]: SwiGLU's `silu(gate) * up`: one kernel instead of two;
+//! - [`rms_norm`]: the RMS norm with its weight, one block per row (libtorch's fused kernel
+//!   took 5 µs a call at batch 64 on an H100, this one about 2).
 //!
-//! Both compute what the libtorch ops they replace compute, in fp32, rounded to the dtype at
+//! They compute what the libtorch ops they replace compute, in fp32, rounded to the dtype at
 //! the same points; libtorch's rotation runs as a bf16 matrix product on tensor cores, whose
-//! accumulation may round differently in the last bit, so the tokens of a random model (whose
-//! top scores are close) can part after a while. `peirce-worker bench` measures how many rows
-//! stay equal.
+//! accumulation may round differently in the last bit, and the norm sums its squares in
+//! another order, so the tokens of a random model (whose top scores are close) can part after
+//! a while. `peirce-worker bench` measures how many rows stay equal.
 //!
-//! A third replaces libtorch's attention in the decoding step: [`decode_attention`], split
-//! over the keys (flash-decoding) so that every SM has work at small batches, each row
-//! reading its own keys only, where the masked attention kernel reads the longest row's
-//! for every row. Its fp32 softmax rounds differently from libtorch's, so its tokens can
-//! part from the fused kernels' where a random model's top scores are close; the bench
-//! measures its error against libtorch's attention.
+//! A fourth replaces libtorch's attention in the decoding step: [`decode_attention`], split
+//! over the keys (flash-decoding) so that every SM has work at small batches, on tensor cores
+//! (compute capability 8.0 and later), each row reading its own keys only, where the masked
+//! attention kernel reads the longest row's for every row. Its softmax rounds differently
+//! from libtorch's, so its tokens can part from the fused kernels' where a random model's top
+//! scores are close; the bench measures its error against libtorch's attention.
 //!
 //! The kernels are CUDA C++ compiled at run time by NVRTC (which PyTorch's CUDA wheels
 //! ship) for the GPU at hand, for bf16 tensors (the dtype they were measured in), and
@@ -37,8 +40,8 @@ use tch::{Kind, Tensor};
 use crate::dist::{ffi::AtTensor, take_error, tensor_ptr};
 use crate::error::{Result, TorchError};
 
-/// Which kernels a decoding step on a CUDA device runs: libtorch's, [`rope_write`] and
-/// [`silu_mul`] (`Fused`), or those and [`decode_attention`] (`All`).
+/// Which kernels a decoding step on a CUDA device runs: libtorch's, [`rope_write`],
+/// [`silu_mul`] and [`rms_norm`] (`Fused`), or those and [`decode_attention`] (`All`).
 pub use peirce_protocol::params::DecodeKernels as Kernels;
 
 /// Whether [`decode_attention`] takes heads of `head_dim` and `groups` query heads per
@@ -48,13 +51,22 @@ pub fn attention_fits(head_dim: i64, groups: i64) -> bool {
 }
 
 /// Whether [`Kernels::All`] runs [`decode_attention`] for heads of `head_dim` and `groups`
-/// query heads per key/value head: where it takes them and measured faster than libtorch's
-/// attention, at head_dim 64 (Qwen2-0.5B, batch 64, one H100: 1.70 against 1.95 ms per
-/// step). At head_dim 128 it measured slower (Qwen2.5-7B: 7.39 against 6.92 ms; with at
-/// most four query heads per block, 7.47 against 7.11 ms), and there `All` keeps libtorch's
-/// attention.
-pub fn attention_chosen(head_dim: i64, groups: i64) -> bool {
-    head_dim == 64 && attention_fits(head_dim, groups)
+/// query heads per key/value head on a device with (`tensor_cores`: compute capability 8.0
+/// or later) or without tensor cores: where it takes those heads and the device has them.
+/// It measured faster than libtorch's attention at both head sizes (batch 64, one H100:
+/// Qwen2-0.5B 1.47 against 1.64 ms per step, Qwen2.5-7B 6.89 against 7.02 ms); elsewhere
+/// `All` keeps libtorch's attention.
+pub fn attention_chosen(head_dim: i64, groups: i64, tensor_cores: bool) -> bool {
+    tensor_cores && attention_fits(head_dim, groups)
+}
+
+/// The compute capability (major, minor) of `like`'s CUDA device.
+pub fn compute_capability(like: &Tensor) -> Result<(i32, i32)> {
+    let (mut major, mut minor) = (0, 0);
+    // SAFETY: a live tensor, borrowed for the call; both integers are written before the
+    // shim returns without an error.
+    check(unsafe { ffi::peirce_kernels_capability(tensor_ptr(like), &mut major, &mut minor) })?;
+    Ok((major, minor))
 }
 
 /// Compiles and loads the kernels for `like`'s device (`like` must be bf16), with
@@ -80,16 +92,16 @@ pub fn prepare(like: &Tensor, head_dim: i64) -> Result<()> {
 /// The rotary embedding and KV-cache write of one decoding step of one layer.
 ///
 /// `qkv`: `[rows, (heads + 2 kv_heads) dim]` (or any shape of that many elements),
-/// contiguous, the fused q/k/v projection; `cos`, `sin`: `[rows, dim]`, contiguous, each row's
-/// rotation in the model's dtype ([`crate::qwen2::rotary`] rounded to it); `positions`: one
-/// int64 per row (any row stride); `keys`, `values`: the layer's cache, `[rows, kv_heads,
-/// capacity, dim]`. Writes each row's rotated key and its value at the row's position of
-/// the cache, and returns the rotated queries, `[rows, heads, dim]`.
-#[allow(clippy::too_many_arguments)]
+/// contiguous, the fused q/k/v projection; `inv_freq`: `[dim / 2]` fp32, the rotary
+/// frequencies ([`crate::qwen2::inverse_frequencies`]): a row at position `p` rotates pair
+/// `i` by `p * inv_freq[i]`, whose cosine and sine the kernel computes in fp32 and rounds to
+/// the model's dtype, as [`crate::qwen2::rotary`] does; `positions`: one int64 per row (any
+/// row stride); `keys`, `values`: the layer's cache, `[rows, kv_heads, capacity, dim]`.
+/// Writes each row's rotated key and its value at the row's position of the cache, and
+/// returns the rotated queries, `[rows, heads, dim]`.
 pub fn rope_write(
     qkv: &Tensor,
-    cos: &Tensor,
-    sin: &Tensor,
+    inv_freq: &Tensor,
     positions: &Tensor,
     keys: &Tensor,
     values: &Tensor,
@@ -104,8 +116,7 @@ pub fn rope_write(
     check(unsafe {
         ffi::peirce_rope_write(
             tensor_ptr(qkv),
-            tensor_ptr(cos),
-            tensor_ptr(sin),
+            tensor_ptr(inv_freq),
             tensor_ptr(positions),
             tensor_ptr(&q),
             tensor_ptr(keys),
@@ -128,6 +139,18 @@ pub fn silu_mul(gate_up: &Tensor) -> Result<Tensor> {
     let out = Tensor::f_empty(size.as_slice(), (gate_up.kind(), gate_up.device()))?;
     // SAFETY: as in `rope_write`.
     check(unsafe { ffi::peirce_silu_mul(tensor_ptr(gate_up), tensor_ptr(&out)) })?;
+    Ok(out)
+}
+
+/// The RMS norm of each row of `x` (`[..., width]`, contiguous, `width` a multiple of 8 up
+/// to 8192) with `weight` (`[width]`): `x * rsqrt(mean(x^2) + eps) * weight` in fp32, rounded
+/// once to the dtype.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let out = Tensor::f_empty(x.size().as_slice(), (x.kind(), x.device()))?;
+    // SAFETY: as in `rope_write`.
+    check(unsafe {
+        ffi::peirce_rms_norm(tensor_ptr(x), tensor_ptr(weight), tensor_ptr(&out), eps)
+    })?;
     Ok(out)
 }
 
@@ -175,6 +198,35 @@ pub fn decode_attention(
     Ok(out)
 }
 
+/// While alive, libtorch's CUDA matrix products prefer cuBLASLt; dropping it restores the
+/// preference from before. A decoding step's skinny products (a few dozen rows against a
+/// weight) measured faster with cuBLASLt's kernels than with cuBLAS's, the down projection
+/// most (Qwen2.5-7B's shape, batch 64, one H100: 50.1 against 55.5 µs; the whole 7B step
+/// 6.68 against 6.89 ms); a CUDA graph captured meanwhile keeps the kernels it recorded.
+/// The sampler holds one while it decodes with peirce's kernels.
+#[derive(Debug)]
+pub struct PreferCublasLt {
+    previous: i32,
+}
+
+impl PreferCublasLt {
+    /// Sets the preference (an error where libtorch cannot use cuBLASLt).
+    pub fn new() -> Result<Self> {
+        let mut previous = 0;
+        // SAFETY: `previous` is written by the shim before it returns.
+        check(unsafe { ffi::peirce_blas_prefer_lt(1, &mut previous) })?;
+        Ok(Self { previous })
+    }
+}
+
+impl Drop for PreferCublasLt {
+    fn drop(&mut self) {
+        let mut ignored = 0;
+        // SAFETY: as in `new`; restoring what was set before cannot fail where setting did not.
+        let _ = check(unsafe { ffi::peirce_blas_prefer_lt(self.previous, &mut ignored) });
+    }
+}
+
 fn check(error: *mut c_char) -> Result<()> {
     // SAFETY: `error` is null or a message from the shim, taken once.
     match unsafe { take_error(error) } {
@@ -193,8 +245,7 @@ mod ffi {
         pub fn peirce_kernels_prepare(like: *mut AtTensor, head_dim: i64) -> *mut c_char;
         pub fn peirce_rope_write(
             qkv: *mut AtTensor,
-            cos: *mut AtTensor,
-            sin: *mut AtTensor,
+            inv_freq: *mut AtTensor,
             positions: *mut AtTensor,
             q: *mut AtTensor,
             keys: *mut AtTensor,
@@ -203,6 +254,7 @@ mod ffi {
             kv_heads: i64,
         ) -> *mut c_char;
         pub fn peirce_silu_mul(gate_up: *mut AtTensor, out: *mut AtTensor) -> *mut c_char;
+        pub fn peirce_blas_prefer_lt(lt: i32, previous: *mut i32) -> *mut c_char;
         #[allow(clippy::too_many_arguments)]
         pub fn peirce_decode_attention(
             q: *mut AtTensor,
@@ -213,6 +265,17 @@ mod ffi {
             stats: *mut AtTensor,
             out: *mut AtTensor,
             chunk: i64,
+        ) -> *mut c_char;
+        pub fn peirce_rms_norm(
+            x: *mut AtTensor,
+            weight: *mut AtTensor,
+            out: *mut AtTensor,
+            eps: f64,
+        ) -> *mut c_char;
+        pub fn peirce_kernels_capability(
+            like: *mut AtTensor,
+            major: *mut i32,
+            minor: *mut i32,
         ) -> *mut c_char;
     }
 }
@@ -234,6 +297,14 @@ mod tests {
             error.contains("CUDA") || error.contains("without CUDA kernels"),
             "{error}"
         );
+        let rows = Tensor::zeros([2, 8], (Kind::BFloat16, tch::Device::Cpu));
+        let weight = Tensor::ones([8], (Kind::BFloat16, tch::Device::Cpu));
+        let error = rms_norm(&rows, &weight, 1e-6).unwrap_err().to_string();
+        assert!(
+            error.contains("CUDA") || error.contains("without CUDA kernels"),
+            "{error}"
+        );
+        assert!(compute_capability(&cpu).is_err());
     }
 
     #[test]

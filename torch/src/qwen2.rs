@@ -238,19 +238,24 @@ pub fn rotary(
     theta: f64,
     kind: Kind,
 ) -> Result<(Tensor, Tensor)> {
-    let device = positions.device();
-    let exponents =
-        Tensor::f_arange_start_step(0, head_dim, 2, (Kind::Float, device))? / head_dim as f64;
-    // theta^-(2i/d), as transformers computes it (in fp32).
-    let inv_freq = Tensor::f_full([1], theta, (Kind::Float, device))?
-        .f_pow(&exponents)?
-        .f_reciprocal()?;
+    let inv_freq = inverse_frequencies(head_dim, theta, positions.device())?;
     let freqs = positions
         .f_to_kind(Kind::Float)?
         .f_unsqueeze(-1)?
         .f_mul(&inv_freq)?;
     let emb = Tensor::f_cat(&[&freqs, &freqs], -1)?.f_unsqueeze(1)?;
     Ok((emb.f_cos()?.f_to_kind(kind)?, emb.f_sin()?.f_to_kind(kind)?))
+}
+
+/// The rotary frequencies, `theta^-(2i/d)` for `i < head_dim / 2`, in fp32 as
+/// `transformers` computes them: a token at position `p` rotates pair `i` by
+/// `p * inv_freq[i]`.
+pub fn inverse_frequencies(head_dim: i64, theta: f64, device: tch::Device) -> Result<Tensor> {
+    let exponents =
+        Tensor::f_arange_start_step(0, head_dim, 2, (Kind::Float, device))? / head_dim as f64;
+    Ok(Tensor::f_full([1], theta, (Kind::Float, device))?
+        .f_pow(&exponents)?
+        .f_reciprocal()?)
 }
 
 /// `[-x2, x1]` for `x = [x1, x2]` split in halves along the last dimension.
@@ -277,14 +282,14 @@ enum Rotary<'a> {
     /// where the elementwise form takes five.
     Matrix(&'a Tensor),
     /// One new token per row, rotated by peirce's fused kernel, which also writes the new
-    /// key and value into the cache ([`kernels::rope_write`]): each row's `cos` and `sin`
-    /// (`[rows, dim]`, in the model's dtype, rounded as [`Rotary::Matrix`]'s entries are)
-    /// and its position (`[rows, 1]`). Cached decoding of rows only ([`CacheWrite::Rows`]).
-    /// With `attention`, the attention too is peirce's ([`kernels::decode_attention`]), and
-    /// the SwiGLU activation always is ([`kernels::silu_mul`]).
+    /// key and value into the cache ([`kernels::rope_write`]): the rotary frequencies
+    /// ([`inverse_frequencies`]; the kernel computes each row's cosines and sines, rounded
+    /// as [`Rotary::Matrix`]'s entries are) and each row's position (`[rows, 1]`). Cached
+    /// decoding of rows only ([`CacheWrite::Rows`]). With `attention`, the attention too is
+    /// peirce's ([`kernels::decode_attention`]), and the SwiGLU activation always is
+    /// ([`kernels::silu_mul`]).
     Kernel {
-        cos: &'a Tensor,
-        sin: &'a Tensor,
+        inv_freq: &'a Tensor,
         positions: &'a Tensor,
         attention: bool,
     },
@@ -572,8 +577,12 @@ pub struct KvCache {
     capacity: i64,
     /// Which kernels [`Qwen2::decode_slots`] runs on this cache.
     kernels: Kernels,
+    /// The rotary frequencies peirce's rotary kernel reads, once it runs.
+    inv_freq: Option<Tensor>,
     /// The model's query heads.
     heads: i64,
+    /// The model's rotary base.
+    theta: f64,
 }
 
 impl KvCache {
@@ -603,7 +612,9 @@ impl KvCache {
             len: 0,
             capacity,
             kernels: Kernels::Libtorch,
+            inv_freq: None,
             heads: cfg.num_attention_heads,
+            theta: model.theta,
         })
     }
 
@@ -612,6 +623,7 @@ impl KvCache {
     /// build with them). The error says why they cannot, leaving libtorch's.
     pub fn use_kernels(&mut self, choice: Kernels) -> Result<()> {
         self.kernels = Kernels::Libtorch;
+        self.inv_freq = None;
         if choice != Kernels::Libtorch {
             let Some(layer) = self.layers.first() else {
                 return Ok(());
@@ -620,12 +632,20 @@ impl KvCache {
             let (kv_heads, head_dim) = (size[1], size[3]);
             let groups = self.heads / kv_heads.max(1);
             // The attention kernel where it is the faster; the fused ones everywhere.
+            let (major, _) = kernels::compute_capability(&layer.keys)?;
             let choice = match choice {
-                Kernels::All if !kernels::attention_chosen(head_dim, groups) => Kernels::Fused,
+                Kernels::All if !kernels::attention_chosen(head_dim, groups, major >= 8) => {
+                    Kernels::Fused
+                }
                 other => other,
             };
             let attention = if choice == Kernels::All { head_dim } else { 0 };
             kernels::prepare(&layer.keys, attention)?;
+            self.inv_freq = Some(inverse_frequencies(
+                head_dim,
+                self.theta,
+                layer.keys.device(),
+            )?);
             self.kernels = choice;
         }
         Ok(())
@@ -711,8 +731,7 @@ impl SelfAttention {
         if let (
             Some((cache, CacheWrite::Rows(_, attend))),
             Rotary::Kernel {
-                cos,
-                sin,
+                inv_freq,
                 positions,
                 attention,
             },
@@ -724,8 +743,7 @@ impl SelfAttention {
             let qkv = x.f_linear(&fused.qkv_weight, fused.qkv_bias.as_ref())?;
             let q = kernels::rope_write(
                 &qkv,
-                cos,
-                sin,
+                inv_freq,
                 positions,
                 &cache.keys,
                 &cache.values,
@@ -892,7 +910,9 @@ impl DecoderLayer {
         let decoding = cache.is_some();
         let kernels = matches!(rotation, Rotary::Kernel { .. });
         let norm = |norm: &RmsNorm, x: &Tensor| {
-            if decoding {
+            if kernels {
+                kernels::rms_norm(x, &norm.weight, norm.eps)
+            } else if decoding {
                 norm.forward_fused(x)
             } else {
                 norm.forward(x)
@@ -1115,18 +1135,21 @@ impl Qwen2 {
             )));
         }
         let rows = tokens.size()[0];
-        // Once per step, not per layer: the mask and the rotations.
-        let mask = Mask::Explicit(rows_mask(positions, attend, self.kind())?);
+        // Once per step, not per layer: the mask (which peirce's attention kernel, reading
+        // each row's own positions, does without) and the rotations.
+        let mask = if cache.kernels == Kernels::All {
+            Mask::All
+        } else {
+            Mask::Explicit(rows_mask(positions, attend, self.kind())?)
+        };
         let cfg = &self.config;
         let index = positions
             .f_view([rows, 1, 1, 1])?
             .f_expand([rows, cfg.num_key_value_heads, 1, cfg.head_dim()], false)?;
-        let (rotation, cos, sin);
-        let rotary = if cache.kernels != Kernels::Libtorch {
-            (cos, sin) = rotary(positions, cfg.head_dim(), self.theta, self.kind())?;
+        let rotation;
+        let rotary = if let Some(inv_freq) = &cache.inv_freq {
             Rotary::Kernel {
-                cos: &cos,
-                sin: &sin,
+                inv_freq,
                 positions,
                 attention: cache.kernels == Kernels::All,
             }
@@ -1138,6 +1161,9 @@ impl Qwen2 {
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let write = Some((layer_cache, CacheWrite::Rows(&index, attend)));
             x = layer.forward(&x, rotary, &mask, write)?;
+        }
+        if cache.kernels != Kernels::Libtorch {
+            return kernels::rms_norm(&x, &self.norm.weight, self.norm.eps);
         }
         self.norm.forward_fused(&x)
     }

@@ -28,7 +28,7 @@ use tch::{Device, Kind, Tensor};
 
 use crate::error::{Result, TorchError};
 use crate::graph::{self, Graph, Pool};
-use crate::kernels::Kernels;
+use crate::kernels::{Kernels, PreferCublasLt};
 use crate::qwen2::{positions_from_mask, KvCache, Qwen2};
 
 /// How to generate.
@@ -657,6 +657,9 @@ struct Decoder<'m> {
     logits: Tensor,
     graphs: Option<(Pool, HashMap<i64, Graph>)>,
     stats: DecodeStats,
+    /// With peirce's kernels, libtorch's matrix products prefer cuBLASLt while the decoder
+    /// lives ([`PreferCublasLt`]).
+    _blas: Option<PreferCublasLt>,
 }
 
 impl<'m> Decoder<'m> {
@@ -679,7 +682,13 @@ impl<'m> Decoder<'m> {
             kernels: cache.kernels(),
             ..DecodeStats::default()
         };
+        let _blas = if cache.kernels() != Kernels::Libtorch {
+            Some(PreferCublasLt::new()?)
+        } else {
+            None
+        };
         Ok(Self {
+            _blas,
             model,
             cache,
             inputs: Tensor::f_zeros([slots, 2], (Kind::Int64, device))?,
@@ -797,10 +806,8 @@ impl<'m> Decoder<'m> {
         let hidden = self
             .model
             .decode_slots(&tokens, &positions, &mut self.cache, attend)?;
-        let logits = self
-            .model
-            .logits(&hidden.f_squeeze_dim(1)?)?
-            .f_to_kind(Kind::Float)?;
+        let logits = self.model.logits(&hidden.f_squeeze_dim(1)?)?;
+        // The copy casts to fp32 (one kernel, not a cast and a copy).
         self.logits.f_copy_(&logits)?;
         Ok(())
     }
