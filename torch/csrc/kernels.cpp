@@ -11,9 +11,8 @@
 //     batched matrix product and two scatters);
 //   - `peirce_silu_mul`: SwiGLU's `silu(gate) * up` from the concatenated gate/up product
 //     (replaces two elementwise kernels).
-// `peirce_rms_norm` is the decoding step's RMS norm (one block per row, 16-byte loads), where
-// libtorch's fused norm kernel took 5 µs a call at batch 64. And `peirce_decode_attention` is
-// a split-K decoding attention on tensor cores in which each row reads its own keys only.
+// And `peirce_decode_attention` is a split-K decoding attention on tensor cores in which each
+// row reads its own keys only.
 // bfloat16 only: the dtype they were measured in on the GPU.
 //
 // No CUDA toolkit is needed to build or run this: the driver (`libcuda.so.1`) and NVRTC
@@ -110,78 +109,28 @@ extern "C" __global__ void rope_write(const scalar* __restrict__ qkv,
   }
 }
 
-// 8 consecutive elements as loaded (16 bytes), read as fp32 one by one (`e` is a constant
-// once the loops are unrolled), so registers hold the raw bytes.
+// gate_up: [rows, 2 inner] ([gate | up] per row); out: [rows, inner] = silu(gate) * up, with
+// silu rounded to `scalar` before the product, as two separate kernels would.
+extern "C" __global__ void silu_mul(const scalar* __restrict__ gate_up,
+                                    scalar* __restrict__ out, long long rows, long long inner) {
+  const long long total = rows * inner;
+  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
+       i += (long long)gridDim.x * blockDim.x) {
+    const long long row = i / inner;
+    const long long col = i - row * inner;
+    const float gate = load(gate_up[row * 2 * inner + col]);
+    const float up = load(gate_up[row * 2 * inner + inner + col]);
+    const float silu = load(store(gate / (1.0f + expf(-gate))));
+    out[i] = store(silu * up);
+  }
+}
+
+// 8 consecutive elements as loaded (16 bytes), kept as raw bytes.
 typedef uint4 Raw8;
 __device__ __forceinline__ Raw8 load8(const scalar* p) { return *reinterpret_cast<const uint4*>(p); }
 __device__ __forceinline__ Raw8 zero8() { return make_uint4(0u, 0u, 0u, 0u); }
-__device__ __forceinline__ float element(const Raw8& r, int e) {
-  const unsigned w = e < 2 ? r.x : e < 4 ? r.y : e < 6 ? r.z : r.w;
-  return (e & 1) ? __uint_as_float(w & 0xffff0000u) : __uint_as_float(w << 16);
-}
 __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
   return (unsigned)store(lo) | ((unsigned)store(hi) << 16);
-}
-__device__ __forceinline__ Raw8 pack8(const float* v) {
-  return make_uint4(pack_bf16(v[0], v[1]), pack_bf16(v[2], v[3]), pack_bf16(v[4], v[5]),
-                    pack_bf16(v[6], v[7]));
-}
-
-// gate_up: [rows, 2 inner] ([gate | up] per row); out: [rows, inner] = silu(gate) * up, with
-// silu rounded to `scalar` before the product, as two separate kernels would. One thread per
-// 8 consecutive elements (16-byte loads and stores; `inner` a multiple of 8).
-extern "C" __global__ void silu_mul(const scalar* __restrict__ gate_up,
-                                    scalar* __restrict__ out, int rows, int inner) {
-  const int groups = inner / 8;
-  const int index = blockIdx.x * blockDim.x + threadIdx.x;
-  if (index >= rows * groups) return;
-  const int row = index / groups;
-  const int col = (index - row * groups) * 8;
-  const scalar* gate_row = gate_up + (long long)row * 2 * inner;
-  const Raw8 gate = load8(gate_row + col);
-  const Raw8 up = load8(gate_row + inner + col);
-  float result[8];
-#pragma unroll
-  for (int e = 0; e < 8; ++e) {
-    const float g = element(gate, e);
-    const float silu = load(store(g / (1.0f + expf(-g))));
-    result[e] = silu * element(up, e);
-  }
-  *reinterpret_cast<Raw8*>(out + (long long)row * inner + col) = pack8(result);
-}
-
-// RMS norm of one row per block, one thread per 8 consecutive elements of the row (`width` a
-// multiple of 8, `blockDim.x` = width / 8): out = x * rsqrt(mean(x^2) + eps) * weight in fp32,
-// rounded once to `scalar` (as libtorch's fused `rms_norm` with a weight computes it; the sum
-// of squares is added in another order).
-extern "C" __global__ void rms_norm(const scalar* __restrict__ x, const scalar* __restrict__ weight,
-                                    scalar* __restrict__ out, int width, float eps) {
-  __shared__ float partial[32];
-  const int row = blockIdx.x;
-  const int t = threadIdx.x;
-  const Raw8 values = load8(x + (long long)row * width + 8 * t);
-  float squares = 0.0f;
-#pragma unroll
-  for (int e = 0; e < 8; ++e) squares = __fmaf_rn(element(values, e), element(values, e), squares);
-#pragma unroll
-  for (int offset = 16; offset > 0; offset >>= 1)
-    squares += __shfl_xor_sync(0xffffffffu, squares, offset);
-  if ((t & 31) == 0) partial[t >> 5] = squares;
-  __syncthreads();
-  if (t < 32) {
-    float total = t < (int)((blockDim.x + 31) / 32) ? partial[t] : 0.0f;
-#pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1)
-      total += __shfl_xor_sync(0xffffffffu, total, offset);
-    if (t == 0) partial[0] = rsqrtf(total / (float)width + eps);
-  }
-  __syncthreads();
-  const float scale = partial[0];
-  const Raw8 w = load8(weight + 8 * t);
-  float result[8];
-#pragma unroll
-  for (int e = 0; e < 8; ++e) result[e] = element(values, e) * scale * element(w, e);
-  *reinterpret_cast<Raw8*>(out + (long long)row * width + 8 * t) = pack8(result);
 }
 
 #define PEIRCE_NEG_INF __uint_as_float(0xff800000u)
@@ -524,7 +473,6 @@ class OnDevice {
 struct Module {
   CUfunction rope_write = nullptr;
   CUfunction silu_mul = nullptr;
-  CUfunction rms_norm = nullptr;
   CUfunction attention_partial = nullptr;
   CUfunction attention_combine = nullptr;
 };
@@ -570,7 +518,6 @@ Module compile(int head_dim) {
   Module kernels;
   check(cuda.cuModuleGetFunction(&kernels.rope_write, module, "rope_write"), "rope_write");
   check(cuda.cuModuleGetFunction(&kernels.silu_mul, module, "silu_mul"), "silu_mul");
-  check(cuda.cuModuleGetFunction(&kernels.rms_norm, module, "rms_norm"), "rms_norm");
   if (head_dim > 0) {
     check(cuda.cuModuleGetFunction(&kernels.attention_partial, module, "decode_attention_partial"),
           "decode_attention_partial");
@@ -725,45 +672,18 @@ char* peirce_silu_mul(at::Tensor* gate_up, at::Tensor* out) {
     long long rows = inner == 0 ? 0 : out->numel() / inner;
     require(gate_up->numel() == 2 * rows * inner && gate_up->size(-1) == 2 * inner,
             "gate_up must be [rows, 2 inner] for out [rows, inner]");
-    require(inner % 8 == 0 && rows * inner < (1LL << 31),
-            "inner must be a multiple of 8, rows * inner below 2^31");
     if (rows * inner == 0) {
       return;
     }
     OnDevice on(gate_up->device());
     const long long threads = 256;
-    const long long blocks = (rows * inner / 8 + threads - 1) / threads;
+    const long long blocks = std::min<long long>((rows * inner + threads - 1) / threads, 65535);
     launch(kernels.silu_mul, dim3(static_cast<unsigned>(blocks)),
-           dim3(static_cast<unsigned>(threads)), gate_up->data_ptr(), out->data_ptr(),
-           static_cast<int>(rows), static_cast<int>(inner));
+           dim3(static_cast<unsigned>(threads)), gate_up->data_ptr(), out->data_ptr(), rows,
+           inner);
   });
 }
 
-// See `rms_norm` above. x, out: [rows, width] contiguous alike; weight: [width], x's dtype;
-// width a multiple of 8, at most 8192.
-char* peirce_rms_norm(at::Tensor* x, at::Tensor* weight, at::Tensor* out, double eps) {
-  return guarded([&] {
-    const Module& kernels = module_for(*x, -1);
-    const long long width = x->dim() == 0 ? 0 : x->size(-1);
-    require(width > 0 && width % 8 == 0 && width <= 8192,
-            "the width must be a positive multiple of 8, at most 8192");
-    require(x->is_contiguous() && out->is_contiguous() && out->sizes() == x->sizes() &&
-                weight->is_contiguous() && weight->numel() == width,
-            "x and out must be [rows, width] alike and weight [width], contiguous");
-    for (const at::Tensor* t : {weight, out}) {
-      require(t->scalar_type() == x->scalar_type() && t->device() == x->device(),
-              "every tensor must have x's dtype and device");
-    }
-    const long long rows = x->numel() / width;
-    if (rows == 0) {
-      return;
-    }
-    OnDevice on(x->device());
-    launch(kernels.rms_norm, dim3(static_cast<unsigned>(rows)),
-           dim3(static_cast<unsigned>(width / 8)), x->data_ptr(), weight->data_ptr(),
-           out->data_ptr(), static_cast<int>(width), static_cast<float>(eps));
-  });
-}
 
 // Decoding attention of one new token per row: q ([rows, heads, dim], contiguous) over the
 // cached keys and values ([rows, kv_heads, capacity, dim], contiguous), row r over its
@@ -841,7 +761,6 @@ char* peirce_rope_write(at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*, at::
   return unavailable();
 }
 char* peirce_silu_mul(at::Tensor*, at::Tensor*) { return unavailable(); }
-char* peirce_rms_norm(at::Tensor*, at::Tensor*, at::Tensor*, double) { return unavailable(); }
 char* peirce_decode_attention(at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*,
                               at::Tensor*, at::Tensor*, int64_t) {
   return unavailable();

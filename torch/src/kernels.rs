@@ -2,24 +2,22 @@
 //!
 //! A decoding step of a small batch reads every weight once in a few large matrix products;
 //! what else it launches is a tail of small kernels, each a launch and a pass over the
-//! activations, and at Qwen2.5-7B's shape that tail is a sixth of the step (docs §20). Three
-//! of its pieces are fused or rewritten here, each into one kernel:
+//! activations, and at Qwen2.5-7B's shape that tail is a sixth of the step (docs §20). Two
+//! of its pieces are fused here, each into one kernel:
 //!
 //! - [`rope_write`]: q and k rotated (each row's cosines and sines computed in the kernel
 //!   from the rotary frequencies), the new key and value written at each row's own position
 //!   of the KV cache, q laid out for attention: one kernel where libtorch's ops take a
 //!   batched matrix product, two scatters and the per-step rotation's own dozen;
-//! - [`silu_mul`]: SwiGLU's `silu(gate) * up`: one kernel instead of two;
-//! - [`rms_norm`]: the RMS norm with its weight, one block per row (libtorch's fused kernel
-//!   took 5 µs a call at batch 64 on an H100, this one about 2).
+//! - [`silu_mul`]: SwiGLU's `silu(gate) * up`: one kernel instead of two.
 //!
-//! They compute what the libtorch ops they replace compute, in fp32, rounded to the dtype at
+//! Both compute what the libtorch ops they replace compute, in fp32, rounded to the dtype at
 //! the same points; libtorch's rotation runs as a bf16 matrix product on tensor cores, whose
-//! accumulation may round differently in the last bit, and the norm sums its squares in
-//! another order, so the tokens of a random model (whose top scores are close) can part after
-//! a while. `peirce-worker bench` measures how many rows stay equal.
+//! accumulation may round differently in the last bit, so the tokens of a random model (whose
+//! top scores are close) can part after a while. `peirce-worker bench` measures how many rows
+//! stay equal.
 //!
-//! A fourth replaces libtorch's attention in the decoding step: [`decode_attention`], split
+//! A third replaces libtorch's attention in the decoding step: [`decode_attention`], split
 //! over the keys (flash-decoding) so that every SM has work at small batches, on tensor cores
 //! (compute capability 8.0 and later), each row reading its own keys only, where the masked
 //! attention kernel reads the longest row's for every row. Its softmax rounds differently
@@ -40,8 +38,8 @@ use tch::{Kind, Tensor};
 use crate::dist::{ffi::AtTensor, take_error, tensor_ptr};
 use crate::error::{Result, TorchError};
 
-/// Which kernels a decoding step on a CUDA device runs: libtorch's, [`rope_write`],
-/// [`silu_mul`] and [`rms_norm`] (`Fused`), or those and [`decode_attention`] (`All`).
+/// Which kernels a decoding step on a CUDA device runs: libtorch's, [`rope_write`] and
+/// [`silu_mul`] (`Fused`), or those and [`decode_attention`] (`All`).
 pub use peirce_protocol::params::DecodeKernels as Kernels;
 
 /// Whether [`decode_attention`] takes heads of `head_dim` and `groups` query heads per
@@ -139,18 +137,6 @@ pub fn silu_mul(gate_up: &Tensor) -> Result<Tensor> {
     let out = Tensor::f_empty(size.as_slice(), (gate_up.kind(), gate_up.device()))?;
     // SAFETY: as in `rope_write`.
     check(unsafe { ffi::peirce_silu_mul(tensor_ptr(gate_up), tensor_ptr(&out)) })?;
-    Ok(out)
-}
-
-/// The RMS norm of each row of `x` (`[..., width]`, contiguous, `width` a multiple of 8 up
-/// to 8192) with `weight` (`[width]`): `x * rsqrt(mean(x^2) + eps) * weight` in fp32, rounded
-/// once to the dtype.
-pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    let out = Tensor::f_empty(x.size().as_slice(), (x.kind(), x.device()))?;
-    // SAFETY: as in `rope_write`.
-    check(unsafe {
-        ffi::peirce_rms_norm(tensor_ptr(x), tensor_ptr(weight), tensor_ptr(&out), eps)
-    })?;
     Ok(out)
 }
 
@@ -266,12 +252,6 @@ mod ffi {
             out: *mut AtTensor,
             chunk: i64,
         ) -> *mut c_char;
-        pub fn peirce_rms_norm(
-            x: *mut AtTensor,
-            weight: *mut AtTensor,
-            out: *mut AtTensor,
-            eps: f64,
-        ) -> *mut c_char;
         pub fn peirce_kernels_capability(
             like: *mut AtTensor,
             major: *mut i32,
@@ -293,13 +273,6 @@ mod tests {
         let error = silu_mul(&Tensor::zeros([2, 4], (Kind::Float, tch::Device::Cpu)))
             .unwrap_err()
             .to_string();
-        assert!(
-            error.contains("CUDA") || error.contains("without CUDA kernels"),
-            "{error}"
-        );
-        let rows = Tensor::zeros([2, 8], (Kind::BFloat16, tch::Device::Cpu));
-        let weight = Tensor::ones([8], (Kind::BFloat16, tch::Device::Cpu));
-        let error = rms_norm(&rows, &weight, 1e-6).unwrap_err().to_string();
         assert!(
             error.contains("CUDA") || error.contains("without CUDA kernels"),
             "{error}"

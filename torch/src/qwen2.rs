@@ -910,9 +910,7 @@ impl DecoderLayer {
         let decoding = cache.is_some();
         let kernels = matches!(rotation, Rotary::Kernel { .. });
         let norm = |norm: &RmsNorm, x: &Tensor| {
-            if kernels {
-                kernels::rms_norm(x, &norm.weight, norm.eps)
-            } else if decoding {
+            if decoding {
                 norm.forward_fused(x)
             } else {
                 norm.forward(x)
@@ -1161,9 +1159,6 @@ impl Qwen2 {
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
             let write = Some((layer_cache, CacheWrite::Rows(&index, attend)));
             x = layer.forward(&x, rotary, &mask, write)?;
-        }
-        if cache.kernels != Kernels::Libtorch {
-            return kernels::rms_norm(&x, &self.norm.weight, self.norm.eps);
         }
         self.norm.forward_fused(&x)
     }
