@@ -591,14 +591,7 @@ void require(bool condition, const char* what) {
 // Runs `body`, returning any C++ exception as a message.
 template <typename F>
 char* guarded(F&& body) {
-  try {
-    body();
-    return nullptr;
-  } catch (const std::exception& error) {
-    return peirce_message(error.what());
-  } catch (...) {
-    return peirce_message("unknown C++ exception in peirce kernels");
-  }
+  return peirce_guarded(std::forward<F>(body), "unknown C++ exception in peirce kernels");
 }
 
 extern "C" {
@@ -772,15 +765,13 @@ extern "C" {
 // libtorch's preferred library for CUDA matrix products: cuBLASLt when `lt` is 1, libtorch's
 // default when 0. `*previous` gets the preference before (1: cuBLASLt, 0: any other).
 char* peirce_blas_prefer_lt(int lt, int* previous) {
-  try {
-    *previous = at::globalContext().blasPreferredBackend() == at::BlasBackend::Cublaslt ? 1 : 0;
-    at::globalContext().setBlasPreferredBackend(lt != 0 ? at::BlasBackend::Cublaslt
-                                                        : at::BlasBackend::Default);
-    return nullptr;
-  } catch (const std::exception& error) {
-    return peirce_message(error.what());
-  } catch (...) {
-    return peirce_message("unknown C++ exception setting the BLAS library");
-  }
+  return peirce_guarded(
+      [&] {
+        *previous =
+            at::globalContext().blasPreferredBackend() == at::BlasBackend::Cublaslt ? 1 : 0;
+        at::globalContext().setBlasPreferredBackend(lt != 0 ? at::BlasBackend::Cublaslt
+                                                            : at::BlasBackend::Default);
+      },
+      "unknown C++ exception setting the BLAS library");
 }
 }  // extern "C"

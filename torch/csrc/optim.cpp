@@ -26,7 +26,7 @@ extern "C" {
 char* peirce_fused_adamw(at::Tensor* param, at::Tensor* grad, at::Tensor* exp_avg,
                          at::Tensor* exp_avg_sq, at::Tensor* step, double lr, double beta1,
                          double beta2, double weight_decay, double eps) {
-  try {
+  return peirce_guarded([&] {
     std::vector<at::Tensor> params{*param};
     std::vector<at::Tensor> grads{*grad};
     std::vector<at::Tensor> exp_avgs{*exp_avg};
@@ -35,12 +35,7 @@ char* peirce_fused_adamw(at::Tensor* param, at::Tensor* grad, at::Tensor* exp_av
     std::vector<at::Tensor> steps{*step};
     at::_fused_adamw_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, steps, lr, beta1,
                       beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
-    return nullptr;
-  } catch (const std::exception& error) {
-    return peirce_message(error.what());
-  } catch (...) {
-    return peirce_message("unknown C++ exception in _fused_adamw_");
-  }
+  }, "unknown C++ exception in _fused_adamw_");
 }
 
 }  // extern "C"

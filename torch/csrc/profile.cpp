@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <exception>
 #include <map>
+#include <stdexcept>
 #include <set>
 #include <string>
 #include <utility>
@@ -33,54 +34,48 @@ extern "C" {
 
 // Starts recording (an error if the profiler is already on, or cannot start).
 char* peirce_profile_start() {
-  try {
-    torch::autograd::profiler::prepareProfiler(config(), activities());
-    torch::autograd::profiler::enableProfiler(config(), activities());
-    return nullptr;
-  } catch (const std::exception& error) {
-    return peirce_message(error.what());
-  } catch (...) {
-    return peirce_message("unknown C++ exception starting the profiler");
-  }
+  return peirce_guarded(
+      [] {
+        torch::autograd::profiler::prepareProfiler(config(), activities());
+        torch::autograd::profiler::enableProfiler(config(), activities());
+      },
+      "unknown C++ exception starting the profiler");
 }
 
 // Stops recording; `*table` gets the device events since `start` summed per name, one line
 // each: `calls<TAB>nanoseconds<TAB>name` (tabs and newlines in names become spaces), in
 // malloc'd memory the caller frees with `peirce_dist_free_error`.
 char* peirce_profile_stop(char** table) {
-  try {
-    *table = nullptr;
-    auto result = torch::autograd::profiler::disableProfiler();
-    std::map<std::string, std::pair<uint64_t, uint64_t>> kernels;
-    for (const auto& event : result->events()) {
-      if (event.deviceType() != c10::DeviceType::CUDA) {
-        continue;
-      }
-      auto& entry = kernels[event.name()];
-      entry.first += 1;
-      entry.second += event.durationNs();
-    }
-    std::string text;
-    for (const auto& [name, entry] : kernels) {
-      std::string clean = name;
-      for (auto& c : clean) {
-        if (c == '\t' || c == '\n' || c == '\r') {
-          c = ' ';
+  *table = nullptr;
+  return peirce_guarded(
+      [&] {
+        auto result = torch::autograd::profiler::disableProfiler();
+        std::map<std::string, std::pair<uint64_t, uint64_t>> kernels;
+        for (const auto& event : result->events()) {
+          if (event.deviceType() != c10::DeviceType::CUDA) {
+            continue;
+          }
+          auto& entry = kernels[event.name()];
+          entry.first += 1;
+          entry.second += event.durationNs();
         }
-      }
-      text += std::to_string(entry.first) + "\t" + std::to_string(entry.second) + "\t" + clean +
-              "\n";
-    }
-    *table = peirce_message(text.c_str());
-    if (*table == nullptr) {
-      return peirce_message("out of memory for the profiler's table");
-    }
-    return nullptr;
-  } catch (const std::exception& error) {
-    return peirce_message(error.what());
-  } catch (...) {
-    return peirce_message("unknown C++ exception stopping the profiler");
-  }
+        std::string text;
+        for (const auto& [name, entry] : kernels) {
+          std::string clean = name;
+          for (auto& c : clean) {
+            if (c == '\t' || c == '\n' || c == '\r') {
+              c = ' ';
+            }
+          }
+          text += std::to_string(entry.first) + "\t" + std::to_string(entry.second) + "\t" +
+                  clean + "\n";
+        }
+        *table = peirce_message(text.c_str());
+        if (*table == nullptr) {
+          throw std::runtime_error("out of memory for the profiler's table");
+        }
+      },
+      "unknown C++ exception stopping the profiler");
 }
 
 }  // extern "C"
