@@ -125,14 +125,6 @@ extern "C" __global__ void silu_mul(const scalar* __restrict__ gate_up,
   }
 }
 
-// 8 consecutive elements as loaded (16 bytes), kept as raw bytes.
-typedef uint4 Raw8;
-__device__ __forceinline__ Raw8 load8(const scalar* p) { return *reinterpret_cast<const uint4*>(p); }
-__device__ __forceinline__ Raw8 zero8() { return make_uint4(0u, 0u, 0u, 0u); }
-__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
-  return (unsigned)store(lo) | ((unsigned)store(hi) << 16);
-}
-
 #define PEIRCE_NEG_INF __uint_as_float(0xff800000u)
 #define PEIRCE_MAX_GROUPS 8
 
@@ -156,6 +148,14 @@ __device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
 #define MMA_WARPS 4
 #define MMA_KEYS 16
 #define V_STRIDE (DIM + 8)
+
+// 8 consecutive elements as loaded (16 bytes), kept as raw bytes.
+typedef uint4 Raw8;
+__device__ __forceinline__ Raw8 load8(const scalar* p) { return *reinterpret_cast<const uint4*>(p); }
+__device__ __forceinline__ Raw8 zero8() { return make_uint4(0u, 0u, 0u, 0u); }
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+  return (unsigned)store(lo) | ((unsigned)store(hi) << 16);
+}
 
 // d = a b + c for one m16n8k16 tile; rows 8..15 of `a` are zero and their results unused.
 __device__ __forceinline__ void mma_rows8(float& d0, float& d1, unsigned a0, unsigned a2,

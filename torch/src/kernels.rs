@@ -49,13 +49,13 @@ pub fn attention_fits(head_dim: i64, groups: i64) -> bool {
 }
 
 /// Whether [`Kernels::All`] runs [`decode_attention`] for heads of `head_dim` and `groups`
-/// query heads per key/value head on a device with (`tensor_cores`: compute capability 8.0
-/// or later) or without tensor cores: where it takes those heads and the device has them.
+/// query heads per key/value head on a device of compute `capability` ([`compute_capability`]):
+/// where it takes those heads and the device has the tensor cores it runs on (8.0 or later).
 /// It measured faster than libtorch's attention at both head sizes (batch 64, one H100:
 /// Qwen2-0.5B 1.47 against 1.64 ms per step, Qwen2.5-7B 6.89 against 7.02 ms); elsewhere
 /// `All` keeps libtorch's attention.
-pub fn attention_chosen(head_dim: i64, groups: i64, tensor_cores: bool) -> bool {
-    tensor_cores && attention_fits(head_dim, groups)
+pub fn attention_chosen(head_dim: i64, groups: i64, capability: (i32, i32)) -> bool {
+    capability.0 >= 8 && attention_fits(head_dim, groups)
 }
 
 /// The compute capability (major, minor) of `like`'s CUDA device.

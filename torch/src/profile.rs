@@ -4,7 +4,7 @@
 //! step into its kernels.
 
 use std::collections::BTreeMap;
-use std::ffi::{c_char, CStr};
+use std::ffi::c_char;
 
 use crate::dist::take_error;
 use crate::error::{Result, TorchError};
@@ -29,18 +29,8 @@ pub fn kernels<T>(work: impl FnOnce() -> Result<T>) -> Result<(T, Vec<KernelTime
     let mut table: *mut c_char = std::ptr::null_mut();
     // SAFETY: `table` receives a malloc'd string (or stays null on error), taken below.
     let stopped = check(unsafe { ffi::peirce_profile_stop(&mut table) });
-    let text = if table.is_null() {
-        String::new()
-    } else {
-        // SAFETY: a NUL-terminated string from the shim, copied and then freed once, as
-        // its errors are.
-        let text = unsafe { CStr::from_ptr(table) }
-            .to_string_lossy()
-            .into_owned();
-        // SAFETY: the shim's malloc'd string, freed once.
-        let _ = unsafe { take_error(table) };
-        text
-    };
+    // SAFETY: the shim's malloc'd string (or null), copied and freed once, as its errors are.
+    let text = unsafe { take_error(table) }.unwrap_or_default();
     let value = value?;
     stopped?;
     Ok((value, parse(&text)?))

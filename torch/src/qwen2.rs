@@ -577,12 +577,10 @@ pub struct KvCache {
     capacity: i64,
     /// Which kernels [`Qwen2::decode_slots`] runs on this cache.
     kernels: Kernels,
-    /// The rotary frequencies peirce's rotary kernel reads, once it runs.
-    inv_freq: Option<Tensor>,
+    /// The rotary frequencies ([`inverse_frequencies`]) peirce's rotary kernel reads.
+    inv_freq: Tensor,
     /// The model's query heads.
     heads: i64,
-    /// The model's rotary base.
-    theta: f64,
 }
 
 impl KvCache {
@@ -612,9 +610,8 @@ impl KvCache {
             len: 0,
             capacity,
             kernels: Kernels::Libtorch,
-            inv_freq: None,
+            inv_freq: inverse_frequencies(cfg.head_dim(), model.theta, model.device())?,
             heads: cfg.num_attention_heads,
-            theta: model.theta,
         })
     }
 
@@ -623,7 +620,6 @@ impl KvCache {
     /// build with them). The error says why they cannot, leaving libtorch's.
     pub fn use_kernels(&mut self, choice: Kernels) -> Result<()> {
         self.kernels = Kernels::Libtorch;
-        self.inv_freq = None;
         if choice != Kernels::Libtorch {
             let Some(layer) = self.layers.first() else {
                 return Ok(());
@@ -632,20 +628,15 @@ impl KvCache {
             let (kv_heads, head_dim) = (size[1], size[3]);
             let groups = self.heads / kv_heads.max(1);
             // The attention kernel where it is the faster; the fused ones everywhere.
-            let (major, _) = kernels::compute_capability(&layer.keys)?;
+            let capability = kernels::compute_capability(&layer.keys)?;
             let choice = match choice {
-                Kernels::All if !kernels::attention_chosen(head_dim, groups, major >= 8) => {
+                Kernels::All if !kernels::attention_chosen(head_dim, groups, capability) => {
                     Kernels::Fused
                 }
                 other => other,
             };
             let attention = if choice == Kernels::All { head_dim } else { 0 };
             kernels::prepare(&layer.keys, attention)?;
-            self.inv_freq = Some(inverse_frequencies(
-                head_dim,
-                self.theta,
-                layer.keys.device(),
-            )?);
             self.kernels = choice;
         }
         Ok(())
@@ -1145,9 +1136,9 @@ impl Qwen2 {
             .f_view([rows, 1, 1, 1])?
             .f_expand([rows, cfg.num_key_value_heads, 1, cfg.head_dim()], false)?;
         let rotation;
-        let rotary = if let Some(inv_freq) = &cache.inv_freq {
+        let rotary = if cache.kernels != Kernels::Libtorch {
             Rotary::Kernel {
-                inv_freq,
+                inv_freq: &cache.inv_freq,
                 positions,
                 attention: cache.kernels == Kernels::All,
             }
