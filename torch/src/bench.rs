@@ -15,7 +15,7 @@
 //! prefill alone (libtorch's profiler, [`crate::profile`]) and prints the `N` kernels that
 //! take most of a decoding step, each as milliseconds and launches per step, beside the sum of
 //! all kernels' time per step (what the step's wall time has beyond it is the device idle:
-//! launches, host work, synchronization).
+//! launches, host work, synchronization), and the prefill's own longest kernels.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -678,6 +678,20 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
         let kernel_ms = step.iter().map(|k| k.nanos as f64).sum::<f64>() / 1e6 / steps;
         let launches = step.iter().map(|k| k.calls as f64).sum::<f64>() / steps;
         result["kernel_profile"] = json!({
+            // The prefill's own kernels (the prompts' forward pass, the decoder's setup and
+            // the first token), whole, not per step.
+            "prefill": {
+                "kernel_ms": prefill.iter().map(|k| k.nanos as f64).sum::<f64>() / 1e6,
+                "top": prefill
+                    .iter()
+                    .take(options.profile_kernels)
+                    .map(|k| json!({
+                        "ms": k.nanos as f64 / 1e6,
+                        "calls": k.calls,
+                        "kernel": k.name.chars().take(160).collect::<String>(),
+                    }))
+                    .collect::<Vec<_>>(),
+            },
             "kernel_ms_per_step": kernel_ms,
             "kernels_per_step": launches,
             "device_busy_fraction": kernel_ms / ms_per_step,

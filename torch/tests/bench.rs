@@ -135,6 +135,16 @@ fn the_kernel_profile_is_reported_and_a_cpu_has_no_device_kernels() {
     let profile = &result["sample"]["kernel_profile"];
     assert_eq!(profile["kernels_per_step"].as_f64(), Some(0.0), "{result}");
     assert_eq!(profile["top"].as_array().map(Vec::len), Some(0), "{result}");
+    assert_eq!(
+        profile["prefill"]["kernel_ms"].as_f64(),
+        Some(0.0),
+        "{result}"
+    );
+    assert_eq!(
+        profile["prefill"]["top"].as_array().map(Vec::len),
+        Some(0),
+        "{result}"
+    );
     let plain = bench_json(&[TINY, &args[..args.len() - 2]].concat());
     assert!(plain["sample"].get("kernel_profile").is_none(), "{plain}");
 }
