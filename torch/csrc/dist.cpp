@@ -2,9 +2,10 @@
 // CPU, NCCL on CUDA) behind a small C ABI that torch/src/dist.rs calls.
 //
 // Rules of this file:
-// - Every extern "C" function catches every C++ exception. Errors come back as a string
-//   allocated with malloc (NULL means success); Rust copies it and frees it with
-//   `peirce_dist_free_error`. Nothing C++ ever unwinds into Rust.
+// - Every extern "C" function catches every C++ exception (`peirce_guarded`, message.h,
+//   the convention every shim follows). Errors come back as a string allocated with malloc
+//   (NULL means success); Rust copies it and frees it with `peirce_dist_free_error`.
+//   Nothing C++ ever unwinds into Rust.
 // - Tensors arrive as `at::Tensor*`, which is what tch's `C_tensor*` is (torch-sys's
 //   libtch/torch_api.h: `typedef torch::Tensor *tensor;`).
 // - Collectives are synchronous from the caller's view: they wait for the c10d Work.
@@ -35,6 +36,8 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/csrc/distributed/c10d/Types.hpp>
 #include <torch/csrc/distributed/c10d/Work.hpp>
+
+#include "message.h"
 
 #ifndef USE_C10D_GLOO
 #error "dist.cpp needs USE_C10D_GLOO (build.rs defines it)"
@@ -69,40 +72,10 @@ constexpr int kSum = 0;
 constexpr int kMax = 1;
 constexpr int kMin = 2;
 
-// Returned when even the message cannot be allocated: an error must never read as NULL
-// (success). `peirce_dist_free_error` knows not to free it.
-char kNoMemory[] = "out of memory while reporting an error";
-
-char* owned_message(const std::string& message) {
-  char* out = static_cast<char*>(std::malloc(message.size() + 1));
-  if (out == nullptr) {
-    return kNoMemory;
-  }
-  std::memcpy(out, message.data(), message.size());
-  out[message.size()] = '\0';
-  return out;
-}
-
-// Runs `body`, turning any exception into an owned message (NULL: success). c10 errors
-// give their message without the C++ backtrace, which says nothing to a peirce user.
-template <typename F>
-char* guarded(F&& body) noexcept {
-  try {
-    body();
-    return nullptr;
-  } catch (const c10::Error& error) {
-    return owned_message(error.what_without_backtrace());
-  } catch (const std::exception& error) {
-    return owned_message(error.what());
-  } catch (...) {
-    return owned_message("unknown C++ exception");
-  }
-}
-
-// `guarded` for an operation of `group`: a failure marks the group failed.
+// `peirce_guarded` for an operation of `group`: a failure marks the group failed.
 template <typename F>
 char* operation(peirce_dist_group* group, F&& body) noexcept {
-  char* error = guarded(std::forward<F>(body));
+  char* error = peirce_guarded(std::forward<F>(body));
   if (error != nullptr) {
     group->failed = true;
   }
@@ -164,9 +137,9 @@ c10::intrusive_ptr<c10d::Backend> make_backend(
 
 extern "C" {
 
-// Frees a message returned by any function of this file.
+// Frees a message returned by any shim function (message.h).
 void peirce_dist_free_error(char* message) {
-  if (message != kNoMemory) {
+  if (message != peirce_no_memory) {
     std::free(message);
   }
 }
@@ -191,7 +164,7 @@ char* peirce_dist_new_file(
     int64_t timeout_ms,
     peirce_dist_group** out) {
   *out = nullptr;
-  return guarded([&] {
+  return peirce_guarded([&] {
     const std::chrono::milliseconds timeout(timeout_ms);
     c10::intrusive_ptr<c10d::Store> store =
         c10::make_intrusive<c10d::FileStore>(std::string(path), world);
@@ -213,7 +186,7 @@ char* peirce_dist_new_tcp(
     int64_t timeout_ms,
     peirce_dist_group** out) {
   *out = nullptr;
-  return guarded([&] {
+  return peirce_guarded([&] {
     const std::chrono::milliseconds timeout(timeout_ms);
     c10d::TCPStoreOptions options;
     options.port = port;

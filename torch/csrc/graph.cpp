@@ -2,8 +2,8 @@
 // (tch 0.24 does not bind it). A decoding step is captured once per shape and then replayed
 // per token: one launch for the whole step instead of a few hundred kernel launches.
 //
-// Same rules as dist.cpp: every C++ exception is caught and returned as a malloc'd message
-// (NULL: success), freed by Rust with `peirce_dist_free_error`.
+// The shims' error convention (message.h): every C++ exception is caught and returned as a
+// malloc'd message (NULL: success), freed by Rust with `peirce_dist_free_error`.
 //
 // Capture runs on a side stream (CUDA cannot capture the legacy default stream): `begin`
 // synchronizes the device, makes a stream from libtorch's pool current (remembering the
@@ -53,16 +53,6 @@ void restore_stream(peirce_graph* graph) {
 struct peirce_graph {};
 #endif
 
-#define PEIRCE_GRAPH_TRY(body)                                   \
-  try {                                                          \
-    body;                                                        \
-    return nullptr;                                              \
-  } catch (const std::exception& error) {                        \
-    return peirce_message(error.what());                          \
-  } catch (...) {                                                \
-    return peirce_message("unknown C++ exception in CUDA graphs"); \
-  }
-
 extern "C" {
 
 // 1 when this build can capture CUDA graphs (a CUDA device is still needed at run time).
@@ -77,11 +67,13 @@ int peirce_graph_available() {
 // A new memory pool handle for graphs that share memory (`pool` gets its two halves).
 char* peirce_graph_pool(uint64_t* pool) {
 #ifdef PEIRCE_CUDA_GRAPHS
-  PEIRCE_GRAPH_TRY({
-    auto handle = at::cuda::graph_pool_handle();
-    pool[0] = handle.first;
-    pool[1] = handle.second;
-  })
+  return peirce_guarded(
+      [&] {
+        auto handle = at::cuda::graph_pool_handle();
+        pool[0] = handle.first;
+        pool[1] = handle.second;
+      },
+      "unknown C++ exception in CUDA graphs");
 #else
   (void)pool;
   return peirce_message("this peirce-worker was built without CUDA graphs");
@@ -92,28 +84,25 @@ char* peirce_graph_pool(uint64_t* pool) {
 char* peirce_graph_begin(int device, const uint64_t* pool, peirce_graph** out) {
 #ifdef PEIRCE_CUDA_GRAPHS
   peirce_graph* graph = nullptr;
-  try {
-    graph = new peirce_graph();
-    c10::cuda::device_synchronize();
-    auto index = static_cast<c10::DeviceIndex>(device);
-    graph->previous = c10::cuda::getCurrentCUDAStream(index);
-    c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromPool(false, index));
-    graph->graph.capture_begin({pool[0], pool[1]});
-    *out = graph;
-    return nullptr;
-  } catch (const std::exception& error) {
+  char* error = peirce_guarded(
+      [&] {
+        graph = new peirce_graph();
+        c10::cuda::device_synchronize();
+        auto index = static_cast<c10::DeviceIndex>(device);
+        graph->previous = c10::cuda::getCurrentCUDAStream(index);
+        c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromPool(false, index));
+        graph->graph.capture_begin({pool[0], pool[1]});
+      },
+      "unknown C++ exception in CUDA graph capture");
+  if (error != nullptr) {
     if (graph != nullptr) {
       restore_stream(graph);
     }
     delete graph;
-    return peirce_message(error.what());
-  } catch (...) {
-    if (graph != nullptr) {
-      restore_stream(graph);
-    }
-    delete graph;
-    return peirce_message("unknown C++ exception in CUDA graph capture");
+    return error;
   }
+  *out = graph;
+  return nullptr;
 #else
   (void)device;
   (void)pool;
@@ -126,17 +115,10 @@ char* peirce_graph_begin(int device, const uint64_t* pool, peirce_graph** out) {
 // is unusable (free it).
 char* peirce_graph_end(peirce_graph* graph) {
 #ifdef PEIRCE_CUDA_GRAPHS
-  try {
-    graph->graph.capture_end();
-    restore_stream(graph);
-    return nullptr;
-  } catch (const std::exception& error) {
-    restore_stream(graph);
-    return peirce_message(error.what());
-  } catch (...) {
-    restore_stream(graph);
-    return peirce_message("unknown C++ exception ending a CUDA graph capture");
-  }
+  char* error = peirce_guarded([&] { graph->graph.capture_end(); },
+                               "unknown C++ exception ending a CUDA graph capture");
+  restore_stream(graph);
+  return error;
 #else
   (void)graph;
   return peirce_message("this peirce-worker was built without CUDA graphs");
@@ -146,7 +128,7 @@ char* peirce_graph_end(peirce_graph* graph) {
 // Launches the graph on the current stream.
 char* peirce_graph_replay(peirce_graph* graph) {
 #ifdef PEIRCE_CUDA_GRAPHS
-  PEIRCE_GRAPH_TRY(graph->graph.replay())
+  return peirce_guarded([&] { graph->graph.replay(); }, "unknown C++ exception in CUDA graphs");
 #else
   (void)graph;
   return peirce_message("this peirce-worker was built without CUDA graphs");

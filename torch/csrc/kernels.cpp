@@ -21,8 +21,8 @@
 // falls back to libtorch's ops. Built only with the CUDA headers (build.rs defines
 // PEIRCE_CUDA_KERNELS); without them every call says the kernels are unavailable.
 //
-// Same rules as dist.cpp: every C++ exception is caught and returned as a malloc'd message
-// (NULL: success), freed by Rust with `peirce_dist_free_error`.
+// The shims' error convention (message.h): every C++ exception is caught and returned as a
+// malloc'd message (NULL: success), freed by Rust with `peirce_dist_free_error`.
 
 #include <cstdint>
 #include <cstdlib>

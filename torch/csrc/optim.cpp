@@ -3,8 +3,8 @@
 // from its gradient, reading and writing each once, where the same update written with
 // separate tensor ops makes a dozen passes and allocates temporaries.
 //
-// Same rules as dist.cpp: every C++ exception is caught and returned as a malloc'd message
-// (NULL: success), freed by Rust with `peirce_dist_free_error`; tensors arrive as
+// The shims' error convention (message.h): every C++ exception is caught and returned as a
+// malloc'd message (NULL: success), freed by Rust with `peirce_dist_free_error`; tensors arrive as
 // `at::Tensor*` (tch's `C_tensor*`).
 
 #include <cstdlib>

@@ -1,8 +1,8 @@
 // libtorch's profiler (Kineto over CUPTI) for torch/src/profile.rs: the time every device
 // kernel took while it was on, summed per kernel name. tch does not bind the profiler.
 //
-// Same rules as dist.cpp: every C++ exception is caught and returned as a malloc'd message
-// (NULL: success), freed by Rust with `peirce_dist_free_error`.
+// The shims' error convention (message.h): every C++ exception is caught and returned as a
+// malloc'd message (NULL: success), freed by Rust with `peirce_dist_free_error`.
 
 #include <cstdint>
 #include <exception>
@@ -70,8 +70,9 @@ char* peirce_profile_stop(char** table) {
           text += std::to_string(entry.first) + "\t" + std::to_string(entry.second) + "\t" +
                   clean + "\n";
         }
-        *table = peirce_message(text.c_str());
-        if (*table == nullptr) {
+        *table = peirce_message(text);
+        if (*table == peirce_no_memory) {
+          *table = nullptr;
           throw std::runtime_error("out of memory for the profiler's table");
         }
       },

@@ -675,35 +675,40 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
         let whole = profiled(options.new_tokens)?;
         let steps = (options.new_tokens - 1).max(1) as f64;
         let step = profile::difference(&whole, &prefill);
-        let kernel_ms = step.iter().map(|k| k.nanos as f64).sum::<f64>() / 1e6 / steps;
+        let total_ms = |kernels: &[profile::KernelTime]| {
+            kernels.iter().map(|k| k.nanos as f64).sum::<f64>() / 1e6
+        };
+        // The `N` longest of `kernels`: their time and launches divided by `per`, under the
+        // keys the caller names, and their names.
+        let top = |kernels: &[profile::KernelTime], per: f64, ms: &str, calls: &str| {
+            kernels
+                .iter()
+                .take(options.profile_kernels)
+                .map(|k| {
+                    let mut entry = serde_json::Map::new();
+                    entry.insert(ms.into(), json!(k.nanos as f64 / 1e6 / per));
+                    entry.insert(calls.into(), json!(k.calls as f64 / per));
+                    entry.insert(
+                        "kernel".into(),
+                        json!(k.name.chars().take(160).collect::<String>()),
+                    );
+                    serde_json::Value::Object(entry)
+                })
+                .collect::<Vec<_>>()
+        };
+        let kernel_ms = total_ms(&step) / steps;
         let launches = step.iter().map(|k| k.calls as f64).sum::<f64>() / steps;
         result["kernel_profile"] = json!({
             // The prefill's own kernels (the prompts' forward pass, the decoder's setup and
             // the first token), whole, not per step.
             "prefill": {
-                "kernel_ms": prefill.iter().map(|k| k.nanos as f64).sum::<f64>() / 1e6,
-                "top": prefill
-                    .iter()
-                    .take(options.profile_kernels)
-                    .map(|k| json!({
-                        "ms": k.nanos as f64 / 1e6,
-                        "calls": k.calls,
-                        "kernel": k.name.chars().take(160).collect::<String>(),
-                    }))
-                    .collect::<Vec<_>>(),
+                "kernel_ms": total_ms(&prefill),
+                "top": top(&prefill, 1.0, "ms", "calls"),
             },
             "kernel_ms_per_step": kernel_ms,
             "kernels_per_step": launches,
             "device_busy_fraction": kernel_ms / ms_per_step,
-            "top": step
-                .iter()
-                .take(options.profile_kernels)
-                .map(|k| json!({
-                    "ms_per_step": k.nanos as f64 / 1e6 / steps,
-                    "per_step": k.calls as f64 / steps,
-                    "kernel": k.name.chars().take(160).collect::<String>(),
-                }))
-                .collect::<Vec<_>>(),
+            "top": top(&step, steps, "ms_per_step", "per_step"),
         });
     }
     Ok(result)
