@@ -417,6 +417,17 @@ pub(crate) fn tensor_ptr(tensor: &Tensor) -> *mut ffi::AtTensor {
     tensor.as_ptr() as *mut ffi::AtTensor
 }
 
+/// A shim call's outcome: its error message (taken, see [`take_error`]) after `prefix`, as
+/// [`TorchError::Invalid`]. `error` must come straight from a shim call (null or a message
+/// not yet freed), as every caller passes it.
+pub(crate) fn shim_result(error: *mut c_char, prefix: &str) -> Result<()> {
+    // SAFETY: `error` is null or a message from the shim, taken once.
+    match unsafe { take_error(error) } {
+        None => Ok(()),
+        Some(message) => Err(TorchError::Invalid(format!("{prefix}{message}"))),
+    }
+}
+
 /// Copies and frees an error message of the shim (`None`: success).
 ///
 /// # Safety

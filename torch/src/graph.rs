@@ -16,7 +16,7 @@ use std::ffi::c_char;
 
 use tch::Device;
 
-use crate::dist::take_error;
+use crate::dist::shim_result;
 use crate::error::{Result, TorchError};
 
 /// Whether this build of `peirce-worker` can capture CUDA graphs (it still needs a CUDA
@@ -94,11 +94,7 @@ impl Drop for Graph {
 }
 
 fn check(error: *mut c_char) -> Result<()> {
-    // SAFETY: `error` is null or a message from the shim, taken once.
-    match unsafe { take_error(error) } {
-        None => Ok(()),
-        Some(message) => Err(TorchError::Invalid(format!("CUDA graph: {message}"))),
-    }
+    shim_result(error, "CUDA graph: ")
 }
 
 /// The shim's C ABI (torch/csrc/graph.cpp).

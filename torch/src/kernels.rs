@@ -35,7 +35,7 @@ use std::ffi::c_char;
 
 use tch::{Kind, Tensor};
 
-use crate::dist::{ffi::AtTensor, take_error, tensor_ptr};
+use crate::dist::{ffi::AtTensor, shim_result, tensor_ptr};
 use crate::error::{Result, TorchError};
 
 /// Which kernels a decoding step on a CUDA device runs: libtorch's, [`rope_write`] and
@@ -214,11 +214,7 @@ impl Drop for PreferCublasLt {
 }
 
 fn check(error: *mut c_char) -> Result<()> {
-    // SAFETY: `error` is null or a message from the shim, taken once.
-    match unsafe { take_error(error) } {
-        None => Ok(()),
-        Some(message) => Err(TorchError::Invalid(message)),
-    }
+    shim_result(error, "")
 }
 
 /// The shim's C ABI (torch/csrc/kernels.cpp).

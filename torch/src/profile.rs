@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::ffi::c_char;
 
-use crate::dist::take_error;
+use crate::dist::{shim_result, take_error};
 use crate::error::{Result, TorchError};
 
 /// One kernel's (or device copy's) time over the profiled work.
@@ -91,11 +91,7 @@ fn parse(text: &str) -> Result<Vec<KernelTime>> {
 }
 
 fn check(error: *mut c_char) -> Result<()> {
-    // SAFETY: `error` is null or a message from the shim, taken once.
-    match unsafe { take_error(error) } {
-        None => Ok(()),
-        Some(message) => Err(TorchError::Invalid(format!("profiler: {message}"))),
-    }
+    shim_result(error, "profiler: ")
 }
 
 /// The shim's C ABI (torch/csrc/profile.cpp).
