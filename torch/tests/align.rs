@@ -29,6 +29,10 @@ fn worker(dir: &Path, kind: &str, params: serde_json::Value, inputs: serde_json:
 /// AdamW keeps fp32 masters and runs libtorch's fused kernel, and rollouts are continuously
 /// batched (2026-12-06), the same seeds give -0.518 and -0.363: the warm-up leaves a better
 /// start, and the rise (0.155) is just above the threshold, which is unchanged.
+/// On another CPU (an AMD EPYC, 2026-12-07) libtorch's CPU kernels round differently and the
+/// same 30 steps rose by 0.085 only (-0.575 to -0.490), failing the threshold; REINFORCE++
+/// now runs 50 steps and compares the first 8 with the last 8 (there: -0.575 to -0.383, a
+/// rise of 0.19), the threshold unchanged.
 #[test]
 fn warmed_up_tiny_model_raises_reward_with_reinforce_pp() {
     let root = tempfile::tempdir().unwrap();
@@ -61,7 +65,7 @@ fn warmed_up_tiny_model_raises_reward_with_reinforce_pp() {
         &root.path().join("align"),
         "align",
         serde_json::json!({
-            "steps": 30, "prompts_per_step": 16, "rollouts": 4, "lr": 1e-4,
+            "steps": 50, "prompts_per_step": 16, "rollouts": 4, "lr": 1e-4,
             "max_new_tokens": 200, "temperature": 1.0, "micro_batch": 16, "eval_count": 60,
             "seed": 3,
         }),
@@ -72,19 +76,24 @@ fn warmed_up_tiny_model_raises_reward_with_reinforce_pp() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(metrics.len(), 30);
+    assert_eq!(metrics.len(), 50);
     let mean = |rows: &[serde_json::Value]| {
         rows.iter()
             .map(|m| m["reward"].as_f64().unwrap())
             .sum::<f64>()
             / rows.len() as f64
     };
-    let (first, last) = (mean(&metrics[..8]), mean(&metrics[22..]));
+    let (first, last) = (mean(&metrics[..8]), mean(&metrics[42..]));
     let eval = std::fs::read_to_string(aligned.join("eval.json")).unwrap();
     println!("reward: first 8 steps {first:.3}, last 8 steps {last:.3}\neval: {eval}");
+    let rewards: Vec<String> = metrics
+        .iter()
+        .map(|m| format!("{:.2}", m["reward"].as_f64().unwrap()))
+        .collect();
     assert!(
         last > first + 0.15,
-        "reward did not rise: {first:.3} -> {last:.3}"
+        "reward did not rise: {first:.3} -> {last:.3}; per step: {}",
+        rewards.join(" ")
     );
     assert!(metrics.iter().all(|m| m["kl"].as_f64().unwrap() >= 0.0));
     for file in ["model.safetensors", "tokenizer.json", "curves.png"] {
