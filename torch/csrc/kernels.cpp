@@ -4,15 +4,19 @@
 //
 // Why: a decoding step of a small batch is mostly matrix products that read the weights
 // once, plus a tail of small kernels that each cost a launch and a pass over the
-// activations. Two of those tails are fused here, each into one kernel that computes what
-// the libtorch ops it replaces compute (fp32 arithmetic, rounded to bf16 at the same points):
+// activations. Those tails are done here, each in one kernel that computes what the libtorch
+// ops it replaces compute (fp32 arithmetic, rounded to bf16 at the same points):
 //   - `peirce_rope_write`: the rotary embedding of q and k, the new key and value written
 //     at each row's own position of the KV cache, and q laid out for attention (replaces a
 //     batched matrix product and two scatters);
 //   - `peirce_silu_mul`: SwiGLU's `silu(gate) * up` from the concatenated gate/up product
-//     (replaces two elementwise kernels).
+//     (replaces two elementwise kernels), 16 bytes per load;
+//   - `peirce_rms_norm`: the RMS normalization with its weight, one block per row, each
+//     thread reading 16 bytes of the row and of the weight.
 // And `peirce_decode_attention` is a split-K decoding attention on tensor cores in which each
-// row reads its own keys only.
+// row reads its own keys only (a combine kernel merges the splits). Beside the
+// step, `peirce_transpose_into` writes a weight's transpose into (part of) the decoder's
+// concatenated copy, tiled through shared memory.
 // bfloat16 only: the dtype they were measured in on the GPU.
 //
 // No CUDA toolkit is needed to build or run this: the driver (`libcuda.so.1`) and NVRTC
@@ -109,19 +113,109 @@ extern "C" __global__ void rope_write(const scalar* __restrict__ qkv,
   }
 }
 
+// 8 consecutive elements as loaded (16 bytes), kept as raw bytes; the pointers must be
+// 16-byte aligned (the callers check).
+typedef uint4 Raw8;
+__device__ __forceinline__ Raw8 load8(const scalar* p) { return *reinterpret_cast<const uint4*>(p); }
+__device__ __forceinline__ Raw8 zero8() { return make_uint4(0u, 0u, 0u, 0u); }
+__device__ __forceinline__ void store8(scalar* p, Raw8 v) { *reinterpret_cast<uint4*>(p) = v; }
+__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
+  return (unsigned)store(lo) | ((unsigned)store(hi) << 16);
+}
+// The 8 elements of `v` in fp32, and back (each rounded as `store` rounds).
+__device__ __forceinline__ void unpack8(Raw8 v, float* f) {
+  const unsigned words[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    f[2 * i] = __uint_as_float(words[i] << 16);
+    f[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+  }
+}
+__device__ __forceinline__ Raw8 pack8(const float* f) {
+  return make_uint4(pack_bf16(f[0], f[1]), pack_bf16(f[2], f[3]), pack_bf16(f[4], f[5]),
+                    pack_bf16(f[6], f[7]));
+}
+
 // gate_up: [rows, 2 inner] ([gate | up] per row); out: [rows, inner] = silu(gate) * up, with
-// silu rounded to `scalar` before the product, as two separate kernels would.
+// silu rounded to `scalar` before the product, as two separate kernels would. Each thread
+// takes 8 consecutive outputs (inner % 8 == 0).
 extern "C" __global__ void silu_mul(const scalar* __restrict__ gate_up,
-                                    scalar* __restrict__ out, long long rows, long long inner) {
-  const long long total = rows * inner;
-  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < total;
-       i += (long long)gridDim.x * blockDim.x) {
-    const long long row = i / inner;
-    const long long col = i - row * inner;
-    const float gate = load(gate_up[row * 2 * inner + col]);
-    const float up = load(gate_up[row * 2 * inner + inner + col]);
-    const float silu = load(store(gate / (1.0f + expf(-gate))));
-    out[i] = store(silu * up);
+                                    scalar* __restrict__ out, int rows, int inner) {
+  const int pieces = inner / 8;
+  const int total = rows * pieces;
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < total; i += gridDim.x * blockDim.x) {
+    const int row = i / pieces;
+    const int col = (i - row * pieces) * 8;
+    const scalar* source = gate_up + (long long)row * 2 * inner + col;
+    float gate[8], up[8], result[8];
+    unpack8(load8(source), gate);
+    unpack8(load8(source + inner), up);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) {
+      const float silu = load(store(gate[e] / (1.0f + expf(-gate[e]))));
+      result[e] = silu * up[e];
+    }
+    store8(out + (long long)row * inner + col, pack8(result));
+  }
+}
+
+// RMS normalization with its weight: out = x * rsqrt(mean(x^2) + eps) * weight, in fp32,
+// rounded once (as libtorch's fused `rms_norm` with a weight). One block per row of `width`
+// (width % 8 == 0), whole warps: thread t takes elements [8 t, 8 t + 8) of the row and of the
+// weight, the threads past the row add zeros.
+extern "C" __global__ void rms_norm(const scalar* __restrict__ x, const scalar* __restrict__ weight,
+                                    scalar* __restrict__ out, int width, float eps) {
+  __shared__ float warp_sums[32];
+  const int t = threadIdx.x;
+  const int warp = t >> 5;
+  const int lane = t & 31;
+  const bool inside = 8 * t < width;
+  const long long offset = (long long)blockIdx.x * width + 8 * t;
+  float v[8], w[8];
+  unpack8(inside ? load8(x + offset) : zero8(), v);
+  unpack8(inside ? load8(weight + 8 * t) : zero8(), w);
+  float sum = 0.0f;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) sum = __fmaf_rn(v[e], v[e], sum);
+#pragma unroll
+  for (int step = 16; step > 0; step >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, step);
+  if (lane == 0) warp_sums[warp] = sum;
+  __syncthreads();
+  if (warp == 0) {
+    sum = lane < (int)(blockDim.x >> 5) ? warp_sums[lane] : 0.0f;
+#pragma unroll
+    for (int step = 16; step > 0; step >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, step);
+    if (lane == 0) warp_sums[0] = sum;
+  }
+  __syncthreads();
+  const float scale = rsqrtf(warp_sums[0] / (float)width + eps);
+  if (inside) {
+    float result[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) result[e] = v[e] * scale * w[e];
+    store8(out + offset, pack8(result));
+  }
+}
+
+// out[c * out_stride + r] = in[r * cols + c] for in: [rows, cols] contiguous: one block of
+// (64, 4) threads per 64x64 tile, read by rows and written by columns through shared memory.
+#define TILE 64
+extern "C" __global__ void transpose_into(const scalar* __restrict__ in, scalar* __restrict__ out,
+                                          int rows, int cols, long long out_stride) {
+  __shared__ scalar tile[TILE][TILE + 2];
+  const int r0 = blockIdx.y * TILE;
+  const int c0 = blockIdx.x * TILE;
+  const int x = threadIdx.x;
+  for (int i = threadIdx.y; i < TILE; i += blockDim.y) {
+    const int r = r0 + i;
+    const int c = c0 + x;
+    if (r < rows && c < cols) tile[i][x] = in[(long long)r * cols + c];
+  }
+  __syncthreads();
+  for (int i = threadIdx.y; i < TILE; i += blockDim.y) {
+    const int c = c0 + i;
+    const int r = r0 + x;
+    if (r < rows && c < cols) out[(long long)c * out_stride + r] = tile[x][i];
   }
 }
 
@@ -135,27 +229,20 @@ extern "C" __global__ void silu_mul(const scalar* __restrict__ gate_up,
 // tile's keys, and the tile's probabilities (rounded to bf16, as flash attention rounds them)
 // by its values; the online softmax runs in fp32 on the scores' fragments (base 2), the warps'
 // results are merged in the block, and each block writes its unnormalized output and (max,
-// sum) per query for `decode_attention_combine` to merge the splits. A row attends to its
+// sum) per query for `decode_attention_combine` to merge the splits; with a single split the
+// block writes the normalized output (`attended`) itself. A row attends to its
 // keys 0..=position only, so it reads its own keys, not the longest row's. The dot product's
 // 16-element steps take a head's dimensions in an order (the same for queries and keys) that
 // lets each thread read 8 consecutive elements of a key with one 16-byte load; values go
 // through shared memory (`cp.async`) and are read transposed by `ldmatrix`.
 // PEIRCE_HEAD_DIM (64 or 128) is fixed at compile time.
 // q: [rows, heads, dim]; keys, values: [rows, kv_heads, capacity, dim]; partial: [rows,
-// heads, splits, dim] fp32; stats: [rows, heads, splits, 2] fp32.
+// heads, splits, dim] fp32; stats: [rows, heads, splits, 2] fp32; attended: [rows, heads, dim].
 #if defined(PEIRCE_HEAD_DIM) && (!defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800)
 #define DIM PEIRCE_HEAD_DIM
 #define MMA_WARPS 4
 #define MMA_KEYS 16
 #define V_STRIDE (DIM + 8)
-
-// 8 consecutive elements as loaded (16 bytes), kept as raw bytes.
-typedef uint4 Raw8;
-__device__ __forceinline__ Raw8 load8(const scalar* p) { return *reinterpret_cast<const uint4*>(p); }
-__device__ __forceinline__ Raw8 zero8() { return make_uint4(0u, 0u, 0u, 0u); }
-__device__ __forceinline__ unsigned pack_bf16(float lo, float hi) {
-  return (unsigned)store(lo) | ((unsigned)store(hi) << 16);
-}
 
 // d = a b + c for one m16n8k16 tile; rows 8..15 of `a` are zero and their results unused.
 __device__ __forceinline__ void mma_rows8(float& d0, float& d1, unsigned a0, unsigned a2,
@@ -171,7 +258,8 @@ extern "C" __global__ void __launch_bounds__(32 * MMA_WARPS) decode_attention_pa
     const scalar* __restrict__ q, const scalar* __restrict__ keys,
     const scalar* __restrict__ values, const long long* __restrict__ positions,
     long long position_stride, float* __restrict__ partial, float* __restrict__ stats,
-    int heads, int kv_heads, long long capacity, int chunk, float scale) {
+    scalar* __restrict__ attended, int heads, int kv_heads, long long capacity, int chunk,
+    float scale) {
   __shared__ __align__(16) scalar value_tiles[MMA_WARPS][MMA_KEYS * V_STRIDE];
   __shared__ __align__(16) float warp_out[MMA_WARPS][PEIRCE_MAX_GROUPS][DIM];
   __shared__ float warp_max[MMA_WARPS][PEIRCE_MAX_GROUPS];
@@ -289,7 +377,10 @@ extern "C" __global__ void __launch_bounds__(32 * MMA_WARPS) decode_attention_pa
     warp_out[warp][r][8 * d + 2 * c + 1] = out[d][1];
   }
   __syncthreads();
-  // The warps merged; stats in natural-log units, as the combine kernel reads them.
+  // The warps merged: this split's unnormalized output and (max, sum) per query (element i:
+  // query row i / DIM, dimension i % DIM). A single split is the output; otherwise each block
+  // writes its split, stats in natural-log units, for `decode_attention_combine`.
+  const long long first_slot = ((long long)row * heads + (long long)kv * groups) * splits;
   for (int i = threadIdx.x; i < groups * DIM; i += 32 * MMA_WARPS) {
     const int g = i / DIM;
     const int d = i % DIM;
@@ -306,7 +397,11 @@ extern "C" __global__ void __launch_bounds__(32 * MMA_WARPS) decode_attention_pa
         weight_sum += warp_sum[w][g] * weight;
       }
     }
-    const long long slot = ((long long)row * heads + (long long)kv * groups + g) * splits + split;
+    if (splits == 1) {
+      attended[(first_slot + g) * DIM + d] = store(total / weight_sum);
+      continue;
+    }
+    const long long slot = first_slot + (long long)g * splits + split;
     partial[slot * DIM + d] = total;
     if (d == 0) {
       stats[slot * 2] = best * 0.6931471805599453f;
@@ -314,14 +409,13 @@ extern "C" __global__ void __launch_bounds__(32 * MMA_WARPS) decode_attention_pa
     }
   }
 }
-#endif
 
-// One block per (row, head), `dim` threads: the splits' outputs rescaled to the common max
-// and divided by the common sum; out: [rows, heads, dim].
+// One block per (row, head), `DIM` threads: the splits' outputs rescaled to the common max
+// and divided by the common sum (a kernel of its own measured faster than merging in the
+// last split's block: 6.30 against 6.38 ms per Qwen2.5-7B step, batch 64, one H100).
 extern "C" __global__ void decode_attention_combine(const float* __restrict__ partial,
                                                     const float* __restrict__ stats,
-                                                    scalar* __restrict__ out, int splits,
-                                                    int dim) {
+                                                    scalar* __restrict__ out, int splits) {
   const long long head = blockIdx.x;
   const int t = threadIdx.x;
   const float* head_stats = stats + head * splits * 2;
@@ -332,10 +426,11 @@ extern "C" __global__ void decode_attention_combine(const float* __restrict__ pa
   for (int s = 0; s < splits; ++s) {
     const float weight = expf(head_stats[2 * s] - top);
     sum += head_stats[2 * s + 1] * weight;
-    value += partial[(head * splits + s) * dim + t] * weight;
+    value += partial[(head * splits + s) * DIM + t] * weight;
   }
-  out[head * dim + t] = store(value / sum);
+  out[head * DIM + t] = store(value / sum);
 }
+#endif
 )CUDA";
 
 // The driver and NVRTC entry points used here, opened once.
@@ -475,6 +570,8 @@ struct Module {
   CUfunction silu_mul = nullptr;
   CUfunction attention_partial = nullptr;
   CUfunction attention_combine = nullptr;
+  CUfunction rms_norm = nullptr;
+  CUfunction transpose_into = nullptr;
 };
 
 // Compiles the kernels for the current device's architecture and the attention's
@@ -521,9 +618,12 @@ Module compile(int head_dim) {
   if (head_dim > 0) {
     check(cuda.cuModuleGetFunction(&kernels.attention_partial, module, "decode_attention_partial"),
           "decode_attention_partial");
+    check(cuda.cuModuleGetFunction(&kernels.attention_combine, module, "decode_attention_combine"),
+          "decode_attention_combine");
   }
-  check(cuda.cuModuleGetFunction(&kernels.attention_combine, module, "decode_attention_combine"),
-        "decode_attention_combine");
+  check(cuda.cuModuleGetFunction(&kernels.rms_norm, module, "rms_norm"), "rms_norm");
+  check(cuda.cuModuleGetFunction(&kernels.transpose_into, module, "transpose_into"),
+        "transpose_into");
   return kernels;
 }
 
@@ -579,6 +679,12 @@ void launch(CUfunction function, dim3 grid, dim3 block, Args... values) {
 long long position_stride(const at::Tensor& positions) {
   return positions.dim() == 0 ? 0 : positions.stride(0);
 }
+
+// Whether `t`'s data starts on a 16-byte boundary (the kernels' 16-byte loads need it).
+bool aligned(const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 16 == 0; }
+
+// Widths the RMS norm kernel takes: whole 16-byte pieces, one thread each, at most 1024.
+bool rms_norm_fits(int64_t width) { return width > 0 && width % 8 == 0 && width <= 8192; }
 
 void require(bool condition, const char* what) {
   if (!condition) {
@@ -654,35 +760,92 @@ char* peirce_rope_write(at::Tensor* qkv, at::Tensor* inv_freq, at::Tensor* posit
 }
 
 // out ([rows, inner], contiguous) = silu(gate) * up for gate_up ([rows, 2 inner],
-// contiguous).
+// contiguous), inner a multiple of 8.
 char* peirce_silu_mul(at::Tensor* gate_up, at::Tensor* out) {
   return guarded([&] {
     const Module& kernels = module_for(*gate_up, -1);
     require(gate_up->is_contiguous() && out->is_contiguous(), "tensors must be contiguous");
     require(out->scalar_type() == gate_up->scalar_type() && out->device() == gate_up->device(),
             "out must have gate_up's dtype and device");
-    long long inner = out->size(-1);
-    long long rows = inner == 0 ? 0 : out->numel() / inner;
+    const int64_t inner = out->size(-1);
+    const int64_t rows = inner == 0 ? 0 : out->numel() / inner;
     require(gate_up->numel() == 2 * rows * inner && gate_up->size(-1) == 2 * inner,
             "gate_up must be [rows, 2 inner] for out [rows, inner]");
+    require(inner % 8 == 0 && aligned(*gate_up) && aligned(*out),
+            "silu_mul takes widths that are multiples of 8, 16-byte aligned");
+    require(rows * inner < (int64_t{1} << 31), "silu_mul takes fewer than 2^31 elements");
     if (rows * inner == 0) {
       return;
     }
     OnDevice on(gate_up->device());
-    const long long threads = 256;
-    const long long blocks = std::min<long long>((rows * inner + threads - 1) / threads, 65535);
+    const int64_t threads = 256;
+    const int64_t blocks = std::min<int64_t>((rows * inner / 8 + threads - 1) / threads, 65535);
     launch(kernels.silu_mul, dim3(static_cast<unsigned>(blocks)),
-           dim3(static_cast<unsigned>(threads)), gate_up->data_ptr(), out->data_ptr(), rows,
-           inner);
+           dim3(static_cast<unsigned>(threads)), gate_up->data_ptr(), out->data_ptr(),
+           static_cast<int>(rows), static_cast<int>(inner));
   });
 }
 
+// out = x * rsqrt(mean(x^2) + eps) * weight over x's last dimension (its width: a multiple
+// of 8, at most 8192); x and out contiguous, alike; weight: [width].
+char* peirce_rms_norm(at::Tensor* x, at::Tensor* weight, at::Tensor* out, double eps) {
+  return guarded([&] {
+    const Module& kernels = module_for(*x, -1);
+    const int64_t width = x->dim() == 0 ? 0 : x->size(-1);
+    require(rms_norm_fits(width), "rms_norm takes widths that are multiples of 8, at most 8192");
+    require(x->is_contiguous() && out->is_contiguous() && out->sizes() == x->sizes(),
+            "x and out must be alike, contiguous");
+    require(weight->numel() == width && weight->is_contiguous(), "weight must be [width]");
+    for (const at::Tensor* t : {weight, out}) {
+      require(t->scalar_type() == x->scalar_type() && t->device() == x->device(),
+              "every tensor must have x's dtype and device");
+      require(aligned(*t), "tensors must be 16-byte aligned");
+    }
+    require(aligned(*x), "tensors must be 16-byte aligned");
+    const int64_t rows = x->numel() / std::max<int64_t>(width, 1);
+    if (rows == 0) {
+      return;
+    }
+    OnDevice on(x->device());
+    const int64_t threads = (width / 8 + 31) / 32 * 32;
+    launch(kernels.rms_norm, dim3(static_cast<unsigned>(rows)),
+           dim3(static_cast<unsigned>(threads)), x->data_ptr(), weight->data_ptr(),
+           out->data_ptr(), static_cast<int>(width), static_cast<float>(eps));
+  });
+}
+
+// out[c][r] = in[r][c] for in [rows, cols] contiguous and out [cols, rows] with unit column
+// stride (a column range of a wider matrix, say), of in's dtype and device.
+char* peirce_transpose_into(at::Tensor* in, at::Tensor* out) {
+  return guarded([&] {
+    const Module& kernels = module_for(*in, -1);
+    require(in->dim() == 2 && in->is_contiguous(), "in must be 2-D, contiguous");
+    const int64_t rows = in->size(0);
+    const int64_t cols = in->size(1);
+    require(out->dim() == 2 && out->size(0) == cols && out->size(1) == rows &&
+                (rows <= 1 || out->stride(1) == 1),
+            "out must be [cols, rows] of in, with unit column stride");
+    require(out->scalar_type() == in->scalar_type() && out->device() == in->device(),
+            "out must have in's dtype and device");
+    require(rows < (int64_t{1} << 31) && cols < (int64_t{1} << 31) && (rows + 63) / 64 <= 65535,
+            "transpose_into takes fewer than 2^31 columns and 65535 * 64 rows");
+    if (rows * cols == 0) {
+      return;
+    }
+    OnDevice on(in->device());
+    launch(kernels.transpose_into,
+           dim3(static_cast<unsigned>((cols + 63) / 64), static_cast<unsigned>((rows + 63) / 64)),
+           dim3(64, 4), in->data_ptr(), out->data_ptr(), static_cast<int>(rows),
+           static_cast<int>(cols), static_cast<long long>(out->stride(0)));
+  });
+}
 
 // Decoding attention of one new token per row: q ([rows, heads, dim], contiguous) over the
 // cached keys and values ([rows, kv_heads, capacity, dim], contiguous), row r over its
 // positions 0..=positions[r] (int64, `position_stride` apart), in splits of `chunk` keys
 // (`splits * chunk` covers every row's keys); partial ([rows, heads, splits, dim]) and stats
-// ([rows, heads, splits, 2]) are fp32 scratch; out: [rows, heads, dim], q's dtype.
+// ([rows, heads, splits, 2]) are fp32 scratch (unused with one split); out: [rows, heads,
+// dim], q's dtype.
 char* peirce_decode_attention(at::Tensor* q, at::Tensor* keys, at::Tensor* values,
                               at::Tensor* positions, at::Tensor* partial, at::Tensor* stats,
                               at::Tensor* out, int64_t chunk) {
@@ -727,11 +890,13 @@ char* peirce_decode_attention(at::Tensor* q, at::Tensor* keys, at::Tensor* value
                 static_cast<unsigned>(splits)),
            dim3(128), q->data_ptr(), keys->data_ptr(), values->data_ptr(), positions->data_ptr(),
            position_stride(*positions), partial->data_ptr(), stats->data_ptr(),
-           static_cast<int>(heads), static_cast<int>(kv_heads), static_cast<long long>(capacity),
-           static_cast<int>(chunk), scale);
-    launch(kernels.attention_combine, dim3(static_cast<unsigned>(rows * heads)),
-           dim3(static_cast<unsigned>(dim)), partial->data_ptr(), stats->data_ptr(),
-           out->data_ptr(), static_cast<int>(splits), dim);
+           out->data_ptr(), static_cast<int>(heads), static_cast<int>(kv_heads),
+           static_cast<long long>(capacity), static_cast<int>(chunk), scale);
+    if (splits > 1) {
+      launch(kernels.attention_combine, dim3(static_cast<unsigned>(rows * heads)),
+             dim3(static_cast<unsigned>(dim)), partial->data_ptr(), stats->data_ptr(),
+             out->data_ptr(), static_cast<int>(splits));
+    }
   });
 }
 
@@ -754,6 +919,8 @@ char* peirce_rope_write(at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*, at::
   return unavailable();
 }
 char* peirce_silu_mul(at::Tensor*, at::Tensor*) { return unavailable(); }
+char* peirce_rms_norm(at::Tensor*, at::Tensor*, at::Tensor*, double) { return unavailable(); }
+char* peirce_transpose_into(at::Tensor*, at::Tensor*) { return unavailable(); }
 char* peirce_decode_attention(at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*,
                               at::Tensor*, at::Tensor*, int64_t) {
   return unavailable();

@@ -652,8 +652,15 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
         // The attention kernel's error wherever it ran.
         let cfg = &model.config;
         if stats.kernels == Kernels::All {
-            result["attention_error"] =
-                attention_error(cfg, options.dtype, device, options.batch as i64)?;
+            let rows = options.batch as i64;
+            result["attention_error"] = attention_error(cfg, options.dtype, device, rows, 512)?;
+            // Up to 128 positions: one split, which writes the output itself.
+            result["attention_error_one_split"] =
+                attention_error(cfg, options.dtype, device, rows, 100)?;
+        }
+        if stats.kernels != Kernels::Libtorch {
+            result["kernel_checks"] =
+                kernel_checks(cfg, options.dtype, device, options.batch as i64)?;
         }
         result["rows_equal_continuous_vs_static"] = json!(same(&graphs, &fixed));
         result["mean_common_prefix_continuous_vs_static"] = json!(common_prefix(&graphs, &fixed));
@@ -716,20 +723,21 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
 
 /// peirce's decoding attention ([`kernels::decode_attention`]) against libtorch's, both
 /// measured against an fp32 reference, on random queries and cache at the model's shape
-/// (`rows` rows, each at a random position of 512): the largest absolute error of each, and
-/// the largest absolute output.
+/// (`rows` rows, each at a random position below `attend`): the largest absolute error of
+/// each, and the largest absolute output.
 fn attention_error(
     cfg: &Config,
     dtype: Kind,
     device: Device,
     rows: i64,
+    attend: i64,
 ) -> Result<serde_json::Value> {
     let (heads, kv_heads, dim) = (
         cfg.num_attention_heads,
         cfg.num_key_value_heads,
         cfg.head_dim(),
     );
-    let (capacity, attend) = (640, 512);
+    let capacity = attend + 128;
     let options = (Kind::Float, device);
     let q = Tensor::f_randn([rows, heads, dim], options)?;
     let keys = Tensor::f_randn([rows, kv_heads, capacity, dim], options)?;
@@ -746,14 +754,13 @@ fn attention_error(
         Ok(y.f_reshape([rows, heads, dim])?.f_to_kind(Kind::Float)?)
     };
     let reference = libtorch(Kind::Float)?;
-    let ours = kernels::decode_attention(
-        &q.f_to_kind(dtype)?,
-        &keys.f_to_kind(dtype)?,
-        &values.f_to_kind(dtype)?,
-        &positions,
-        attend,
-    )?
-    .f_to_kind(Kind::Float)?;
+    let (q, keys, values) = (
+        q.f_to_kind(dtype)?,
+        keys.f_to_kind(dtype)?,
+        values.f_to_kind(dtype)?,
+    );
+    let ours = kernels::decode_attention(&q, &keys, &values, &positions, attend)?
+        .f_to_kind(Kind::Float)?;
     let max = |t: Tensor| -> Result<f64> { Ok(t.f_abs()?.f_max()?.f_double_value(&[])?) };
     Ok(json!({
         "rows": rows,
@@ -761,6 +768,52 @@ fn attention_error(
         "peirce_max_abs_error": max(ours.f_sub(&reference)?)?,
         "libtorch_max_abs_error": max(libtorch(dtype)?.f_sub(&reference)?)?,
         "max_abs_output": max(reference)?,
+    }))
+}
+
+/// peirce's kernels beside the step's attention against libtorch's ops on random inputs at
+/// the model's shape: the transposed weight copy (exact, [`qwen2::transposed`] against
+/// libtorch's concatenation and copy), and the RMS norm (`rows` rows) and SwiGLU's
+/// activation, their largest absolute difference from libtorch's ops (which round as they
+/// do, up to the order of the norm's sum: 0, or one bf16 step of the output where a sum
+/// lands on a rounding boundary).
+fn kernel_checks(
+    cfg: &Config,
+    dtype: Kind,
+    device: Device,
+    rows: i64,
+) -> Result<serde_json::Value> {
+    let (hidden, inner) = (cfg.hidden_size, cfg.intermediate_size);
+    let options = (dtype, device);
+    let gate = Tensor::f_randn([inner, hidden], options)?;
+    let up = Tensor::f_randn([inner, hidden], options)?;
+    let ours = qwen2::transposed(&[&gate, &up])?;
+    let reference = Tensor::f_cat(&[&gate, &up], 0)?
+        .f_transpose(0, 1)?
+        .f_contiguous()?;
+    let x = Tensor::f_randn([rows, 1, hidden], options)?;
+    let weight = Tensor::f_randn([hidden], options)?;
+    let eps = cfg.rms_norm_eps;
+    let norm = kernels::rms_norm(&x, &weight, eps)?;
+    let libtorch_norm = x.f_rms_norm([hidden], Some(&weight), eps)?;
+    let gate_up = Tensor::f_randn([rows, 1, 2 * inner], options)?;
+    let silu = kernels::silu_mul(&gate_up)?;
+    let libtorch_silu = gate_up
+        .f_narrow(-1, 0, inner)?
+        .f_silu()?
+        .f_mul(&gate_up.f_narrow(-1, inner, inner)?)?;
+    let max_difference = |a: &Tensor, b: &Tensor| -> Result<f64> {
+        Ok(a.f_to_kind(Kind::Float)?
+            .f_sub(&b.f_to_kind(Kind::Float)?)?
+            .f_abs()?
+            .f_max()?
+            .f_double_value(&[])?)
+    };
+    Ok(json!({
+        "transpose_exact": ours.f_equal(&reference)?,
+        "rms_norm_max_abs_difference": max_difference(&norm, &libtorch_norm)?,
+        "rms_norm_max_abs_output": libtorch_norm.f_abs()?.f_max()?.f_double_value(&[])?,
+        "silu_mul_max_abs_difference": max_difference(&silu, &libtorch_silu)?,
     }))
 }
 

@@ -228,6 +228,22 @@ impl RmsNorm {
         let width = x.size().last().copied().unwrap_or(0);
         Ok(x.f_rms_norm([width], Some(&self.weight), self.eps)?)
     }
+
+    /// [`RmsNorm::forward_fused`] by peirce's kernel ([`kernels::rms_norm`]), for decoding
+    /// with peirce's kernels (`x` contiguous, bf16, on CUDA).
+    fn forward_kernel(&self, x: &Tensor) -> Result<Tensor> {
+        kernels::rms_norm(x, &self.weight, self.eps)
+    }
+
+    /// The norm a layer's pass runs: peirce's kernel when decoding with it (`kernel`),
+    /// libtorch's fused form when decoding otherwise, `transformers`' form elsewhere.
+    fn forward_for(&self, x: &Tensor, decoding: bool, kernel: bool) -> Result<Tensor> {
+        match (decoding, kernel) {
+            (_, true) => self.forward_kernel(x),
+            (true, false) => self.forward_fused(x),
+            (false, false) => self.forward(x),
+        }
+    }
 }
 
 /// Rotary position embeddings: `cos` and `sin` of shape `[batch, 1, seq, head_dim]` for the
@@ -286,8 +302,8 @@ enum Rotary<'a> {
     /// ([`inverse_frequencies`]; the kernel computes each row's cosines and sines, rounded
     /// as [`Rotary::Matrix`]'s entries are) and each row's position (`[rows, 1]`). Cached
     /// decoding of rows only ([`CacheWrite::Rows`]). With `attention`, the attention too is
-    /// peirce's ([`kernels::decode_attention`]), and the SwiGLU activation always is
-    /// ([`kernels::silu_mul`]).
+    /// peirce's ([`kernels::decode_attention`]); the norms ([`kernels::rms_norm`]) and the
+    /// SwiGLU activation ([`kernels::silu_mul`]) always are.
     Kernel {
         inv_freq: &'a Tensor,
         positions: &'a Tensor,
@@ -535,7 +551,8 @@ enum CacheWrite<'a> {
 /// One layer's projection weights concatenated, so a decoding step runs one matrix product
 /// for q, k and v (and rotates q and k together) and one for the MLP's gate and up: half
 /// the kernel launches of the separate projections, and decoding small batches is bound by
-/// launches, not by arithmetic. Copies taken when the cache is created.
+/// launches, not by arithmetic; and the down projection transposed. Copies taken when the
+/// cache is created ([`transposed`]).
 #[derive(Debug)]
 struct FusedLayer {
     /// `[q; k; v]` weights, `[(heads + 2 kv_heads) dim, hidden]`.
@@ -546,6 +563,10 @@ struct FusedLayer {
     /// a faster kernel for a skinny product with the weight in this layout (about 4% on an
     /// H100 at Qwen2.5-7B's shape, batch 64).
     gate_up_weight_t: Tensor,
+    /// The down projection's weight transposed, `[intermediate, hidden]`, contiguous, on CUDA
+    /// (where the residual is one product, [`residual`]): for the same reason (a Qwen2.5-7B
+    /// step, batch 64, one H100: 6.58 against 6.65 ms).
+    down_weight_t: Option<Tensor>,
 }
 
 impl FusedLayer {
@@ -558,15 +579,50 @@ impl FusedLayer {
             Ok(Self {
                 qkv_weight: Tensor::f_cat(&weights, 0)?,
                 qkv_bias: biases.map(|b| Tensor::f_cat(&b, 0)).transpose()?,
-                gate_up_weight_t: Tensor::f_cat(
-                    &[&layer.mlp.gate_proj.weight, &layer.mlp.up_proj.weight],
-                    0,
-                )?
-                .f_transpose(0, 1)?
-                .f_contiguous()?,
+                gate_up_weight_t: transposed(&[
+                    &layer.mlp.gate_proj.weight,
+                    &layer.mlp.up_proj.weight,
+                ])?,
+                down_weight_t: if layer.mlp.down_proj.weight.device().is_cuda() {
+                    Some(transposed(&[&layer.mlp.down_proj.weight])?)
+                } else {
+                    None
+                },
             })
         })
     }
+
+    /// The fused q/k/v projection of `x` (`[.., hidden]`): `[.., (heads + 2 kv_heads) dim]`.
+    fn qkv(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(x.f_linear(&self.qkv_weight, self.qkv_bias.as_ref())?)
+    }
+}
+
+/// `[parts[0]; parts[1]; ..]` (each `[rows_i, cols]`) transposed, `[cols, sum rows_i]`,
+/// contiguous: the decoder's weight copies. Each part is written transposed into its columns
+/// by peirce's tiled kernel ([`kernels::transpose_into`]) where it runs (bf16 on CUDA: the
+/// copy of `[gate; up]` is most of a model's weights, and libtorch's strided copy is slow at
+/// it), by libtorch's concatenation and copy elsewhere: the same values either way.
+pub(crate) fn transposed(parts: &[&Tensor]) -> Result<Tensor> {
+    let Some(first) = parts.first() else {
+        return Err(TorchError::Invalid("nothing to transpose".into()));
+    };
+    let cols = first.size().get(1).copied().unwrap_or(0);
+    if first.device().is_cuda()
+        && parts.iter().all(|p| p.dim() == 2 && p.size()[1] == cols)
+        && kernels::prepare(first, 0).is_ok()
+    {
+        let rows: i64 = parts.iter().map(|p| p.size()[0]).sum();
+        let out = Tensor::f_empty([cols, rows], (first.kind(), first.device()))?;
+        let mut offset = 0;
+        for part in parts {
+            let part_rows = part.size()[0];
+            kernels::transpose_into(&part.f_contiguous()?, &out.f_narrow(1, offset, part_rows)?)?;
+            offset += part_rows;
+        }
+        return Ok(out);
+    }
+    Ok(Tensor::f_cat(parts, 0)?.f_transpose(0, 1)?.f_contiguous()?)
 }
 
 /// Keys and values of every layer for incremental decoding.
@@ -626,6 +682,14 @@ impl KvCache {
             };
             let size = layer.keys.size();
             let (kv_heads, head_dim) = (size[1], size[3]);
+            let gate_up = layer.fused.gate_up_weight_t.size();
+            let (hidden, intermediate) = (gate_up[0], gate_up[1] / 2);
+            if !kernels::widths_fit(hidden, intermediate) {
+                return Err(TorchError::Invalid(format!(
+                    "peirce kernels take widths in multiples of 8 (a norm's at most 8192), not \
+                     hidden {hidden} and intermediate {intermediate}"
+                )));
+            }
             let groups = self.heads / kv_heads.max(1);
             // The attention kernel where it is the faster; the fused ones everywhere.
             let capability = kernels::compute_capability(&layer.keys)?;
@@ -730,8 +794,7 @@ impl SelfAttention {
         {
             // One kernel rotates q and k, writes k and v at each row's position and lays q
             // out for attention.
-            let fused = &cache.fused;
-            let qkv = x.f_linear(&fused.qkv_weight, fused.qkv_bias.as_ref())?;
+            let qkv = cache.fused.qkv(x)?;
             let q = kernels::rope_write(
                 &qkv,
                 inv_freq,
@@ -757,11 +820,7 @@ impl SelfAttention {
         let (q, k, v) = match &cache {
             Some((cache, _)) => {
                 // One product for q, k and v, one rotation for q and k together.
-                let fused = &cache.fused;
-                let qkv = split(
-                    x.f_linear(&fused.qkv_weight, fused.qkv_bias.as_ref())?,
-                    self.heads + 2 * self.kv_heads,
-                )?;
+                let qkv = split(cache.fused.qkv(x)?, self.heads + 2 * self.kv_heads)?;
                 let qk = rotary.apply(&qkv.f_narrow(1, 0, self.heads + self.kv_heads)?)?;
                 (
                     qk.f_narrow(1, 0, self.heads)?,
@@ -857,7 +916,15 @@ impl Mlp {
 /// add: one kernel fewer per residual, and decoding a small batch is bound by kernel launches.
 /// The sum is rounded once instead of twice. `x` is the layer's own activation, which its
 /// caller replaces with the result.
-fn residual(x: &Tensor, y: &Tensor, linear: &Linear, fused: bool) -> Result<Tensor> {
+/// `weight_t`: `linear`'s weight transposed and contiguous, where the caller has it (cuBLAS
+/// picks a faster kernel for a skinny product with the weight in that layout).
+fn residual(
+    x: &Tensor,
+    y: &Tensor,
+    linear: &Linear,
+    weight_t: Option<&Tensor>,
+    fused: bool,
+) -> Result<Tensor> {
     let width = x.size().last().copied().unwrap_or(0);
     if fused
         && x.device().is_cuda()
@@ -867,10 +934,15 @@ fn residual(x: &Tensor, y: &Tensor, linear: &Linear, fused: bool) -> Result<Tens
     {
         let inner = y.size().last().copied().unwrap_or(0);
         let mut rows = x.f_view([-1, width])?;
-        let _ = rows.f_addmm_(
-            &y.f_reshape([-1, inner])?,
-            &linear.weight.f_transpose(0, 1)?,
-        )?;
+        let transposed_view;
+        let weight_t = match weight_t {
+            Some(weight_t) => weight_t,
+            None => {
+                transposed_view = linear.weight.f_transpose(0, 1)?;
+                &transposed_view
+            }
+        };
+        let _ = rows.f_addmm_(&y.f_reshape([-1, inner])?, weight_t)?;
         return Ok(x.shallow_clone());
     }
     Ok(x.f_add(&linear.forward(y)?)?)
@@ -900,26 +972,28 @@ impl DecoderLayer {
     ) -> Result<Tensor> {
         let decoding = cache.is_some();
         let kernels = matches!(rotation, Rotary::Kernel { .. });
-        let norm = |norm: &RmsNorm, x: &Tensor| {
-            if decoding {
-                norm.forward_fused(x)
-            } else {
-                norm.forward(x)
-            }
-        };
-        let normed = norm(&self.input_layernorm, x)?;
+        let normed = self.input_layernorm.forward_for(x, decoding, kernels)?;
         let attended = self.self_attn.attend(
             &normed,
             rotation,
             mask,
             cache.as_mut().map(|(c, p)| (&mut **c, *p)),
         )?;
-        let x = residual(x, &attended, &self.self_attn.o_proj, decoding)?;
-        let normed = norm(&self.post_attention_layernorm, &x)?;
+        let x = residual(x, &attended, &self.self_attn.o_proj, None, decoding)?;
+        let normed = self
+            .post_attention_layernorm
+            .forward_for(&x, decoding, kernels)?;
         match &cache {
             Some((cache, _)) => {
-                let gated = Mlp::gated_fused(&normed, &cache.fused.gate_up_weight_t, kernels)?;
-                residual(&x, &gated, &self.mlp.down_proj, true)
+                let fused = &cache.fused;
+                let gated = Mlp::gated_fused(&normed, &fused.gate_up_weight_t, kernels)?;
+                residual(
+                    &x,
+                    &gated,
+                    &self.mlp.down_proj,
+                    fused.down_weight_t.as_ref(),
+                    true,
+                )
             }
             None => Ok(x.f_add(&self.mlp.forward(&normed)?)?),
         }
@@ -1151,7 +1225,8 @@ impl Qwen2 {
             let write = Some((layer_cache, CacheWrite::Rows(&index, attend)));
             x = layer.forward(&x, rotary, &mask, write)?;
         }
-        self.norm.forward_fused(&x)
+        self.norm
+            .forward_for(&x, true, cache.kernels != Kernels::Libtorch)
     }
 
     /// [`Qwen2::forward`] for training with activation checkpointing: the layers run without
@@ -1273,6 +1348,18 @@ mod tests {
         for (x, y) in a.iter().zip(b) {
             assert!((x - y).abs() <= tolerance, "{a:?} vs {b:?}");
         }
+    }
+
+    #[test]
+    fn weights_are_concatenated_then_transposed() {
+        let a = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0]).view([2, 3]);
+        let b = Tensor::from_slice(&[7.0f32, 8.0, 9.0]).view([1, 3]);
+        let t = transposed(&[&a, &b]).unwrap();
+        assert_eq!(t.size(), [3, 3]);
+        assert!(t.is_contiguous());
+        let values = Vec::<f32>::try_from(t.view([-1])).unwrap();
+        assert_eq!(values, [1.0, 4.0, 7.0, 2.0, 5.0, 8.0, 3.0, 6.0, 9.0]);
+        assert!(transposed(&[]).is_err());
     }
 
     #[test]
