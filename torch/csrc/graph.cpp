@@ -6,7 +6,7 @@
 // malloc'd message (NULL: success), freed by Rust with `peirce_dist_free_error`.
 //
 // Capture runs on a side stream (CUDA cannot capture the legacy default stream): `begin`
-// synchronizes the device, makes a stream from libtorch's pool current (remembering the
+// synchronizes the device (unless asked not to), makes a stream from libtorch's pool current (remembering the
 // caller's in the handle) and starts the capture; every tensor operation the
 // caller then runs on that thread (through tch) is recorded, not executed; `end` finishes the
 // capture and restores the caller's stream. `replay` launches the graph on the current
@@ -80,14 +80,17 @@ char* peirce_graph_pool(uint64_t* pool) {
 #endif
 }
 
-// Starts capturing on `device` into a new graph (`*out`), in the memory pool `pool`.
-char* peirce_graph_begin(int device, const uint64_t* pool, peirce_graph** out) {
+// Starts capturing on `device` into a new graph (`*out`), in the memory pool `pool`, after
+// synchronizing the device when `synchronize` is 1 (0: while earlier work may still run).
+char* peirce_graph_begin(int device, const uint64_t* pool, int synchronize, peirce_graph** out) {
 #ifdef PEIRCE_CUDA_GRAPHS
   peirce_graph* graph = nullptr;
   char* error = peirce_guarded(
       [&] {
         graph = new peirce_graph();
-        c10::cuda::device_synchronize();
+        if (synchronize != 0) {
+          c10::cuda::device_synchronize();
+        }
         auto index = static_cast<c10::DeviceIndex>(device);
         graph->previous = c10::cuda::getCurrentCUDAStream(index);
         c10::cuda::setCurrentCUDAStream(c10::cuda::getStreamFromPool(false, index));
@@ -106,6 +109,7 @@ char* peirce_graph_begin(int device, const uint64_t* pool, peirce_graph** out) {
 #else
   (void)device;
   (void)pool;
+  (void)synchronize;
   (void)out;
   return peirce_message("this peirce-worker was built without CUDA graphs");
 #endif

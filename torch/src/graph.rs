@@ -62,6 +62,29 @@ impl Graph {
         pool: &Pool,
         record: impl FnOnce() -> Result<T>,
     ) -> Result<(Self, T)> {
+        Self::capture_on(device, pool, true, record)
+    }
+
+    /// [`Graph::capture`] without waiting for the device first: the capture records while
+    /// work queued before (a replay of another graph of `pool`) still runs, so the host's
+    /// capture overlaps the device's work. Recording executes nothing, and the new graph's
+    /// kernels run at its replay, after what the stream queued before: sharing `pool` stays
+    /// safe. For work of which another shape already ran eagerly, so that no lazily
+    /// initialized state is first made during the capture.
+    pub fn capture_ahead<T>(
+        device: Device,
+        pool: &Pool,
+        record: impl FnOnce() -> Result<T>,
+    ) -> Result<(Self, T)> {
+        Self::capture_on(device, pool, false, record)
+    }
+
+    fn capture_on<T>(
+        device: Device,
+        pool: &Pool,
+        synchronize: bool,
+        record: impl FnOnce() -> Result<T>,
+    ) -> Result<(Self, T)> {
         let Device::Cuda(index) = device else {
             return Err(TorchError::Invalid(format!(
                 "CUDA graphs need a CUDA device, not {device:?}"
@@ -69,7 +92,14 @@ impl Graph {
         };
         let mut raw = std::ptr::null_mut();
         // SAFETY: `pool.0` holds two values; `raw` receives a graph we own.
-        check(unsafe { ffi::peirce_graph_begin(index as i32, pool.0.as_ptr(), &mut raw) })?;
+        check(unsafe {
+            ffi::peirce_graph_begin(
+                index as i32,
+                pool.0.as_ptr(),
+                i32::from(synchronize),
+                &mut raw,
+            )
+        })?;
         let graph = Self { raw };
         let recorded = record();
         // SAFETY: `graph.raw` is a capture begun above and not yet ended.
@@ -113,6 +143,7 @@ mod ffi {
         pub fn peirce_graph_begin(
             device: c_int,
             pool: *const u64,
+            synchronize: c_int,
             out: *mut *mut RawGraph,
         ) -> *mut c_char;
         pub fn peirce_graph_end(graph: *mut RawGraph) -> *mut c_char;

@@ -642,6 +642,10 @@ pub fn attention_bucket(length: i64, capacity: i64) -> i64 {
     (((length + step - 1) / step) * step).min(capacity)
 }
 
+/// How many tokens before the longest live row leaves its bucket the next bucket's graph is
+/// captured ([`Decoder::capture_next`]).
+const AHEAD_STEPS: i64 = 8;
+
 /// The most prompt tokens (padding included) one prefill pass takes.
 const PREFILL_TOKENS: usize = 16_384;
 
@@ -783,19 +787,52 @@ impl<'m> Decoder<'m> {
         };
         if replayed {
             self.stats.graph_replays += 1;
+        } else {
+            // Eagerly (the first step of a bucket warms it up for its capture).
+            self.step(attend)?;
+            self.capture(attend, false)?;
+        }
+        self.capture_next(attend, longest)?;
+        Ok(())
+    }
+
+    /// With graphs, once the longest live row is within [`AHEAD_STEPS`] tokens of the end of
+    /// bucket `attend`, captures the next bucket's step while the device runs this one
+    /// ([`Graph::capture_ahead`]): the next bucket then starts with a replay, where it would
+    /// have waited for an eager step and a capture on an idle device.
+    fn capture_next(&mut self, attend: i64, longest: i64) -> Result<()> {
+        let Some((_, graphs)) = &self.graphs else {
+            return Ok(());
+        };
+        let capacity = self.cache.capacity();
+        if attend >= capacity || longest + 1 + AHEAD_STEPS < attend {
             return Ok(());
         }
-        // Eagerly (the first step of a bucket warms it up for its capture).
-        self.step(attend)?;
-        if let Some((pool, _)) = &self.graphs {
-            let pool = *pool;
-            let device = self.model.device();
-            let (graph, ()) = Graph::capture(device, &pool, || self.step(attend))?;
-            if let Some((_, graphs)) = &mut self.graphs {
-                graphs.insert(attend, graph);
-            }
-            self.stats.graphs_captured += 1;
+        let next = attention_bucket(attend + 1, capacity);
+        if graphs.contains_key(&next) {
+            return Ok(());
         }
+        self.capture(next, true)
+    }
+
+    /// With graphs, captures bucket `attend`'s step into its graph: after the device is idle
+    /// ([`Graph::capture`]), or while it runs (`ahead`, [`Graph::capture_ahead`]).
+    fn capture(&mut self, attend: i64, ahead: bool) -> Result<()> {
+        let Some((pool, _)) = &self.graphs else {
+            return Ok(());
+        };
+        let pool = *pool;
+        let device = self.model.device();
+        let step = || self.step(attend);
+        let (graph, ()) = if ahead {
+            Graph::capture_ahead(device, &pool, step)?
+        } else {
+            Graph::capture(device, &pool, step)?
+        };
+        if let Some((_, graphs)) = &mut self.graphs {
+            graphs.insert(attend, graph);
+        }
+        self.stats.graphs_captured += 1;
         Ok(())
     }
 
