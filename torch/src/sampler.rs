@@ -646,6 +646,15 @@ pub fn attention_bucket(length: i64, capacity: i64) -> i64 {
 /// captured ([`Decoder::capture_next`]).
 const AHEAD_STEPS: i64 = 8;
 
+/// The bucket to capture ahead after a step over bucket `attend` whose longest live row is
+/// `longest` tokens long after it (as [`Decoder::decode`] takes it): the next bucket, once
+/// that row is within [`AHEAD_STEPS`] tokens of `attend`'s end; none before, or past
+/// `capacity`.
+fn bucket_ahead(attend: i64, longest: i64, capacity: i64) -> Option<i64> {
+    (attend < capacity && longest + 1 + AHEAD_STEPS >= attend)
+        .then(|| attention_bucket(attend + 1, capacity))
+}
+
 /// The most prompt tokens (padding included) one prefill pass takes.
 const PREFILL_TOKENS: usize = 16_384;
 
@@ -804,15 +813,10 @@ impl<'m> Decoder<'m> {
         let Some((_, graphs)) = &self.graphs else {
             return Ok(());
         };
-        let capacity = self.cache.capacity();
-        if attend >= capacity || longest + 1 + AHEAD_STEPS < attend {
-            return Ok(());
+        match bucket_ahead(attend, longest, self.cache.capacity()) {
+            Some(next) if !graphs.contains_key(&next) => self.capture(next, true),
+            _ => Ok(()),
         }
-        let next = attention_bucket(attend + 1, capacity);
-        if graphs.contains_key(&next) {
-            return Ok(());
-        }
-        self.capture(next, true)
     }
 
     /// With graphs, captures bucket `attend`'s step into its graph: after the device is idle
@@ -971,6 +975,30 @@ mod tests {
                 bucket - length < (length / 4).max(128),
                 "{length}: {bucket}"
             );
+        }
+    }
+
+    #[test]
+    fn the_next_bucket_is_captured_in_the_last_steps_of_the_current_one() {
+        // Bucket 128 after a step whose longest row is 64 or 118 tokens long: not yet; from
+        // 119 (8 tokens before the bucket's end), bucket 256.
+        assert_eq!(bucket_ahead(128, 64, 320), None);
+        assert_eq!(bucket_ahead(128, 118, 320), None);
+        assert_eq!(bucket_ahead(128, 119, 320), Some(256));
+        assert_eq!(bucket_ahead(128, 127, 320), Some(256));
+        // The last bucket is the capacity, and nothing follows it.
+        assert_eq!(bucket_ahead(256, 250, 320), Some(320));
+        assert_eq!(bucket_ahead(320, 318, 320), None);
+        // Every bucket up to the capacity is reached ahead by a row growing one token a step,
+        // before the step that needs it.
+        let capacity = 8256;
+        for longest in 0..capacity - 1 {
+            let attend = attention_bucket(longest + 1, capacity);
+            let needed = attention_bucket(longest + 2, capacity);
+            if needed != attend {
+                let ahead = bucket_ahead(attend, longest, capacity);
+                assert_eq!(ahead, Some(needed), "at {longest}");
+            }
         }
     }
 
