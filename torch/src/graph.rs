@@ -57,32 +57,17 @@ impl Graph {
     /// once, recording instead of executing (its results hold garbage until the first
     /// [`Graph::replay`]). Run the same work once eagerly before, so that lazily initialized
     /// state (libraries' handles, kernel choices) exists before the capture.
+    ///
+    /// The device is synchronized first, unless `ahead`: then the capture records while work
+    /// queued before (a replay of another graph of `pool`) still runs, so the host's capture
+    /// overlaps the device's work. Recording executes nothing, and the new graph's kernels
+    /// run at its replay, after what the stream queued before: sharing `pool` stays safe.
+    /// `ahead` is for work of which another shape already ran eagerly, so that no lazily
+    /// initialized state is first made during the capture.
     pub fn capture<T>(
         device: Device,
         pool: &Pool,
-        record: impl FnOnce() -> Result<T>,
-    ) -> Result<(Self, T)> {
-        Self::capture_on(device, pool, true, record)
-    }
-
-    /// [`Graph::capture`] without waiting for the device first: the capture records while
-    /// work queued before (a replay of another graph of `pool`) still runs, so the host's
-    /// capture overlaps the device's work. Recording executes nothing, and the new graph's
-    /// kernels run at its replay, after what the stream queued before: sharing `pool` stays
-    /// safe. For work of which another shape already ran eagerly, so that no lazily
-    /// initialized state is first made during the capture.
-    pub fn capture_ahead<T>(
-        device: Device,
-        pool: &Pool,
-        record: impl FnOnce() -> Result<T>,
-    ) -> Result<(Self, T)> {
-        Self::capture_on(device, pool, false, record)
-    }
-
-    fn capture_on<T>(
-        device: Device,
-        pool: &Pool,
-        synchronize: bool,
+        ahead: bool,
         record: impl FnOnce() -> Result<T>,
     ) -> Result<(Self, T)> {
         let Device::Cuda(index) = device else {
@@ -93,12 +78,7 @@ impl Graph {
         let mut raw = std::ptr::null_mut();
         // SAFETY: `pool.0` holds two values; `raw` receives a graph we own.
         check(unsafe {
-            ffi::peirce_graph_begin(
-                index as i32,
-                pool.0.as_ptr(),
-                i32::from(synchronize),
-                &mut raw,
-            )
+            ffi::peirce_graph_begin(index as i32, pool.0.as_ptr(), i32::from(!ahead), &mut raw)
         })?;
         let graph = Self { raw };
         let recorded = record();

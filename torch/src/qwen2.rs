@@ -905,10 +905,16 @@ impl Mlp {
         if kernel {
             return kernels::silu_mul(&gate_up);
         }
-        let inner = gate_up.size().last().copied().unwrap_or(0) / 2;
-        let gate = gate_up.f_narrow(-1, 0, inner)?.f_silu()?;
-        Ok(gate.f_mul(&gate_up.f_narrow(-1, inner, inner)?)?)
+        swiglu(&gate_up)
     }
+}
+
+/// `silu(gate) * up` for `gate_up` (`[..., 2 inner]`, `[gate | up]` in the last dimension) by
+/// libtorch's ops: what [`kernels::silu_mul`] computes in one kernel.
+pub(crate) fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
+    let inner = gate_up.size().last().copied().unwrap_or(0) / 2;
+    let gate = gate_up.f_narrow(-1, 0, inner)?.f_silu()?;
+    Ok(gate.f_mul(&gate_up.f_narrow(-1, inner, inner)?)?)
 }
 
 /// `x + linear(y)`. Decoding on CUDA (`fused`, no autograd, no bias): one matrix product

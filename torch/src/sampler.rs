@@ -807,7 +807,7 @@ impl<'m> Decoder<'m> {
 
     /// With graphs, once the longest live row is within [`AHEAD_STEPS`] tokens of the end of
     /// bucket `attend`, captures the next bucket's step while the device runs this one
-    /// ([`Graph::capture_ahead`]): the next bucket then starts with a replay, where it would
+    /// ([`Graph::capture`] `ahead`): the next bucket then starts with a replay, where it would
     /// have waited for an eager step and a capture on an idle device.
     fn capture_next(&mut self, attend: i64, longest: i64) -> Result<()> {
         let Some((_, graphs)) = &self.graphs else {
@@ -819,20 +819,15 @@ impl<'m> Decoder<'m> {
         }
     }
 
-    /// With graphs, captures bucket `attend`'s step into its graph: after the device is idle
-    /// ([`Graph::capture`]), or while it runs (`ahead`, [`Graph::capture_ahead`]).
+    /// With graphs, captures bucket `attend`'s step into its graph ([`Graph::capture`]): after
+    /// the device is idle, or while it runs (`ahead`).
     fn capture(&mut self, attend: i64, ahead: bool) -> Result<()> {
         let Some((pool, _)) = &self.graphs else {
             return Ok(());
         };
         let pool = *pool;
         let device = self.model.device();
-        let step = || self.step(attend);
-        let (graph, ()) = if ahead {
-            Graph::capture_ahead(device, &pool, step)?
-        } else {
-            Graph::capture(device, &pool, step)?
-        };
+        let (graph, ()) = Graph::capture(device, &pool, ahead, || self.step(attend))?;
         if let Some((_, graphs)) = &mut self.graphs {
             graphs.insert(attend, graph);
         }
