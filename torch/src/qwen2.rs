@@ -504,6 +504,10 @@ struct LayerCache {
     keys: Tensor,
     values: Tensor,
     fused: FusedLayer,
+    /// Whether every pass on this cache, prefill included, runs SwiGLU by peirce's kernel
+    /// ([`kernels::silu_mul`], which equals libtorch's ops exactly): set with the cache's
+    /// kernels ([`KvCache::use_kernels`]).
+    swiglu_kernel: bool,
 }
 
 impl LayerCache {
@@ -600,16 +604,20 @@ impl FusedLayer {
 
 /// `[parts[0]; parts[1]; ..]` (each `[rows_i, cols]`) transposed, `[cols, sum rows_i]`,
 /// contiguous: the decoder's weight copies. Each part is written transposed into its columns
-/// by peirce's tiled kernel ([`kernels::transpose_into`]) where it runs (bf16 on CUDA: the
-/// copy of `[gate; up]` is most of a model's weights, and libtorch's strided copy is slow at
-/// it), by libtorch's concatenation and copy elsewhere: the same values either way.
+/// by peirce's tiled kernel ([`kernels::transpose_into`]) where it runs (bf16 on CUDA, even
+/// widths: the copy of `[gate; up]` is most of a model's weights, and libtorch's strided copy
+/// is slow at it), by libtorch's concatenation and copy elsewhere: the same values either
+/// way.
 pub(crate) fn transposed(parts: &[&Tensor]) -> Result<Tensor> {
     let Some(first) = parts.first() else {
         return Err(TorchError::Invalid("nothing to transpose".into()));
     };
     let cols = first.size().get(1).copied().unwrap_or(0);
     if first.device().is_cuda()
-        && parts.iter().all(|p| p.dim() == 2 && p.size()[1] == cols)
+        && cols % 2 == 0
+        && parts
+            .iter()
+            .all(|p| p.dim() == 2 && p.size()[1] == cols && p.size()[0] % 2 == 0)
         && kernels::prepare(first, 0).is_ok()
     {
         let rows: i64 = parts.iter().map(|p| p.size()[0]).sum();
@@ -658,6 +666,7 @@ impl KvCache {
                     keys: Tensor::f_zeros(shape, options)?,
                     values: Tensor::f_zeros(shape, options)?,
                     fused: FusedLayer::new(layer)?,
+                    swiglu_kernel: false,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -673,37 +682,48 @@ impl KvCache {
 
     /// Which kernels [`Qwen2::decode_slots`] runs on this cache ([`crate::kernels`]):
     /// libtorch's by default; peirce's where they can run (a CUDA device, bf16, a
-    /// build with them). The error says why they cannot, leaving libtorch's.
+    /// build with them). The error says why they cannot, leaving libtorch's. With peirce's,
+    /// the prefill's SwiGLU is peirce's kernel too (equal to libtorch's ops, one pass).
     pub fn use_kernels(&mut self, choice: Kernels) -> Result<()> {
-        self.kernels = Kernels::Libtorch;
-        if choice != Kernels::Libtorch {
-            let Some(layer) = self.layers.first() else {
-                return Ok(());
-            };
-            let size = layer.keys.size();
-            let (kv_heads, head_dim) = (size[1], size[3]);
-            let gate_up = layer.fused.gate_up_weight_t.size();
-            let (hidden, intermediate) = (gate_up[0], gate_up[1] / 2);
-            if !kernels::widths_fit(hidden, intermediate) {
-                return Err(TorchError::Invalid(format!(
-                    "peirce kernels take widths in multiples of 8 (a norm's at most 8192), not \
-                     hidden {hidden} and intermediate {intermediate}"
-                )));
-            }
-            let groups = self.heads / kv_heads.max(1);
-            // The attention kernel where it is the faster; the fused ones everywhere.
-            let capability = kernels::compute_capability(&layer.keys)?;
-            let choice = match choice {
-                Kernels::All if !kernels::attention_chosen(head_dim, groups, capability) => {
-                    Kernels::Fused
-                }
-                other => other,
-            };
-            let attention = if choice == Kernels::All { head_dim } else { 0 };
-            kernels::prepare(&layer.keys, attention)?;
-            self.kernels = choice;
+        let chosen = self.kernels_for(choice);
+        self.kernels = *chosen.as_ref().unwrap_or(&Kernels::Libtorch);
+        for layer in &mut self.layers {
+            layer.swiglu_kernel = self.kernels != Kernels::Libtorch;
         }
-        Ok(())
+        chosen.map(drop)
+    }
+
+    /// The kernels [`KvCache::use_kernels`] settles on for `choice`, or why peirce's cannot
+    /// run.
+    fn kernels_for(&self, choice: Kernels) -> Result<Kernels> {
+        let Some(layer) = self.layers.first() else {
+            return Ok(Kernels::Libtorch);
+        };
+        if choice == Kernels::Libtorch {
+            return Ok(choice);
+        }
+        let size = layer.keys.size();
+        let (kv_heads, head_dim) = (size[1], size[3]);
+        let gate_up = layer.fused.gate_up_weight_t.size();
+        let (hidden, intermediate) = (gate_up[0], gate_up[1] / 2);
+        if !kernels::widths_fit(hidden, intermediate) {
+            return Err(TorchError::Invalid(format!(
+                "peirce kernels take widths in multiples of 8 (a norm's at most 8192), not \
+                 hidden {hidden} and intermediate {intermediate}"
+            )));
+        }
+        let groups = self.heads / kv_heads.max(1);
+        // The attention kernel where it is the faster; the fused ones everywhere.
+        let capability = kernels::compute_capability(&layer.keys)?;
+        let choice = match choice {
+            Kernels::All if !kernels::attention_chosen(head_dim, groups, capability) => {
+                Kernels::Fused
+            }
+            other => other,
+        };
+        let attention = if choice == Kernels::All { head_dim } else { 0 };
+        kernels::prepare(&layer.keys, attention)?;
+        Ok(choice)
     }
 
     /// The kernels decoding steps on this cache run.
@@ -992,7 +1012,8 @@ impl DecoderLayer {
         match &cache {
             Some((cache, _)) => {
                 let fused = &cache.fused;
-                let gated = Mlp::gated_fused(&normed, &fused.gate_up_weight_t, kernels)?;
+                let gated =
+                    Mlp::gated_fused(&normed, &fused.gate_up_weight_t, cache.swiglu_kernel)?;
                 residual(
                     &x,
                     &gated,
@@ -1366,6 +1387,22 @@ mod tests {
         let values = Vec::<f32>::try_from(t.view([-1])).unwrap();
         assert_eq!(values, [1.0, 4.0, 7.0, 2.0, 5.0, 8.0, 3.0, 6.0, 9.0]);
         assert!(transposed(&[]).is_err());
+    }
+
+    #[test]
+    fn a_cache_that_cannot_run_peirces_kernels_keeps_libtorchs_everywhere() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let model = Qwen2::new(&crate::bench::tiny(), &vs.root()).unwrap();
+        let mut cache = KvCache::new(&model, 2, 8).unwrap();
+        for choice in [Kernels::All, Kernels::Fused] {
+            let error = cache.use_kernels(choice).unwrap_err().to_string();
+            assert!(error.contains("CUDA") || error.contains("cuda"), "{error}");
+            assert_eq!(cache.kernels(), Kernels::Libtorch);
+            // The prefill's SwiGLU follows the cache's kernels: libtorch's here.
+            assert!(cache.layers.iter().all(|layer| !layer.swiglu_kernel));
+        }
+        cache.use_kernels(Kernels::Libtorch).unwrap();
+        assert_eq!(cache.kernels(), Kernels::Libtorch);
     }
 
     #[test]
