@@ -6,14 +6,14 @@
 // malloc'd message (NULL: success), freed by Rust with `peirce_dist_free_error`.
 //
 // Capture runs on a side stream (CUDA cannot capture the legacy default stream): `begin`
-// synchronizes the device (unless asked not to), makes a stream from libtorch's pool current (remembering the
-// caller's in the handle) and starts the capture; every tensor operation the
+// synchronizes the device (unless asked not to), makes a stream from libtorch's pool current
+// (remembering the caller's in the handle) and starts the capture; every tensor operation the
 // caller then runs on that thread (through tch) is recorded, not executed; `end` finishes the
-// capture and restores the caller's stream. `replay` launches the graph on the current
-// stream, ordered after what was queued there before. Graphs made with the same pool handle
-// share their private memory: that is safe when they are replayed one at a time on one
-// stream, which is how the sampler uses them, and only tensors alive outside the graphs (the
-// static inputs and outputs, the KV cache) need their own memory.
+// capture and restores the caller's stream. `replay` launches the graph on the current stream,
+// ordered after what was queued there before. Graphs made with the same pool handle share their
+// private memory: that is safe when they are replayed one at a time on one stream, which is how
+// the sampler uses them, and only tensors alive outside the graphs (the static inputs and
+// outputs, the KV cache) need their own memory.
 //
 // Built with the CUDA headers (build.rs defines PEIRCE_CUDA_GRAPHS); without them every
 // function says CUDA graphs are unavailable.

@@ -785,16 +785,25 @@ char* peirce_silu_mul(at::Tensor* gate_up, at::Tensor* out) {
             "gate_up must be [rows, 2 inner] for out [rows, inner]");
     require(inner % 8 == 0 && aligned(*gate_up) && aligned(*out),
             "silu_mul takes widths that are multiples of 8, 16-byte aligned");
-    require(rows * inner < (int64_t{1} << 31), "silu_mul takes fewer than 2^31 elements");
+    require(inner < (int64_t{1} << 31), "silu_mul takes widths below 2^31");
     if (rows * inner == 0) {
       return;
     }
     OnDevice on(gate_up->device());
-    const int64_t threads = 256;
-    const int64_t blocks = std::min<int64_t>((rows * inner / 8 + threads - 1) / threads, 65535);
-    launch(kernels.silu_mul, dim3(static_cast<unsigned>(blocks)),
-           dim3(static_cast<unsigned>(threads)), gate_up->data_ptr(), out->data_ptr(),
-           static_cast<int>(rows), static_cast<int>(inner));
+    // The kernel indexes in int: a prefill's product, which can pass 2^31 elements, runs in
+    // slices of rows below that (one launch for a decoding step's).
+    const int64_t slice = std::max<int64_t>(((int64_t{1} << 31) - 1) / inner, 1);
+    const int64_t bytes = static_cast<int64_t>(out->element_size());
+    for (int64_t start = 0; start < rows; start += slice) {
+      const int64_t count = std::min(slice, rows - start);
+      const int64_t threads = 256;
+      const int64_t blocks = std::min<int64_t>((count * inner / 8 + threads - 1) / threads, 65535);
+      void* source = static_cast<char*>(gate_up->data_ptr()) + start * 2 * inner * bytes;
+      void* target = static_cast<char*>(out->data_ptr()) + start * inner * bytes;
+      launch(kernels.silu_mul, dim3(static_cast<unsigned>(blocks)),
+             dim3(static_cast<unsigned>(threads)), source, target, static_cast<int>(count),
+             static_cast<int>(inner));
+    }
   });
 }
 

@@ -142,8 +142,7 @@ pub fn rope_write(
 }
 
 /// `silu(gate) * up` for `gate_up` (`[..., 2 inner]`, contiguous, `[gate | up]` in the last
-/// dimension): `[..., inner]`. A prefill's product can pass the kernel's 2^31 elements: it
-/// then runs on slices of at most that many rows.
+/// dimension): `[..., inner]`, of any size (a prefill's product too).
 pub fn silu_mul(gate_up: &Tensor) -> Result<Tensor> {
     let mut size = gate_up.size();
     let inner = size.last().copied().unwrap_or(0) / 2;
@@ -151,30 +150,8 @@ pub fn silu_mul(gate_up: &Tensor) -> Result<Tensor> {
         *last = inner;
     }
     let out = Tensor::f_empty(size.as_slice(), (gate_up.kind(), gate_up.device()))?;
-    let rows = if inner == 0 {
-        0
-    } else {
-        out.numel() as i64 / inner
-    };
-    let slice = (((1_i64 << 31) - 1) / inner.max(1)).max(1);
-    if rows <= slice {
-        // SAFETY: as in `rope_write`.
-        check(unsafe { ffi::peirce_silu_mul(tensor_ptr(gate_up), tensor_ptr(&out)) })?;
-        return Ok(out);
-    }
-    let (source, target) = (
-        gate_up.f_view([rows, 2 * inner])?,
-        out.f_view([rows, inner])?,
-    );
-    for start in (0..rows).step_by(slice as usize) {
-        let length = slice.min(rows - start);
-        let (source, target) = (
-            source.f_narrow(0, start, length)?,
-            target.f_narrow(0, start, length)?,
-        );
-        // SAFETY: as in `rope_write`; row slices of contiguous tensors are contiguous.
-        check(unsafe { ffi::peirce_silu_mul(tensor_ptr(&source), tensor_ptr(&target)) })?;
-    }
+    // SAFETY: as in `rope_write`.
+    check(unsafe { ffi::peirce_silu_mul(tensor_ptr(gate_up), tensor_ptr(&out)) })?;
     Ok(out)
 }
 

@@ -229,17 +229,12 @@ impl RmsNorm {
         Ok(x.f_rms_norm([width], Some(&self.weight), self.eps)?)
     }
 
-    /// [`RmsNorm::forward_fused`] by peirce's kernel ([`kernels::rms_norm`]), for decoding
-    /// with peirce's kernels (`x` contiguous, bf16, on CUDA).
-    fn forward_kernel(&self, x: &Tensor) -> Result<Tensor> {
-        kernels::rms_norm(x, &self.weight, self.eps)
-    }
-
-    /// The norm a layer's pass runs: peirce's kernel when decoding with it (`kernel`),
-    /// libtorch's fused form when decoding otherwise, `transformers`' form elsewhere.
+    /// The norm a layer's pass runs: peirce's kernel ([`kernels::rms_norm`]; `x` contiguous,
+    /// bf16, on CUDA) when decoding with it (`kernel`), libtorch's fused form when decoding
+    /// otherwise, `transformers`' form elsewhere.
     fn forward_for(&self, x: &Tensor, decoding: bool, kernel: bool) -> Result<Tensor> {
         match (decoding, kernel) {
-            (_, true) => self.forward_kernel(x),
+            (_, true) => kernels::rms_norm(x, &self.weight, self.eps),
             (true, false) => self.forward_fused(x),
             (false, false) => self.forward(x),
         }
@@ -504,10 +499,6 @@ struct LayerCache {
     keys: Tensor,
     values: Tensor,
     fused: FusedLayer,
-    /// Whether every pass on this cache, prefill included, runs SwiGLU by peirce's kernel
-    /// ([`kernels::silu_mul`], which equals libtorch's ops exactly): set with the cache's
-    /// kernels ([`KvCache::use_kernels`]).
-    swiglu_kernel: bool,
 }
 
 impl LayerCache {
@@ -666,7 +657,6 @@ impl KvCache {
                     keys: Tensor::f_zeros(shape, options)?,
                     values: Tensor::f_zeros(shape, options)?,
                     fused: FusedLayer::new(layer)?,
-                    swiglu_kernel: false,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -685,12 +675,9 @@ impl KvCache {
     /// build with them). The error says why they cannot, leaving libtorch's. With peirce's,
     /// the prefill's SwiGLU is peirce's kernel too (equal to libtorch's ops, one pass).
     pub fn use_kernels(&mut self, choice: Kernels) -> Result<()> {
-        let chosen = self.kernels_for(choice);
-        self.kernels = *chosen.as_ref().unwrap_or(&Kernels::Libtorch);
-        for layer in &mut self.layers {
-            layer.swiglu_kernel = self.kernels != Kernels::Libtorch;
-        }
-        chosen.map(drop)
+        self.kernels = Kernels::Libtorch;
+        self.kernels = self.kernels_for(choice)?;
+        Ok(())
     }
 
     /// The kernels [`KvCache::use_kernels`] settles on for `choice`, or why peirce's cannot
@@ -988,13 +975,15 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    /// The layer's output for `x` (its input), appending to `cache` when given.
+    /// The layer's output for `x` (its input), appending to `cache` when given, with
+    /// whether the cache runs peirce's kernels ([`KvCache::use_kernels`]): then SwiGLU is
+    /// peirce's kernel on every pass, prefill included (it equals libtorch's ops exactly).
     fn forward(
         &self,
         x: &Tensor,
         rotation: Rotary<'_>,
         mask: &Mask,
-        mut cache: Option<(&mut LayerCache, CacheWrite<'_>)>,
+        mut cache: Option<(&mut LayerCache, CacheWrite<'_>, bool)>,
     ) -> Result<Tensor> {
         let decoding = cache.is_some();
         let kernels = matches!(rotation, Rotary::Kernel { .. });
@@ -1003,17 +992,16 @@ impl DecoderLayer {
             &normed,
             rotation,
             mask,
-            cache.as_mut().map(|(c, p)| (&mut **c, *p)),
+            cache.as_mut().map(|(c, p, _)| (&mut **c, *p)),
         )?;
         let x = residual(x, &attended, &self.self_attn.o_proj, None, decoding)?;
         let normed = self
             .post_attention_layernorm
             .forward_for(&x, decoding, kernels)?;
         match &cache {
-            Some((cache, _)) => {
+            Some((cache, _, peirce)) => {
                 let fused = &cache.fused;
-                let gated =
-                    Mlp::gated_fused(&normed, &fused.gate_up_weight_t, cache.swiglu_kernel)?;
+                let gated = Mlp::gated_fused(&normed, &fused.gate_up_weight_t, *peirce)?;
                 residual(
                     &x,
                     &gated,
@@ -1156,7 +1144,10 @@ impl Qwen2 {
         let mut x = Tensor::f_embedding(&self.embed_tokens, input_ids, -1, false, false)?;
         for (index, layer) in self.layers.iter().enumerate() {
             let layer_cache = match cache.as_deref_mut() {
-                Some(cache) => Some((&mut cache.layers[index], CacheWrite::Append(past))),
+                Some(cache) => {
+                    let peirce = cache.kernels != Kernels::Libtorch;
+                    Some((&mut cache.layers[index], CacheWrite::Append(past), peirce))
+                }
                 None => None,
             };
             x = layer.forward(&x, Rotary::Pairs(&cos, &sin), &mask, layer_cache)?;
@@ -1197,8 +1188,9 @@ impl Qwen2 {
             .f_expand([rows, new], false)?;
         let (cos, sin) = rotary(&positions, self.config.head_dim(), self.theta, self.kind())?;
         let mut x = Tensor::f_embedding(&self.embed_tokens, prompts, -1, false, false)?;
+        let peirce = cache.kernels != Kernels::Libtorch;
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let write = Some((layer_cache, CacheWrite::Slots(slots)));
+            let write = Some((layer_cache, CacheWrite::Slots(slots), peirce));
             x = layer.forward(&x, Rotary::Pairs(&cos, &sin), &Mask::Causal, write)?;
         }
         self.norm.forward_fused(&x)
@@ -1237,7 +1229,8 @@ impl Qwen2 {
             .f_view([rows, 1, 1, 1])?
             .f_expand([rows, cfg.num_key_value_heads, 1, cfg.head_dim()], false)?;
         let rotation;
-        let rotary = if cache.kernels != Kernels::Libtorch {
+        let peirce = cache.kernels != Kernels::Libtorch;
+        let rotary = if peirce {
             Rotary::Kernel {
                 inv_freq: &cache.inv_freq,
                 positions,
@@ -1249,11 +1242,10 @@ impl Qwen2 {
         };
         let mut x = Tensor::f_embedding(&self.embed_tokens, tokens, -1, false, false)?;
         for (layer, layer_cache) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            let write = Some((layer_cache, CacheWrite::Rows(&index, attend)));
+            let write = Some((layer_cache, CacheWrite::Rows(&index, attend), peirce));
             x = layer.forward(&x, rotary, &mask, write)?;
         }
-        self.norm
-            .forward_for(&x, true, cache.kernels != Kernels::Libtorch)
+        self.norm.forward_for(&x, true, peirce)
     }
 
     /// [`Qwen2::forward`] for training with activation checkpointing: the layers run without
@@ -1398,8 +1390,6 @@ mod tests {
             let error = cache.use_kernels(choice).unwrap_err().to_string();
             assert!(error.contains("CUDA") || error.contains("cuda"), "{error}");
             assert_eq!(cache.kernels(), Kernels::Libtorch);
-            // The prefill's SwiGLU follows the cache's kernels: libtorch's here.
-            assert!(cache.layers.iter().all(|layer| !layer.swiglu_kernel));
         }
         cache.use_kernels(Kernels::Libtorch).unwrap();
         assert_eq!(cache.kernels(), Kernels::Libtorch);
