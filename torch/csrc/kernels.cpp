@@ -236,13 +236,16 @@ extern "C" __global__ void transpose_into(const scalar* __restrict__ in, scalar*
 
 // Decoding attention, split over the keys (flash-decoding), on tensor cores (sm_80 and
 // later): one block of MMA_WARPS warps per (row, key/value head, split of the keys), each
-// warp taking every MMA_WARPS-th tile of 16 keys. A warp's `mma.m16n8k16` multiplies the
+// warp taking every MMA_WARPS-th tile of 16 keys. How many of the `gridDim.z` splits a row
+// uses follows from its own length (`row_splits`): one per `min_keys` keys it attends to
+// (the last one fewer), so a short row is not split and a long one is split evenly; the
+// blocks of the splits it does not use return at once. A warp's `mma.m16n8k16` multiplies the
 // key/value head's grouped queries (rows 0..groups of the 16-row operand; the rest zero) by a
 // tile's keys, and the tile's probabilities (rounded to bf16, as flash attention rounds them)
 // by its values; the online softmax runs in fp32 on the scores' fragments (base 2), the warps'
 // results are merged in the block, and each block writes its unnormalized output and (max,
-// sum) per query for `decode_attention_combine` to merge the splits; with a single split the
-// block writes the normalized output (`attended`) itself. A row attends to its
+// sum) per query for `decode_attention_combine` to merge the splits; a row that uses a
+// single split gets its normalized output (`attended`) from that block. A row attends to its
 // keys 0..=position only, so it reads its own keys, not the longest row's. The dot product's
 // 16-element steps take a head's dimensions in an order (the same for queries and keys) that
 // lets each thread read 8 consecutive elements of a key with one 16-byte load; values go
@@ -255,6 +258,18 @@ extern "C" __global__ void transpose_into(const scalar* __restrict__ in, scalar*
 #define MMA_WARPS 4
 #define MMA_KEYS 16
 #define V_STRIDE (DIM + 8)
+
+// The splits a row of `length` keys (at least one) uses, of at most `splits`: one per
+// `min_keys` keys begun. Its split s covers keys [s chunk, min((s + 1) chunk, length)), chunk
+// being `split_keys`, the length shared evenly; every split used has keys while min_keys >=
+// splits - 1 (then (used - 1)^2 < length), which the caller keeps.
+__device__ __forceinline__ int row_splits(long long length, int min_keys, int splits) {
+  const long long by_length = (length + min_keys - 1) / min_keys;
+  return by_length < 1 ? 1 : (by_length < splits ? (int)by_length : splits);
+}
+__device__ __forceinline__ long long split_keys(long long length, int used) {
+  return (length + used - 1) / used;
+}
 
 // d = a b + c for one m16n8k16 tile; rows 8..15 of `a` are zero and their results unused.
 __device__ __forceinline__ void mma_rows8(float& d0, float& d1, unsigned a0, unsigned a2,
@@ -270,7 +285,7 @@ extern "C" __global__ void __launch_bounds__(32 * MMA_WARPS) decode_attention_pa
     const scalar* __restrict__ q, const scalar* __restrict__ keys,
     const scalar* __restrict__ values, const long long* __restrict__ positions,
     long long position_stride, float* __restrict__ partial, float* __restrict__ stats,
-    scalar* __restrict__ attended, int heads, int kv_heads, long long capacity, int chunk,
+    scalar* __restrict__ attended, int heads, int kv_heads, long long capacity, int min_keys,
     float scale) {
   __shared__ __align__(16) scalar value_tiles[MMA_WARPS][MMA_KEYS * V_STRIDE];
   __shared__ __align__(16) float warp_out[MMA_WARPS][PEIRCE_MAX_GROUPS][DIM];
@@ -287,6 +302,9 @@ extern "C" __global__ void __launch_bounds__(32 * MMA_WARPS) decode_attention_pa
   const int c = lane & 3;
   long long length = positions[row * position_stride] + 1;
   if (length > capacity) length = capacity;
+  const int used = row_splits(length, min_keys, splits);
+  if (split >= used) return;  // the whole block: nothing of it is read
+  const long long chunk = split_keys(length, used);
   const long long begin = (long long)split * chunk;
   const long long end = begin + chunk < length ? begin + chunk : length;
   // Query row r's elements [32 s + 8 c, + 8) for every s: the A operand of two k-steps.
@@ -390,9 +408,10 @@ extern "C" __global__ void __launch_bounds__(32 * MMA_WARPS) decode_attention_pa
   }
   __syncthreads();
   // The warps merged: this split's unnormalized output and (max, sum) per query (element i:
-  // query row i / DIM, dimension i % DIM). A single split is the output; otherwise each block
-  // writes its split, stats in natural-log units, for `decode_attention_combine`.
-  const long long first_slot = ((long long)row * heads + (long long)kv * groups) * splits;
+  // query row i / DIM, dimension i % DIM). A row's single split is its output; otherwise each
+  // block writes its split, stats in natural-log units, for `decode_attention_combine`.
+  const long long first_head = (long long)row * heads + (long long)kv * groups;
+  const long long first_slot = first_head * splits;
   for (int i = threadIdx.x; i < groups * DIM; i += 32 * MMA_WARPS) {
     const int g = i / DIM;
     const int d = i % DIM;
@@ -409,8 +428,8 @@ extern "C" __global__ void __launch_bounds__(32 * MMA_WARPS) decode_attention_pa
         weight_sum += warp_sum[w][g] * weight;
       }
     }
-    if (splits == 1) {
-      attended[(first_slot + g) * DIM + d] = store(total / weight_sum);
+    if (used == 1) {
+      attended[(first_head + g) * DIM + d] = store(total / weight_sum);
       continue;
     }
     const long long slot = first_slot + (long long)g * splits + split;
@@ -422,23 +441,50 @@ extern "C" __global__ void __launch_bounds__(32 * MMA_WARPS) decode_attention_pa
   }
 }
 
-// One block per (row, head), `DIM` threads: the splits' outputs rescaled to the common max
-// and divided by the common sum (a kernel of its own measured faster than merging in the
-// last split's block: 6.30 against 6.38 ms per Qwen2.5-7B step, batch 64, one H100).
+// One block per (row, head), `DIM` threads: the splits the row used, their outputs rescaled
+// to the common max and divided by the common sum (a kernel of its own measured faster than
+// merging in the last split's block: 6.30 against 6.38 ms per Qwen2.5-7B step, batch 64, one
+// H100). A row that used one split has its output already. Every split's stats and output
+// are loaded at once with the row's position (those past the splits it used, unwritten, are
+// not used), so the kernel waits on one memory round trip, not on the position first.
+#define PEIRCE_MAX_SPLITS 16
 extern "C" __global__ void decode_attention_combine(const float* __restrict__ partial,
                                                     const float* __restrict__ stats,
-                                                    scalar* __restrict__ out, int splits) {
+                                                    scalar* __restrict__ out,
+                                                    const long long* __restrict__ positions,
+                                                    long long position_stride, int heads,
+                                                    long long capacity, int min_keys,
+                                                    int splits) {
   const long long head = blockIdx.x;
   const int t = threadIdx.x;
   const float* head_stats = stats + head * splits * 2;
+  float maxima[PEIRCE_MAX_SPLITS], sums[PEIRCE_MAX_SPLITS], values[PEIRCE_MAX_SPLITS];
+#pragma unroll
+  for (int s = 0; s < PEIRCE_MAX_SPLITS; ++s) {
+    if (s < splits) {
+      maxima[s] = head_stats[2 * s];
+      sums[s] = head_stats[2 * s + 1];
+      values[s] = partial[(head * splits + s) * DIM + t];
+    }
+  }
+  long long length = positions[head / heads * position_stride] + 1;
+  if (length > capacity) length = capacity;
+  const int used = row_splits(length, min_keys, splits);
+  if (used == 1) return;
   float top = PEIRCE_NEG_INF;
-  for (int s = 0; s < splits; ++s) top = fmaxf(top, head_stats[2 * s]);
+#pragma unroll
+  for (int s = 0; s < PEIRCE_MAX_SPLITS; ++s) {
+    if (s < used) top = fmaxf(top, maxima[s]);
+  }
   float sum = 0.0f;
   float value = 0.0f;
-  for (int s = 0; s < splits; ++s) {
-    const float weight = expf(head_stats[2 * s] - top);
-    sum += head_stats[2 * s + 1] * weight;
-    value += partial[(head * splits + s) * DIM + t] * weight;
+#pragma unroll
+  for (int s = 0; s < PEIRCE_MAX_SPLITS; ++s) {
+    if (s < used) {
+      const float weight = expf(maxima[s] - top);
+      sum += sums[s] * weight;
+      value += values[s] * weight;
+    }
   }
   out[head * DIM + t] = store(value / sum);
 }
@@ -721,13 +767,16 @@ char* peirce_kernels_prepare(at::Tensor* like, int64_t head_dim) {
   return guarded([&] { module_for(*like, static_cast<int>(head_dim)); });
 }
 
-// `*major` and `*minor`: the compute capability of `like`'s CUDA device.
-char* peirce_kernels_capability(at::Tensor* like, int* major, int* minor) {
+// `*major` and `*minor`: the compute capability of `like`'s CUDA device; `*multiprocessors`:
+// its SM count.
+char* peirce_kernels_capability(at::Tensor* like, int* major, int* minor,
+                                int* multiprocessors) {
   return guarded([&] {
     require(like->is_cuda(), "tensors must be on a CUDA device");
     const cudaDeviceProp* properties = at::cuda::getDeviceProperties(like->get_device());
     *major = properties->major;
     *minor = properties->minor;
+    *multiprocessors = properties->multiProcessorCount;
   });
 }
 
@@ -867,13 +916,13 @@ char* peirce_transpose_into(at::Tensor* in, at::Tensor* out) {
 
 // Decoding attention of one new token per row: q ([rows, heads, dim], contiguous) over the
 // cached keys and values ([rows, kv_heads, capacity, dim], contiguous), row r over its
-// positions 0..=positions[r] (int64, `position_stride` apart), in splits of `chunk` keys
-// (`splits * chunk` covers every row's keys); partial ([rows, heads, splits, dim]) and stats
-// ([rows, heads, splits, 2]) are fp32 scratch (unused with one split); out: [rows, heads,
-// dim], q's dtype.
+// positions 0..=positions[r] (int64, `position_stride` apart), in at most `splits` splits,
+// one per `min_keys` keys of the row (splits - 1 at most, so that each split a row uses has
+// keys); partial ([rows, heads, splits, dim]) and stats ([rows, heads, splits, 2]) are fp32
+// scratch (unused with one split); out: [rows, heads, dim], q's dtype.
 char* peirce_decode_attention(at::Tensor* q, at::Tensor* keys, at::Tensor* values,
                               at::Tensor* positions, at::Tensor* partial, at::Tensor* stats,
-                              at::Tensor* out, int64_t chunk) {
+                              at::Tensor* out, int64_t min_keys) {
   return guarded([&] {
     require(keys->dim() == 4 && values->sizes() == keys->sizes() && keys->is_contiguous() &&
                 values->is_contiguous(),
@@ -890,8 +939,10 @@ char* peirce_decode_attention(at::Tensor* q, at::Tensor* keys, at::Tensor* value
     const Module& kernels = module_for(*q, dim);
     require(positions->scalar_type() == at::kLong && positions->numel() == rows,
             "positions must be int64, one per row");
-    require(chunk > 0, "chunk must be positive");
     const int64_t splits = partial->dim() == 4 ? partial->size(2) : 0;
+    require(splits <= 16, "at most 16 splits (the combine kernel's PEIRCE_MAX_SPLITS)");
+    require(min_keys >= splits - 1 && min_keys > 0 && min_keys <= (1 << 30),
+            "min_keys must be positive and at least splits - 1");
     require(partial->scalar_type() == at::kFloat && stats->scalar_type() == at::kFloat &&
                 partial->is_contiguous() && stats->is_contiguous() &&
                 partial->numel() == rows * heads * splits * dim &&
@@ -916,11 +967,13 @@ char* peirce_decode_attention(at::Tensor* q, at::Tensor* keys, at::Tensor* value
            dim3(128), q->data_ptr(), keys->data_ptr(), values->data_ptr(), positions->data_ptr(),
            position_stride(*positions), partial->data_ptr(), stats->data_ptr(),
            out->data_ptr(), static_cast<int>(heads), static_cast<int>(kv_heads),
-           static_cast<long long>(capacity), static_cast<int>(chunk), scale);
+           static_cast<long long>(capacity), static_cast<int>(min_keys), scale);
     if (splits > 1) {
       launch(kernels.attention_combine, dim3(static_cast<unsigned>(rows * heads)),
              dim3(static_cast<unsigned>(dim)), partial->data_ptr(), stats->data_ptr(),
-             out->data_ptr(), static_cast<int>(splits));
+             out->data_ptr(), positions->data_ptr(), position_stride(*positions),
+             static_cast<int>(heads), static_cast<long long>(capacity),
+             static_cast<int>(min_keys), static_cast<int>(splits));
     }
   });
 }
@@ -938,7 +991,7 @@ char* unavailable() { return peirce_message("this peirce-worker was built withou
 
 extern "C" {
 char* peirce_kernels_prepare(at::Tensor*, int64_t) { return unavailable(); }
-char* peirce_kernels_capability(at::Tensor*, int*, int*) { return unavailable(); }
+char* peirce_kernels_capability(at::Tensor*, int*, int*, int*) { return unavailable(); }
 char* peirce_rope_write(at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*, at::Tensor*,
                         at::Tensor*, int64_t, int64_t) {
   return unavailable();

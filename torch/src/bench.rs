@@ -652,9 +652,12 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
         // The attention kernel's error wherever it ran.
         let cfg = &model.config;
         if stats.kernels == Kernels::All {
+            // Eight rows at random positions below 4,096: too few blocks to fill a GPU, so
+            // the rows past 128 positions are split (`kernels::attention_splits`), each into
+            // as many splits as its length has, and merged by the combine kernel.
+            result["attention_error"] = attention_error(cfg, options.dtype, device, 8, 4096)?;
+            // The batch's rows below 100 positions: one split, which writes the output itself.
             let rows = options.batch as i64;
-            result["attention_error"] = attention_error(cfg, options.dtype, device, rows, 512)?;
-            // Up to 128 positions: one split, which writes the output itself.
             result["attention_error_one_split"] =
                 attention_error(cfg, options.dtype, device, rows, 100)?;
         }
@@ -724,7 +727,7 @@ fn sample(model: &Qwen2, options: &BenchOptions, rng: &mut SplitMix) -> Result<s
 /// peirce's decoding attention ([`kernels::decode_attention`]) against libtorch's, both
 /// measured against an fp32 reference, on random queries and cache at the model's shape
 /// (`rows` rows, each at a random position below `attend`): the largest absolute error of
-/// each, and the largest absolute output.
+/// each, the largest absolute output, and the most splits a row could use.
 fn attention_error(
     cfg: &Config,
     dtype: Kind,
@@ -762,9 +765,11 @@ fn attention_error(
     let ours = kernels::decode_attention(&q, &keys, &values, &positions, attend)?
         .f_to_kind(Kind::Float)?;
     let max = |t: Tensor| -> Result<f64> { Ok(t.f_abs()?.f_max()?.f_double_value(&[])?) };
+    let splits = kernels::attention_splits(rows, kv_heads, attend, kernels::multiprocessors(&q)?);
     Ok(json!({
         "rows": rows,
         "positions_below": attend,
+        "splits": splits,
         "peirce_max_abs_error": max(ours.f_sub(&reference)?)?,
         "libtorch_max_abs_error": max(libtorch(dtype)?.f_sub(&reference)?)?,
         "max_abs_output": max(reference)?,

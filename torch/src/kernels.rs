@@ -75,11 +75,29 @@ pub fn widths_fit(hidden: i64, intermediate: i64) -> bool {
 
 /// The compute capability (major, minor) of `like`'s CUDA device.
 pub fn compute_capability(like: &Tensor) -> Result<(i32, i32)> {
-    let (mut major, mut minor) = (0, 0);
-    // SAFETY: a live tensor, borrowed for the call; both integers are written before the
-    // shim returns without an error.
-    check(unsafe { ffi::peirce_kernels_capability(tensor_ptr(like), &mut major, &mut minor) })?;
+    let (major, minor, _) = device_properties(like)?;
     Ok((major, minor))
+}
+
+/// The number of SMs (streaming multiprocessors) of `like`'s CUDA device.
+pub fn multiprocessors(like: &Tensor) -> Result<i64> {
+    Ok(device_properties(like)?.2.into())
+}
+
+/// (major, minor, SMs) of `like`'s CUDA device.
+fn device_properties(like: &Tensor) -> Result<(i32, i32, i32)> {
+    let (mut major, mut minor, mut multiprocessors) = (0, 0, 0);
+    // SAFETY: a live tensor, borrowed for the call; the integers are written before the shim
+    // returns without an error.
+    check(unsafe {
+        ffi::peirce_kernels_capability(
+            tensor_ptr(like),
+            &mut major,
+            &mut minor,
+            &mut multiprocessors,
+        )
+    })?;
+    Ok((major, minor, multiprocessors))
 }
 
 /// Compiles and loads the kernels for `like`'s device (`like` must be bf16), with
@@ -175,12 +193,24 @@ pub fn transpose_into(input: &Tensor, out: &Tensor) -> Result<()> {
     check(unsafe { ffi::peirce_transpose_into(tensor_ptr(input), tensor_ptr(out)) })
 }
 
-/// Keys per split of [`decode_attention`] for steps attending to `attend` positions: 128 at
-/// least (a block's fixed costs are worth two blocks of 64 keys), a multiple of 64, and at
-/// most 16 splits.
-pub fn attention_chunk(attend: i64) -> i64 {
-    let per_split = (attend.max(1) + 15) / 16;
-    ((per_split + 63) / 64 * 64).max(128)
+/// Keys per split of [`decode_attention`]: a row uses one split per this many keys begun (at
+/// most [`attention_splits`]), its keys shared evenly among them, so a row of up to this many
+/// keys is not split (docs §20).
+pub const ATTENTION_SPLIT_KEYS: i64 = 128;
+
+/// The most splits of [`decode_attention`]'s keys for `rows` rows of `kv_heads` key/value
+/// heads attending to at most `attend` keys, on a device of `multiprocessors` SMs: one
+/// where a block per (row, key/value head) fills the device; otherwise about two blocks per
+/// SM, at most 16 and at most one per [`ATTENTION_SPLIT_KEYS`] of `attend`. Each row uses one
+/// of them per [`ATTENTION_SPLIT_KEYS`] keys of its own, its keys shared evenly.
+pub fn attention_splits(rows: i64, kv_heads: i64, attend: i64, multiprocessors: i64) -> i64 {
+    let blocks = (rows * kv_heads).max(1);
+    if blocks >= multiprocessors {
+        return 1;
+    }
+    let wanted = (2 * multiprocessors + blocks - 1) / blocks;
+    let by_keys = (attend + ATTENTION_SPLIT_KEYS - 1) / ATTENTION_SPLIT_KEYS;
+    wanted.min(16).min(by_keys).max(1)
 }
 
 /// Attention of one new token per row: `q` (`[rows, heads, dim]`, contiguous) over the
@@ -197,8 +227,7 @@ pub fn decode_attention(
 ) -> Result<Tensor> {
     let size = q.size();
     let (rows, heads, dim) = (size[0], size[1], size[2]);
-    let chunk = attention_chunk(attend);
-    let splits = (attend.max(1) + chunk - 1) / chunk;
+    let splits = attention_splits(rows, keys.size()[1], attend, multiprocessors(q)?);
     let device = q.device();
     let partial = Tensor::f_empty([rows, heads, splits, dim], (Kind::Float, device))?;
     let stats = Tensor::f_empty([rows, heads, splits, 2], (Kind::Float, device))?;
@@ -213,7 +242,7 @@ pub fn decode_attention(
             tensor_ptr(&partial),
             tensor_ptr(&stats),
             tensor_ptr(&out),
-            chunk,
+            ATTENTION_SPLIT_KEYS,
         )
     })?;
     Ok(out)
@@ -288,12 +317,13 @@ mod ffi {
             partial: *mut AtTensor,
             stats: *mut AtTensor,
             out: *mut AtTensor,
-            chunk: i64,
+            min_keys: i64,
         ) -> *mut c_char;
         pub fn peirce_kernels_capability(
             like: *mut AtTensor,
             major: *mut i32,
             minor: *mut i32,
+            multiprocessors: *mut i32,
         ) -> *mut c_char;
     }
 }
@@ -345,19 +375,28 @@ mod tests {
     }
 
     #[test]
-    fn attention_splits_cover_every_position_in_at_most_sixteen_chunks_of_128_keys_or_more() {
-        for attend in [
-            1, 63, 64, 65, 128, 320, 384, 1000, 1024, 4096, 8192, 8193, 40_000,
-        ] {
-            let chunk = attention_chunk(attend);
-            let splits = (attend + chunk - 1) / chunk;
-            assert!(chunk >= 128 && chunk % 64 == 0, "{attend}: {chunk}");
-            assert!(
-                splits * chunk >= attend && splits <= 16,
-                "{attend}: {splits} x {chunk}"
-            );
+    fn attention_is_split_only_where_the_blocks_leave_sms_idle() {
+        // An H100's 132 SMs. Qwen2.5-7B (4 key/value heads) at batch 64: 256 blocks, one split
+        // at any length; Qwen2-0.5B (2) at batch 64: 128 blocks, below 132: three.
+        assert_eq!(attention_splits(64, 4, 320, 132), 1);
+        assert_eq!(attention_splits(64, 4, 8256, 132), 1);
+        assert_eq!(attention_splits(64, 2, 576, 132), 3);
+        assert_eq!(attention_splits(64, 2, 8256, 132), 3);
+        // Few blocks: about two per SM, and no more than the keys have splits of 128 begun.
+        assert_eq!(attention_splits(8, 4, 8256, 132), 9);
+        assert_eq!(attention_splits(8, 4, 300, 132), 3);
+        assert_eq!(attention_splits(1, 1, 40_000, 132), 16);
+        assert_eq!(attention_splits(1, 1, 128, 132), 1);
+        assert_eq!(attention_splits(0, 4, 0, 132), 1);
+        for rows in [1, 2, 7, 16, 33, 64, 200] {
+            for attend in [1, 100, 128, 129, 1023, 4096, 8192, 40_000] {
+                let splits = attention_splits(rows, 2, attend, 108);
+                assert!((1..=16).contains(&splits), "{rows} {attend}: {splits}");
+                // The kernel needs ATTENTION_SPLIT_KEYS >= splits - 1 for every split a row
+                // uses to have keys.
+                assert!(ATTENTION_SPLIT_KEYS >= splits - 1);
+                assert!(splits <= (attend + ATTENTION_SPLIT_KEYS - 1) / ATTENTION_SPLIT_KEYS);
+            }
         }
-        assert_eq!(attention_chunk(320), 128);
-        assert_eq!(attention_chunk(8192), 512);
     }
 }
