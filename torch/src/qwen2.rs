@@ -1299,6 +1299,13 @@ impl Qwen2 {
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
         Ok(hidden.f_linear::<Tensor>(&self.lm_head, None)?)
     }
+
+    /// [`Qwen2::logits`] written into `out` (`[rows, vocab]`, the model's dtype) by the
+    /// matrix product itself, for a decoding step's static output buffer.
+    pub fn logits_into(&self, hidden: &Tensor, out: &Tensor) -> Result<()> {
+        let _ = hidden.f_mm_out(out, &self.lm_head.f_tr()?)?;
+        Ok(())
+    }
 }
 
 /// What [`Qwen2::forward_checkpointed`] kept: each layer's input, and the last layer's output

@@ -194,8 +194,9 @@ pub fn gumbel_reference(keys: [i32; 2], token: u32) -> f32 {
     -(-uniform.ln()).ln()
 }
 
-/// Samples one token per row from `logits` (`[batch, vocab]`, fp32): greedy when
-/// `temperature <= 0`, else softmax(logits / temperature) restricted to the `top_k` most
+/// Samples one token per row from `logits` (`[batch, vocab]`, any float dtype): greedy (the
+/// argmax of the values as they are) when `temperature <= 0`, else, in fp32,
+/// softmax(logits / temperature) restricted to the `top_k` most
 /// likely tokens (0: all) and to the top-p nucleus, with the Gumbel-max trick, the noise
 /// drawn from `keys` (`[batch, 2]` int32, see [`gumbel`]).
 pub fn sample(
@@ -209,7 +210,7 @@ pub fn sample(
         return Ok(logits.f_argmax(-1, false)?);
     }
     let vocab = logits.size()[1];
-    let mut scaled = logits.f_div_scalar(temperature)?;
+    let mut scaled = logits.f_to_kind(Kind::Float)?.f_div_scalar(temperature)?;
     if top_k > 0 && top_k < vocab {
         let (values, _) = scaled.f_topk(top_k, -1, true, false)?;
         let kth = values.f_narrow(1, top_k - 1, 1)?;
@@ -666,7 +667,9 @@ struct Decoder<'m> {
     /// `[slots, 2]` int64: each slot's token and position, written by one copy from the
     /// host per step.
     inputs: Tensor,
-    /// `[slots, vocab]` fp32: the step's output.
+    /// `[slots, vocab]` in the model's dtype: the step's output, written by the head's
+    /// matrix product itself ([`Qwen2::logits_into`]); [`sample`] casts it to fp32 only
+    /// where it draws (greedy takes the argmax of the values as they are).
     logits: Tensor,
     graphs: Option<(Pool, HashMap<i64, Graph>)>,
     stats: DecodeStats,
@@ -705,7 +708,7 @@ impl<'m> Decoder<'m> {
             model,
             cache,
             inputs: Tensor::f_zeros([slots, 2], (Kind::Int64, device))?,
-            logits: Tensor::f_zeros([slots, model.config.vocab_size], (Kind::Float, device))?,
+            logits: Tensor::f_zeros([slots, model.config.vocab_size], (model.kind(), device))?,
             graphs,
             stats,
         })
@@ -748,7 +751,7 @@ impl<'m> Decoder<'m> {
                 .f_view([rows, 1, 1])?
                 .f_expand([rows, 1, hidden_size], false)?;
             let last = hidden.f_gather(1, &index, false)?.f_squeeze_dim(1)?;
-            let logits = self.model.logits(&last)?.f_to_kind(Kind::Float)?;
+            let logits = self.model.logits(&last)?;
             let _ = self.logits.f_index_copy_(0, &slots, &logits)?;
             start = end;
         }
@@ -842,10 +845,8 @@ impl<'m> Decoder<'m> {
         let hidden = self
             .model
             .decode_slots(&tokens, &positions, &mut self.cache, attend)?;
-        let logits = self.model.logits(&hidden.f_squeeze_dim(1)?)?;
-        // The copy casts to fp32 (one kernel, not a cast and a copy).
-        self.logits.f_copy_(&logits)?;
-        Ok(())
+        self.model
+            .logits_into(&hidden.f_squeeze_dim(1)?, &self.logits)
     }
 }
 
@@ -925,6 +926,28 @@ mod tests {
         }
         // The same keys draw the same token; the draw is a function of the keys alone.
         assert_eq!(draw(1.0, 0, 7), draw(1.0, 0, 7));
+    }
+
+    #[test]
+    fn bf16_logits_draw_what_their_fp32_cast_draws() {
+        // The continuous batch keeps a bf16 model's logits in bf16 and `sample` casts them
+        // to fp32 where it draws: every draw equals the draw from the cast logits, where
+        // dividing by the temperature in bf16 would round them apart.
+        tch::manual_seed(3);
+        let logits = (Tensor::randn([2048, 50], (Kind::Float, tch::Device::Cpu)) * 3.0)
+            .to_kind(Kind::BFloat16);
+        let cast = logits.to_kind(Kind::Float);
+        let keys = Tensor::randint(i64::from(i32::MAX), [2048, 2], (Kind::Int, tch::Device::Cpu));
+        for (temperature, top_p, top_k) in [(0.0, 1.0, 0), (0.7, 1.0, 0), (1.3, 0.9, 20)] {
+            let ours = sample(&logits, temperature, top_p, top_k, &keys).unwrap();
+            let expected = sample(&cast, temperature, top_p, top_k, &keys).unwrap();
+            assert_eq!(ours, expected, "temperature {temperature}");
+        }
+        // Greedy takes the argmax of the bf16 values as they are.
+        assert_eq!(
+            sample(&logits, 0.0, 1.0, 0, &keys).unwrap(),
+            logits.argmax(-1, false)
+        );
     }
 
     #[test]
