@@ -937,7 +937,11 @@ mod tests {
         let logits = (Tensor::randn([2048, 50], (Kind::Float, tch::Device::Cpu)) * 3.0)
             .to_kind(Kind::BFloat16);
         let cast = logits.to_kind(Kind::Float);
-        let keys = Tensor::randint(i64::from(i32::MAX), [2048, 2], (Kind::Int, tch::Device::Cpu));
+        let keys = Tensor::randint(
+            i64::from(i32::MAX),
+            [2048, 2],
+            (Kind::Int, tch::Device::Cpu),
+        );
         for (temperature, top_p, top_k) in [(0.0, 1.0, 0), (0.7, 1.0, 0), (1.3, 0.9, 20)] {
             let ours = sample(&logits, temperature, top_p, top_k, &keys).unwrap();
             let expected = sample(&cast, temperature, top_p, top_k, &keys).unwrap();
