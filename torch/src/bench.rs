@@ -762,10 +762,10 @@ fn attention_error(
         keys.f_to_kind(dtype)?,
         values.f_to_kind(dtype)?,
     );
-    let ours = kernels::decode_attention(&q, &keys, &values, &positions, attend)?
+    let splits = kernels::attention_splits(rows, kv_heads, attend, kernels::multiprocessors(&q)?);
+    let ours = kernels::decode_attention(&q, &keys, &values, &positions, splits)?
         .f_to_kind(Kind::Float)?;
     let max = |t: Tensor| -> Result<f64> { Ok(t.f_abs()?.f_max()?.f_double_value(&[])?) };
-    let splits = kernels::attention_splits(rows, kv_heads, attend, kernels::multiprocessors(&q)?);
     Ok(json!({
         "rows": rows,
         "positions_below": attend,

@@ -198,10 +198,14 @@ pub fn transpose_into(input: &Tensor, out: &Tensor) -> Result<()> {
 /// keys is not split (docs §20).
 pub const ATTENTION_SPLIT_KEYS: i64 = 128;
 
+/// The most splits [`decode_attention`] takes: the combine kernel's `PEIRCE_MAX_SPLITS`.
+pub const ATTENTION_MAX_SPLITS: i64 = 16;
+
 /// The most splits of [`decode_attention`]'s keys for `rows` rows of `kv_heads` key/value
 /// heads attending to at most `attend` keys, on a device of `multiprocessors` SMs: one
 /// where a block per (row, key/value head) fills the device; otherwise about two blocks per
-/// SM, at most 16 and at most one per [`ATTENTION_SPLIT_KEYS`] of `attend`. Each row uses one
+/// SM, at most [`ATTENTION_MAX_SPLITS`] and at most one per [`ATTENTION_SPLIT_KEYS`] of
+/// `attend`. Each row uses one
 /// of them per [`ATTENTION_SPLIT_KEYS`] keys of its own, its keys shared evenly.
 pub fn attention_splits(rows: i64, kv_heads: i64, attend: i64, multiprocessors: i64) -> i64 {
     let blocks = (rows * kv_heads).max(1);
@@ -210,24 +214,24 @@ pub fn attention_splits(rows: i64, kv_heads: i64, attend: i64, multiprocessors: 
     }
     let wanted = (2 * multiprocessors + blocks - 1) / blocks;
     let by_keys = (attend + ATTENTION_SPLIT_KEYS - 1) / ATTENTION_SPLIT_KEYS;
-    wanted.min(16).min(by_keys).max(1)
+    wanted.min(ATTENTION_MAX_SPLITS).min(by_keys).max(1)
 }
 
 /// Attention of one new token per row: `q` (`[rows, heads, dim]`, contiguous) over the
 /// cached `keys` and `values` (`[rows, kv_heads, capacity, dim]`), row `r` over its positions
 /// `0..=positions[r]` (`positions`: one int64 per row, any row stride), grouped-query where
-/// `kv_heads < heads`, scaled by `1/sqrt(dim)`; no row may attend past `attend`. Returns
-/// `[rows, heads, dim]`.
+/// `kv_heads < heads`, scaled by `1/sqrt(dim)`, in at most `splits` splits of the keys
+/// ([`attention_splits`], worked out once for all of a step's layers). Returns `[rows, heads,
+/// dim]`.
 pub fn decode_attention(
     q: &Tensor,
     keys: &Tensor,
     values: &Tensor,
     positions: &Tensor,
-    attend: i64,
+    splits: i64,
 ) -> Result<Tensor> {
     let size = q.size();
     let (rows, heads, dim) = (size[0], size[1], size[2]);
-    let splits = attention_splits(rows, keys.size()[1], attend, multiprocessors(q)?);
     let device = q.device();
     let partial = Tensor::f_empty([rows, heads, splits, dim], (Kind::Float, device))?;
     let stats = Tensor::f_empty([rows, heads, splits, 2], (Kind::Float, device))?;

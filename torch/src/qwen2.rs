@@ -296,13 +296,14 @@ enum Rotary<'a> {
     /// key and value into the cache ([`kernels::rope_write`]): the rotary frequencies
     /// ([`inverse_frequencies`]; the kernel computes each row's cosines and sines, rounded
     /// as [`Rotary::Matrix`]'s entries are) and each row's position (`[rows, 1]`). Cached
-    /// decoding of rows only ([`CacheWrite::Rows`]). With `attention`, the attention too is
-    /// peirce's ([`kernels::decode_attention`]); the norms ([`kernels::rms_norm`]) and the
-    /// SwiGLU activation ([`kernels::silu_mul`]) always are.
+    /// decoding of rows only ([`CacheWrite::Rows`]). With `attention` (its splits of the keys,
+    /// [`kernels::attention_splits`]), the attention too is peirce's
+    /// ([`kernels::decode_attention`]); the norms ([`kernels::rms_norm`]) and the SwiGLU
+    /// activation ([`kernels::silu_mul`]) always are.
     Kernel {
         inv_freq: &'a Tensor,
         positions: &'a Tensor,
-        attention: bool,
+        attention: Option<i64>,
     },
 }
 
@@ -811,13 +812,13 @@ impl SelfAttention {
                 self.heads,
                 self.kv_heads,
             )?;
-            if attention {
+            if let Some(splits) = attention {
                 return Ok(kernels::decode_attention(
                     &q,
                     &cache.keys,
                     &cache.values,
                     positions,
-                    *attend,
+                    splits,
                 )?
                 .f_view([batch, new, self.heads * self.head_dim])?);
             }
@@ -1218,7 +1219,7 @@ impl Qwen2 {
         }
         let rows = tokens.size()[0];
         // Once per step, not per layer: the mask (which peirce's attention kernel, reading
-        // each row's own positions, does without) and the rotations.
+        // each row's own positions, does without), the rotations and the attention's splits.
         let mask = if cache.kernels == Kernels::All {
             Mask::All
         } else {
@@ -1234,7 +1235,15 @@ impl Qwen2 {
             Rotary::Kernel {
                 inv_freq: &cache.inv_freq,
                 positions,
-                attention: cache.kernels == Kernels::All,
+                attention: match cache.kernels {
+                    Kernels::All => Some(kernels::attention_splits(
+                        rows,
+                        cfg.num_key_value_heads,
+                        attend,
+                        kernels::multiprocessors(positions)?,
+                    )),
+                    _ => None,
+                },
             }
         } else {
             rotation = rotation_matrices(positions, cfg.head_dim(), self.theta, self.kind())?;
