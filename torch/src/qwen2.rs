@@ -637,6 +637,9 @@ pub struct KvCache {
     inv_freq: Tensor,
     /// The model's query heads.
     heads: i64,
+    /// The device's SMs, read once where peirce's attention runs (its splits,
+    /// [`kernels::attention_splits`]); 0 otherwise.
+    multiprocessors: i64,
 }
 
 impl KvCache {
@@ -668,6 +671,7 @@ impl KvCache {
             kernels: Kernels::Libtorch,
             inv_freq: inverse_frequencies(cfg.head_dim(), model.theta, model.device())?,
             heads: cfg.num_attention_heads,
+            multiprocessors: 0,
         })
     }
 
@@ -677,7 +681,12 @@ impl KvCache {
     /// the prefill's SwiGLU is peirce's kernel too (equal to libtorch's ops, one pass).
     pub fn use_kernels(&mut self, choice: Kernels) -> Result<()> {
         self.kernels = Kernels::Libtorch;
-        self.kernels = self.kernels_for(choice)?;
+        let chosen = self.kernels_for(choice)?;
+        self.multiprocessors = match (chosen, self.layers.first()) {
+            (Kernels::All, Some(layer)) => kernels::multiprocessors(&layer.keys)?,
+            _ => 0,
+        };
+        self.kernels = chosen;
         Ok(())
     }
 
@@ -1240,7 +1249,7 @@ impl Qwen2 {
                         rows,
                         cfg.num_key_value_heads,
                         attend,
-                        kernels::multiprocessors(positions)?,
+                        cache.multiprocessors,
                     )),
                     _ => None,
                 },
