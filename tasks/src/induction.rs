@@ -92,14 +92,9 @@ impl Family for Induction {
         solve::verify(instance)
     }
 
-    /// `positive` counts answers above zero, `non_positive` the others (zero and negative);
-    /// an unparseable answer counts in neither.
+    /// By sign ([`crate::sign_balance`]).
     fn answer_balance(&self, answer: &str) -> Vec<(&'static str, u64)> {
-        let value = answer.trim().parse::<i64>().ok();
-        vec![
-            ("positive", u64::from(value.is_some_and(|v| v > 0))),
-            ("non_positive", u64::from(value.is_some_and(|v| v <= 0))),
-        ]
+        crate::sign_balance(answer)
     }
 }
 

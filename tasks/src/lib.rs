@@ -131,6 +131,17 @@ pub trait Family: Send + Sync {
     fn answer_balance(&self, answer: &str) -> Vec<(&'static str, u64)>;
 }
 
+/// The answer balance of families whose answers are integers: `positive` counts answers above
+/// zero, `non_positive` the others (zero and negative); an unparseable answer counts in
+/// neither.
+pub(crate) fn sign_balance(answer: &str) -> Vec<(&'static str, u64)> {
+    let value = answer.trim().parse::<i64>().ok();
+    vec![
+        ("positive", u64::from(value.is_some_and(|v| v > 0))),
+        ("non_positive", u64::from(value.is_some_and(|v| v <= 0))),
+    ]
+}
+
 /// The built-in families, by name.
 pub fn family(name: &str) -> Option<&'static dyn Family> {
     match name {

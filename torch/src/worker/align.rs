@@ -58,13 +58,13 @@ pub fn run(
     device: Device,
 ) -> Result<(), WorkerError> {
     let params = TrainParams::parse(kind, &spec.params)?;
-    let world = ranks::world_size(spec, params.ranks.map(|r| r.get()))?;
-    let launch = ranks::launch(spec, spec_path, world, device)?;
-    match train_node(spec, &params, &launch.ranks, launch.device) {
-        Ok(()) => launch.finish(),
-        // A collective that failed because another rank died: say which one.
-        Err(error) => Err(launch.explain(error)),
-    }
+    ranks::run(
+        spec,
+        spec_path,
+        params.ranks.map(|r| r.get()),
+        device,
+        |ranks, device| train_node(spec, &params, ranks, device),
+    )
 }
 
 /// The node's work on one rank (rank 0 also writes the outputs).

@@ -92,12 +92,13 @@ fn sum_tallies(ranks: &Ranks, tallies: &[Tally]) -> Result<Vec<Tally>, WorkerErr
 /// GPU, see [`super::ranks`]), each grading its share of every dataset's prompts.
 pub fn run(spec: &WorkerSpec, spec_path: &Path, device: Device) -> Result<(), WorkerError> {
     let params = EvalParams::parse(&spec.params)?;
-    let world = ranks::world_size(spec, params.ranks.map(|r| r.get()))?;
-    let launch = ranks::launch(spec, spec_path, world, device)?;
-    match evaluate(spec, &params, &launch.ranks, launch.device) {
-        Ok(()) => launch.finish(),
-        Err(error) => Err(launch.explain(error)),
-    }
+    ranks::run(
+        spec,
+        spec_path,
+        params.ranks.map(|r| r.get()),
+        device,
+        |ranks, device| evaluate(spec, &params, ranks, device),
+    )
 }
 
 fn evaluate(

@@ -44,7 +44,7 @@ pub struct Launch {
 
 /// How many ranks a node runs: `requested` (the `ranks` parameter) or one per granted GPU,
 /// else one.
-pub fn world_size(spec: &WorkerSpec, requested: Option<u32>) -> Result<usize, WorkerError> {
+fn world_size(spec: &WorkerSpec, requested: Option<u32>) -> Result<usize, WorkerError> {
     let gpus = spec.gpus.len();
     match requested {
         Some(ranks) if gpus > 0 && ranks as usize != gpus => Err(WorkerError::bad_input(format!(
@@ -56,10 +56,28 @@ pub fn world_size(spec: &WorkerSpec, requested: Option<u32>) -> Result<usize, Wo
     }
 }
 
+/// Runs a node's `work` on this rank: starts or joins its ranks (`requested`, see
+/// [`world_size`]), and then, on rank 0, waits for the others; when `work` fails because
+/// another rank died, the error says which.
+pub fn run(
+    spec: &WorkerSpec,
+    spec_path: &std::path::Path,
+    requested: Option<u32>,
+    device: Device,
+    work: impl FnOnce(&Ranks, Device) -> Result<(), WorkerError>,
+) -> Result<(), WorkerError> {
+    let world = world_size(spec, requested)?;
+    let launch = launch(spec, spec_path, world, device)?;
+    match work(&launch.ranks, launch.device) {
+        Ok(()) => launch.finish(),
+        Err(error) => Err(launch.explain(error)),
+    }
+}
+
 /// Starts (on rank 0) or joins (on the others) the node's `world` ranks. `spec_path` is the
 /// `node.json` every rank reads; `device` is what [`crate::device::select`] chose for the
 /// node (CUDA device 0 of the granted ones, or the CPU).
-pub fn launch(
+fn launch(
     spec: &WorkerSpec,
     spec_path: &std::path::Path,
     world: usize,
