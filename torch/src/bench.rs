@@ -473,11 +473,7 @@ pub fn run(options: &BenchOptions) -> Result<serde_json::Value> {
         ));
     }
     let (policy_vs, policy) = random_model(&cfg, device, options.dtype, options.seed)?;
-    let parameters: i64 = policy_vs
-        .trainable_variables()
-        .iter()
-        .map(|v| v.numel() as i64)
-        .sum();
+    let parameters = pretrained::parameter_count(&policy_vs);
     let mut rng = SplitMix(options.seed);
     let mut result = json!({
         "bench": "peirce",

@@ -99,6 +99,14 @@ pub struct Model {
     pub generation_config: serde_json::Value,
 }
 
+/// How many trainable parameters `vs` holds.
+pub fn parameter_count(vs: &nn::VarStore) -> i64 {
+    vs.trainable_variables()
+        .iter()
+        .map(|t| t.numel() as i64)
+        .sum()
+}
+
 impl Model {
     /// Loads a model folder onto `device` with weights in `dtype`.
     pub fn load(dir: &Path, device: Device, dtype: Kind) -> Result<Self> {

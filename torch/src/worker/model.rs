@@ -72,12 +72,7 @@ pub fn run(spec: &WorkerSpec, device: Device) -> Result<(), WorkerError> {
             if warmup.steps > 0 {
                 warmup.run(&mut model, spec)?;
             }
-            let parameters: i64 = model
-                .vs
-                .trainable_variables()
-                .iter()
-                .map(|t| t.numel() as i64)
-                .sum();
+            let parameters = pretrained::parameter_count(&model.vs);
             progress(1, 2, "saving");
             model.save(out, dtype, max_shard_bytes)?;
             metric(serde_json::json!({
@@ -230,12 +225,7 @@ fn import(
             }
         }
     }
-    let parameters: i64 = model
-        .vs
-        .trainable_variables()
-        .iter()
-        .map(|t| t.numel() as i64)
-        .sum();
+    let parameters = pretrained::parameter_count(&model.vs);
     metric(serde_json::json!({"parameters": parameters}));
     progress(2, 2, "done");
     Ok(())
