@@ -58,13 +58,9 @@ pub fn run(
     device: Device,
 ) -> Result<(), WorkerError> {
     let params = TrainParams::parse(kind, &spec.params)?;
-    ranks::run(
-        spec,
-        spec_path,
-        params.ranks.map(|r| r.get()),
-        device,
-        |ranks, device| train_node(spec, &params, ranks, device),
-    )
+    ranks::run(spec, spec_path, params.ranks, device, |ranks, device| {
+        train_node(spec, &params, ranks, device)
+    })
 }
 
 /// The node's work on one rank (rank 0 also writes the outputs).

@@ -92,13 +92,9 @@ fn sum_tallies(ranks: &Ranks, tallies: &[Tally]) -> Result<Vec<Tally>, WorkerErr
 /// GPU, see [`super::ranks`]), each grading its share of every dataset's prompts.
 pub fn run(spec: &WorkerSpec, spec_path: &Path, device: Device) -> Result<(), WorkerError> {
     let params = EvalParams::parse(&spec.params)?;
-    ranks::run(
-        spec,
-        spec_path,
-        params.ranks.map(|r| r.get()),
-        device,
-        |ranks, device| evaluate(spec, &params, ranks, device),
-    )
+    ranks::run(spec, spec_path, params.ranks, device, |ranks, device| {
+        evaluate(spec, &params, ranks, device)
+    })
 }
 
 fn evaluate(

@@ -62,11 +62,11 @@ fn world_size(spec: &WorkerSpec, requested: Option<u32>) -> Result<usize, Worker
 pub fn run(
     spec: &WorkerSpec,
     spec_path: &std::path::Path,
-    requested: Option<u32>,
+    requested: Option<std::num::NonZeroU32>,
     device: Device,
     work: impl FnOnce(&Ranks, Device) -> Result<(), WorkerError>,
 ) -> Result<(), WorkerError> {
-    let world = world_size(spec, requested)?;
+    let world = world_size(spec, requested.map(|r| r.get()))?;
     let launch = launch(spec, spec_path, world, device)?;
     match work(&launch.ranks, launch.device) {
         Ok(()) => launch.finish(),
