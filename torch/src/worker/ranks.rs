@@ -14,6 +14,7 @@
 //! (docs/architecture.md §12) ends anything left when rank 0 is gone. Collectives time out
 //! (`PEIRCE_DIST_TIMEOUT_S`, default 600 s), so no rank waits forever on a dead peer.
 
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,11 +33,11 @@ const RENDEZVOUS: &str = "PEIRCE_RENDEZVOUS";
 
 /// The running ranks of this node, from this process's side.
 #[derive(Debug)]
-pub struct Launch {
+struct Launch {
     /// This rank's place and collectives.
-    pub ranks: Ranks,
+    ranks: Ranks,
     /// Its device.
-    pub device: Device,
+    device: Device,
     children: Arc<Mutex<Vec<(usize, Child)>>>,
     finishing: Arc<AtomicBool>,
     watcher: Option<std::thread::JoinHandle<()>>,
@@ -44,14 +45,16 @@ pub struct Launch {
 
 /// How many ranks a node runs: `requested` (the `ranks` parameter) or one per granted GPU,
 /// else one.
-fn world_size(spec: &WorkerSpec, requested: Option<u32>) -> Result<usize, WorkerError> {
+fn world_size(spec: &WorkerSpec, requested: Option<NonZeroU32>) -> Result<usize, WorkerError> {
     let gpus = spec.gpus.len();
     match requested {
-        Some(ranks) if gpus > 0 && ranks as usize != gpus => Err(WorkerError::bad_input(format!(
+        Some(ranks) if gpus > 0 && ranks.get() as usize != gpus => {
+            Err(WorkerError::bad_input(format!(
             "`ranks = {ranks}` but the node was given {gpus} GPUs: on GPUs there is one rank per \
              device (leave `ranks` out)"
-        ))),
-        Some(ranks) => Ok(ranks.max(1) as usize),
+        )))
+        }
+        Some(ranks) => Ok(ranks.get() as usize),
         None => Ok(gpus.max(1)),
     }
 }
@@ -62,11 +65,11 @@ fn world_size(spec: &WorkerSpec, requested: Option<u32>) -> Result<usize, Worker
 pub fn run(
     spec: &WorkerSpec,
     spec_path: &std::path::Path,
-    requested: Option<std::num::NonZeroU32>,
+    requested: Option<NonZeroU32>,
     device: Device,
     work: impl FnOnce(&Ranks, Device) -> Result<(), WorkerError>,
 ) -> Result<(), WorkerError> {
-    let world = world_size(spec, requested.map(|r| r.get()))?;
+    let world = world_size(spec, requested)?;
     let launch = launch(spec, spec_path, world, device)?;
     match work(&launch.ranks, launch.device) {
         Ok(()) => launch.finish(),
