@@ -15,7 +15,7 @@
 //! (`PEIRCE_DIST_TIMEOUT_S`, default 600 s), so no rank waits forever on a dead peer.
 
 use std::num::NonZeroU32;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -47,14 +47,12 @@ struct Launch {
 /// else one.
 fn world_size(spec: &WorkerSpec, requested: Option<NonZeroU32>) -> Result<usize, WorkerError> {
     let gpus = spec.gpus.len();
-    match requested {
-        Some(ranks) if gpus > 0 && ranks.get() as usize != gpus => {
-            Err(WorkerError::bad_input(format!(
+    match requested.map(|ranks| ranks.get() as usize) {
+        Some(ranks) if gpus > 0 && ranks != gpus => Err(WorkerError::bad_input(format!(
             "`ranks = {ranks}` but the node was given {gpus} GPUs: on GPUs there is one rank per \
              device (leave `ranks` out)"
-        )))
-        }
-        Some(ranks) => Ok(ranks.get() as usize),
+        ))),
+        Some(ranks) => Ok(ranks),
         None => Ok(gpus.max(1)),
     }
 }
@@ -64,7 +62,7 @@ fn world_size(spec: &WorkerSpec, requested: Option<NonZeroU32>) -> Result<usize,
 /// another rank died, the error says which.
 pub fn run(
     spec: &WorkerSpec,
-    spec_path: &std::path::Path,
+    spec_path: &Path,
     requested: Option<NonZeroU32>,
     device: Device,
     work: impl FnOnce(&Ranks, Device) -> Result<(), WorkerError>,
@@ -82,7 +80,7 @@ pub fn run(
 /// node (CUDA device 0 of the granted ones, or the CPU).
 fn launch(
     spec: &WorkerSpec,
-    spec_path: &std::path::Path,
+    spec_path: &Path,
     world: usize,
     device: Device,
 ) -> Result<Launch, WorkerError> {
@@ -276,5 +274,42 @@ impl Drop for Launch {
                 let _ = child.wait();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use peirce_protocol::ErrorClass;
+
+    fn spec(gpus: &[u32]) -> WorkerSpec {
+        WorkerSpec {
+            protocol: peirce_protocol::PROTOCOL,
+            kind: "align".into(),
+            node: "align-deduction".into(),
+            workflow: String::new(),
+            params: serde_json::Value::Null,
+            inputs: Default::default(),
+            output_dir: PathBuf::from("out"),
+            scratch_dir: PathBuf::from("scratch"),
+            cpus: 1,
+            gpus: gpus.to_vec(),
+        }
+    }
+
+    #[test]
+    fn world_size_is_the_ranks_asked_or_one_per_gpu() {
+        let two = NonZeroU32::new(2);
+        assert_eq!(world_size(&spec(&[]), None).unwrap(), 1);
+        assert_eq!(world_size(&spec(&[0, 1, 2]), None).unwrap(), 3);
+        assert_eq!(world_size(&spec(&[]), two).unwrap(), 2);
+        assert_eq!(world_size(&spec(&[0, 1]), two).unwrap(), 2);
+        let error = world_size(&spec(&[0]), two).unwrap_err();
+        assert_eq!(error.class, ErrorClass::BadInput);
+        assert!(
+            error.message.contains("`ranks = 2`") && error.message.contains("given 1 GPUs"),
+            "{}",
+            error.message
+        );
     }
 }
